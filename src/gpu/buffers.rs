@@ -1,0 +1,58 @@
+//! Buffer helpers: uniform parameter blocks and reading results back to the host.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// A small uniform buffer holding a kernel's parameters.
+pub struct Uniform;
+
+impl Uniform {
+    pub fn new<P: bytemuck::Pod>(gpu: &Gpu, label: &str, params: &P) -> wgpu::Buffer {
+        gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+}
+
+/// Copies GPU buffers to the host through a mappable staging buffer.
+pub struct Readback;
+
+impl Readback {
+    /// Read `bytes` bytes from the start of `src` (submits a copy and waits).
+    pub fn bytes(gpu: &Gpu, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let size = bytes.div_ceil(4) * 4;
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        gpu.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait()?;
+        rx.recv()
+            .map_err(|e| Error::Gpu(e.to_string()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..bytes as usize].to_vec())
+    }
+
+    pub fn f32(gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        let b = Self::bytes(gpu, src, count as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+}

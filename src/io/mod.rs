@@ -1,0 +1,3 @@
+//! File formats: npy frames and height maps, safetensors weights.
+pub mod npy;
+pub mod weights;

@@ -1,0 +1,16 @@
+//! psi-gpu: phase-shifting-interferometry bucket images to height maps on any GPU (wgpu).
+//!
+//! Data flows one way: `io` reads frames and weights, `gpu` owns the device and pipelines,
+//! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops.
+
+pub mod error;
+pub mod gpu;
+pub mod infer;
+pub mod io;
+pub mod nn;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions, Precision};
+pub use tensor::{ChannelView, HostType, Tensor};

@@ -1,0 +1,3 @@
+//! Models built from the ops: the seed's U-Net.
+
+pub mod unet;

@@ -1,0 +1,74 @@
+//! Element-wise conversions (`shaders/convert.wgsl`): raw u8/u16/f16/f32 frames to the storage
+//! type with a scale, and the storage type back to f32.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
+use crate::tensor::{HostType, Tensor, check_binding};
+
+pub static SHADER: Shader = Shader { name: "convert", body: include_str!("../../shaders/convert.wgsl") };
+pub static FROM_U8: Kernel = Kernel { shader: &SHADER, entry: "from_u8" };
+pub static FROM_U16: Kernel = Kernel { shader: &SHADER, entry: "from_u16" };
+pub static FROM_F16: Kernel = Kernel { shader: &SHADER, entry: "from_f16" };
+pub static FROM_F32: Kernel = Kernel { shader: &SHADER, entry: "from_f32" };
+pub static TO_F32: Kernel = Kernel { shader: &SHADER, entry: "to_f32" };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvertParams {
+    count: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+/// Raw host data uploaded as is (little-endian, padded to 4 bytes).
+pub struct RawBuffer {
+    pub buffer: wgpu::Buffer,
+    pub ty: HostType,
+    pub count: usize,
+}
+
+impl RawBuffer {
+    pub fn upload(gpu: &Gpu, ty: HostType, bytes: &[u8]) -> Result<RawBuffer> {
+        if bytes.len() % ty.size() != 0 {
+            return Err(Error::Shape(format!("{} bytes is not a whole number of {} values", bytes.len(), ty.name())));
+        }
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+        check_binding(gpu, padded.len() as u64, "raw frame")?;
+        let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("raw frame"),
+            contents: &padded,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        });
+        Ok(RawBuffer { buffer, ty, count: bytes.len() / ty.size() })
+    }
+}
+
+/// `output = raw * scale` in the output's storage type; counts must match.
+pub fn from_raw(gpu: &Gpu, raw: &RawBuffer, scale: f32, output: &Tensor) -> Result<Dispatch> {
+    if raw.count != output.len() {
+        return Err(Error::Shape(format!("converting {} values into a tensor of {}", raw.count, output.len())));
+    }
+    let kernel = match raw.ty {
+        HostType::U8 => &FROM_U8,
+        HostType::U16 => &FROM_U16,
+        HostType::F16 => &FROM_F16,
+        HostType::F32 => &FROM_F32,
+    };
+    let input = if raw.ty == HostType::F32 { 2 } else { 1 };
+    let p = ConvertParams { count: raw.count as u32, scale, _pad: [0; 2] };
+    let [gx, gy] = grid_1d(gpu, raw.count, 256);
+    Dispatch::new(gpu, kernel, output.precision, &p, &[(input, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
+}
+
+/// `output (f32) = input * scale`; `output` must be an f32 tensor with as many values.
+pub fn to_f32(gpu: &Gpu, input: &Tensor, scale: f32, output: &Tensor) -> Result<Dispatch> {
+    if output.precision != Precision::F32 || output.len() != input.len() {
+        return Err(Error::Shape("to_f32 needs an f32 output of the input's size".into()));
+    }
+    let p = ConvertParams { count: input.len() as u32, scale, _pad: [0; 2] };
+    let [gx, gy] = grid_1d(gpu, input.len(), 256);
+    Dispatch::new(gpu, &TO_F32, input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)], [gx, gy, 1])
+}

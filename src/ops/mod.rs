@@ -1,0 +1,26 @@
+//! One module per shader file: parameter blocks, shape checks and dispatch construction.
+//! `reference` holds the plain-Rust CPU version of every kernel, used by the tests.
+
+pub mod conv;
+pub mod convert;
+pub mod pool;
+pub mod reference;
+pub mod upsample;
+
+use crate::gpu::Shader;
+
+/// Every WGSL source the engine compiles (the naga test checks each one in both precisions).
+pub fn shaders() -> [&'static Shader; 4] {
+    [&conv::SHADER, &convert::SHADER, &pool::SHADER, &upsample::SHADER]
+}
+
+/// Both views must live in tensors of one precision; returns it.
+fn same_precision(a: &crate::ChannelView, b: &crate::ChannelView) -> crate::Result<crate::Precision> {
+    if a.tensor.precision != b.tensor.precision {
+        return Err(crate::Error::Shape(format!(
+            "precision mismatch: {} input, {} output",
+            a.tensor.precision, b.tensor.precision
+        )));
+    }
+    Ok(a.tensor.precision)
+}

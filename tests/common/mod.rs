@@ -1,0 +1,105 @@
+//! Shared test helpers: one GPU context per adapter (Vulkan and GL on the software drivers), a
+//! deterministic random source, and the tolerance checks.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use psi_gpu::{Gpu, Precision};
+
+/// Every adapter present, opened once per test process. `PSI_GPU_BACKEND` narrows the set.
+pub fn gpus() -> &'static [Gpu] {
+    static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+    GPUS.get_or_init(|| {
+        let backend = std::env::var("PSI_GPU_BACKEND").unwrap_or_else(|_| "auto".into());
+        let gpus = Gpu::all(&backend).expect("opening adapters");
+        assert!(
+            !gpus.is_empty(),
+            "no GPU adapter: install mesa-vulkan-drivers and libvulkan1 (see .ci/run) to run the tests"
+        );
+        for g in &gpus {
+            eprintln!("test adapter: {} f16={} f32-atomics={}", g.describe(), g.f16, g.float32_atomics);
+        }
+        gpus
+    })
+}
+
+/// Each (adapter, precision) pair the adapter supports: f32 everywhere, f16 where enabled.
+pub fn targets() -> Vec<(&'static Gpu, Precision)> {
+    let mut t = Vec::new();
+    for g in gpus() {
+        t.push((g, Precision::F32));
+        if g.f16 {
+            t.push((g, Precision::F16));
+        }
+    }
+    t
+}
+
+/// splitmix64: deterministic, dependency-free random numbers for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    /// Uniform integer in [lo, hi].
+    pub fn int(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// Relative L2 error ‖a − b‖ / ‖b‖.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// Tolerances for one precision: per element |x − y| ≤ max(r·|y|, a), and a relative L2 bound.
+pub struct Tol {
+    pub rel: f64,
+    pub abs: f64,
+    pub l2: f64,
+}
+
+pub fn tol(p: Precision) -> Tol {
+    match p {
+        Precision::F32 => Tol { rel: 1e-4, abs: 1e-5, l2: 1e-5 },
+        Precision::F16 => Tol { rel: 1e-2, abs: 5e-3, l2: 5e-3 },
+    }
+}
+
+/// Check `got` against `want` element-wise and in relative L2, with a message naming `what`.
+pub fn assert_close(got: &[f32], want: &[f32], t: &Tol, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (*g as f64, *w as f64);
+        let bound = (t.rel * w.abs()).max(t.abs);
+        assert!((g - w).abs() <= bound, "{what}: element {i}: got {g}, want {w} (bound {bound:e})");
+    }
+    let e = rel_l2(got, want);
+    assert!(e < t.l2, "{what}: relative L2 {e:e} over {:e}", t.l2);
+}
+
+/// Values rounded to f16 and back, so CPU references see exactly what f16 storage holds.
+pub fn round_to(p: Precision, v: &[f32]) -> Vec<f32> {
+    match p {
+        Precision::F32 => v.to_vec(),
+        Precision::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+    }
+}
