@@ -9,7 +9,9 @@ pub mod infer;
 pub mod io;
 pub mod nn;
 pub mod ops;
+pub mod psi;
 pub mod tensor;
+pub mod tiling;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Precision};

@@ -40,22 +40,47 @@ enum Command {
 struct InferArgs {
     /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32.
     input: PathBuf,
-    /// U-Net weights (safetensors with PyTorch state_dict names).
-    #[arg(long)]
-    weights: PathBuf,
-    /// Output npy (default: INPUT with .height.npy).
+    /// Output npy (default: INPUT.height.npy next to the input).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Tile size; 0 runs the whole frame as one tile.
-    #[arg(long, default_value_t = 0)]
+    /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
+    /// multi-wavelength solver runs.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Tile size in pixels; 0 runs the whole frame as one tile.
+    #[arg(long, default_value_t = 512)]
     tile: usize,
-    /// Storage precision: auto (f16 where the GPU has it), f32 or f16.
+    /// Overlap between neighbouring tiles, blended with sin² ramps.
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+    /// Tiles per GPU batch (default: from the adapter's limits and --gpu-memory).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// GPU memory (MiB) the automatic batch may give to model activations.
+    #[arg(long, default_value_t = 2048)]
+    gpu_memory: u64,
+    /// Storage precision of the U-Net: auto (f16 where the GPU has it), f32 or f16.
     #[arg(long, default_value = "auto")]
     precision: String,
     /// Factor applied to the input before the model (e.g. 1/255); default from the weights'
     /// metadata, else 1/255 for u8, 1/65535 for u16, 1 for floats.
     #[arg(long)]
     input_scale: Option<String>,
+    /// Classical solver: laser wavelengths in µm.
+    #[arg(long, value_delimiter = ',', default_value = "5.0,5.5,6.05,6.655")]
+    wavelengths: Vec<f32>,
+    /// Classical solver: phase steps per laser (channel = laser * buckets + bucket).
+    #[arg(long, default_value_t = 4)]
+    buckets: usize,
+    /// Classical solver: height search range in µm, as MIN,MAX.
+    #[arg(long, value_delimiter = ',', default_value = "-100,100", allow_hyphen_values = true)]
+    height_range: Vec<f32>,
+    /// Classical solver: also write the fringe-contrast (quality) map here.
+    #[arg(long)]
+    quality: Option<PathBuf>,
+    /// Write run statistics (time, tiles, throughput, device, memory) as JSON here.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -73,35 +98,91 @@ fn run(cli: Cli) -> Result<()> {
     let gpu_opts = GpuOptions { backend: cli.gpu.backend.clone(), adapter: cli.gpu.adapter, ..GpuOptions::from_env() };
     match cli.command {
         Command::Info => info(&cli.gpu.backend),
-        Command::Infer(a) => {
-            if a.tile != 0 {
-                return Err(anyhow!("--tile {}: only whole-frame inference (--tile 0) is available in this build", a.tile));
-            }
-            let precision = Precision::parse(&a.precision)
-                .ok_or_else(|| anyhow!("--precision '{}': expected auto, f32 or f16", a.precision))?;
-            let input_scale = match &a.input_scale {
-                None => None,
-                Some(s) => Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?),
-            };
-            let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
-            let gpu = Gpu::new(&gpu_opts)?;
-            let opts = InferOptions { input: a.input, output: output.clone(), weights: a.weights, precision, input_scale };
-            let s = infer(&gpu, &opts).with_context(|| format!("infer {}", opts.input.display()))?;
-            println!(
-                "wrote {} {:?} f32 | frame {:?} {} x{} | {} on {} | {:.3} s | GPU {:.1} MiB",
-                output.display(),
-                s.output_shape,
-                s.shape,
-                s.input_type.name(),
-                s.input_scale,
-                s.precision,
-                gpu.describe(),
-                s.seconds,
-                s.peak_gpu_bytes as f64 / 1048576.0
-            );
-            Ok(())
-        }
+        Command::Infer(a) => infer_command(a, &gpu_opts),
     }
+}
+
+fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
+    let precision =
+        Precision::parse(&a.precision).ok_or_else(|| anyhow!("--precision '{}': expected auto, f32 or f16", a.precision))?;
+    let input_scale = match &a.input_scale {
+        None => None,
+        Some(s) => Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?),
+    };
+    let [lo, hi] = a.height_range[..] else {
+        return Err(anyhow!("--height-range: expected MIN,MAX in µm"));
+    };
+    let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
+    let mut opts = InferOptions::new(a.input.clone(), output.clone());
+    opts.weights = a.weights;
+    opts.classical.wavelengths = a.wavelengths;
+    opts.classical.buckets = a.buckets;
+    opts.classical.height_range = (lo, hi);
+    opts.quality = a.quality;
+    opts.tile = a.tile;
+    opts.overlap = a.overlap;
+    opts.batch = a.batch;
+    opts.precision = precision;
+    opts.input_scale = input_scale;
+    opts.memory_budget = a.gpu_memory << 20;
+    let gpu = Gpu::new(gpu_opts)?;
+    let bar = progress_bar();
+    let s = infer(&gpu, &opts, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("infer {}", opts.input.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} {:?} f32 | {} | frame {:?} {} x{} | {} tiles of {}x{} (batch {}) | {} on {} | {:.3} s, {:.2} MP/s | GPU {:.1} MiB",
+        output.display(),
+        s.output_shape,
+        s.model,
+        s.shape,
+        s.input_type.name(),
+        s.input_scale,
+        s.stream.tiles,
+        s.stream.tile_h,
+        s.stream.tile_w,
+        s.stream.batch,
+        s.precision,
+        gpu.describe(),
+        s.stream.seconds,
+        s.megapixels_per_s(),
+        s.stream.peak_gpu_bytes as f64 / 1048576.0
+    );
+    if let Some(path) = &a.stats_json {
+        let json = serde_json::json!({
+            "seconds": s.stream.seconds,
+            "tiles": s.stream.tiles,
+            "megapixels_per_s": s.megapixels_per_s(),
+            "device": gpu.info.name,
+            "backend": gpu.info.backend,
+            "device_type": gpu.info.device_type,
+            "precision": s.precision.to_string(),
+            "model": s.model,
+            "frame": s.shape,
+            "input_dtype": s.input_type.name(),
+            "input_scale": s.input_scale,
+            "tile": [s.stream.tile_h, s.stream.tile_w],
+            "overlap": s.overlap,
+            "batch": s.stream.batch,
+            "peak_gpu_bytes": s.stream.peak_gpu_bytes,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Tiles, tiles/s and ETA on a terminal; hidden when stderr is not one.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tiles  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 fn default_output(input: &std::path::Path) -> PathBuf {

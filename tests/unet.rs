@@ -36,7 +36,7 @@ fn run(gpu: &Gpu, p: Precision, weights: &Weights, frames: &[&str]) -> (Vec<usiz
     assert!((scale - 1.0 / 255.0).abs() < 1e-9);
     let convert = from_raw(gpu, &raw, scale, &plan.input).unwrap();
     let mut all: Vec<_> = vec![&convert];
-    all.extend(plan.dispatches());
+    all.extend(&plan.dispatches);
     gpu.run(&all).unwrap();
     (plan.output.shape.to_vec(), plan.output.to_f32(gpu).unwrap())
 }

@@ -10,8 +10,8 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
-    /// Keeps the parameter buffer alive as long as the dispatch.
-    _uniform: Option<wgpu::Buffer>,
+    /// The parameter block (binding 0); `update` rewrites it between submissions.
+    uniform: wgpu::Buffer,
 }
 
 impl Dispatch {
@@ -41,7 +41,12 @@ impl Dispatch {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Ok(Dispatch { label: kernel.entry, pipeline, bind_group, groups, _uniform: Some(uniform) })
+        Ok(Dispatch { label: kernel.entry, pipeline, bind_group, groups, uniform })
+    }
+
+    /// Replace the parameters (same type as at creation); takes effect at the next submission.
+    pub fn update<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
+        gpu.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {

@@ -515,6 +515,8 @@ pub struct NpyWriter {
     out: Option<BufWriter<File>>,
     expected: u64,
     written: u64,
+    /// Bytes of the header: data offset 0 is at this file position.
+    header: u64,
     done: bool,
 }
 
@@ -534,9 +536,12 @@ impl NpyWriter {
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             expected: expected as u64,
             written: 0,
+            header: 0,
             done: false,
         };
-        writer.put(&encode_header(ty, shape))?;
+        let header = encode_header(ty, shape);
+        writer.header = header.len() as u64;
+        writer.put(&header)?;
         Ok(writer)
     }
 
@@ -551,6 +556,23 @@ impl NpyWriter {
         }
         self.put(bytes)?;
         self.written = total;
+        Ok(())
+    }
+
+    /// Write data bytes at byte `offset` of the data (for arrays produced out of order, such as
+    /// the rows of every channel of a `(C, H, W)` array). Each byte must be written exactly once
+    /// over all `write`/`write_at` calls for `finish` to accept the file.
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let end = offset + bytes.len() as u64;
+        if end > self.expected || self.written + bytes.len() as u64 > self.expected {
+            return Err(npy_err(&self.path, format!("write past the end of a {}-byte array", self.expected)));
+        }
+        let pos = self.header + offset;
+        let out = self.out.as_mut().ok_or_else(|| npy_err(&self.path, "writer is closed"))?;
+        out.seek(SeekFrom::Start(pos)).map_err(|e| Error::io(&self.path, e))?;
+        out.write_all(bytes).map_err(|e| Error::io(&self.path, e))?;
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
@@ -738,6 +760,25 @@ mod tests {
 
         let header = read_header(&path.0).unwrap();
         assert_eq!(header, NpyHeader { ty: HostType::F32, shape: vec![2, 3, 4], data_offset: 128 });
+    }
+
+    #[test]
+    fn write_at_fills_channels_row_band_by_row_band() {
+        let path = TempPath::new("write_at");
+        let (c, h, w) = (2usize, 5usize, 3usize);
+        let data: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+        let mut wr = NpyWriter::new(&path.0, HostType::F32, &[c, h, w]).unwrap();
+        for (r0, r1) in [(0, 2), (2, 5)] {
+            for ch in 0..c {
+                let block = &data[(ch * h + r0) * w..(ch * h + r1) * w];
+                let bytes: Vec<u8> = block.iter().flat_map(|v| v.to_le_bytes()).collect();
+                wr.write_at(((ch * h + r0) * w * 4) as u64, &bytes).unwrap();
+            }
+        }
+        wr.finish().unwrap();
+        assert_eq!(read_f32(&path.0).unwrap(), (vec![c, h, w], data));
+        let mut wr = NpyWriter::new(&path.0, HostType::F32, &[2]).unwrap();
+        assert!(wr.write_at(4, &[0; 8]).is_err());
     }
 
     #[test]

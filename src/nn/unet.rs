@@ -12,13 +12,14 @@
 //! `C`, `classes` and `b` come from the shapes in the weights (PyTorch state_dict names).
 //! Eval-mode BatchNorm is folded into each convolution's scale/shift epilogue.
 //!
-//! A [`UNetPlan`] holds every activation buffer and recorded dispatch for one input size, so a
+//! A [`Plan`] holds every activation buffer and recorded dispatch for one input size, so a
 //! tile size is planned once and replayed for every tile. Concatenations cost nothing: the skip's
 //! second convolution writes straight into channels `[0, c)` of the concat buffer and the
 //! upsampling kernel into `[c, 2c)`.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Precision};
+use crate::nn::Plan;
 use crate::io::weights::Weights;
 use crate::ops::conv::{ConvWeights, conv};
 use crate::ops::pool::maxpool2x2;
@@ -123,7 +124,7 @@ impl UNet {
     }
 
     /// Allocate activations and record the forward pass for `n` images of `h` x `w`.
-    pub fn plan(&self, gpu: &Gpu, n: usize, h: usize, w: usize) -> Result<UNetPlan> {
+    pub fn plan(&self, gpu: &Gpu, n: usize, h: usize, w: usize) -> Result<Plan> {
         if h < 16 || w < 16 {
             return Err(Error::Shape(format!(
                 "the U-Net pools four times and needs frames of at least 16 x 16 pixels; got {h} x {w}"
@@ -181,30 +182,6 @@ impl UNet {
         buffers.extend(mid);
         buffers.extend(pooled);
         let bytes = buffers.iter().chain([&input, &output]).map(|t| t.buffer.size()).sum();
-        Ok(UNetPlan { input, output, dispatches: d, _buffers: buffers, bytes })
-    }
-}
-
-/// Activations and recorded dispatches of one U-Net input size.
-pub struct UNetPlan {
-    /// `[n, n_channels, h, w]`: write the scaled frame here.
-    pub input: Tensor,
-    /// `[n, n_classes, h, w]`.
-    pub output: Tensor,
-    dispatches: Vec<Dispatch>,
-    _buffers: Vec<Tensor>,
-    /// Bytes of all activation buffers (input and output included).
-    pub bytes: u64,
-}
-
-impl UNetPlan {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.dispatches {
-            d.record(pass);
-        }
-    }
-
-    pub fn dispatches(&self) -> &[Dispatch] {
-        &self.dispatches
+        Ok(Plan { input, output, dispatches: d, buffers, bytes })
     }
 }

@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
 use crate::tensor::{HostType, Tensor, check_binding};
 
-pub static SHADER: Shader = Shader { name: "convert", body: include_str!("../../shaders/convert.wgsl") };
+pub static SHADER: Shader = Shader {
+    name: "convert",
+    body: concat!(include_str!("../../shaders/decode.wgsl"), include_str!("../../shaders/convert.wgsl")),
+};
 pub static FROM_U8: Kernel = Kernel { shader: &SHADER, entry: "from_u8" };
 pub static FROM_U16: Kernel = Kernel { shader: &SHADER, entry: "from_u16" };
 pub static FROM_F16: Kernel = Kernel { shader: &SHADER, entry: "from_f16" };
@@ -57,10 +60,9 @@ pub fn from_raw(gpu: &Gpu, raw: &RawBuffer, scale: f32, output: &Tensor) -> Resu
         HostType::F16 => &FROM_F16,
         HostType::F32 => &FROM_F32,
     };
-    let input = if raw.ty == HostType::F32 { 2 } else { 1 };
     let p = ConvertParams { count: raw.count as u32, scale, _pad: [0; 2] };
     let [gx, gy] = grid_1d(gpu, raw.count, 256);
-    Dispatch::new(gpu, kernel, output.precision, &p, &[(input, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
+    Dispatch::new(gpu, kernel, output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
 }
 
 /// `output (f32) = input * scale`; `output` must be an f32 tensor with as many values.

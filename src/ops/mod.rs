@@ -10,8 +10,8 @@ pub mod upsample;
 use crate::gpu::Shader;
 
 /// Every WGSL source the engine compiles (the naga test checks each one in both precisions).
-pub fn shaders() -> [&'static Shader; 4] {
-    [&conv::SHADER, &convert::SHADER, &pool::SHADER, &upsample::SHADER]
+pub fn shaders() -> [&'static Shader; 5] {
+    [&conv::SHADER, &convert::SHADER, &pool::SHADER, &upsample::SHADER, &crate::psi::classical::SHADER]
 }
 
 /// Both views must live in tensors of one precision; returns it.

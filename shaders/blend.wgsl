@@ -1,0 +1,88 @@
+// Seam-free stitching: each tile's model output is multiplied by its window and added, with its
+// weight, into a ring of accumulator rows (values and weights, atomics from atomic_*.wgsl);
+// `normalize` turns finished rows into value / weight and resets them for reuse.
+//
+// Window: separable, sin² ramps of length `overlap` on the sides that have a neighbouring tile,
+// 1 elsewhere (image borders included). Neighbours' ramps are complementary (sin² + cos² = 1)
+// and never zero (half-pixel offset), so an identity model reproduces its input.
+// Tile descriptors: vec4(y0, x0, block column, flags) with flags bit 0 = neighbour above,
+// 1 = below, 2 = left, 3 = right. Accumulator row of frame row y: y % ring.
+
+struct BlendParams {
+    count: u32,
+    c: u32,
+    th: u32,
+    tw: u32,
+    w: u32,
+    ring: u32,
+    overlap: u32,
+    row0: u32,
+    rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: BlendParams;
+@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> tile_out: array<T>;
+@group(0) @binding(5) var<storage, read_write> rows_out: array<f32>;
+
+const PI: f32 = 3.14159265358979;
+
+// Weight at distance j from a side with a neighbour.
+fn ramp(j: u32) -> f32 {
+    if (j >= p.overlap) {
+        return 1.0;
+    }
+    let s = sin(PI * (f32(j) + 0.5) / (2.0 * f32(p.overlap)));
+    return s * s;
+}
+
+fn axis_weight(j: u32, n: u32, low: bool, high: bool) -> f32 {
+    var w = 1.0;
+    if (low) {
+        w *= ramp(j);
+    }
+    if (high) {
+        w *= ramp(n - 1u - j);
+    }
+    return w;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let k = gid.z;
+    if (i >= p.th * p.tw || k >= p.count) {
+        return;
+    }
+    let t = tiles[k];
+    let y = i / p.tw;
+    let x = i % p.tw;
+    let wgt = axis_weight(y, p.th, (t.w & 1u) != 0u, (t.w & 2u) != 0u)
+        * axis_weight(x, p.tw, (t.w & 4u) != 0u, (t.w & 8u) != 0u);
+    let r = (t.x + y) % p.ring;
+    let col = t.y + x;
+    for (var c = 0u; c < p.c; c++) {
+        acc_add((c * p.ring + r) * p.w + col, f32(tile_out[((k * p.c + c) * p.th + y) * p.tw + x]) * wgt);
+    }
+    wsum_add(r * p.w + col, wgt);
+}
+
+// rows_out[c, y, x] = value / weight for frame rows row0 .. row0 + rows; resets those rows.
+@compute @workgroup_size(256, 1, 1)
+fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.rows * p.w) {
+        return;
+    }
+    let y = i / p.w;
+    let x = i % p.w;
+    let r = (p.row0 + y) % p.ring;
+    let ws = wsum_take(r * p.w + x);
+    for (var c = 0u; c < p.c; c++) {
+        let v = acc_take((c * p.ring + r) * p.w + x);
+        rows_out[(c * p.rows + y) * p.w + x] = select(0.0, v / ws, ws > 0.0);
+    }
+}

@@ -1,0 +1,4 @@
+//! Physics: the classical solver (and later synthesis, losses).
+
+pub mod classical;
+pub mod synth;

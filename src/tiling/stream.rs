@@ -1,0 +1,202 @@
+//! The streaming driver: for each row of tiles, read that band of rows (every channel) from the
+//! npy file, run the tiles in batches — upload the batch's block in its raw dtype, gather and
+//! convert on the GPU, model, windowed atomic accumulation — then normalise the rows no later
+//! tile touches, read them back and hand them to the caller. Host and GPU memory depend on the
+//! tile size, batch and frame width, never on the frame's height.
+
+use std::time::Instant;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Readback};
+use crate::io::npy::NpyReader;
+use crate::nn::Model;
+use crate::tensor::check_binding;
+use crate::tiling::blend::Blender;
+use crate::tiling::gather::{GatherParams, gather};
+use crate::tiling::plan::TileGrid;
+
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// Tile size (0 = the whole frame as one tile).
+    pub tile: usize,
+    pub overlap: usize,
+    /// Tiles per batch; `None` = chosen from the adapter's limits and `memory_budget`.
+    pub batch: Option<usize>,
+    /// Factor applied to the raw input values before the model.
+    pub input_scale: f32,
+    /// GPU bytes the model activations of one batch may take when the batch is automatic.
+    pub memory_budget: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StreamStats {
+    pub tiles: usize,
+    pub batch: usize,
+    pub tile_h: usize,
+    pub tile_w: usize,
+    pub seconds: f64,
+    /// Bytes the engine allocated on the GPU (weights, activations, blocks, accumulators).
+    pub peak_gpu_bytes: u64,
+}
+
+/// Tile descriptor as the shaders read it: (y0, x0, block column, neighbour flags).
+fn descriptor(g: &TileGrid, i: usize, j: usize, block_col: usize) -> [u32; 4] {
+    let flags = (i > 0) as u32 | ((i + 1 < g.ys.len()) as u32) << 1 | ((j > 0) as u32) << 2 | ((j + 1 < g.xs.len()) as u32) << 3;
+    [g.ys[i] as u32, g.xs[j] as u32, block_col as u32, flags]
+}
+
+/// Choose the batch: what the budget allows, within the binding limit, at most a tile row.
+fn choose_batch(gpu: &Gpu, model: &Model, g: &TileGrid, opts: &StreamOptions, itemsize: usize) -> Result<usize> {
+    let probe = model.plan(gpu, 1, g.th, g.tw)?;
+    let by_binding = (gpu.max_binding() / probe.largest_buffer().max(1)) as usize;
+    let block_per_tile = (model.in_channels() * g.th * g.tw * itemsize) as u64;
+    let by_block = (gpu.max_binding() / block_per_tile.max(1)) as usize;
+    let wanted = match opts.batch {
+        Some(b) => b.max(1),
+        None => ((opts.memory_budget / probe.bytes.max(1)) as usize).max(1),
+    };
+    let batch = wanted.min(g.xs.len()).min(by_binding).min(by_block);
+    if batch == 0 {
+        return Err(Error::Shape(format!(
+            "a {} x {} tile does not fit this adapter's {} MiB storage-binding limit; use a smaller --tile",
+            g.th,
+            g.tw,
+            gpu.max_binding() >> 20
+        )));
+    }
+    Ok(batch)
+}
+
+/// Run `model` over the `(C, H, W)` frame of `reader`. `on_rows(row0, rows, data)` receives each
+/// finished band of rows as `(out_channels, rows, W)` f32 values, top to bottom; `on_tiles(done,
+/// total)` reports progress.
+pub fn stream(
+    gpu: &Gpu,
+    model: &Model,
+    reader: &mut NpyReader,
+    opts: &StreamOptions,
+    mut on_rows: impl FnMut(usize, usize, &[f32]) -> Result<()>,
+    mut on_tiles: impl FnMut(usize, usize),
+) -> Result<StreamStats> {
+    let t0 = Instant::now();
+    let header = reader.header().clone();
+    let path = reader.path().to_path_buf();
+    let [c, h, w] = match header.shape[..] {
+        [c, h, w] => [c, h, w],
+        _ => {
+            return Err(Error::Npy {
+                path,
+                message: format!("expected a (channels, height, width) array, got shape {:?}", header.shape),
+            });
+        }
+    };
+    if c == 0 || h == 0 || w == 0 {
+        return Err(Error::Npy { path, message: format!("empty frame of shape {:?}", header.shape) });
+    }
+    if c != model.in_channels() {
+        return Err(Error::Shape(format!(
+            "{} has {c} channels but the model ({}) expects {}",
+            path.display(),
+            model.name(),
+            model.in_channels()
+        )));
+    }
+    let g = TileGrid::new(h, w, opts.tile, opts.overlap)?;
+    let itemsize = header.ty.size();
+    let batch = choose_batch(gpu, model, &g, opts, itemsize)?;
+    let plan = model.plan(gpu, batch, g.th, g.tw)?;
+
+    // The widest block a batch reads: columns of `batch` consecutive tiles.
+    let max_bw = (0..g.xs.len())
+        .map(|j| {
+            let last = (j + batch - 1).min(g.xs.len() - 1);
+            g.xs[last] + g.tw - g.xs[j]
+        })
+        .max()
+        .unwrap_or(g.tw);
+    let block_bytes = ((c * g.th * max_bw * itemsize) as u64).div_ceil(4) * 4;
+    check_binding(gpu, block_bytes, "the input block of one batch")?;
+    let block = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("input block"),
+        size: block_bytes,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let tiles = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("tile descriptors"),
+        contents: bytemuck::cast_slice(&vec![[0u32; 4]; batch]),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+    });
+    let mut gp = GatherParams {
+        c: c as u32,
+        th: g.th as u32,
+        tw: g.tw as u32,
+        bw: max_bw as u32,
+        count: batch as u32,
+        scale: opts.input_scale,
+        _pad: [0; 2],
+    };
+    let gather = gather(gpu, header.ty, &block, &tiles, &gp, &plan.input)?;
+    let mut blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap)?;
+    let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
+
+    let out_c = model.out_channels();
+    let total = g.len();
+    let mut done = 0;
+    let mut band = reader.read_rows(g.ys[0]..g.ys[0] + g.th)?;
+    for i in 0..g.ys.len() {
+        for j0 in (0..g.xs.len()).step_by(batch) {
+            let j1 = (j0 + batch).min(g.xs.len());
+            let (xa, xb) = (g.xs[j0], g.xs[j1 - 1] + g.tw);
+            let bw = xb - xa;
+            // The batch's block: columns [xa, xb) of the band, every channel, raw bytes.
+            let mut bytes = Vec::with_capacity(c * g.th * bw * itemsize);
+            for row in band.chunks_exact(w * itemsize) {
+                bytes.extend_from_slice(&row[xa * itemsize..xb * itemsize]);
+            }
+            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+            gpu.queue.write_buffer(&block, 0, &bytes);
+            let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(&g, i, j, g.xs[j] - xa)).collect();
+            gpu.queue.write_buffer(&tiles, 0, bytemuck::cast_slice(&desc));
+            gp.bw = bw as u32;
+            gp.count = (j1 - j0) as u32;
+            gather.update(gpu, &gp);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                gather.record(&mut pass);
+                plan.record(&mut pass);
+                blender.accumulate(gpu, j1 - j0).record(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
+            done += j1 - j0;
+            on_tiles(done, total);
+        }
+        // Rows no later tile touches are final.
+        let rows = g.finished_rows(i);
+        let n_rows = rows.len();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            blender.normalize(gpu, rows.start, n_rows).record(&mut pass);
+        }
+        gpu.queue.submit([enc.finish()]);
+        // Read the next band while the GPU works.
+        if i + 1 < g.ys.len() {
+            band = reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th)?;
+        }
+        let data = Readback::f32(gpu, &blender.rows_out.buffer, out_c * n_rows * w)?;
+        on_rows(rows.start, n_rows, &data)?;
+    }
+    Ok(StreamStats {
+        tiles: total,
+        batch,
+        tile_h: g.th,
+        tile_w: g.tw,
+        seconds: t0.elapsed().as_secs_f64(),
+        peak_gpu_bytes,
+    })
+}
