@@ -104,10 +104,7 @@ pub fn infer(gpu: &Gpu, opts: &InferOptions, on_tiles: impl FnMut(usize, usize))
         _ => {
             return Err(Error::Npy {
                 path: opts.input.clone(),
-                message: format!(
-                    "expected a non-empty (channels, height, width) array, got shape {:?}",
-                    header.shape
-                ),
+                message: format!("expected a non-empty (channels, height, width) array, got shape {:?}", header.shape),
             });
         }
     };

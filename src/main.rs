@@ -103,11 +103,13 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
-    let precision =
-        Precision::parse(&a.precision).ok_or_else(|| anyhow!("--precision '{}': expected auto, f32 or f16", a.precision))?;
+    let precision = Precision::parse(&a.precision)
+        .ok_or_else(|| anyhow!("--precision '{}': expected auto, f32 or f16", a.precision))?;
     let input_scale = match &a.input_scale {
         None => None,
-        Some(s) => Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?),
+        Some(s) => {
+            Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?)
+        }
     };
     let [lo, hi] = a.height_range[..] else {
         return Err(anyhow!("--height-range: expected MIN,MAX in µm"));
@@ -130,8 +132,7 @@ fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
     let s = infer(&gpu, &opts, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })
-    .with_context(|| format!("infer {}", opts.input.display()))?;
+    })?;
     bar.finish_and_clear();
     println!(
         "wrote {} {:?} f32 | {} | frame {:?} {} x{} | {} tiles of {}x{} (batch {}) | {} on {} | {:.3} s, {:.2} MP/s | GPU {:.1} MiB",

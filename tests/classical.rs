@@ -58,12 +58,8 @@ fn rmse_max(got: &[f32], truth: &[f32]) -> (f64, f64) {
 #[test]
 fn gpu_matches_reference() {
     let mut rng = Rng::new(11);
-    let three = ClassicalConfig {
-        wavelengths: vec![4.2, 5.1, 6.3],
-        buckets: 5,
-        height_range: (-30.0, 45.0),
-        quality: true,
-    };
+    let three =
+        ClassicalConfig { wavelengths: vec![4.2, 5.1, 6.3], buckets: 5, height_range: (-30.0, 45.0), quality: true };
     let one = ClassicalConfig { wavelengths: vec![5.0], buckets: 3, height_range: (-1.2, 1.2), quality: true };
     let default_q = ClassicalConfig { quality: true, ..Default::default() };
     // (config, n, h, w, kind): 0 = physical frames with noise, 1 = noiseless, 2 = uniform noise
@@ -139,7 +135,7 @@ fn noiseless_seed_surface() {
             gpu.describe()
         );
         assert!(rmse < 1e-4, "RMSE {rmse:e}");
-        assert!(max < 2e-5, "max error {max:e}");
+        assert!(max < 1e-5, "max error {max:e}");
         assert!(qerr < 1e-4, "quality off B/A by {qerr:e}");
     }
 }
@@ -156,7 +152,7 @@ fn noiseless_full_height_range() {
         let out = model.solve(gpu, &frame, 1, h, w).unwrap();
         let (rmse, max) = rmse_max(&out, &truth);
         eprintln!("{}: noiseless heights in ±100 µm: RMSE {rmse:.2e} µm, max error {max:.2e} µm", gpu.describe());
-        assert!(max < 2e-5, "max error {max:e}");
+        assert!(max < 1e-5, "max error {max:e}");
     }
 }
 

@@ -51,8 +51,14 @@ fn conv_matches_reference() {
                 let what = format!("conv{k}x{k} {} {p} n{n} {cin}->{cout} {h}x{w} relu={relu}", gpu.describe());
                 assert_close(&slice_channels(&got, [n, oct, h, w], 1, cout), &want, &tol(p), &what);
                 // Channels outside the view are untouched.
-                assert!(slice_channels(&got, [n, oct, h, w], 0, 1).iter().all(|&v| v == 7.0), "{what}: wrote outside view");
-                assert!(slice_channels(&got, [n, oct, h, w], 1 + cout, 1).iter().all(|&v| v == 7.0), "{what}: wrote outside view");
+                assert!(
+                    slice_channels(&got, [n, oct, h, w], 0, 1).iter().all(|&v| v == 7.0),
+                    "{what}: wrote outside view"
+                );
+                assert!(
+                    slice_channels(&got, [n, oct, h, w], 1 + cout, 1).iter().all(|&v| v == 7.0),
+                    "{what}: wrote outside view"
+                );
             }
         }
     }
@@ -103,7 +109,8 @@ fn maxpool_rejects_wrong_output() {
 fn upsample_pad_matches_reference() {
     let mut rng = Rng::new(4);
     // (n, c, h, w, out_h, out_w): exact, +1 pads (odd skips), 1-pixel inputs, +3 pads, crops.
-    let cases = [(1, 3, 4, 5, 8, 10), (2, 2, 7, 3, 15, 7), (1, 1, 1, 1, 2, 3), (1, 5, 6, 6, 15, 12), (1, 2, 5, 4, 9, 6)];
+    let cases =
+        [(1, 3, 4, 5, 8, 10), (2, 2, 7, 3, 15, 7), (1, 1, 1, 1, 2, 3), (1, 5, 6, 6, 15, 12), (1, 2, 5, 4, 9, 6)];
     for (gpu, p) in targets() {
         for &(n, c, h, w, oh, ow) in &cases {
             let x = round_to(p, &rng.vec(n * c * h * w, -1.0, 1.0));
@@ -115,7 +122,10 @@ fn upsample_pad_matches_reference() {
             let want = reference::upsample2x_pad(&x, [n, c, h, w], oh, ow);
             let what = format!("upsample {p} {n}x{c}x{h}x{w} -> {oh}x{ow}");
             assert_close(&slice_channels(&got, [n, c + 1, oh, ow], 1, c), &want, &tol(p), &what);
-            assert!(slice_channels(&got, [n, c + 1, oh, ow], 0, 1).iter().all(|&v| v == 5.0), "{what}: wrote outside view");
+            assert!(
+                slice_channels(&got, [n, c + 1, oh, ow], 0, 1).iter().all(|&v| v == 5.0),
+                "{what}: wrote outside view"
+            );
         }
     }
 }
@@ -128,7 +138,11 @@ fn convert_from_every_host_type() {
             let ints: Vec<u32> = (0..count).map(|_| rng.next_u64() as u32).collect();
             let floats = rng.vec(count, -3.0, 3.0);
             let cases: Vec<(HostType, Vec<u8>, Vec<f32>)> = vec![
-                (HostType::U8, ints.iter().map(|&v| v as u8).collect(), ints.iter().map(|&v| (v as u8) as f32).collect()),
+                (
+                    HostType::U8,
+                    ints.iter().map(|&v| v as u8).collect(),
+                    ints.iter().map(|&v| (v as u8) as f32).collect(),
+                ),
                 (
                     HostType::U16,
                     ints.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),

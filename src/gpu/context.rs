@@ -145,7 +145,14 @@ impl Gpu {
     /// Open the adapter chosen by `opts` (the first in preference order unless `adapter` is set).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let backends = parse_backends(&opts.backend)?;
-        let mut adapters = sorted_adapters(backends);
+        // `auto` opens GL only when no Vulkan/DX12/Metal adapter exists: probing GL is slow and
+        // noisy on machines without a display.
+        let mut adapters = if backends == wgpu::Backends::all() && opts.adapter.is_none() {
+            let primary = sorted_adapters(wgpu::Backends::PRIMARY);
+            if primary.is_empty() { sorted_adapters(wgpu::Backends::GL) } else { primary }
+        } else {
+            sorted_adapters(backends)
+        };
         if adapters.is_empty() {
             return Err(Error::NoAdapter { backend: opts.backend.clone() });
         }
@@ -256,10 +263,7 @@ impl Gpu {
 
     /// Wait for all submitted work.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(e.to_string()))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Gpu(e.to_string()))
     }
 
     /// Largest buffer a single storage binding may cover on this device.

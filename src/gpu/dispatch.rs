@@ -35,7 +35,9 @@ impl Dispatch {
         let pipeline = gpu.pipeline(kernel, precision)?;
         let uniform = crate::gpu::Uniform::new(gpu, kernel.entry, params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }));
+        entries.extend(
+            buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }),
+        );
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.entry),
             layout: &pipeline.get_bind_group_layout(0),
@@ -64,11 +66,7 @@ impl Dispatch {
 pub fn grid_1d(gpu: &Gpu, count: usize, wg: usize) -> [u32; 2] {
     let groups = count.div_ceil(wg).max(1);
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    if groups <= max {
-        [groups as u32, 1]
-    } else {
-        [max as u32, groups.div_ceil(max) as u32]
-    }
+    if groups <= max { [groups as u32, 1] } else { [max as u32, groups.div_ceil(max) as u32] }
 }
 
 impl Gpu {

@@ -7,6 +7,6 @@ mod pipeline;
 pub use pipeline::Shader;
 
 pub use buffers::{Readback, Uniform};
-pub use dispatch::{Dispatch, grid_1d};
 pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends};
+pub use dispatch::{Dispatch, grid_1d};
 pub use pipeline::{Kernel, Precision};

@@ -4,11 +4,15 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Precision};
 use crate::nn::Plan;
 use crate::nn::unet::UNet;
+use crate::ops::conv::{ConvWeights, conv};
 use crate::psi::classical::Classical;
+use crate::tensor::Tensor;
 
 pub enum Model {
     UNet(UNet),
     Classical(Classical),
+    /// Returns its first input channel (a 1x1 convolution selecting it): the stitching check.
+    FirstChannel(ConvWeights),
 }
 
 impl Model {
@@ -18,6 +22,7 @@ impl Model {
             Model::Classical(c) => {
                 format!("classical ({} lasers x {} buckets)", c.config.wavelengths.len(), c.config.buckets)
             }
+            Model::FirstChannel(_) => "first channel".into(),
         }
     }
 
@@ -25,6 +30,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.config.n_channels,
             Model::Classical(c) => c.in_channels(),
+            Model::FirstChannel(w) => w.cin,
         }
     }
 
@@ -32,6 +38,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.config.n_classes,
             Model::Classical(c) => c.out_channels(),
+            Model::FirstChannel(_) => 1,
         }
     }
 
@@ -40,6 +47,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.precision,
             Model::Classical(_) => Precision::F32,
+            Model::FirstChannel(w) => w.precision,
         }
     }
 
@@ -47,7 +55,7 @@ impl Model {
     pub fn input_scale(&self) -> Option<f32> {
         match self {
             Model::UNet(m) => m.input_scale,
-            Model::Classical(_) => None,
+            Model::Classical(_) | Model::FirstChannel(_) => None,
         }
     }
 
@@ -55,6 +63,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.weight_bytes(),
             Model::Classical(_) => 0,
+            Model::FirstChannel(w) => w.bytes(),
         }
     }
 
@@ -63,6 +72,20 @@ impl Model {
         match self {
             Model::UNet(m) => m.plan(gpu, n, h, w),
             Model::Classical(c) => c.plan(gpu, n, h, w),
+            Model::FirstChannel(wt) => {
+                let input = Tensor::new(gpu, [n, wt.cin, h, w], wt.precision, "input")?;
+                let output = Tensor::new(gpu, [n, 1, h, w], wt.precision, "output")?;
+                let dispatches = vec![conv(gpu, wt, input.view(), output.view())?];
+                let bytes = input.buffer.size() + output.buffer.size();
+                Ok(Plan { input, output, dispatches, buffers: vec![], bytes })
+            }
         }
+    }
+
+    /// The first-channel model for `channels`-channel frames.
+    pub fn first_channel(gpu: &Gpu, channels: usize, precision: Precision) -> Result<Model> {
+        let mut w = vec![0.0; channels];
+        w[0] = 1.0;
+        Ok(Model::FirstChannel(ConvWeights::new(gpu, precision, &w, [1, channels, 1], &[1.0], &[0.0], false)?))
     }
 }

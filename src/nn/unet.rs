@@ -19,8 +19,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Precision};
-use crate::nn::Plan;
 use crate::io::weights::Weights;
+use crate::nn::Plan;
 use crate::ops::conv::{ConvWeights, conv};
 use crate::ops::pool::maxpool2x2;
 use crate::ops::upsample::upsample2x_pad;
@@ -55,7 +55,15 @@ pub struct UNet {
 }
 
 /// One 3x3 convolution followed by eval-mode BatchNorm and ReLU: `{conv}.weight`, `{bn}.*`.
-fn conv_bn_relu(gpu: &Gpu, p: Precision, wts: &Weights, conv: &str, bn: &str, cin: usize, cout: usize) -> Result<ConvWeights> {
+fn conv_bn_relu(
+    gpu: &Gpu,
+    p: Precision,
+    wts: &Weights,
+    conv: &str,
+    bn: &str,
+    cin: usize,
+    cout: usize,
+) -> Result<ConvWeights> {
     let w = wts.get(&format!("{conv}.weight"), &[cout, cin, 3, 3])?;
     let g = wts.get(&format!("{bn}.weight"), &[cout])?;
     let beta = wts.get(&format!("{bn}.bias"), &[cout])?;
@@ -71,7 +79,15 @@ fn conv_bn_relu(gpu: &Gpu, p: Precision, wts: &Weights, conv: &str, bn: &str, ci
     ConvWeights::new(gpu, p, &w.data, [cout, cin, 3], &scale, &shift, true)
 }
 
-fn double_conv(gpu: &Gpu, p: Precision, wts: &Weights, prefix: &str, cin: usize, mid: usize, cout: usize) -> Result<DoubleConv> {
+fn double_conv(
+    gpu: &Gpu,
+    p: Precision,
+    wts: &Weights,
+    prefix: &str,
+    cin: usize,
+    mid: usize,
+    cout: usize,
+) -> Result<DoubleConv> {
     let d = format!("{prefix}.double_conv");
     Ok(DoubleConv {
         a: conv_bn_relu(gpu, p, wts, &format!("{d}.0"), &format!("{d}.1"), cin, mid)?,

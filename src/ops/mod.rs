@@ -9,9 +9,18 @@ pub mod upsample;
 
 use crate::gpu::Shader;
 
-/// Every WGSL source the engine compiles (the naga test checks each one in both precisions).
-pub fn shaders() -> [&'static Shader; 5] {
-    [&conv::SHADER, &convert::SHADER, &pool::SHADER, &upsample::SHADER, &crate::psi::classical::SHADER]
+/// Every WGSL program the engine compiles (the naga test checks each one in both precisions).
+pub fn shaders() -> Vec<&'static Shader> {
+    vec![
+        &conv::SHADER,
+        &convert::SHADER,
+        &pool::SHADER,
+        &upsample::SHADER,
+        &crate::psi::classical::SHADER,
+        &crate::tiling::gather::SHADER,
+        &crate::tiling::blend::SHADER_NATIVE,
+        &crate::tiling::blend::SHADER_CAS,
+    ]
 }
 
 /// Both views must live in tensors of one precision; returns it.

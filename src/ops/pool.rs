@@ -50,7 +50,12 @@ pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<
     };
     let [gx, gy] = grid_1d(gpu, oh * ow, 256);
     let planes = (input.n() * input.channels) as u32;
-    Dispatch::new(gpu, &MAXPOOL2X2, precision, &p, &[(1, &input.tensor.buffer), (2, &output.tensor.buffer)], [
-        gx, gy, planes,
-    ])
+    Dispatch::new(
+        gpu,
+        &MAXPOOL2X2,
+        precision,
+        &p,
+        &[(1, &input.tensor.buffer), (2, &output.tensor.buffer)],
+        [gx, gy, planes],
+    )
 }

@@ -51,7 +51,14 @@ pub struct Blender {
 
 impl Blender {
     /// `tile_out` is the model's `[n, c, th, tw]` output; `tiles` the batch's descriptors.
-    pub fn new(gpu: &Gpu, tile_out: &Tensor, tiles: &wgpu::Buffer, w: usize, ring: usize, overlap: usize) -> Result<Blender> {
+    pub fn new(
+        gpu: &Gpu,
+        tile_out: &Tensor,
+        tiles: &wgpu::Buffer,
+        w: usize,
+        ring: usize,
+        overlap: usize,
+    ) -> Result<Blender> {
         let [n, c, th, tw] = tile_out.shape;
         if ring < th {
             return Err(Error::Shape(format!("accumulator ring of {ring} rows for {th}-row tiles")));
@@ -80,8 +87,11 @@ impl Blender {
             rows: 0,
             _pad: [0; 3],
         };
-        let (acc_k, norm_k) =
-            if gpu.float32_atomics { (&ACCUMULATE_NATIVE, &NORMALIZE_NATIVE) } else { (&ACCUMULATE_CAS, &NORMALIZE_CAS) };
+        let (acc_k, norm_k) = if gpu.float32_atomics {
+            (&ACCUMULATE_NATIVE, &NORMALIZE_NATIVE)
+        } else {
+            (&ACCUMULATE_CAS, &NORMALIZE_CAS)
+        };
         let [gx, gy] = grid_1d(gpu, th * tw, 256);
         let accumulate = Dispatch::new(
             gpu,

@@ -43,7 +43,10 @@ pub struct StreamStats {
 
 /// Tile descriptor as the shaders read it: (y0, x0, block column, neighbour flags).
 fn descriptor(g: &TileGrid, i: usize, j: usize, block_col: usize) -> [u32; 4] {
-    let flags = (i > 0) as u32 | ((i + 1 < g.ys.len()) as u32) << 1 | ((j > 0) as u32) << 2 | ((j + 1 < g.xs.len()) as u32) << 3;
+    let flags = (i > 0) as u32
+        | ((i + 1 < g.ys.len()) as u32) << 1
+        | ((j > 0) as u32) << 2
+        | ((j + 1 < g.xs.len()) as u32) << 3;
     [g.ys[i] as u32, g.xs[j] as u32, block_col as u32, flags]
 }
 

@@ -1,0 +1,201 @@
+//! The command line end to end: `info`, `infer` with both models, and bad input giving one clear
+//! error line, exit code 2 and no output file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use psi_gpu::io::npy::{self, NpyWriter};
+use psi_gpu::psi::synth;
+use psi_gpu::tensor::HostType;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_psi-gpu"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A fresh directory for one test.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("psi-gpu-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// stderr without the display-server probing noise some GL drivers print.
+fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr).lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).map(String::from).collect()
+}
+
+fn write_npy(path: &Path, ty: HostType, shape: &[usize], bytes: &[u8]) {
+    let mut w = NpyWriter::new(path, ty, shape).unwrap();
+    w.write(bytes).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn info_lists_adapters() {
+    let o = bin().arg("info").output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("shader-f16") && s.contains("max storage binding"), "{s}");
+}
+
+#[test]
+fn infer_unet_whole_frame_matches_pytorch() {
+    let d = dir("unet");
+    let out = d.join("h.npy");
+    let o = bin()
+        .args(["infer", fixture("frame_100x75.npy").to_str().unwrap(), "--tile", "0", "--precision", "f32"])
+        .args(["--weights", fixture("unet_b8.safetensors").to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let (shape, got) = npy::read_f32(&out).unwrap();
+    let (_, want) = npy::read_f32(&fixture("out_b8_100x75.npy")).unwrap();
+    assert_eq!(shape, vec![100, 75]);
+    assert!(common::rel_l2(&got, &want) < 1e-4);
+}
+
+#[test]
+fn infer_classical_default_with_quality_and_stats() {
+    let d = dir("classical");
+    let (h, w) = (70, 90);
+    let truth = synth::seed_heights(h, w);
+    let frame = synth::buckets(&truth, h, w, &synth::SynthConfig::default());
+    let input = d.join("frame.npy");
+    write_npy(&input, HostType::U16, &[16, h, w], bytemuck::cast_slice(&synth::quantize_u16(&frame)));
+    let o = bin()
+        .args(["infer", input.to_str().unwrap(), "--tile", "32", "--overlap", "8"])
+        .args(["--quality", d.join("q.npy").to_str().unwrap(), "--stats-json", d.join("s.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let (shape, heights) = npy::read_f32(&d.join("frame.height.npy")).unwrap();
+    assert_eq!(shape, vec![h, w]);
+    let rmse = (heights.iter().zip(&truth).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / (h * w) as f64).sqrt();
+    assert!(rmse < 2e-3, "RMSE {rmse}");
+    let (_, q) = npy::read_f32(&d.join("q.npy")).unwrap();
+    assert!(q.iter().all(|&v| (v - 100.0 / 128.0).abs() < 0.02), "quality ≈ B/A");
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap();
+    for key in [
+        "seconds",
+        "tiles",
+        "megapixels_per_s",
+        "device",
+        "backend",
+        "precision",
+        "tile",
+        "overlap",
+        "batch",
+        "peak_gpu_bytes",
+    ] {
+        assert!(stats.get(key).is_some(), "stats lack {key}: {stats}");
+    }
+    assert_eq!(stats["tiles"], 12); // rows 0, 24, 38 x columns 0, 24, 48, 58
+}
+
+/// Run infer with `args`, expect exit code 2, one error line containing `needle`, no output.
+fn expect_error(args: &[&str], out: &Path, needle: &str) {
+    let o = bin().arg("infer").args(args).args(["-o", out.to_str().unwrap()]).output().unwrap();
+    let lines = stderr_lines(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {lines:?}");
+    assert_eq!(lines.len(), 1, "{args:?}: one line expected: {lines:?}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{args:?}: {lines:?} lacks '{needle}'");
+    assert!(!out.exists(), "{args:?}: no output on error");
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{args:?}: temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn bad_input_is_one_clear_error() {
+    let d = dir("errors");
+    let out = d.join("out.npy");
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let weights = fixture("unet_b8.safetensors");
+    let wts = weights.to_str().unwrap();
+
+    std::fs::write(d.join("text.npy"), b"hello, not an array").unwrap();
+    expect_error(&[&p("text.npy")], &out, "not a .npy file");
+    expect_error(&[&p("missing.npy")], &out, "missing.npy");
+
+    let good = std::fs::read(fixture("frame_64x64.npy")).unwrap();
+    std::fs::write(d.join("short.npy"), &good[..good.len() - 100]).unwrap();
+    expect_error(&[&p("short.npy")], &out, "truncated");
+
+    write_npy(&d.join("rank2.npy"), HostType::U8, &[64, 64], &[0; 64 * 64]);
+    expect_error(&[&p("rank2.npy")], &out, "(channels, height, width)");
+    write_npy(&d.join("empty.npy"), HostType::U8, &[16, 0, 64], &[]);
+    expect_error(&[&p("empty.npy")], &out, "non-empty");
+
+    // Edit the header text in place (same length, so the data offset stays valid).
+    let edit = |from: &str, to: &str| {
+        let mut header = good[..128].to_vec();
+        let at = header.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+        header.splice(at..at + from.len(), to.bytes());
+        header
+    };
+    let mut bytes = edit("False", "True ");
+    bytes.extend_from_slice(&good[128..]);
+    std::fs::write(d.join("fortran.npy"), bytes).unwrap();
+    expect_error(&[&p("fortran.npy")], &out, "Fortran");
+
+    let mut bytes = edit("'|u1'", "'<f8'");
+    bytes.extend_from_slice(&vec![0; 8 * 16 * 64 * 64]);
+    std::fs::write(d.join("f8.npy"), bytes).unwrap();
+    expect_error(&[&p("f8.npy")], &out, "unsupported dtype");
+
+    let frame3 = fixture("frame3_37x50.npy");
+    expect_error(&[frame3.to_str().unwrap(), "--weights", wts, "--tile", "0"], &out, "channels");
+    expect_error(&[frame3.to_str().unwrap()], &out, "expects 16");
+
+    // Weights with a tensor missing, and with a tensor of the wrong shape.
+    let w = psi_gpu::io::weights::Weights::load(&weights).unwrap();
+    let save = |name: &str, skip: &str, reshape: &str| {
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for (k, t) in &w.tensors {
+            if k == skip {
+                continue;
+            }
+            let mut data = t.data.clone();
+            let mut shape = t.shape.clone();
+            if k == reshape {
+                data.truncate(data.len() / 2);
+                shape[0] /= 2;
+            }
+            tensors.push((k.clone(), bytemuck::cast_slice(&data).to_vec(), shape));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(k, b, s)| {
+                (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+            })
+            .collect();
+        std::fs::write(d.join(name), safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    save("missing.safetensors", "up2.conv.double_conv.4.running_var", "");
+    save("shape.safetensors", "", "down3.maxpool_conv.1.double_conv.3.weight");
+    let frame = fixture("frame_64x64.npy");
+    let f = frame.to_str().unwrap();
+    expect_error(
+        &[f, "--weights", &p("missing.safetensors")],
+        &out,
+        "missing tensor 'up2.conv.double_conv.4.running_var'",
+    );
+    expect_error(&[f, "--weights", &p("shape.safetensors")], &out, "down3.maxpool_conv.1.double_conv.3.weight");
+    expect_error(&[f, "--weights", &p("text.npy")], &out, "not a valid safetensors file");
+
+    expect_error(&[f, "--tile", "32", "--overlap", "32"], &out, "--overlap");
+    let bad_out = d.join("no/such/dir/out.npy");
+    let o = bin().args(["infer", f, "-o", bad_out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_lines(&o)[0].contains("no/such/dir"), "{:?}", stderr_lines(&o));
+}
