@@ -29,6 +29,7 @@ struct GpuArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// List adapters with their features and limits.
     Info,

@@ -5,17 +5,13 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-/// A small uniform buffer holding a kernel's parameters.
-pub struct Uniform;
-
-impl Uniform {
-    pub fn new<P: bytemuck::Pod>(gpu: &Gpu, label: &str, params: &P) -> wgpu::Buffer {
-        gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
-    }
+/// A small uniform buffer holding a kernel's parameters (rewritable with `write_buffer`).
+pub fn uniform<P: bytemuck::Pod>(gpu: &Gpu, label: &str, params: &P) -> wgpu::Buffer {
+    gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(params),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
 }
 
 /// Copies GPU buffers to the host through a mappable staging buffer.

@@ -25,10 +25,10 @@ impl GpuOptions {
     /// Options from the environment: `PSI_GPU_BACKEND`, `PSI_GPU_ADAPTER`, `PSI_GPU_FORCE_F32`.
     pub fn from_env() -> Self {
         let mut o = GpuOptions::default();
-        if let Ok(b) = std::env::var("PSI_GPU_BACKEND") {
-            if !b.is_empty() {
-                o.backend = b;
-            }
+        if let Ok(b) = std::env::var("PSI_GPU_BACKEND")
+            && !b.is_empty()
+        {
+            o.backend = b;
         }
         o.adapter = std::env::var("PSI_GPU_ADAPTER").ok().and_then(|s| s.parse().ok());
         o.force_f32 = env_flag("PSI_GPU_FORCE_F32");
@@ -128,6 +128,9 @@ pub fn list_adapters(backend: &str) -> Result<Vec<AdapterReport>> {
     Ok(sorted_adapters(backends).iter().enumerate().map(|(i, a)| report(i, a)).collect())
 }
 
+/// (shader, entry point, precision).
+type PipelineKey = (&'static str, &'static str, Precision);
+
 /// An open device with its queue, what was enabled, and the compiled-pipeline cache.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -138,7 +141,7 @@ pub struct Gpu {
     pub f16: bool,
     /// SHADER_FLOAT32_ATOMIC was enabled on the device.
     pub float32_atomics: bool,
-    pipelines: Mutex<HashMap<(&'static str, &'static str, Precision), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
 
 impl Gpu {

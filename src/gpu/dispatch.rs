@@ -33,7 +33,7 @@ impl Dispatch {
             )));
         }
         let pipeline = gpu.pipeline(kernel, precision)?;
-        let uniform = crate::gpu::Uniform::new(gpu, kernel.entry, params);
+        let uniform = crate::gpu::uniform(gpu, kernel.entry, params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         entries.extend(
             buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }),

@@ -8,6 +8,7 @@ use crate::ops::conv::{ConvWeights, conv};
 use crate::psi::classical::Classical;
 use crate::tensor::Tensor;
 
+#[allow(clippy::large_enum_variant)] // one model per run
 pub enum Model {
     UNet(UNet),
     Classical(Classical),

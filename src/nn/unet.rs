@@ -154,9 +154,9 @@ impl UNet {
         let input = t(n_channels, 0, "unet input")?;
         let mut cat = Vec::new();
         let mut mid = Vec::new();
-        for l in 0..4 {
-            cat.push(t(2 * c[l], l, "unet concat")?);
-            mid.push(t(c[l], l, "unet mid")?);
+        for (l, &cl) in c[..4].iter().enumerate() {
+            cat.push(t(2 * cl, l, "unet concat")?);
+            mid.push(t(cl, l, "unet mid")?);
         }
         // pooled[l - 1] (level l = 1..=4) holds maxpool(skip of level l - 1); once the down block
         // has read it, it is free and receives the output of the up block at level l (same shape).

@@ -34,7 +34,7 @@ pub struct RawBuffer {
 
 impl RawBuffer {
     pub fn upload(gpu: &Gpu, ty: HostType, bytes: &[u8]) -> Result<RawBuffer> {
-        if bytes.len() % ty.size() != 0 {
+        if !bytes.len().is_multiple_of(ty.size()) {
             return Err(Error::Shape(format!("{} bytes is not a whole number of {} values", bytes.len(), ty.name())));
         }
         let mut padded = bytes.to_vec();
