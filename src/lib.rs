@@ -4,6 +4,7 @@
 //! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops.
 
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod infer;
 pub mod io;

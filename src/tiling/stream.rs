@@ -187,8 +187,9 @@ pub fn stream(
             blender.normalize(gpu, rows.start, n_rows).record(&mut pass);
         }
         gpu.queue.submit([enc.finish()]);
-        // Read the next band while the GPU works.
+        // Read the next band while the GPU works (the old one is dropped first: one band in memory).
         if i + 1 < g.ys.len() {
+            drop(std::mem::take(&mut band));
             band = reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th)?;
         }
         let data = Readback::f32(gpu, &blender.rows_out.buffer, out_c * n_rows * w)?;

@@ -1,0 +1,352 @@
+//! Accuracy of a predicted height map against the truth.
+//!
+//! [`eval`] streams the prediction, the truth and an optional mask in bands of rows (memory does
+//! not depend on the map's height) and accumulates, in f64, the error `e = pred - truth` of each
+//! evaluated pixel:
+//!
+//! - `rmse`, `mae`, `max_abs` (max |e|) and `bias` (mean e);
+//! - `mape`: mean of `|e| / |truth| * 100` over the pixels with `|truth| > 1e-10` (percent);
+//! - `rmse_detrended`: the RMSE left after removing the least-squares plane `a + b·x + c·y` from
+//!   `e` (x the column, y the row): piston and tilt, as surfaces are compared in metrology.
+//!
+//! The plane fit is done in one pass without keeping the pixels: each row's means and centred
+//! co-moments of `(x, y, e)` are computed from the row alone and merged into the running totals
+//! with Chan et al.'s pairwise update. The residual sum of squares is then
+//! `Mee - cᵀ·Mxy⁻¹·c` with `c = (Mxe, Mye)`, from centred sums, which keeps it accurate when the
+//! error is dominated by piston (and, within f64, by tilt). A degenerate pixel set (one row,
+//! one column, a single pixel) fits only the directions it spans, as a least-squares solver's
+//! minimum-norm solution would.
+//!
+//! Non-finite values are not skipped: a NaN in an evaluated pixel makes the metrics NaN (mask
+//! such pixels out).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, band_rows, write_error_preview_masked};
+
+/// `|truth|` at or below this is left out of the MAPE.
+pub const MAPE_MIN_TRUTH: f64 = 1e-10;
+
+/// What [`eval`] compares.
+#[derive(Clone, Debug, Default)]
+pub struct EvalOptions {
+    /// An `(H, W)` (or `(1, H, W)`) array of any supported dtype: only pixels where it is
+    /// non-zero are evaluated.
+    pub mask: Option<PathBuf>,
+}
+
+/// Error metrics of a prediction, in the maps' units (MAPE in percent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    pub rmse: f64,
+    pub mae: f64,
+    pub max_abs: f64,
+    /// Mean |error| / |truth| × 100 over the `mape_pixels` pixels with |truth| > 1e-10; NaN when
+    /// there are none.
+    pub mape: f64,
+    /// Mean error (prediction minus truth).
+    pub bias: f64,
+    /// RMSE after removing the best-fit plane (piston and tilt) of the error.
+    pub rmse_detrended: f64,
+    /// Pixels evaluated.
+    pub pixels: u64,
+    /// Pixels in the MAPE.
+    pub mape_pixels: u64,
+}
+
+impl Metrics {
+    /// The metrics as a JSON object (non-finite values, such as the MAPE of an all-zero truth,
+    /// become `null`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rmse": self.rmse,
+            "mae": self.mae,
+            "max_abs": self.max_abs,
+            "mape": self.mape,
+            "bias": self.bias,
+            "rmse_detrended": self.rmse_detrended,
+            "pixels": self.pixels,
+            "mape_pixels": self.mape_pixels,
+        })
+    }
+}
+
+impl std::fmt::Display for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "pixels          {}", self.pixels)?;
+        writeln!(f, "rmse            {:.6e}", self.rmse)?;
+        writeln!(f, "rmse_detrended  {:.6e}", self.rmse_detrended)?;
+        writeln!(f, "mae             {:.6e}", self.mae)?;
+        writeln!(f, "max_abs         {:.6e}", self.max_abs)?;
+        writeln!(f, "bias            {:.6e}", self.bias)?;
+        write!(f, "mape            {:.6} % ({} pixels)", self.mape, self.mape_pixels)
+    }
+}
+
+/// Compare the `(H, W)` (or `(1, H, W)`) maps `pred` and `truth`, streamed in bands of rows.
+pub fn eval(pred: &Path, truth: &Path, opts: &EvalOptions) -> Result<Metrics> {
+    eval_in_bands(pred, truth, opts, None)
+}
+
+/// Write a colour-mapped PNG of `|pred - truth|` (masked pixels shown as no data); see
+/// [`crate::io::preview::write_error_preview`].
+pub fn error_map(
+    pred: &Path,
+    truth: &Path,
+    output: &Path,
+    opts: &EvalOptions,
+    preview: &PreviewOptions,
+) -> Result<PreviewInfo> {
+    write_error_preview_masked(pred, truth, opts.mask.as_deref(), output, preview)
+}
+
+/// [`eval`] with `band` rows per band (the default sizes bands by [`band_rows`]).
+fn eval_in_bands(pred: &Path, truth: &Path, opts: &EvalOptions, band: Option<usize>) -> Result<Metrics> {
+    let mut p = MapReader::open(pred)?;
+    let mut t = MapReader::open(truth)?;
+    p.check_same_shape("prediction", &t, "truth")?;
+    let mut m = opts.mask.as_deref().map(MapReader::open).transpose()?;
+    if let Some(m) = &m {
+        m.check_same_shape("mask", &t, "truth")?;
+    }
+    let (h, w) = (p.height(), p.width());
+    let band = band.unwrap_or_else(|| band_rows(w)).max(1);
+    let cx = (w as f64 - 1.0) / 2.0;
+    let cy = (h as f64 - 1.0) / 2.0;
+
+    let mut acc = Accumulator::default();
+    let (mut pv, mut tv, mut mv) = (Vec::new(), Vec::new(), Vec::new());
+    let mut row_e = Vec::with_capacity(w);
+    let mut row0 = 0;
+    while p.rows_left() > 0 {
+        let rows = band.min(p.rows_left());
+        p.read_band(rows, &mut pv)?;
+        t.read_band(rows, &mut tv)?;
+        if let Some(m) = &mut m {
+            m.read_band(rows, &mut mv)?;
+        }
+        for r in 0..rows.min(pv.len() / w.max(1)) {
+            let span = r * w..(r + 1) * w;
+            let mask_row = m.as_ref().map(|_| &mv[span.clone()]);
+            acc.add_row((row0 + r) as f64 - cy, cx, &pv[span.clone()], &tv[span], mask_row, &mut row_e);
+        }
+        row0 += rows;
+    }
+    acc.finish(pred)
+}
+
+/// Running sums over the evaluated pixels.
+#[derive(Default)]
+struct Accumulator {
+    moments: Moments,
+    sum_abs: f64,
+    max_abs: f64,
+    /// NaN seen in |e| (f64::max would drop it).
+    nan: bool,
+    sum_ape: f64,
+    mape_pixels: u64,
+}
+
+impl Accumulator {
+    /// Add one row at centred height `y`; `row_e` is scratch space for the row's (x, e) pairs.
+    fn add_row(
+        &mut self,
+        y: f64,
+        cx: f64,
+        pred: &[f32],
+        truth: &[f32],
+        mask: Option<&[f32]>,
+        row_e: &mut Vec<(f64, f64)>,
+    ) {
+        row_e.clear();
+        let (mut sum_x, mut sum_e, mut sum_abs) = (0.0f64, 0.0f64, 0.0f64);
+        for (col, (&p, &t)) in pred.iter().zip(truth).enumerate() {
+            if mask.is_some_and(|m| m[col] == 0.0) {
+                continue;
+            }
+            let (p, t) = (f64::from(p), f64::from(t));
+            let e = p - t;
+            let x = col as f64 - cx;
+            let abs = e.abs();
+            sum_x += x;
+            sum_e += e;
+            sum_abs += abs;
+            if abs > self.max_abs {
+                self.max_abs = abs;
+            } else if abs.is_nan() {
+                self.nan = true;
+            }
+            if t.abs() > MAPE_MIN_TRUTH {
+                self.sum_ape += abs / t.abs();
+                self.mape_pixels += 1;
+            } else if t.is_nan() {
+                self.sum_ape = f64::NAN;
+            }
+            row_e.push((x, e));
+        }
+        if row_e.is_empty() {
+            return;
+        }
+        self.sum_abs += sum_abs;
+        // The row's own centred co-moments (two passes over the row), then merged.
+        let n = row_e.len() as f64;
+        let (mx, me) = (sum_x / n, sum_e / n);
+        let (mut sxx, mut sxe, mut see) = (0.0f64, 0.0f64, 0.0f64);
+        for &(x, e) in row_e.iter() {
+            let (dx, de) = (x - mx, e - me);
+            sxx += dx * dx;
+            sxe += dx * de;
+            see += de * de;
+        }
+        let row = Moments { n, mean: [mx, y, me], m: [[sxx, 0.0, sxe], [0.0, 0.0, 0.0], [sxe, 0.0, see]] };
+        self.moments.merge(&row);
+    }
+
+    fn finish(self, pred: &Path) -> Result<Metrics> {
+        let Moments { n, mean, m } = self.moments;
+        if n == 0.0 {
+            return Err(Error::Invalid(format!(
+                "{}: no pixels to evaluate (the map is empty or the mask selects none)",
+                pred.display()
+            )));
+        }
+        let bias = mean[2];
+        let see = m[2][2];
+        let rmse = (see / n + bias * bias).sqrt();
+        let explained = explained_by_plane([[m[0][0], m[0][1]], [m[1][0], m[1][1]]], [m[0][2], m[1][2]]);
+        let residual = (see - explained).max(0.0);
+        let rmse_detrended = if see.is_nan() || explained.is_nan() { f64::NAN } else { (residual / n).sqrt() };
+        let mape = if self.mape_pixels > 0 { self.sum_ape / self.mape_pixels as f64 * 100.0 } else { f64::NAN };
+        Ok(Metrics {
+            rmse,
+            mae: self.sum_abs / n,
+            max_abs: if self.nan { f64::NAN } else { self.max_abs },
+            mape,
+            bias,
+            rmse_detrended,
+            pixels: n as u64,
+            mape_pixels: self.mape_pixels,
+        })
+    }
+}
+
+/// Count, means and centred co-moments (sums of products of deviations) of `(x, y, e)`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Moments {
+    n: f64,
+    mean: [f64; 3],
+    m: [[f64; 3]; 3],
+}
+
+impl Moments {
+    /// Combine with the moments of disjoint pixels (Chan, Golub & LeVeque's pairwise update).
+    fn merge(&mut self, other: &Moments) {
+        if other.n == 0.0 {
+            return;
+        }
+        if self.n == 0.0 {
+            *self = *other;
+            return;
+        }
+        let n = self.n + other.n;
+        let d: [f64; 3] = std::array::from_fn(|i| other.mean[i] - self.mean[i]);
+        let w = self.n * other.n / n;
+        for i in 0..3 {
+            for j in 0..3 {
+                self.m[i][j] += other.m[i][j] + d[i] * d[j] * w;
+            }
+            self.mean[i] += d[i] * other.n / n;
+        }
+        self.n = n;
+    }
+}
+
+/// `cᵀ·A⁺·c` for the symmetric positive semi-definite 2 × 2 `a` (its pseudo-inverse, so that a
+/// direction the pixels do not span is left out of the fit).
+fn explained_by_plane(a: [[f64; 2]; 2], c: [f64; 2]) -> f64 {
+    let (p, q, r) = (a[0][0], a[0][1], a[1][1]);
+    let half_diff = (p - r) / 2.0;
+    let disc = half_diff.hypot(q);
+    let l1 = (p + r) / 2.0 + disc;
+    if l1 <= 0.0 || !l1.is_finite() {
+        return 0.0;
+    }
+    // The small eigenvalue from the determinant, which avoids cancellation in mean - disc.
+    let l2 = ((p * r - q * q) / l1).max(0.0);
+    // Unit eigenvector of l1: the larger of the two equivalent forms, for accuracy.
+    let (u, v) = ((l1 - r, q), (q, l1 - p));
+    let (x, y) = if u.0.hypot(u.1) >= v.0.hypot(v.1) { u } else { v };
+    let norm = x.hypot(y);
+    let v1 = if norm > 0.0 { [x / norm, y / norm] } else { [1.0, 0.0] };
+    let v2 = [-v1[1], v1[0]];
+    let tol = l1 * 1e-12;
+    let proj = |v: [f64; 2]| v[0] * c[0] + v[1] * c[1];
+    let mut explained = proj(v1).powi(2) / l1;
+    if l2 > tol {
+        explained += proj(v2).powi(2) / l2;
+    }
+    explained
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_inverse_quadratic_form() {
+        // Full rank: c^T A^-1 c for A = [[4, 1], [1, 3]], c = (1, 2): A^-1 = [[3, -1], [-1, 4]] / 11.
+        let got = explained_by_plane([[4.0, 1.0], [1.0, 3.0]], [1.0, 2.0]);
+        assert!((got - (3.0 - 4.0 + 16.0) / 11.0).abs() < 1e-14, "{got}");
+        // One row of pixels: only x is fitted.
+        assert!((explained_by_plane([[10.0, 0.0], [0.0, 0.0]], [5.0, 0.0]) - 2.5).abs() < 1e-14);
+        // A diagonal line: A = [[2, 2], [2, 2]] spans (1, 1) / sqrt 2 with eigenvalue 4.
+        assert!((explained_by_plane([[2.0, 2.0], [2.0, 2.0]], [1.0, 1.0]) - 0.5).abs() < 1e-14);
+        assert_eq!(explained_by_plane([[0.0, 0.0], [0.0, 0.0]], [0.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn merged_moments_match_direct() {
+        let pts: Vec<[f64; 3]> =
+            (0..50).map(|i| [(i % 7) as f64, (i / 7) as f64, ((i * 37) % 11) as f64 * 0.3 - 1.0]).collect();
+        let mut total = Moments::default();
+        for p in &pts {
+            total.merge(&Moments { n: 1.0, mean: *p, m: [[0.0; 3]; 3] });
+        }
+        let n = pts.len() as f64;
+        let mean: [f64; 3] = std::array::from_fn(|i| pts.iter().map(|p| p[i]).sum::<f64>() / n);
+        for i in 0..3 {
+            assert!((total.mean[i] - mean[i]).abs() < 1e-12);
+            for j in 0..3 {
+                let direct: f64 = pts.iter().map(|p| (p[i] - mean[i]) * (p[j] - mean[j])).sum();
+                assert!((total.m[i][j] - direct).abs() < 1e-9, "{i}{j}: {} vs {direct}", total.m[i][j]);
+            }
+        }
+    }
+
+    #[test]
+    fn band_size_does_not_change_the_result() {
+        let dir = std::env::temp_dir();
+        let id = std::process::id();
+        let (h, w) = (23usize, 17usize);
+        let truth: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 101) as f32 * 0.01 - 0.3).collect();
+        let pred: Vec<f32> =
+            truth.iter().enumerate().map(|(i, t)| t + 0.5 + 0.01 * (i % w) as f32 + ((i % 5) as f32) * 1e-3).collect();
+        let mask: Vec<f32> = (0..h * w).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+        let paths = ["pred", "truth", "mask"].map(|n| dir.join(format!("psi-gpu-eval-unit-{id}-{n}.npy")));
+        crate::io::npy::write_f32(&paths[0], &[h, w], &pred).unwrap();
+        crate::io::npy::write_f32(&paths[1], &[h, w], &truth).unwrap();
+        crate::io::npy::write_f32(&paths[2], &[h, w], &mask).unwrap();
+        for mask in [None, Some(paths[2].clone())] {
+            let opts = EvalOptions { mask };
+            let whole = eval(&paths[0], &paths[1], &opts).unwrap();
+            for band in [1, 2, 5, 22, 23, 100] {
+                let banded = eval_in_bands(&paths[0], &paths[1], &opts, Some(band)).unwrap();
+                assert_eq!(banded, whole, "band {band}");
+            }
+        }
+        for p in &paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
