@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use psi_gpu::gpu::{Gpu, GpuOptions, Precision, list_adapters};
+use psi_gpu::eval::{EvalOptions, error_map, eval};
 use psi_gpu::infer::{InferOptions, infer};
+use psi_gpu::io::preview::{PreviewOptions, write_preview};
 use psi_gpu::io::weights::parse_scale;
 
 #[derive(Parser)]
@@ -35,6 +37,25 @@ enum Command {
     Info,
     /// Run a model over a (C, H, W) npy frame.
     Infer(InferArgs),
+    /// Compare a height map with the truth: RMSE, MAE, max, MAPE, bias, detrended RMSE.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Predicted height map, (H, W) npy.
+    pred: PathBuf,
+    /// True height map, (H, W) npy.
+    truth: PathBuf,
+    /// Write the metrics as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a colour-mapped PNG of |pred - truth| here.
+    #[arg(long)]
+    error_map: Option<PathBuf>,
+    /// Evaluate only pixels where this (H, W) npy is non-zero.
+    #[arg(long)]
+    mask: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -82,6 +103,9 @@ struct InferArgs {
     /// Write run statistics (time, tiles, throughput, device, memory) as JSON here.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Write a colour-mapped PNG of the height map here.
+    #[arg(long)]
+    preview: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -100,7 +124,23 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info => info(&cli.gpu.backend),
         Command::Infer(a) => infer_command(a, &gpu_opts),
+        Command::Eval(a) => eval_command(a),
     }
+}
+
+fn eval_command(a: EvalArgs) -> Result<()> {
+    let opts = EvalOptions { mask: a.mask.clone() };
+    let m = eval(&a.pred, &a.truth, &opts)?;
+    println!("{m}");
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&m.to_json())? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(png) = &a.error_map {
+        let info = error_map(&a.pred, &a.truth, png, &opts, &PreviewOptions { label: "|error| µm".into(), ..Default::default() })?;
+        println!("error map: {} ({}x{}, |error| {:.3e}..{:.3e} µm)", png.display(), info.width, info.height, info.min, info.max);
+    }
+    Ok(())
 }
 
 fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
@@ -153,6 +193,10 @@ fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
         s.megapixels_per_s(),
         s.stream.peak_gpu_bytes as f64 / 1048576.0
     );
+    if let Some(png) = &a.preview {
+        let info = write_preview(&output, png, &PreviewOptions::default())?;
+        println!("preview: {} ({}x{}, {:.3}..{:.3} µm)", png.display(), info.width, info.height, info.min, info.max);
+    }
     if let Some(path) = &a.stats_json {
         let json = serde_json::json!({
             "seconds": s.stream.seconds,
