@@ -17,6 +17,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &pool::SHADER,
         &upsample::SHADER,
         &crate::psi::classical::SHADER,
+        &crate::psi::generate::SHADER,
         &crate::tiling::gather::SHADER,
         &crate::tiling::blend::SHADER_NATIVE,
         &crate::tiling::blend::SHADER_CAS,

@@ -1,4 +1,5 @@
 //! Physics: the classical solver (and later synthesis, losses).
 
 pub mod classical;
+pub mod generate;
 pub mod synth;
