@@ -96,9 +96,20 @@ pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
 }
 
 pub fn infer(gpu: &Gpu, opts: &InferOptions, on_tiles: impl FnMut(usize, usize)) -> Result<InferStats> {
+    NpyReader::open(&opts.input)?;
+    let model = load_model(gpu, opts)?;
+    infer_with(gpu, &model, opts, on_tiles)
+}
+
+/// `infer` with a model already loaded (benchmarks run several over one frame).
+pub fn infer_with(
+    gpu: &Gpu,
+    model: &Model,
+    opts: &InferOptions,
+    on_tiles: impl FnMut(usize, usize),
+) -> Result<InferStats> {
     let mut reader = NpyReader::open(&opts.input)?;
     let header = reader.header().clone();
-    let model = load_model(gpu, opts)?;
     let [c, h, w] = match header.shape[..] {
         [c, h, w] if c > 0 && h > 0 && w > 0 => [c, h, w],
         _ => {
@@ -128,7 +139,7 @@ pub fn infer(gpu: &Gpu, opts: &InferOptions, on_tiles: impl FnMut(usize, usize))
     let plane = (h * w * 4) as u64;
     let stats = stream(
         gpu,
-        &model,
+        model,
         &mut reader,
         &sopts,
         |row0, rows, data| {

@@ -3,6 +3,8 @@
 //! Data flows one way: `io` reads frames and weights, `gpu` owns the device and pipelines,
 //! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops.
 
+pub mod bench;
+pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod gpu;

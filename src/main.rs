@@ -5,11 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
-use psi_gpu::gpu::{Gpu, GpuOptions, Precision, list_adapters};
+use psi_gpu::bench::BenchOptions;
 use psi_gpu::eval::{EvalOptions, error_map, eval};
+use psi_gpu::gpu::{Gpu, GpuOptions, Precision, list_adapters};
 use psi_gpu::infer::{InferOptions, infer};
 use psi_gpu::io::preview::{PreviewOptions, write_preview};
 use psi_gpu::io::weights::parse_scale;
+use psi_gpu::psi::generate::{GenerateOptions, Shape, generate};
+use psi_gpu::tensor::HostType;
 
 #[derive(Parser)]
 #[command(name = "psi-gpu", version, about = "Phase-shifting-interferometry bucket images to height maps on any GPU")]
@@ -39,6 +42,85 @@ enum Command {
     Infer(InferArgs),
     /// Compare a height map with the truth: RMSE, MAE, max, MAPE, bias, detrended RMSE.
     Eval(EvalArgs),
+    /// Write a synthetic bucket frame (and its true heights), generated on the GPU in bands.
+    Generate(GenerateArgs),
+    /// First run in one command: generate a noisy frame, infer it, evaluate it, draw previews.
+    Demo(DemoArgs),
+    /// Time the whole infer path on a generated frame (megapixels/s, share outside the model).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output bucket stack (L·N, H, W) npy.
+    output: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    /// Element type: f32, u8, u16 or f16 (integers are rounded and clipped).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Also write the true heights (H, W) f32 here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Surface: seed (the seed's peak + plane + cone) or random (smooth caps, tilts, steps, ripples).
+    #[arg(long, default_value = "seed")]
+    shape: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Gaussian noise σ in counts.
+    #[arg(long, default_value_t = 0.0)]
+    noise: f32,
+    /// Offset and modulation A,B of I = A + B·cos(4π·h/λ + δ).
+    #[arg(long, value_delimiter = ',', default_value = "128,100")]
+    ab: Vec<f32>,
+    /// Relative smooth per-pixel variation of A and B.
+    #[arg(long, default_value_t = 0.0)]
+    ab_variation: f32,
+    #[arg(long, value_delimiter = ',', default_value = "5.0,5.5,6.05,6.655")]
+    wavelengths: Vec<f32>,
+    #[arg(long, default_value_t = 4)]
+    buckets: usize,
+    /// Write a colour-mapped PNG of the true heights here.
+    #[arg(long)]
+    preview: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Frame size (square).
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Folder for the files.
+    #[arg(long, default_value = "psi-demo")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 2048)]
+    height: usize,
+    #[arg(long, default_value_t = 2048)]
+    width: usize,
+    /// U-Net weights; without them the classical solver is timed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    precision: String,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -125,7 +207,158 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => info(&cli.gpu.backend),
         Command::Infer(a) => infer_command(a, &gpu_opts),
         Command::Eval(a) => eval_command(a),
+        Command::Generate(a) => generate_command(a, &gpu_opts),
+        Command::Demo(a) => demo_command(a, &gpu_opts),
+        Command::Bench(a) => bench_command(a, &gpu_opts),
     }
+}
+
+fn parse_precision(s: &str) -> Result<Option<Precision>> {
+    Precision::parse(s).ok_or_else(|| anyhow!("--precision '{s}': expected auto, f32 or f16"))
+}
+
+fn generate_command(a: GenerateArgs, gpu_opts: &GpuOptions) -> Result<()> {
+    let dtype = match a.dtype.to_ascii_lowercase().as_str() {
+        "f32" | "float32" => HostType::F32,
+        "f16" | "float16" => HostType::F16,
+        "u8" | "uint8" => HostType::U8,
+        "u16" | "uint16" => HostType::U16,
+        other => return Err(anyhow!("--dtype '{other}': expected f32, f16, u8 or u16")),
+    };
+    let shape = Shape::parse(&a.shape).ok_or_else(|| anyhow!("--shape '{}': expected seed or random", a.shape))?;
+    let [av, bv] = a.ab[..] else {
+        return Err(anyhow!("--ab: expected A,B"));
+    };
+    let opts = GenerateOptions {
+        height: a.height,
+        width: a.width,
+        dtype,
+        wavelengths: a.wavelengths,
+        buckets: a.buckets,
+        a: av,
+        b: bv,
+        ab_variation: a.ab_variation,
+        noise: a.noise,
+        seed: a.seed,
+        shape,
+        ..Default::default()
+    };
+    let gpu = Gpu::new(gpu_opts)?;
+    // A preview needs the heights on disk: beside the output when --truth is not given.
+    let truth = a.truth.clone().or_else(|| a.preview.as_ref().map(|_| a.output.with_extension("truth.tmp.npy")));
+    let bar = progress_bar("rows");
+    let s = generate(&gpu, &opts, &a.output, truth.as_deref(), |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} {:?} {} | {} surface, heights {:.3}..{:.3} µm | {:.2} s on {}",
+        a.output.display(),
+        s.shape,
+        s.dtype.name(),
+        shape.name(),
+        s.height_range.0,
+        s.height_range.1,
+        s.seconds,
+        gpu.describe()
+    );
+    if let Some(t) = &a.truth {
+        println!("truth: {}", t.display());
+    }
+    if let (Some(png), Some(t)) = (&a.preview, &truth) {
+        let info = write_preview(t, png, &PreviewOptions::default());
+        if a.truth.is_none() {
+            let _ = std::fs::remove_file(t);
+        }
+        let info = info?;
+        println!("preview: {} ({}x{})", png.display(), info.width, info.height);
+    }
+    Ok(())
+}
+
+fn demo_command(a: DemoArgs, gpu_opts: &GpuOptions) -> Result<()> {
+    let gpu = Gpu::new(gpu_opts)?;
+    println!(
+        "psi-gpu demo on {}: {} x {} frame, 16 buckets (4 lasers), u8 with noise σ = 2 counts",
+        gpu.describe(),
+        a.size,
+        a.size
+    );
+    let r = psi_gpu::demo::demo(&gpu, &a.dir, a.size, a.tile, a.overlap)?;
+    println!("generate  {:.2} s", r.generate.seconds);
+    println!(
+        "infer     {:.2} s, {:.2} MP/s, {} tiles of {}x{} (classical, {})",
+        r.infer.stream.seconds,
+        r.infer.megapixels_per_s(),
+        r.infer.stream.tiles,
+        r.infer.stream.tile_h,
+        r.infer.stream.tile_w,
+        r.infer.precision
+    );
+    println!(
+        "accuracy  RMSE {:.3e} µm, max |error| {:.3e} µm, detrended RMSE {:.3e} µm, bias {:.2e} µm",
+        r.metrics.rmse, r.metrics.max_abs, r.metrics.rmse_detrended, r.metrics.bias
+    );
+    println!("files:");
+    for (what, path) in &r.files {
+        println!("  {:<28} {}", what, path.display());
+    }
+    Ok(())
+}
+
+fn bench_command(a: BenchArgs, gpu_opts: &GpuOptions) -> Result<()> {
+    let gpu = Gpu::new(gpu_opts)?;
+    let dir = std::env::temp_dir().join(format!("psi-gpu-bench-{}", std::process::id()));
+    let opts = BenchOptions {
+        height: a.height,
+        width: a.width,
+        weights: a.weights,
+        tile: a.tile,
+        overlap: a.overlap,
+        batch: a.batch,
+        precision: parse_precision(&a.precision)?,
+        dir,
+    };
+    let r = psi_gpu::bench::bench(&gpu, &opts)?;
+    let m = &r.model;
+    println!("device    {} | driver {}", gpu.describe(), gpu.info.driver);
+    println!(
+        "frame     16 x {} x {} u8 | model {} | precision {} | {} tiles of {}x{}, overlap {}, batch {}",
+        a.height,
+        a.width,
+        m.model,
+        m.precision,
+        m.stream.tiles,
+        m.stream.tile_h,
+        m.stream.tile_w,
+        m.overlap,
+        m.stream.batch
+    );
+    println!(
+        "infer     {:.3} s, {:.3} MP/s (GPU {:.1} MiB)",
+        m.stream.seconds,
+        m.megapixels_per_s(),
+        m.stream.peak_gpu_bytes as f64 / 1048576.0
+    );
+    println!(
+        "pipeline  {:.3} s with a copy-first-channel model: {:.1} % of the infer time is outside the model",
+        r.pipeline.stream.seconds,
+        100.0 * r.share_outside_model()
+    );
+    if let Some(path) = &a.json {
+        let json = serde_json::json!({
+            "device": gpu.info.name, "backend": gpu.info.backend, "device_type": gpu.info.device_type,
+            "frame": m.shape, "model": m.model, "precision": m.precision.to_string(),
+            "tile": [m.stream.tile_h, m.stream.tile_w], "overlap": m.overlap, "batch": m.stream.batch,
+            "tiles": m.stream.tiles, "seconds": m.stream.seconds, "megapixels_per_s": m.megapixels_per_s(),
+            "pipeline_seconds": r.pipeline.stream.seconds, "share_outside_model": r.share_outside_model(),
+            "peak_gpu_bytes": m.stream.peak_gpu_bytes,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn eval_command(a: EvalArgs) -> Result<()> {
@@ -137,8 +370,21 @@ fn eval_command(a: EvalArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(png) = &a.error_map {
-        let info = error_map(&a.pred, &a.truth, png, &opts, &PreviewOptions { label: "|error| µm".into(), ..Default::default() })?;
-        println!("error map: {} ({}x{}, |error| {:.3e}..{:.3e} µm)", png.display(), info.width, info.height, info.min, info.max);
+        let info = error_map(
+            &a.pred,
+            &a.truth,
+            png,
+            &opts,
+            &PreviewOptions { label: "|error| µm".into(), ..Default::default() },
+        )?;
+        println!(
+            "error map: {} ({}x{}, |error| {:.3e}..{:.3e} µm)",
+            png.display(),
+            info.width,
+            info.height,
+            info.min,
+            info.max
+        );
     }
     Ok(())
 }
@@ -169,7 +415,7 @@ fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
     opts.input_scale = input_scale;
     opts.memory_budget = a.gpu_memory << 20;
     let gpu = Gpu::new(gpu_opts)?;
-    let bar = progress_bar();
+    let bar = progress_bar("tiles");
     let s = infer(&gpu, &opts, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -221,12 +467,14 @@ fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
     Ok(())
 }
 
-/// Tiles, tiles/s and ETA on a terminal; hidden when stderr is not one.
-fn progress_bar() -> indicatif::ProgressBar {
+/// Done/total, rate and ETA on a terminal; hidden when stderr is not one.
+fn progress_bar(unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tiles  {per_sec}  ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
 }

@@ -1,4 +1,5 @@
 //! File formats: npy frames and height maps, safetensors weights.
+pub mod bmp;
 pub mod npy;
-pub mod weights;
 pub mod preview;
+pub mod weights;
