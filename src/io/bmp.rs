@@ -372,7 +372,7 @@ mod tests {
             info.extend_from_slice(&1u16.to_le_bytes());
             info.extend_from_slice(&self.bpp.to_le_bytes());
             info.extend_from_slice(&self.compression.to_le_bytes());
-            info.extend_from_slice(&[0; 16]);
+            info.extend_from_slice(&[0; 12]); // image size, resolution
             info.extend_from_slice(&self.colors_used.to_le_bytes());
             info.extend_from_slice(&0u32.to_le_bytes());
             info.resize(self.header_size, 0);
