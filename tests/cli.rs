@@ -199,3 +199,38 @@ fn bad_input_is_one_clear_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr_lines(&o)[0].contains("no/such/dir"), "{:?}", stderr_lines(&o));
 }
+
+#[test]
+fn demo_generate_bench_run_end_to_end() {
+    let d = dir("demo");
+    let o = bin()
+        .args(["demo", "--size", "160", "--tile", "64", "--overlap", "16", "--dir", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("RMSE") && text.contains("height.png"), "{text}");
+    for f in ["frame.npy", "truth.npy", "height.npy", "quality.npy", "eval.json", "height.png", "error.png"] {
+        assert!(d.join(f).exists(), "demo did not write {f}");
+    }
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
+    let rmse = metrics["rmse"].as_f64().unwrap();
+    assert!(rmse < 1e-2, "demo RMSE {rmse} µm (noise σ = 2 counts on u8)");
+
+    let json = d.join("bench.json");
+    let o = bin()
+        .args(["bench", "--height", "96", "--width", "128", "--tile", "64", "--overlap", "16"])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["device", "backend", "precision", "frame", "tiles", "megapixels_per_s", "share_outside_model"] {
+        assert!(b.get(key).is_some(), "bench JSON lacks {key}: {b}");
+    }
+
+    let o = bin().args(["generate", d.join("g.npy").to_str().unwrap(), "--dtype", "i32"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr_lines(&o)[0].contains("--dtype"), "{:?}", stderr_lines(&o));
+    assert!(!d.join("g.npy").exists());
+}
