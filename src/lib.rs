@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod demo;
 pub mod error;
+pub mod convert;
 pub mod eval;
 pub mod gpu;
 pub mod infer;
