@@ -536,7 +536,10 @@ mod tests {
         let mut bmp = Bmp::new(5, 3, 8, vec![vec![9; 5]; 3]);
         gray(&mut bmp);
         let full = bmp.bytes();
-        cases.push((full[..full.len() - 4].to_vec(), "truncated: 5 x 3 pixels at 8 bits need 21 bytes of pixel data, the file has 20"));
+        cases.push((
+            full[..full.len() - 4].to_vec(),
+            "truncated: 5 x 3 pixels at 8 bits need 21 bytes of pixel data, the file has 20",
+        ));
         cases.push((full[..600].to_vec(), "truncated: the file ends inside the BMP palette"));
         cases.push((full[..40].to_vec(), "truncated: the file ends inside the BMP header"));
         bmp.height = i32::MIN;
