@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use psi_gpu::bench::BenchOptions;
+use psi_gpu::convert::{ImageFormat, images_to_npy, npy_to_images};
 use psi_gpu::eval::{EvalOptions, error_map, eval};
 use psi_gpu::gpu::{Gpu, GpuOptions, Precision, list_adapters};
 use psi_gpu::infer::{InferOptions, infer};
@@ -48,6 +49,22 @@ enum Command {
     Demo(DemoArgs),
     /// Time the whole infer path on a generated frame (megapixels/s, share outside the model).
     Bench(BenchArgs),
+    /// Convert a folder of bucket_NN.bmp/png images to a (C, H, W) npy stack, or back.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// A folder of bucket images (to npy) or a (C, H, W) u8/u16 npy (to images).
+    input: PathBuf,
+    /// The npy to write, or the folder for the images.
+    output: PathBuf,
+    /// Image format when writing images: bmp (8-bit) or png (8- or 16-bit).
+    #[arg(long, default_value = "bmp")]
+    format: ImageFormat,
+    /// File name pattern of the images, `{}` standing for the index (default bucket_{}).
+    #[arg(long)]
+    pattern: Option<String>,
 }
 
 #[derive(Args)]
@@ -210,6 +227,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate_command(a, &gpu_opts),
         Command::Demo(a) => demo_command(a, &gpu_opts),
         Command::Bench(a) => bench_command(a, &gpu_opts),
+        Command::Convert(a) => {
+            let info = if a.input.is_dir() {
+                images_to_npy(&a.input, &a.output, a.pattern.as_deref())?
+            } else {
+                npy_to_images(&a.input, &a.output, a.format)?
+            };
+            println!(
+                "{} -> {}: {} channels of {} x {} {}",
+                a.input.display(),
+                a.output.display(),
+                info.channels,
+                info.height,
+                info.width,
+                info.dtype.name()
+            );
+            Ok(())
+        }
     }
 }
 
