@@ -1,6 +1,7 @@
-// 2x2 max-pooling with stride 2, flooring odd sizes (PyTorch's MaxPool2d(2)).
+// 2x2 max-pooling with stride 2, flooring odd sizes (PyTorch's MaxPool2d(2)), and its backward.
 // Input: a channel view (`in_ctot` channels, slice at `in_coff`); output: contiguous NCHW.
 // One invocation per output value; z indexes the (image, channel) plane.
+// Backward: dy and dx are channel views too (`dy_*`, `dx_*`); `accumulate` adds into dx.
 
 struct PoolParams {
     c: u32,
@@ -10,12 +11,18 @@ struct PoolParams {
     in_coff: u32,
     oh: u32,
     ow: u32,
-    _pad: u32,
+    accumulate: u32,
+    dy_ctot: u32,
+    dy_coff: u32,
+    dx_ctot: u32,
+    dx_coff: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(0) @binding(3) var<storage, read> dy: array<T>;
+@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 
 @compute @workgroup_size(256, 1, 1)
 fn maxpool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -30,4 +37,48 @@ fn maxpool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let b = ((n * p.in_ctot + p.in_coff + c) * p.h + 2u * oy) * p.w + 2u * ox;
     let m = max(max(x[b], x[b + 1u]), max(x[b + p.w], x[b + p.w + 1u]));
     y[gid.z * p.oh * p.ow + i] = m;
+}
+
+// Backward: dx[argmax of each window] = dy, 0 elsewhere (the last row / column of an odd input
+// included). The argmax is recomputed from x with PyTorch's tie-breaking: the first maximum in
+// row-major window order, a NaN winning over numbers. Windows do not overlap, so one invocation
+// per window of ceil(h / 2) x ceil(w / 2) writes its (up to) four cells and nothing else.
+@compute @workgroup_size(256, 1, 1)
+fn maxpool2x2_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let cw = (p.w + 1u) / 2u;
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= ((p.h + 1u) / 2u) * cw) {
+        return;
+    }
+    let n = gid.z / p.c;
+    let c = gid.z % p.c;
+    let wy = i / cw;
+    let wx = i % cw;
+    var k = 4u;  // argmax in window order; 4 = none (a partial window at an odd edge)
+    var g = 0.0;
+    if (wy < p.oh && wx < p.ow) {
+        let b = ((n * p.in_ctot + p.in_coff + c) * p.h + 2u * wy) * p.w + 2u * wx;
+        let v = vec4<f32>(f32(x[b]), f32(x[b + 1u]), f32(x[b + p.w]), f32(x[b + p.w + 1u]));
+        var m = v.x;
+        k = 0u;
+        for (var j = 1u; j < 4u; j++) {
+            if (v[j] > m || v[j] != v[j]) {
+                m = v[j];
+                k = j;
+            }
+        }
+        g = f32(dy[((n * p.dy_ctot + p.dy_coff + c) * p.oh + wy) * p.ow + wx]);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let yy = 2u * wy + j / 2u;
+        let xx = 2u * wx + j % 2u;
+        if (yy < p.h && xx < p.w) {
+            let o = ((n * p.dx_ctot + p.dx_coff + c) * p.h + yy) * p.w + xx;
+            var r = select(0.0, g, j == k);
+            if (p.accumulate != 0u) {
+                r += f32(dx[o]);
+            }
+            dx[o] = T(r);
+        }
+    }
 }

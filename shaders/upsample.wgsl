@@ -3,6 +3,9 @@
 //   out[n, coff + c, y, x] = up(x_in)[n, c, y - pad_top, x - pad_left], zero outside.
 // PyTorch: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True) then
 // F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2]) then torch.cat([skip, x], 1).
+// Backward (`upsample2x_pad_backward`): the adjoint, as a gather. In its parameters the `in_*`
+// view is dx (input-shaped) and the `out_*` view is dy (output-shaped, e.g. the concatenation
+// gradient's slot); `accumulate` adds into dx.
 
 struct UpParams {
     c: u32,
@@ -16,12 +19,14 @@ struct UpParams {
     out_coff: u32,
     pad_top: i32,
     pad_left: i32,
-    _pad: u32,
+    accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: UpParams;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(0) @binding(3) var<storage, read> dy: array<T>;
+@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 
 // Source coordinate and neighbours along one axis (align_corners = true).
 fn axis(o: u32, isz: u32) -> vec3<f32> {
@@ -62,4 +67,64 @@ fn upsample2x_pad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         v = top * (1.0 - ay.z) + bot * ay.z;
     }
     y[((n * p.out_ctot + p.out_coff + c) * p.oh + oy) * p.ow + ox] = T(v);
+}
+
+// Weight of input index `i` in upsampled index `u` along one axis (0 outside the upsampled map or
+// outside the padded/cropped output), from the same `axis` arithmetic as the forward.
+fn adjoint_weight(u: i32, i: u32, isz: u32, pad: i32, osz: u32) -> f32 {
+    let o = u + pad;
+    if (u < 0 || u >= i32(2u * isz) || o < 0 || o >= i32(osz)) {
+        return 0.0;
+    }
+    let a = axis(u32(u), isz);
+    var w = 0.0;
+    if (u32(a.x) == i) {
+        w += 1.0 - a.z;
+    }
+    if (u32(a.y) == i) {
+        w += a.z;
+    }
+    return w;
+}
+
+// dx[n, c, iy, ix] (+)= sum over output pixels of weight * dy. With align_corners the source
+// coordinate of upsampled index u is u * (isz - 1) / (2 isz - 1), so input index i is referenced
+// only by u in [2i - 2, 2i + 2]; the window [2i - 3, 2i + 3] leaves a margin for rounding and
+// every candidate's weight is recomputed exactly as the forward computes it.
+@compute @workgroup_size(256, 1, 1)
+fn upsample2x_pad_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.ih * p.iw) {
+        return;
+    }
+    let n = gid.z / p.c;
+    let c = gid.z % p.c;
+    let iy = i / p.iw;
+    let ix = i % p.iw;
+    var wx: array<f32, 7>;
+    for (var k = 0u; k < 7u; k++) {
+        wx[k] = adjoint_weight(i32(2u * ix + k) - 3, ix, p.iw, p.pad_left, p.ow);
+    }
+    let b = (n * p.out_ctot + p.out_coff + c) * p.oh;
+    var acc = 0.0;
+    for (var ky = 0u; ky < 7u; ky++) {
+        let uy = i32(2u * iy + ky) - 3;
+        let wy = adjoint_weight(uy, iy, p.ih, p.pad_top, p.oh);
+        if (wy == 0.0) {
+            continue;
+        }
+        let row = (b + u32(uy + p.pad_top)) * p.ow;
+        var r = 0.0;
+        for (var kx = 0u; kx < 7u; kx++) {
+            if (wx[kx] != 0.0) {
+                r += wx[kx] * f32(dy[row + u32(i32(2u * ix + kx) - 3 + p.pad_left)]);
+            }
+        }
+        acc += wy * r;
+    }
+    let o = ((n * p.in_ctot + p.in_coff + c) * p.ih + iy) * p.iw + ix;
+    if (p.accumulate != 0u) {
+        acc += f32(dx[o]);
+    }
+    dx[o] = T(acc);
 }

@@ -3,19 +3,22 @@
 //! Data flows one way: `io` reads frames and weights, `gpu` owns the device and pipelines,
 //! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops.
 
+pub mod autograd;
 pub mod bench;
+pub mod convert;
 pub mod demo;
 pub mod error;
-pub mod convert;
 pub mod eval;
 pub mod gpu;
 pub mod infer;
 pub mod io;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod psi;
 pub mod tensor;
 pub mod tiling;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Precision};

@@ -12,8 +12,10 @@ use psi_gpu::gpu::{Gpu, GpuOptions, Precision, list_adapters};
 use psi_gpu::infer::{InferOptions, infer};
 use psi_gpu::io::preview::{PreviewOptions, write_preview};
 use psi_gpu::io::weights::parse_scale;
+use psi_gpu::optim::LrSchedule;
 use psi_gpu::psi::generate::{GenerateOptions, Shape, generate};
 use psi_gpu::tensor::HostType;
+use psi_gpu::train::{LossChoice, TrainOptions, train};
 
 #[derive(Parser)]
 #[command(name = "psi-gpu", version, about = "Phase-shifting-interferometry bucket images to height maps on any GPU")]
@@ -51,6 +53,81 @@ enum Command {
     Bench(BenchArgs),
     /// Convert a folder of bucket_NN.bmp/png images to a (C, H, W) npy stack, or back.
     Convert(ConvertArgs),
+    /// Train the U-Net on the GPU (physics or supervised loss, Adam, f32 or f16 with loss scaling).
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Start from these weights (safetensors state_dict or a psi-gpu checkpoint); default: fresh
+    /// He-initialised weights of width --base.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    base: usize,
+    /// Training frames: (C, H, W) npy files or folders of them; default: --synthetic frames.
+    #[arg(long, num_args = 1..)]
+    frames: Vec<PathBuf>,
+    /// Truth maps (H, W) npy for the frames, same order (supervised loss).
+    #[arg(long, num_args = 1..)]
+    truth: Vec<PathBuf>,
+    /// Synthetic training frames (random smooth surfaces, u8, noise --noise) made on the fly.
+    #[arg(long, default_value_t = 16)]
+    synthetic: usize,
+    /// Size of synthetic training and validation frames.
+    #[arg(long, default_value_t = 128)]
+    synthetic_size: usize,
+    #[arg(long, default_value_t = 2.0)]
+    noise: f32,
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Random PATCH x PATCH crops; 0 = whole frames.
+    #[arg(long, default_value_t = 64)]
+    patch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning-rate schedule: constant, step:SIZE:GAMMA (StepLR) or exp:GAMMA (ExponentialLR).
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Clip the gradient's global L2 norm to this.
+    #[arg(long)]
+    clip: Option<f64>,
+    /// physics (bucket consistency + smoothness, no truth needed) or supervised (MSE to truth).
+    #[arg(long, default_value = "physics")]
+    loss: String,
+    /// Weight of the Laplacian smoothness term.
+    #[arg(long, default_value_t = 1e-4)]
+    smoothness: f32,
+    /// Input scale (saved in the weights' metadata, used by infer); default 1/255 for u8.
+    #[arg(long)]
+    input_scale: Option<String>,
+    /// f32, f16 (activations in f16 with dynamic loss scaling) or auto.
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(short, long, default_value = "unet.safetensors")]
+    output: PathBuf,
+    /// Save a resumable checkpoint (OUTPUT.ckpt.safetensors) every N steps.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Resume from a checkpoint written by --checkpoint-every.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Write the loss history as CSV here.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Validate every N steps (and at the end) on --validation held-out synthetic frames.
+    #[arg(long, default_value_t = 0)]
+    validate_every: usize,
+    #[arg(long, default_value_t = 4)]
+    validation: usize,
 }
 
 #[derive(Args)]
@@ -227,6 +304,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate_command(a, &gpu_opts),
         Command::Demo(a) => demo_command(a, &gpu_opts),
         Command::Bench(a) => bench_command(a, &gpu_opts),
+        Command::Train(a) => train_command(a, &gpu_opts),
         Command::Convert(a) => {
             let info = if a.input.is_dir() {
                 images_to_npy(&a.input, &a.output, a.pattern.as_deref())?
@@ -245,6 +323,85 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
+    let schedule = match a.schedule.split(':').collect::<Vec<_>>()[..] {
+        ["constant"] => LrSchedule::Constant,
+        ["step", size, gamma] => LrSchedule::Step { step_size: size.parse()?, gamma: gamma.parse()? },
+        ["exp", gamma] => LrSchedule::Exponential { gamma: gamma.parse()? },
+        _ => return Err(anyhow!("--schedule '{}': expected constant, step:SIZE:GAMMA or exp:GAMMA", a.schedule)),
+    };
+    let loss = match a.loss.as_str() {
+        "physics" => LossChoice::Physics,
+        "supervised" => LossChoice::Supervised,
+        other => return Err(anyhow!("--loss '{other}': expected physics or supervised")),
+    };
+    let input_scale = match &a.input_scale {
+        None => None,
+        Some(s) => {
+            Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?)
+        }
+    };
+    let opts = TrainOptions {
+        init: a.init,
+        base: a.base,
+        frames: a.frames,
+        truth: a.truth,
+        synthetic: a.synthetic,
+        synthetic_size: a.synthetic_size,
+        noise: a.noise,
+        steps: a.steps,
+        batch: a.batch,
+        patch: a.patch,
+        lr: a.lr,
+        schedule,
+        weight_decay: a.weight_decay,
+        clip: a.clip,
+        loss,
+        smoothness: a.smoothness,
+        input_scale,
+        precision: parse_precision(&a.precision)?,
+        grad_accum: a.grad_accum,
+        seed: a.seed,
+        output: a.output.clone(),
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
+        history: a.history,
+        validate_every: a.validate_every,
+        validation: a.validation,
+    };
+    let gpu = Gpu::new(gpu_opts)?;
+    let bar = progress_bar("steps");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let r = train(&gpu, &opts, |step, steps, loss, lr| {
+        bar.set_length(steps as u64);
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "trained {} steps on {} ({}): {:.3} s/step, loss {:.4} -> {:.4}, {} skipped (overflow), GPU {:.1} MiB",
+        r.steps,
+        gpu.describe(),
+        r.precision,
+        r.seconds_per_step,
+        r.first_loss,
+        r.last_loss,
+        r.skipped_steps,
+        r.bytes as f64 / 1048576.0
+    );
+    for v in &r.validations {
+        println!(
+            "validation at step {}: height RMSE {:.4} µm (classical solver on the same frames: {:.4} µm)",
+            v.step, v.rmse, v.classical_rmse
+        );
+    }
+    println!("wrote {}", a.output.display());
+    Ok(())
 }
 
 fn parse_precision(s: &str) -> Result<Option<Precision>> {

@@ -213,7 +213,8 @@ fn demo_generate_bench_run_end_to_end() {
     for f in ["frame.npy", "truth.npy", "height.npy", "quality.npy", "eval.json", "height.png", "error.png"] {
         assert!(d.join(f).exists(), "demo did not write {f}");
     }
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
     let rmse = metrics["rmse"].as_f64().unwrap();
     assert!(rmse < 1e-2, "demo RMSE {rmse} µm (noise σ = 2 counts on u8)");
 

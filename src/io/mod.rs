@@ -1,5 +1,6 @@
 //! File formats: npy frames and height maps, safetensors weights.
 pub mod bmp;
+pub mod checkpoint;
 pub mod npy;
 pub mod preview;
 pub mod weights;

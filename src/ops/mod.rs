@@ -1,6 +1,7 @@
 //! One module per shader file: parameter blocks, shape checks and dispatch construction.
 //! `reference` holds the plain-Rust CPU version of every kernel, used by the tests.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod convert;
 pub mod pool;
@@ -12,12 +13,15 @@ use crate::gpu::Shader;
 /// Every WGSL program the engine compiles (the naga test checks each one in both precisions).
 pub fn shaders() -> Vec<&'static Shader> {
     vec![
+        &batchnorm::SHADER,
         &conv::SHADER,
         &convert::SHADER,
         &pool::SHADER,
         &upsample::SHADER,
         &crate::psi::classical::SHADER,
         &crate::psi::generate::SHADER,
+        &crate::psi::loss::SHADER,
+        &crate::optim::adam::SHADER,
         &crate::tiling::gather::SHADER,
         &crate::tiling::blend::SHADER_NATIVE,
         &crate::tiling::blend::SHADER_CAS,

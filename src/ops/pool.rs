@@ -1,4 +1,4 @@
-//! 2x2 max-pooling, flooring odd sizes (`shaders/pool.wgsl`).
+//! 2x2 max-pooling, flooring odd sizes, and its backward (`shaders/pool.wgsl`).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
@@ -6,9 +6,10 @@ use crate::tensor::ChannelView;
 
 pub static SHADER: Shader = Shader { name: "pool", body: include_str!("../../shaders/pool.wgsl") };
 pub static MAXPOOL2X2: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2" };
+pub static MAXPOOL2X2_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2_backward" };
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct PoolParams {
     c: u32,
     h: u32,
@@ -17,7 +18,12 @@ struct PoolParams {
     in_coff: u32,
     oh: u32,
     ow: u32,
-    _pad: u32,
+    /// Backward only: add into dx.
+    accumulate: u32,
+    dy_ctot: u32,
+    dy_coff: u32,
+    dx_ctot: u32,
+    dx_coff: u32,
 }
 
 /// `output[n, c] = maxpool2x2(input[n, c])`; `output` must be a whole tensor of
@@ -46,7 +52,7 @@ pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<
         in_coff: input.offset as u32,
         oh: oh as u32,
         ow: ow as u32,
-        _pad: 0,
+        ..Default::default()
     };
     let [gx, gy] = grid_1d(gpu, oh * ow, 256);
     let planes = (input.n() * input.channels) as u32;
@@ -58,4 +64,56 @@ pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<
         &[(1, &input.tensor.buffer), (2, &output.tensor.buffer)],
         [gx, gy, planes],
     )
+}
+
+/// Backward of `maxpool2x2(x)`: `dx[n, c]` gets `dy` at each window's argmax (recomputed from `x`,
+/// first maximum in row-major order as PyTorch's CPU kernel) and 0 elsewhere, including the last
+/// row / column of odd sizes; with `accumulate` it is added to what `dx` holds. `dy` is
+/// `[n, c, h / 2, w / 2]`, `dx` is shaped like `x`; all three are channel views.
+pub fn maxpool2x2_backward(
+    gpu: &Gpu,
+    x: ChannelView,
+    dy: ChannelView,
+    dx: ChannelView,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let precision = super::same_precision(&x, &dy)?;
+    super::same_precision(&x, &dx)?;
+    let (n, c, h, w) = (x.n(), x.channels, x.h(), x.w());
+    let (oh, ow) = (h / 2, w / 2);
+    if (dy.n(), dy.channels, dy.h(), dy.w()) != (n, c, oh, ow) || (dx.n(), dx.channels, dx.h(), dx.w()) != (n, c, h, w)
+    {
+        return Err(Error::Shape(format!(
+            "max-pool backward of [{n}, {c}, {h}, {w}] needs dy of [{n}, {c}, {oh}, {ow}] and dx of \
+             [{n}, {c}, {h}, {w}], got dy [{}, {}, {}, {}] and dx [{}, {}, {}, {}]",
+            dy.n(),
+            dy.channels,
+            dy.h(),
+            dy.w(),
+            dx.n(),
+            dx.channels,
+            dx.h(),
+            dx.w()
+        )));
+    }
+    if std::ptr::eq(dx.tensor, x.tensor) || std::ptr::eq(dx.tensor, dy.tensor) {
+        return Err(Error::Shape("max-pool backward: dx must not share a tensor with x or dy".into()));
+    }
+    let p = PoolParams {
+        c: c as u32,
+        h: h as u32,
+        w: w as u32,
+        in_ctot: x.total() as u32,
+        in_coff: x.offset as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        accumulate: accumulate as u32,
+        dy_ctot: dy.total() as u32,
+        dy_coff: dy.offset as u32,
+        dx_ctot: dx.total() as u32,
+        dx_coff: dx.offset as u32,
+    };
+    let [gx, gy] = grid_1d(gpu, h.div_ceil(2) * w.div_ceil(2), 256);
+    let bufs = [(1, &x.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
+    Dispatch::new(gpu, &MAXPOOL2X2_BACKWARD, precision, &p, &bufs, [gx, gy, (n * c) as u32])
 }

@@ -2,4 +2,5 @@
 
 pub mod classical;
 pub mod generate;
+pub mod loss;
 pub mod synth;

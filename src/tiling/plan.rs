@@ -6,6 +6,12 @@ use crate::error::{Error, Result};
 
 /// Unique origins along one axis of `n` pixels: `0, s, 2s, … < n − tile`, then `n − tile`
 /// (s = tile − overlap). One origin when the tile covers the axis.
+///
+/// ```
+/// use psi_gpu::tiling::plan::starts;
+/// assert_eq!(starts(300, 128, 32), vec![0, 96, 172]);
+/// assert_eq!(starts(100, 128, 32), vec![0]);
+/// ```
 pub fn starts(n: usize, tile: usize, overlap: usize) -> Vec<usize> {
     if tile >= n {
         return vec![0];

@@ -1,6 +1,9 @@
 //! Plain-Rust CPU versions of the kernels (f64 accumulation), the ground truth of the kernel
 //! tests. Tensors are contiguous NCHW `Vec<f32>`s with their shape passed alongside.
 
+pub mod conv_grad;
+pub mod layers_grad;
+
 /// `act(conv(x, w) * scale + shift)` for a `k`x`k` kernel with padding `k / 2`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(

@@ -1,0 +1,295 @@
+// Training losses (see src/psi/loss.rs), each forward next to its backward.
+//
+//   loss_ab   per-pixel offset A and modulation B of every laser, estimated from the frame once
+//             per frame: A = mean_k I_k, B = (2/N)·sqrt(S² + C²), S = Σ_k I_k sin δ_k,
+//             C = Σ_k I_k cos δ_k. Output f32 `ab[((img·L + l)·2 + {0: A, 1: B})·plane + px]`.
+//   physics   the physics-consistency loss of a height map h `[n, 1, h, w]` (storage T) against a
+//             raw frame I `[n, L·N, h, w]` (f32, channel `laser * N + bucket`):
+//               mean_{img,l,k,px} (A + B·cos θ − I)² + w_s·mean_{img,px} (∇²h)²,
+//               θ = 4π·h/λ_l + δ_k, ∇² the 5-point Laplacian with zero padding.
+//             One invocation per pixel; each workgroup writes its partial sums (data, Laplacian²)
+//             to `partials[2·wg]`, `partials[2·wg + 1]` (a fixed tree, so the value is
+//             deterministic). With `p.grad = 1` it also writes, in T,
+//               dL/dh · scale[0] · p.weight,
+//               dL/dh = (2/M)·Σ_{l,k} r·(−B·sin θ)·(4π/λ_l) + w_s·(2/P)·∇²(∇²h)
+//             (the zero-padded Laplacian is self-adjoint).
+//   mse       supervised mean((h − truth)²), truth f32; the same partials and gradient layout.
+//   reduce    second pass: one workgroup sums the partials into
+//             value = [total, data, w_s·mean(∇²h)², mean(∇²h)²] (f32).
+//
+// Storage T, arithmetic f32. The phase is formed in turns (2π = 1) as in synth.wgsl: h and 2/λ
+// are split into 12-bit leading parts so the large product is exact and its integer part is
+// dropped exactly; cos and sin come from one range reduction and Cephes polynomials (about 1e-7
+// absolute), so heights of ±100 µm lose nothing to the built-in (loosely specified) cos/sin.
+// The Laplacians are sums of neighbour differences, which stay accurate on smooth surfaces with a
+// large offset.
+
+struct LossParams {
+    n: u32,
+    h: u32,
+    w: u32,
+    lasers: u32,
+    buckets: u32,
+    // 1: A, B per pixel from `ab`; 0: the constants `a`, `b`.
+    per_pixel: u32,
+    // 1: write the gradient.
+    grad: u32,
+    // Elements (mse) or partial sums (reduce).
+    count: u32,
+    a: f32,
+    b: f32,
+    // w_s.
+    w_smooth: f32,
+    // Raw intensity = frame value × frame_scale.
+    frame_scale: f32,
+    // 1 / M (data term elements; mse elements).
+    inv_m: f32,
+    // 1 / P (smoothness term elements).
+    inv_p: f32,
+    // Host multiplier of the gradient (e.g. 1/N for N accumulated micro-batches).
+    weight: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: LossParams;
+@group(0) @binding(1) var<storage, read> hgt: array<T>;
+@group(0) @binding(2) var<storage, read> frame: array<f32>;
+// Per laser [2/λ hi, 2/λ lo, 4π/λ, 0], then per bucket [k/N, cos δ_k, sin δ_k, 0].
+@group(0) @binding(3) var<storage, read> consts: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> ab: array<f32>;
+@group(0) @binding(5) var<storage, read> scale: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad: array<T>;
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ab_out: array<f32>;
+@group(0) @binding(9) var<storage, read> truth: array<f32>;
+@group(0) @binding(10) var<storage, read_write> value: array<f32>;
+
+const WG: u32 = 256u;
+const TWO_PI: f32 = 6.28318530717958647692;
+
+var<workgroup> red0: array<f32, 256>;
+var<workgroup> red1: array<f32, 256>;
+
+// cos(x), sin(x) for |x| <= π/4: Cephes' cosf/sinf polynomials.
+fn cos_poly(x: f32) -> f32 {
+    let z = x * x;
+    return ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
+}
+
+fn sin_poly(x: f32) -> f32 {
+    let z = x * x;
+    return ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * x + x;
+}
+
+// (cos 2πt, sin 2πt) for moderate t (turns), about 1e-7 absolute error.
+fn cos_sin_turns(t: f32) -> vec2<f32> {
+    let r = t - round(t); // [-0.5, 0.5], exact
+    let q = round(4.0 * r); // quarter turns, -2..2
+    let x = (r - 0.25 * q) * TWO_PI; // |x| <= π/4; the subtraction is exact (Sterbenz)
+    let c = cos_poly(x);
+    let s = sin_poly(x);
+    switch (u32(i32(q) + 4) & 3u) {
+        case 1u: {
+            return vec2<f32>(-s, c);
+        }
+        case 2u: {
+            return vec2<f32>(-c, -s);
+        }
+        case 3u: {
+            return vec2<f32>(s, -c);
+        }
+        default: {
+            return vec2<f32>(c, s);
+        }
+    }
+}
+
+// v with only its 12 leading significant bits (exact split: v = hi12(v) + (v - hi12(v))).
+fn hi12(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) & 0xfffff000u);
+}
+
+// frac(h · c) in turns (up to an integer), c = c_hi + c_lo with c_hi of 12 significant bits.
+fn fringe_turns(h: f32, c_hi: f32, c_lo: f32) -> f32 {
+    let h_hi = hi12(h);
+    let h_lo = h - h_hi;
+    let big = h_hi * c_hi; // exact: 12 x 12 bits
+    let f = big - floor(big); // exact
+    return f + (h_hi * c_lo + h_lo * (c_hi + c_lo));
+}
+
+// Flat index of pixel `i` of the 1-D folded grid.
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// h at (y, x) of the image starting at `base`, zero outside.
+fn height_at(base: u32, y: i32, x: i32) -> f32 {
+    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
+        return 0.0;
+    }
+    return f32(hgt[base + u32(y) * p.w + u32(x)]);
+}
+
+// The 5-point Laplacian at an in-range (y, x), as a sum of neighbour differences.
+fn laplacian(base: u32, y: i32, x: i32) -> f32 {
+    let c = height_at(base, y, x);
+    return ((height_at(base, y - 1, x) - c) + (height_at(base, y + 1, x) - c))
+        + ((height_at(base, y, x - 1) - c) + (height_at(base, y, x + 1) - c));
+}
+
+// The Laplacian field, zero outside the image.
+fn laplacian_at(base: u32, y: i32, x: i32) -> f32 {
+    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
+        return 0.0;
+    }
+    return laplacian(base, y, x);
+}
+
+// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1].
+// Must be reached in uniform control flow.
+fn workgroup_partials(li: u32, wg: u32, a: f32, b: f32) {
+    red0[li] = a;
+    red1[li] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red0[li] += red0[li + s];
+            red1[li] += red1[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        partials[2u * wg] = red0[0];
+        partials[2u * wg + 1u] = red1[0];
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn loss_ab(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    if (i >= p.n * plane) {
+        return;
+    }
+    let img = i / plane;
+    let px = i % plane;
+    let nb = p.buckets;
+    for (var l = 0u; l < p.lasers; l++) {
+        var s = 0.0;
+        var c = 0.0;
+        var sum = 0.0;
+        for (var k = 0u; k < nb; k++) {
+            let v = frame[((img * p.lasers + l) * nb + k) * plane + px] * p.frame_scale;
+            let d = consts[p.lasers + k];
+            c += v * d.y;
+            s += v * d.z;
+            sum += v;
+        }
+        let o = (img * p.lasers + l) * 2u * plane + px;
+        ab_out[o] = sum / f32(nb);
+        ab_out[o + plane] = 2.0 / f32(nb) * sqrt(s * s + c * c);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn physics(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    var data = 0.0;
+    var lap2 = 0.0;
+    if (i < p.n * plane) {
+        let img = i / plane;
+        let px = i % plane;
+        let y = i32(px / p.w);
+        let x = i32(px % p.w);
+        let base = img * plane;
+        let hv = f32(hgt[i]);
+        let nb = p.buckets;
+        var g = 0.0;
+        for (var l = 0u; l < p.lasers; l++) {
+            let cl = consts[l];
+            let f = fringe_turns(hv, cl.x, cl.y);
+            var a = p.a;
+            var b = p.b;
+            if (p.per_pixel != 0u) {
+                let o = (img * p.lasers + l) * 2u * plane + px;
+                a = ab[o];
+                b = ab[o + plane];
+            }
+            var gl = 0.0;
+            for (var k = 0u; k < nb; k++) {
+                let cs = cos_sin_turns(f + consts[p.lasers + k].x);
+                let iv = frame[((img * p.lasers + l) * nb + k) * plane + px] * p.frame_scale;
+                let r = (a - iv) + b * cs.x;
+                data += r * r;
+                gl += r * cs.y;
+            }
+            g -= b * cl.z * gl;
+        }
+        let lap = laplacian(base, y, x);
+        lap2 = lap * lap;
+        if (p.grad != 0u) {
+            var d = 2.0 * p.inv_m * g;
+            if (p.w_smooth != 0.0) {
+                let bilap = ((laplacian_at(base, y - 1, x) - lap) + (laplacian_at(base, y + 1, x) - lap))
+                    + ((laplacian_at(base, y, x - 1) - lap) + (laplacian_at(base, y, x + 1) - lap));
+                d += p.w_smooth * 2.0 * p.inv_p * bilap;
+            }
+            grad[i] = T(d * scale[0] * p.weight);
+        }
+    }
+    workgroup_partials(li, wid.x + wid.y * nwg.x, data, lap2);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn mse(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = flat_index(gid, nwg);
+    var se = 0.0;
+    if (i < p.count) {
+        let e = f32(hgt[i]) - truth[i];
+        se = e * e;
+        if (p.grad != 0u) {
+            grad[i] = T(2.0 * p.inv_m * e * scale[0] * p.weight);
+        }
+    }
+    workgroup_partials(li, wid.x + wid.y * nwg.x, se, 0.0);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn reduce(@builtin(local_invocation_index) li: u32) {
+    var a = 0.0;
+    var b = 0.0;
+    for (var j = li; j < p.count; j += WG) {
+        a += partials[2u * j];
+        b += partials[2u * j + 1u];
+    }
+    red0[li] = a;
+    red1[li] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red0[li] += red0[li + s];
+            red1[li] += red1[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let data = red0[0] * p.inv_m;
+        let lap2 = red1[0] * p.inv_p;
+        value[0] = data + p.w_smooth * lap2;
+        value[1] = data;
+        value[2] = p.w_smooth * lap2;
+        value[3] = lap2;
+    }
+}

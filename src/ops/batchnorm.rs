@@ -1,0 +1,381 @@
+//! Training-mode BatchNorm2d with a fused ReLU, its backward, and the standalone ReLU backward
+//! (`shaders/batchnorm.wgsl`). PyTorch semantics: batch statistics over N·H·W with the biased
+//! variance for normalising, the unbiased one for the running variance.
+//!
+//! Activations and their gradients are channel views in the storage precision; the per-channel
+//! buffers (γ, β, statistics, running statistics, dγ, dβ) are f32 tensors. Reductions are
+//! deterministic (fixed-order workgroup trees, no atomics). Operations that need more than one
+//! launch return their dispatches in order; scratch buffers they allocate are owned by the
+//! dispatches' bind groups.
+//!
+//! What a backward needs kept from the forward: `bn_backward` needs the input `x`, the `stats`
+//! tensor of this step's `bn_stats`, γ (and β when the ReLU mask is recomputed), and the output
+//! `y` when the ReLU mask is taken from it; `relu_backward` needs `y`.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
+use crate::tensor::{ChannelView, Tensor, check_binding};
+
+pub static SHADER: Shader = Shader { name: "batchnorm", body: include_str!("../../shaders/batchnorm.wgsl") };
+static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partial" };
+static STATS_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_combine" };
+static FORWARD: Kernel = Kernel { shader: &SHADER, entry: "bn_forward" };
+static UPDATE_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_update_running" };
+static BACKWARD_PREP: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_prep" };
+static BACKWARD_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_partial" };
+static BACKWARD_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_combine" };
+static BACKWARD_DX: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_dx" };
+static RELU_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "relu_backward" };
+
+/// PyTorch's BatchNorm2d defaults.
+pub const EPS: f32 = 1e-5;
+pub const MOMENTUM: f32 = 0.1;
+
+/// Values per reduction chunk (one workgroup of the first reduction pass); matches the shader.
+const CHUNK: usize = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct BnParams {
+    c: u32,
+    hw: u32,
+    n: u32,
+    count: u32,
+    chunks: u32,
+    x_ctot: u32,
+    x_coff: u32,
+    y_ctot: u32,
+    y_coff: u32,
+    d_ctot: u32,
+    d_coff: u32,
+    o_ctot: u32,
+    o_coff: u32,
+    mode: u32,
+    accumulate: u32,
+    accumulate_params: u32,
+    eps: f32,
+    momentum: f32,
+    unbias: f32,
+    _pad: u32,
+}
+
+impl BnParams {
+    /// Shape fields from the view the layer normalises (`x`).
+    fn of(x: &ChannelView) -> BnParams {
+        let count = x.n() * x.h() * x.w();
+        BnParams {
+            c: x.channels as u32,
+            hw: (x.h() * x.w()) as u32,
+            n: x.n() as u32,
+            count: count as u32,
+            chunks: count.div_ceil(CHUNK) as u32,
+            x_ctot: x.total() as u32,
+            x_coff: x.offset as u32,
+            ..Default::default()
+        }
+    }
+}
+
+/// The state of one BatchNorm2d layer during a training step.
+#[derive(Clone, Copy)]
+pub struct BnLayer<'a> {
+    /// γ (`weight`), f32, one value per channel.
+    pub gamma: &'a Tensor,
+    /// β (`bias`), f32, one value per channel.
+    pub beta: &'a Tensor,
+    /// This batch's statistics from `bn_stats`: f32, mean[c] followed by the biased variance[c].
+    pub stats: &'a Tensor,
+    pub eps: f32,
+}
+
+/// Where the backward of a fused BatchNorm + ReLU takes the ReLU mask from.
+#[derive(Clone, Copy)]
+pub enum ReluMask<'a> {
+    /// No ReLU followed the normalisation.
+    None,
+    /// `y > 0` on the forward output (what PyTorch's ReLU backward uses).
+    Output(ChannelView<'a>),
+    /// `γ·x̂ + β > 0` recomputed from `x` with the same expression as the forward (no `y` needed).
+    Recompute,
+}
+
+/// dγ and dβ of a layer (f32, one value per channel); `accumulate` adds into them.
+#[derive(Clone, Copy)]
+pub struct BnParamGrads<'a> {
+    pub dgamma: &'a Tensor,
+    pub dbeta: &'a Tensor,
+    pub accumulate: bool,
+}
+
+fn check_f32(t: &Tensor, len: usize, what: &str) -> Result<()> {
+    if t.precision != Precision::F32 || t.len() != len {
+        return Err(Error::Shape(format!(
+            "BatchNorm {what} must be an f32 tensor of {len} values, got {} values in {}",
+            t.len(),
+            t.precision
+        )));
+    }
+    Ok(())
+}
+
+/// `a` and `b` cover the same images, channels and pixels.
+fn check_like(a: &ChannelView, b: &ChannelView, what: &str) -> Result<()> {
+    if (a.n(), a.channels, a.h(), a.w()) != (b.n(), b.channels, b.h(), b.w()) {
+        return Err(Error::Shape(format!(
+            "{what}: [{}, {}, {}, {}] does not match [{}, {}, {}, {}]",
+            b.n(),
+            b.channels,
+            b.h(),
+            b.w(),
+            a.n(),
+            a.channels,
+            a.h(),
+            a.w()
+        )));
+    }
+    if a.tensor.precision != b.tensor.precision {
+        return Err(Error::Shape(format!(
+            "{what}: {} tensor where {} is expected",
+            b.tensor.precision, a.tensor.precision
+        )));
+    }
+    Ok(())
+}
+
+/// A written view must not share its buffer with a view read by the same launch.
+fn check_distinct(out: &ChannelView, inputs: &[&ChannelView], what: &str) -> Result<()> {
+    if inputs.iter().any(|v| std::ptr::eq(v.tensor, out.tensor)) {
+        return Err(Error::Shape(format!("{what}: the output view must not be in a tensor that is also read")));
+    }
+    Ok(())
+}
+
+fn check_layer(x: &ChannelView, bn: &BnLayer) -> Result<()> {
+    let c = x.channels;
+    check_f32(bn.gamma, c, "gamma")?;
+    check_f32(bn.beta, c, "beta")?;
+    check_f32(bn.stats, 2 * c, "statistics")
+}
+
+/// Training-mode statistics need 2 ≤ N·H·W < 2^32 values per channel (PyTorch rejects 1).
+fn check_count(x: &ChannelView) -> Result<()> {
+    let count = x.n() * x.h() * x.w();
+    if count < 2 || count > u32::MAX as usize {
+        return Err(Error::Shape(format!(
+            "BatchNorm in training mode needs more than one value per channel (and fewer than 2^32), got {}x{}x{}",
+            x.n(),
+            x.h(),
+            x.w()
+        )));
+    }
+    Ok(())
+}
+
+fn scratch(gpu: &Gpu, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
+    check_binding(gpu, bytes, label)?;
+    Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(16),
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    }))
+}
+
+/// Workgroups of an elementwise kernel over `view`: (pixels folded into x, y) × (image, channel).
+fn planes(gpu: &Gpu, view: &ChannelView) -> [u32; 3] {
+    let [gx, gy] = grid_1d(gpu, view.h() * view.w(), 256);
+    [gx, gy, (view.n() * view.channels) as u32]
+}
+
+/// Batch mean and biased variance of every channel of `x` over N·H·W, into `stats`
+/// (f32, `2 * channels` values: means, then variances). Two launches: chunk partials, combine.
+pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatch>> {
+    let c = x.channels;
+    check_f32(stats, 2 * c, "statistics")?;
+    check_count(&x)?;
+    let p = BnParams::of(&x);
+    let partials = scratch(gpu, (c * p.chunks as usize * 16) as u64, "batchnorm statistics partials")?;
+    let pass1 = Dispatch::new(
+        gpu,
+        &STATS_PARTIAL,
+        x.tensor.precision,
+        &p,
+        &[(1, &x.tensor.buffer), (9, &partials)],
+        [p.chunks, c as u32, 1],
+    )?;
+    let pass2 = Dispatch::new(
+        gpu,
+        &STATS_COMBINE,
+        x.tensor.precision,
+        &p,
+        &[(10, &partials), (6, &stats.buffer)],
+        [c as u32, 1, 1],
+    )?;
+    Ok(vec![pass1, pass2])
+}
+
+/// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch statistics `bn.stats`, written
+/// into the view `y` (for example a channel slot of a concatenation).
+pub fn bn_forward_relu(gpu: &Gpu, x: ChannelView, bn: &BnLayer, relu: bool, y: ChannelView) -> Result<Dispatch> {
+    check_layer(&x, bn)?;
+    check_like(&x, &y, "BatchNorm output")?;
+    check_distinct(&y, &[&x], "BatchNorm forward")?;
+    let p = BnParams {
+        o_ctot: y.total() as u32,
+        o_coff: y.offset as u32,
+        mode: relu as u32,
+        eps: bn.eps,
+        ..BnParams::of(&x)
+    };
+    let bufs = [
+        (1, &x.tensor.buffer),
+        (5, &bn.stats.buffer),
+        (7, &bn.gamma.buffer),
+        (8, &bn.beta.buffer),
+        (4, &y.tensor.buffer),
+    ];
+    Dispatch::new(gpu, &FORWARD, x.tensor.precision, &p, &bufs, planes(gpu, &x))
+}
+
+/// `running_mean = (1 − m)·running_mean + m·mean`, `running_var = (1 − m)·running_var +
+/// m·var·count/(count − 1)`, from `stats` of a batch of `count` (= N·H·W) values per channel.
+/// `num_batches_tracked` is left to the caller.
+pub fn bn_update_running(
+    gpu: &Gpu,
+    stats: &Tensor,
+    count: usize,
+    momentum: f32,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+) -> Result<Dispatch> {
+    let c = running_mean.len();
+    check_f32(stats, 2 * c, "statistics")?;
+    check_f32(running_var, c, "running variance")?;
+    check_f32(running_mean, c, "running mean")?;
+    if std::ptr::eq(running_mean, running_var) {
+        return Err(Error::Shape("BatchNorm running mean and variance must be different tensors".into()));
+    }
+    if count < 2 {
+        return Err(Error::Shape(format!(
+            "BatchNorm running variance needs more than one value per channel, got {count}"
+        )));
+    }
+    let p =
+        BnParams { c: c as u32, momentum, unbias: (count as f64 / (count - 1) as f64) as f32, ..Default::default() };
+    let bufs = [(5, &stats.buffer), (15, &running_mean.buffer), (16, &running_var.buffer)];
+    Dispatch::new(gpu, &UPDATE_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
+}
+
+/// Backward of `y = relu?(BatchNorm(x))` in training mode, given `dy`:
+/// `dγ (+)= Σ dy'·x̂`, `dβ (+)= Σ dy'` and
+/// `dx (+)= γ/σ·(dy' − mean(dy') − x̂·mean(dy'·x̂))`, with `dy' = dy·mask`. `bn.stats` must be
+/// the statistics the forward used. Four launches: coefficients, chunk partials, combine, dx.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward(
+    gpu: &Gpu,
+    dy: ChannelView,
+    x: ChannelView,
+    relu: ReluMask,
+    bn: &BnLayer,
+    grads: &BnParamGrads,
+    dx: ChannelView,
+    accumulate_dx: bool,
+) -> Result<Vec<Dispatch>> {
+    check_layer(&x, bn)?;
+    check_like(&x, &dy, "BatchNorm dy")?;
+    check_like(&x, &dx, "BatchNorm dx")?;
+    let c = x.channels;
+    check_f32(grads.dgamma, c, "dgamma")?;
+    check_f32(grads.dbeta, c, "dbeta")?;
+    if std::ptr::eq(grads.dgamma, grads.dbeta) {
+        return Err(Error::Shape("BatchNorm backward: dgamma and dbeta must be different tensors".into()));
+    }
+    check_count(&x)?;
+    let (mode, yv) = match relu {
+        ReluMask::None => (0, x),
+        ReluMask::Output(y) => {
+            check_like(&x, &y, "BatchNorm forward output")?;
+            (1, y)
+        }
+        ReluMask::Recompute => (2, x),
+    };
+    check_distinct(&dx, &[&x, &dy, &yv], "BatchNorm backward")?;
+    let p = BnParams {
+        y_ctot: yv.total() as u32,
+        y_coff: yv.offset as u32,
+        d_ctot: dy.total() as u32,
+        d_coff: dy.offset as u32,
+        o_ctot: dx.total() as u32,
+        o_coff: dx.offset as u32,
+        mode,
+        accumulate: accumulate_dx as u32,
+        accumulate_params: grads.accumulate as u32,
+        eps: bn.eps,
+        ..BnParams::of(&x)
+    };
+    let precision = x.tensor.precision;
+    let coef = scratch(gpu, (c * 32) as u64, "batchnorm backward coefficients")?;
+    let partials = scratch(gpu, (c * p.chunks as usize * 16) as u64, "batchnorm backward partials")?;
+    let prep = Dispatch::new(
+        gpu,
+        &BACKWARD_PREP,
+        precision,
+        &p,
+        &[(5, &bn.stats.buffer), (7, &bn.gamma.buffer), (8, &bn.beta.buffer), (11, &coef)],
+        [c.div_ceil(64) as u32, 1, 1],
+    )?;
+    let (xb, yb, db) = (&x.tensor.buffer, &yv.tensor.buffer, &dy.tensor.buffer);
+    let partial = Dispatch::new(
+        gpu,
+        &BACKWARD_PARTIAL,
+        precision,
+        &p,
+        &[(1, xb), (2, yb), (3, db), (12, &coef), (9, &partials)],
+        [p.chunks, c as u32, 1],
+    )?;
+    let combine = Dispatch::new(
+        gpu,
+        &BACKWARD_COMBINE,
+        precision,
+        &p,
+        &[(10, &partials), (11, &coef), (13, &grads.dgamma.buffer), (14, &grads.dbeta.buffer)],
+        [c as u32, 1, 1],
+    )?;
+    let dxd = Dispatch::new(
+        gpu,
+        &BACKWARD_DX,
+        precision,
+        &p,
+        &[(1, xb), (2, yb), (3, db), (12, &coef), (4, &dx.tensor.buffer)],
+        planes(gpu, &x),
+    )?;
+    Ok(vec![prep, partial, combine, dxd])
+}
+
+/// ReLU backward: `dx (+)= dy·[y > 0]`, with `y` the ReLU's output.
+pub fn relu_backward(
+    gpu: &Gpu,
+    dy: ChannelView,
+    y: ChannelView,
+    dx: ChannelView,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    check_like(&y, &dy, "ReLU dy")?;
+    check_like(&y, &dx, "ReLU dx")?;
+    check_distinct(&dx, &[&y, &dy], "ReLU backward")?;
+    let p = BnParams {
+        c: y.channels as u32,
+        hw: (y.h() * y.w()) as u32,
+        n: y.n() as u32,
+        y_ctot: y.total() as u32,
+        y_coff: y.offset as u32,
+        d_ctot: dy.total() as u32,
+        d_coff: dy.offset as u32,
+        o_ctot: dx.total() as u32,
+        o_coff: dx.offset as u32,
+        accumulate: accumulate as u32,
+        ..Default::default()
+    };
+    let bufs = [(2, &y.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
+    Dispatch::new(gpu, &RELU_BACKWARD, y.tensor.precision, &p, &bufs, planes(gpu, &y))
+}

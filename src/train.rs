@@ -1,0 +1,421 @@
+//! `psi-gpu train`: the training loop around [`UNetTrainer`] — data (npy frames or synthetic
+//! frames made on the fly), random crops, gradient accumulation, learning-rate schedules,
+//! validation on held-out synthetic frames, loss history, checkpoints and resume.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Precision};
+use crate::io::checkpoint::{self, Checkpoint, OptimizerState};
+use crate::io::npy::{NpyReader, read_f32};
+use crate::io::weights::Weights;
+use crate::nn::init::{he_init, to_weights};
+use crate::nn::unet::UNet;
+use crate::nn::unet_train::{TrainConfig, UNetTrainer};
+use crate::ops::convert::{RawBuffer, from_raw};
+use crate::optim::{AdamConfig, LrSchedule};
+use crate::psi::classical::{Classical, ClassicalConfig};
+use crate::psi::generate::random_heights_cpu;
+use crate::psi::loss::{LossKind, PhysicsConfig};
+use crate::psi::synth::{self, SynthConfig};
+use crate::tensor::HostType;
+
+const NO_METADATA: [(&str, &str); 0] = [];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LossChoice {
+    Physics,
+    Supervised,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Start from these weights (a safetensors state_dict or a psi-gpu checkpoint).
+    pub init: Option<PathBuf>,
+    /// Base width of fresh He-initialised weights (without `init`).
+    pub base: usize,
+    /// Training frames: `(C, H, W)` npy files (a folder is expanded to its `*.npy`).
+    pub frames: Vec<PathBuf>,
+    /// Truth maps `(H, W)` for the frames, same order (supervised loss).
+    pub truth: Vec<PathBuf>,
+    /// Synthetic training frames made on the fly (random surfaces), used without `frames`.
+    pub synthetic: usize,
+    /// Size of synthetic training and validation frames.
+    pub synthetic_size: usize,
+    /// Noise σ (counts) of synthetic frames.
+    pub noise: f32,
+    pub steps: usize,
+    pub batch: usize,
+    /// Random `patch` x `patch` crops; 0 = whole frames.
+    pub patch: usize,
+    pub lr: f64,
+    pub schedule: LrSchedule,
+    pub weight_decay: f64,
+    pub clip: Option<f64>,
+    pub loss: LossChoice,
+    pub smoothness: f32,
+    pub input_scale: Option<f32>,
+    pub precision: Option<Precision>,
+    pub grad_accum: usize,
+    pub seed: u64,
+    pub output: PathBuf,
+    /// Save a resumable checkpoint every this many steps (0 = never).
+    pub checkpoint_every: usize,
+    pub resume: Option<PathBuf>,
+    /// Loss history CSV.
+    pub history: Option<PathBuf>,
+    /// Validate every this many steps (0 = only at the end) on `validation` held-out frames.
+    pub validate_every: usize,
+    pub validation: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            init: None,
+            base: 8,
+            frames: vec![],
+            truth: vec![],
+            synthetic: 16,
+            synthetic_size: 128,
+            noise: 2.0,
+            steps: 100,
+            batch: 4,
+            patch: 64,
+            lr: 1e-3,
+            schedule: LrSchedule::Constant,
+            weight_decay: 0.0,
+            clip: None,
+            loss: LossChoice::Physics,
+            smoothness: 1e-4,
+            input_scale: None,
+            precision: None,
+            grad_accum: 1,
+            seed: 0,
+            output: PathBuf::from("unet.safetensors"),
+            checkpoint_every: 0,
+            resume: None,
+            history: None,
+            validate_every: 0,
+            validation: 4,
+        }
+    }
+}
+
+/// One frame in host memory: raw bytes `(C, H, W)` and, if known, its truth `(H, W)`.
+struct Frame {
+    ty: HostType,
+    c: usize,
+    h: usize,
+    w: usize,
+    bytes: Vec<u8>,
+    truth: Option<Vec<f32>>,
+}
+
+impl Frame {
+    /// Bytes of the `(C, p, q)` crop at (y0, x0).
+    fn crop(&self, y0: usize, x0: usize, p: usize, q: usize, out: &mut Vec<u8>) {
+        let s = self.ty.size();
+        for ch in 0..self.c {
+            for y in y0..y0 + p {
+                let row = (ch * self.h + y) * self.w;
+                out.extend_from_slice(&self.bytes[(row + x0) * s..(row + x0 + q) * s]);
+            }
+        }
+    }
+}
+
+/// A synthetic frame: random smooth surface `seed`, u8 buckets with noise.
+fn synthetic_frame(seed: u64, size: usize, noise: f32) -> Frame {
+    let heights = random_heights_cpu(seed, size, size);
+    let cfg = SynthConfig { noise, seed: seed ^ 0x5eed, ..Default::default() };
+    let buckets = synth::buckets(&heights, size, size, &cfg);
+    Frame { ty: HostType::U8, c: 16, h: size, w: size, bytes: synth::quantize_u8(&buckets), truth: Some(heights) }
+}
+
+fn load_frames(opts: &TrainOptions) -> Result<Vec<Frame>> {
+    let mut paths = Vec::new();
+    for p in &opts.frames {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "npy"))
+                .collect();
+            found.sort();
+            paths.extend(found);
+        } else {
+            paths.push(p.clone());
+        }
+    }
+    if !opts.truth.is_empty() && opts.truth.len() != paths.len() {
+        return Err(Error::Invalid(format!("{} truth maps for {} frames", opts.truth.len(), paths.len())));
+    }
+    let mut frames = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let mut r = NpyReader::open(path)?;
+        let hd = r.header().clone();
+        let [c, h, w] = hd.shape[..] else {
+            return Err(Error::Npy { path: path.clone(), message: format!("expected (C, H, W), got {:?}", hd.shape) });
+        };
+        let truth = match opts.truth.get(i) {
+            Some(t) => {
+                let (shape, v) = read_f32(t)?;
+                if shape.iter().product::<usize>() != h * w {
+                    return Err(Error::Shape(format!("{}: truth {shape:?} for a {h} x {w} frame", t.display())));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        frames.push(Frame { ty: hd.ty, c, h, w, bytes: r.read_all()?, truth });
+    }
+    Ok(frames)
+}
+
+/// Splitmix64 for crops and frame choice.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Validation: height RMSE of the model (eval-mode BatchNorm) and of the classical solver.
+#[derive(Clone, Copy, Debug)]
+pub struct Validation {
+    pub step: usize,
+    pub rmse: f64,
+    pub classical_rmse: f64,
+}
+
+pub struct TrainReport {
+    pub steps: usize,
+    pub seconds_per_step: f64,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    pub validations: Vec<Validation>,
+    pub bytes: u64,
+    pub precision: Precision,
+    pub skipped_steps: usize,
+}
+
+fn rmse(a: &[f32], b: &[f32]) -> f64 {
+    (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64).sqrt()
+}
+
+/// Height RMSE of `weights` (eval mode) and of the classical solver on `frames`.
+fn validate(gpu: &Gpu, weights: &Weights, frames: &[Frame], scale: f32) -> Result<(f64, f64)> {
+    let model = UNet::new(gpu, weights, Precision::F32)?;
+    let classical = Classical::new(gpu, ClassicalConfig::default())?;
+    let (mut se, mut se_c, mut n) = (0.0, 0.0, 0usize);
+    for f in frames {
+        let truth = f.truth.as_ref().expect("validation frames are synthetic");
+        let raw = RawBuffer::upload(gpu, f.ty, &f.bytes)?;
+        let plan = model.plan(gpu, 1, f.h, f.w)?;
+        let cplan = classical.plan(gpu, 1, f.h, f.w)?;
+        let d1 = from_raw(gpu, &raw, scale, &plan.input)?;
+        let d2 = from_raw(gpu, &raw, 1.0, &cplan.input)?;
+        let mut all = vec![&d1, &d2];
+        all.extend(&plan.dispatches);
+        all.extend(&cplan.dispatches);
+        gpu.run(&all)?;
+        let out = plan.output.to_f32(gpu)?;
+        let cout = cplan.output.to_f32(gpu)?;
+        se += rmse(&out[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
+        se_c += rmse(&cout[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
+        n += f.h * f.w;
+    }
+    Ok(((se / n as f64).sqrt(), (se_c / n as f64).sqrt()))
+}
+
+/// Train; `progress(step, steps, loss)` is called after every optimizer step.
+pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usize, f32, f32)) -> Result<TrainReport> {
+    if opts.batch == 0 || opts.grad_accum == 0 {
+        return Err(Error::Invalid("--batch and --grad-accum must be at least 1".into()));
+    }
+    // Weights: resume > init > fresh.
+    let (weights, optim, nbt) = match (&opts.resume, &opts.init) {
+        (Some(p), _) | (None, Some(p)) => checkpoint::load(p)?,
+        (None, None) => (to_weights(&he_init(16, 1, opts.base, opts.seed), NO_METADATA), None, 0),
+    };
+    let config = UNet::config(&weights)?;
+    let precision = gpu.resolve_precision(opts.precision)?;
+
+    let frames = if opts.frames.is_empty() {
+        (0..opts.synthetic.max(1))
+            .map(|i| synthetic_frame(opts.seed * 1_000_003 + i as u64, opts.synthetic_size, opts.noise))
+            .collect()
+    } else {
+        load_frames(opts)?
+    };
+    let val: Vec<Frame> = (0..opts.validation)
+        .map(|i| synthetic_frame(u64::MAX - opts.seed * 7919 - i as u64, opts.synthetic_size, opts.noise))
+        .collect();
+    let ty = frames[0].ty;
+    if frames.iter().any(|f| f.ty != ty || f.c != config.n_channels) {
+        return Err(Error::Invalid(format!(
+            "training frames must all be {} with {} channels (the model's input)",
+            ty.name(),
+            config.n_channels
+        )));
+    }
+    if opts.loss == LossChoice::Supervised && frames.iter().any(|f| f.truth.is_none()) {
+        return Err(Error::Invalid("--loss supervised needs --truth for every frame (or synthetic frames)".into()));
+    }
+    let (ph, pw) = if opts.patch == 0 {
+        let (h, w) = (frames[0].h, frames[0].w);
+        if frames.iter().any(|f| (f.h, f.w) != (h, w)) {
+            return Err(Error::Invalid("--patch 0 (whole frames) needs frames of one size".into()));
+        }
+        (h, w)
+    } else {
+        if frames.iter().any(|f| f.h < opts.patch || f.w < opts.patch) {
+            return Err(Error::Invalid(format!("--patch {} is larger than a training frame", opts.patch)));
+        }
+        (opts.patch, opts.patch)
+    };
+    let input_scale = opts.input_scale.or(weights.metadata_f32("input_scale")?).unwrap_or(ty.default_scale());
+    let loss = match opts.loss {
+        LossChoice::Physics => LossKind::Physics(PhysicsConfig { smoothness: opts.smoothness, ..Default::default() }),
+        LossChoice::Supervised => LossKind::Mse,
+    };
+    let tcfg = TrainConfig {
+        loss,
+        adam: AdamConfig {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            max_grad_norm: opts.clip,
+            ..Default::default()
+        },
+        input_scale,
+        precision,
+        loss_scaling: precision == Precision::F16,
+    };
+    let mut trainer = UNetTrainer::new(gpu, &weights, opts.batch, ph, pw, tcfg)?;
+    if let Some(o) = &optim {
+        trainer.restore_optimizer(gpu, o.step, &o.m, &o.v, o.loss_scale, o.growth_tracker)?;
+    }
+    let start_step = optim.as_ref().map_or(0, |o| o.step as usize);
+    let mut history = match &opts.history {
+        Some(p) => {
+            let mut f = std::fs::File::create(p).map_err(|e| Error::io(p, e))?;
+            writeln!(f, "step,lr,loss,data,smoothness,scale,applied").map_err(|e| Error::io(p, e))?;
+            Some((p.clone(), f))
+        }
+        None => None,
+    };
+    let metadata = |step: usize| {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("input_scale".to_string(), format!("{input_scale}"));
+        m.insert("base".into(), config.base.to_string());
+        m.insert("loss".into(), format!("{:?}", opts.loss).to_lowercase());
+        m.insert("smoothness".into(), opts.smoothness.to_string());
+        m.insert("lr".into(), opts.lr.to_string());
+        m.insert("steps".into(), step.to_string());
+        m.insert("batch".into(), opts.batch.to_string());
+        m.insert("patch".into(), opts.patch.to_string());
+        m.insert("precision".into(), precision.to_string());
+        m.insert("trained_by".into(), format!("psi-gpu {}", env!("CARGO_PKG_VERSION")));
+        m
+    };
+    let save = |trainer: &UNetTrainer, path: &Path, step: usize, with_optimizer: bool| -> Result<()> {
+        let optimizer = if with_optimizer {
+            let (s, m, v, scale, growth) = trainer.optimizer_state(gpu)?;
+            Some(OptimizerState { step: s, m, v, loss_scale: scale, growth_tracker: growth })
+        } else {
+            None
+        };
+        let ck = Checkpoint {
+            tensors: trainer.state_dict(gpu)?,
+            num_batches_tracked: nbt + trainer.batches() as i64,
+            metadata: metadata(step),
+            optimizer,
+        };
+        checkpoint::save(path, &ck)
+    };
+    let validate_now = |trainer: &UNetTrainer, step: usize| -> Result<Validation> {
+        let w = to_weights(&trainer.state_dict(gpu)?, NO_METADATA);
+        let (rmse, classical_rmse) = validate(gpu, &w, &val, input_scale)?;
+        Ok(Validation { step, rmse, classical_rmse })
+    };
+
+    let mut rng = Rng(opts.seed ^ 0xC0FFEE);
+    let mut validations = Vec::new();
+    let (mut first_loss, mut last_loss, mut skipped) = (f32::NAN, f32::NAN, 0);
+    let t0 = Instant::now();
+    let mut bytes = Vec::new();
+    let mut truth = Vec::new();
+    for step in start_step..opts.steps {
+        trainer.zero_grad(gpu);
+        let mut loss_sum = (0f32, 0f32, 0f32);
+        for _ in 0..opts.grad_accum {
+            bytes.clear();
+            truth.clear();
+            for _ in 0..opts.batch {
+                let f = &frames[rng.below(frames.len())];
+                let (y0, x0) = (rng.below(f.h - ph + 1), rng.below(f.w - pw + 1));
+                f.crop(y0, x0, ph, pw, &mut bytes);
+                if let Some(t) = &f.truth {
+                    for y in y0..y0 + ph {
+                        truth.extend_from_slice(&t[y * f.w + x0..y * f.w + x0 + pw]);
+                    }
+                }
+            }
+            trainer.set_frames(gpu, ty, &bytes)?;
+            if opts.loss == LossChoice::Supervised {
+                trainer.set_truth(gpu, &truth)?;
+            }
+            let l = trainer.accumulate(gpu, 1.0 / opts.grad_accum as f32)?;
+            loss_sum = (loss_sum.0 + l.total, loss_sum.1 + l.data, loss_sum.2 + l.smoothness);
+        }
+        let k = opts.grad_accum as f32;
+        let loss = (loss_sum.0 / k, loss_sum.1 / k, loss_sum.2 / k);
+        let lr = opts.schedule.lr(opts.lr, step);
+        let report = trainer.apply(gpu, lr)?;
+        if !report.applied {
+            skipped += 1;
+        }
+        if first_loss.is_nan() {
+            first_loss = loss.0;
+        }
+        last_loss = loss.0;
+        if let Some((p, f)) = history.as_mut() {
+            writeln!(f, "{},{lr},{},{},{},{},{}", step + 1, loss.0, loss.1, loss.2, report.scale, report.applied)
+                .map_err(|e| Error::io(&*p, e))?;
+        }
+        progress(step + 1, opts.steps, loss.0, lr as f32);
+        if opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0 {
+            save(&trainer, &opts.output.with_extension("ckpt.safetensors"), step + 1, true)?;
+        }
+        if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < opts.steps {
+            validations.push(validate_now(&trainer, step + 1)?);
+        }
+    }
+    let trained = opts.steps.saturating_sub(start_step);
+    let seconds_per_step = t0.elapsed().as_secs_f64() / trained.max(1) as f64;
+    if opts.validation > 0 {
+        validations.push(validate_now(&trainer, opts.steps)?);
+    }
+    save(&trainer, &opts.output, opts.steps, false)?;
+    Ok(TrainReport {
+        steps: trained,
+        seconds_per_step,
+        first_loss,
+        last_loss,
+        validations,
+        bytes: trainer.bytes(),
+        precision,
+        skipped_steps: skipped,
+    })
+}

@@ -1,0 +1,71 @@
+//! One training step of the U-Net on the GPU against the same step in PyTorch
+//! (tests/fixtures/make_train_step_fixture.py): BatchNorm in training mode, the physics loss with
+//! smoothness 1e-4, input scale 1/255, Adam lr 1e-3, f32. Every tensor within 2e-4.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::gpus;
+use psi_gpu::gpu::Precision;
+use psi_gpu::io::npy::NpyReader;
+use psi_gpu::io::weights::Weights;
+use psi_gpu::nn::unet_train::{TrainConfig, UNetTrainer};
+use psi_gpu::optim::AdamConfig;
+use psi_gpu::psi::loss::{LossKind, PhysicsConfig};
+use psi_gpu::tensor::HostType;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn config(precision: Precision) -> TrainConfig {
+    TrainConfig {
+        loss: LossKind::Physics(PhysicsConfig { smoothness: 1e-4, ..Default::default() }),
+        adam: AdamConfig { lr: 1e-3, ..Default::default() },
+        input_scale: 1.0 / 255.0,
+        precision,
+        loss_scaling: false,
+    }
+}
+
+#[test]
+fn one_step_matches_pytorch() {
+    let init = Weights::load(&fixture("train_step_init.safetensors")).unwrap();
+    let after = Weights::load(&fixture("train_step_after.safetensors")).unwrap();
+    let frame = NpyReader::open(&fixture("train_step_frame.npy")).unwrap().read_all().unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("train_step_loss.json")).unwrap()).unwrap();
+    // The step moves weights by ~lr: a trainer that did nothing would fail the 2e-4 bound.
+    let moved = init.tensors["inc.double_conv.0.weight"]
+        .data
+        .iter()
+        .zip(&after.tensors["inc.double_conv.0.weight"].data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(moved > 5e-4, "the fixture's step moved the first convolution by {moved}");
+    for gpu in gpus() {
+        let mut t = UNetTrainer::new(gpu, &init, 1, 32, 48, config(Precision::F32)).unwrap();
+        t.set_frames(gpu, HostType::U8, &frame).unwrap();
+        let (loss, report) = t.step(gpu, 1e-3).unwrap();
+        assert!(report.applied);
+        let want = expected["total"].as_f64().unwrap();
+        let rel = ((loss.total as f64) - want).abs() / want;
+        eprintln!("{}: loss {} (PyTorch {want}), relative {rel:.2e}", gpu.describe(), loss.total);
+        assert!(rel < 1e-4, "loss {} vs {want}", loss.total);
+        let mut worst = (0f32, String::new());
+        let state = t.state_dict(gpu).unwrap();
+        assert_eq!(state.len(), after.tensors.len(), "every floating tensor of the state_dict");
+        for (name, shape, values) in state {
+            let want = after.get(&name, &shape).unwrap();
+            for (a, b) in values.iter().zip(&want.data) {
+                let d = (a - b).abs();
+                if d > worst.0 {
+                    worst = (d, name.clone());
+                }
+            }
+        }
+        eprintln!("{}: largest difference after one step {:.2e} ({})", gpu.describe(), worst.0, worst.1);
+        assert!(worst.0 < 2e-4, "{}: {} differs by {}", gpu.describe(), worst.1, worst.0);
+    }
+}
