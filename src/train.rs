@@ -350,13 +350,14 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
         Ok(Validation { step, rmse, classical_rmse })
     };
 
-    let mut rng = Rng(opts.seed ^ 0xC0FFEE);
     let mut validations = Vec::new();
     let (mut first_loss, mut last_loss, mut skipped) = (f32::NAN, f32::NAN, 0);
     let t0 = Instant::now();
     let mut bytes = Vec::new();
     let mut truth = Vec::new();
     for step in start_step..opts.steps {
+        // Crops depend only on (seed, step): a resumed run sees the batches it would have seen.
+        let mut rng = Rng(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
         trainer.zero_grad(gpu);
         let mut loss_sum = (0f32, 0f32, 0f32);
         for _ in 0..opts.grad_accum {

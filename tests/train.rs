@@ -69,3 +69,38 @@ fn one_step_matches_pytorch() {
         assert!(worst.0 < 2e-4, "{}: {} differs by {}", gpu.describe(), worst.1, worst.0);
     }
 }
+
+/// f16 activations with the dynamic loss scaler: a forced overflow skips the step (weights
+/// unchanged, scale halved), and the losses of applied steps track the f32 run.
+#[test]
+fn f16_training_skips_overflow_and_tracks_f32() {
+    let init = Weights::load(&fixture("train_step_init.safetensors")).unwrap();
+    let frame = NpyReader::open(&fixture("train_step_frame.npy")).unwrap().read_all().unwrap();
+    for gpu in gpus().iter().filter(|g| g.f16) {
+        let mut half = UNetTrainer::new(gpu, &init, 1, 32, 48, TrainConfig { loss_scaling: true, ..config(Precision::F16) }).unwrap();
+        half.set_frames(gpu, HostType::U8, &frame).unwrap();
+        let before = half.state_dict(gpu).unwrap();
+        half.scaler_mut().set_scale(gpu, 3.0e38);
+        let (_, report) = half.step(gpu, 1e-3).unwrap();
+        assert!(!report.applied, "an overflowing step must be skipped");
+        assert_eq!(report.next_scale, 1.5e38, "the scale halves");
+        let after = half.state_dict(gpu).unwrap();
+        for ((name, _, a), (_, _, b)) in before.iter().zip(&after) {
+            if !name.contains("running") {
+                assert_eq!(a, b, "{name} changed in a skipped step");
+            }
+        }
+        // A scale that keeps dL/dh inside f16's range; then f16 and f32 steps side by side.
+        half.scaler_mut().set_scale(gpu, 8.0);
+        let mut full = UNetTrainer::new(gpu, &init, 1, 32, 48, config(Precision::F32)).unwrap();
+        full.set_frames(gpu, HostType::U8, &frame).unwrap();
+        for step in 0..4 {
+            let (lh, rh) = half.step(gpu, 1e-3).unwrap();
+            let (lf, _) = full.step(gpu, 1e-3).unwrap();
+            assert!(rh.applied, "f16 step {step} skipped at scale {}", rh.scale);
+            let rel = (lh.total - lf.total).abs() / lf.total;
+            eprintln!("step {step}: f16 loss {} f32 loss {} (relative {rel:.1e})", lh.total, lf.total);
+            assert!(rel < 2e-2, "f16 loss {} vs f32 {}", lh.total, lf.total);
+        }
+    }
+}
