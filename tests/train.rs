@@ -77,7 +77,9 @@ fn f16_training_skips_overflow_and_tracks_f32() {
     let init = Weights::load(&fixture("train_step_init.safetensors")).unwrap();
     let frame = NpyReader::open(&fixture("train_step_frame.npy")).unwrap().read_all().unwrap();
     for gpu in gpus().iter().filter(|g| g.f16) {
-        let mut half = UNetTrainer::new(gpu, &init, 1, 32, 48, TrainConfig { loss_scaling: true, ..config(Precision::F16) }).unwrap();
+        let mut half =
+            UNetTrainer::new(gpu, &init, 1, 32, 48, TrainConfig { loss_scaling: true, ..config(Precision::F16) })
+                .unwrap();
         half.set_frames(gpu, HostType::U8, &frame).unwrap();
         let before = half.state_dict(gpu).unwrap();
         half.scaler_mut().set_scale(gpu, 3.0e38);

@@ -249,7 +249,13 @@ impl Gpu {
             layout: None,
             module: &module,
             entry_point: Some(kernel.entry),
-            compilation_options: Default::default(),
+            // Every kernel writes its workgroup memory before reading it (staged tiles, full-width
+            // reductions), so the zero-fill is pure cost — and on GL it is a huge array literal
+            // that takes llvmpipe tens of seconds to compile.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
