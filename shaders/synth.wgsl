@@ -54,51 +54,11 @@ struct GenParams {
 @group(0) @binding(4) var<storage, read> lasers: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
-const TWO_PI: f32 = 6.28318530717958647692;
 const INV_2_24: f32 = 5.9604644775390625e-8;
-
-// cos(x), sin(x) for |x| <= π/4: Cephes' cosf/sinf polynomials.
-fn cos_poly(x: f32) -> f32 {
-    let z = x * x;
-    return ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
-}
-
-fn sin_poly(x: f32) -> f32 {
-    let z = x * x;
-    return ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * x + x;
-}
-
-// cos(2π t) for any moderate t (turns), about 1e-7 absolute error.
-fn cos_turns(t: f32) -> f32 {
-    var a = abs(t - round(t)); // [0, 0.5]; the subtraction is exact
-    var s = 1.0;
-    if (a > 0.25) {
-        a = 0.5 - a; // exact
-        s = -1.0;
-    }
-    if (a > 0.125) {
-        return s * sin_poly((0.25 - a) * TWO_PI);
-    }
-    return s * cos_poly(a * TWO_PI);
-}
-
-// v with only its 12 leading significant bits (exact split: v = hi12(v) + (v - hi12(v))).
-fn hi12(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) & 0xfffff000u);
-}
-
-// frac(h · c) in turns, with c = c_hi + c_lo given by the host and c_hi of 12 significant bits.
-fn fringe_turns(h: f32, c_hi: f32, c_lo: f32) -> f32 {
-    let h_hi = hi12(h);
-    let h_lo = h - h_hi;
-    let big = h_hi * c_hi; // exact: 12 x 12 bits
-    let f = big - floor(big); // exact
-    return f + (h_hi * c_lo + h_lo * (c_hi + c_lo));
-}
 
 // The smooth A/B variation shape in [-1, 1].
 fn ab_shape(f: vec4<f32>, x: f32, y: f32) -> f32 {
-    return cos_turns(f.x * x + f.y) * cos_turns(f.z * y + f.w);
+    return cos_sin_turns(f.x * x + f.y).x * cos_sin_turns(f.z * y + f.w).x;
 }
 
 fn random_height(x: f32, y: f32) -> f32 {
@@ -136,7 +96,7 @@ fn random_height(x: f32, y: f32) -> f32 {
             }
             // Ripple amp·cos(2π(p0·x + p1·y + p2))·exp(-r²·p3).
             default: {
-                h += amp * cos_turns(p0 * x + p1 * y + p2) * exp(-r2 * p3);
+                h += amp * cos_sin_turns(p0 * x + p1 * y + p2).x * exp(-r2 * p3);
             }
         }
     }
@@ -181,7 +141,7 @@ fn gauss(ch: u32, row: u32, col: u32) -> f32 {
     let key = pcg(col + pcg(row + pcg(ch + pcg(p.seed_lo + pcg(p.seed_hi)))));
     let u1 = f32((pcg(key) >> 8u) + 1u) * INV_2_24; // (0, 1]
     let u2 = f32(pcg(key ^ 0x9e3779b9u) >> 8u) * INV_2_24; // [0, 1)
-    return sqrt(-2.0 * log(u1)) * cos_turns(u2);
+    return sqrt(-2.0 * log(u1)) * cos_sin_turns(u2).x;
 }
 
 // Round half away from zero (Rust's f32::round; WGSL's round() goes to even).
@@ -235,7 +195,7 @@ fn buckets(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             break;
         }
         let t = fringe_turns(field[e], c_hi, c_lo) + shift;
-        var v = field[plane + e] + field[2u * plane + e] * cos_turns(t);
+        var v = field[plane + e] + field[2u * plane + e] * cos_sin_turns(t).x;
         if (p.sigma > 0.0) {
             v += p.sigma * gauss(ch, p.row0 + e / p.w, e % p.w);
         }

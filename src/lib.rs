@@ -16,6 +16,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod psi;
+pub mod rng;
 pub mod tensor;
 pub mod tiling;
 pub mod train;

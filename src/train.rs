@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
-use crate::io::checkpoint::{self, Checkpoint, OptimizerState};
+use crate::io::checkpoint::{self, Checkpoint};
 use crate::io::npy::{NpyReader, read_f32};
 use crate::io::weights::Weights;
 use crate::nn::init::{he_init, to_weights};
@@ -20,6 +20,7 @@ use crate::psi::classical::{Classical, ClassicalConfig};
 use crate::psi::generate::random_heights_cpu;
 use crate::psi::loss::{LossKind, PhysicsConfig};
 use crate::psi::synth::{self, SynthConfig};
+use crate::rng::Rng;
 use crate::tensor::HostType;
 
 const NO_METADATA: [(&str, &str); 0] = [];
@@ -175,22 +176,6 @@ fn load_frames(opts: &TrainOptions) -> Result<Vec<Frame>> {
     Ok(frames)
 }
 
-/// Splitmix64 for crops and frame choice.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Validation: height RMSE of the model (eval-mode BatchNorm) and of the classical solver.
 #[derive(Clone, Copy, Debug)]
 pub struct Validation {
@@ -304,7 +289,7 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
     };
     let mut trainer = UNetTrainer::new(gpu, &weights, opts.batch, ph, pw, tcfg)?;
     if let Some(o) = &optim {
-        trainer.restore_optimizer(gpu, o.step, &o.m, &o.v, o.loss_scale, o.growth_tracker)?;
+        trainer.restore_optimizer(gpu, o)?;
     }
     let start_step = optim.as_ref().map_or(0, |o| o.step as usize);
     let mut history = match &opts.history {
@@ -330,12 +315,7 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
         m
     };
     let save = |trainer: &UNetTrainer, path: &Path, step: usize, with_optimizer: bool| -> Result<()> {
-        let optimizer = if with_optimizer {
-            let (s, m, v, scale, growth) = trainer.optimizer_state(gpu)?;
-            Some(OptimizerState { step: s, m, v, loss_scale: scale, growth_tracker: growth })
-        } else {
-            None
-        };
+        let optimizer = if with_optimizer { Some(trainer.optimizer_state(gpu)?) } else { None };
         let ck = Checkpoint {
             tensors: trainer.state_dict(gpu)?,
             num_batches_tracked: nbt + trainer.batches() as i64,
@@ -357,7 +337,7 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
     let mut truth = Vec::new();
     for step in start_step..opts.steps {
         // Crops depend only on (seed, step): a resumed run sees the batches it would have seen.
-        let mut rng = Rng(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
+        let mut rng = Rng::new(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
         trainer.zero_grad(gpu);
         let mut loss_sum = (0f32, 0f32, 0f32);
         for _ in 0..opts.grad_accum {

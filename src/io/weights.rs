@@ -12,6 +12,9 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 
+/// A named tensor of a state_dict: (name, shape, values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// One floating tensor on the host.
 #[derive(Clone, Debug)]
 pub struct HostTensor {

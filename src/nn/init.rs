@@ -4,59 +4,23 @@
 //! weight 1, bias 0, running_mean 0, running_var 1, and the 1x1 head's bias is 0. The Gaussian
 //! draws come from a splitmix64 stream and Box–Muller, so a seed gives the same weights everywhere.
 
+use crate::rng::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::io::weights::{HostTensor, Weights};
-
-/// Deterministic standard normal draws: splitmix64 uniforms through Box–Muller (both halves used).
-struct Gaussian {
-    state: u64,
-    spare: Option<f64>,
-}
-
-impl Gaussian {
-    fn new(seed: u64) -> Self {
-        Gaussian { state: seed, spare: None }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    fn next(&mut self) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
-        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
-        let u2 = self.uniform();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = std::f64::consts::TAU * u2;
-        self.spare = Some(r * t.sin());
-        r * t.cos()
-    }
-}
 
 /// A fresh state_dict of `UNet(n_channels, n_classes, base)` in the order PyTorch's
 /// `UNet.state_dict()` lists it (without the integer `num_batches_tracked` buffers, which
 /// [`crate::io::checkpoint::save`] adds). Deterministic in `seed`.
 pub fn he_init(n_channels: usize, n_classes: usize, base: usize, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let b = base;
-    let mut rng = Gaussian::new(seed);
+    let mut rng = Rng::new(seed);
     let mut out = Vec::new();
     let mut conv = |out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: String, cout: usize, cin: usize, k: usize| {
         let fan_in = cin * k * k;
         let std = if fan_in == 0 { 0.0 } else { (2.0 / fan_in as f64).sqrt() };
-        let data = (0..cout * fan_in).map(|_| (rng.next() * std) as f32).collect();
+        let data = (0..cout * fan_in).map(|_| (rng.normal() * std) as f32).collect();
         out.push((name, vec![cout, cin, k, k], data));
     };
     let bn = |out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, c: usize| {

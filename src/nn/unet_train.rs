@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Precision};
-use crate::io::weights::Weights;
+use crate::io::checkpoint::OptimizerState;
+use crate::io::weights::{NamedTensor, Weights};
 use crate::nn::unet::{UNet, UNetConfig};
 use crate::ops::batchnorm::{self, BnLayer, BnParamGrads, ReluMask};
 use crate::ops::conv::{self, ConvWeights};
@@ -430,7 +431,7 @@ impl UNetTrainer {
     }
 
     /// The current state_dict: parameters, running statistics, `num_batches_tracked` (as a count).
-    pub fn state_dict(&self, gpu: &Gpu) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn state_dict(&self, gpu: &Gpu) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::new();
         let flat = self.flat.read(gpu)?;
         for entry in self.flat.layout.entries() {
@@ -458,26 +459,24 @@ impl UNetTrainer {
     }
 
     /// Optimizer state for a checkpoint: step count, moments, loss scale and growth tracker.
-    pub fn optimizer_state(&self, gpu: &Gpu) -> Result<(u64, Vec<f32>, Vec<f32>, f32, u32)> {
+    pub fn optimizer_state(&self, gpu: &Gpu) -> Result<OptimizerState> {
         let (m, v) = self.adam.read_moments(gpu)?;
-        Ok((self.adam.steps(), m, v, self.scaler.scale(), self.scaler.growth_tracker()))
+        Ok(OptimizerState {
+            step: self.adam.steps(),
+            m,
+            v,
+            loss_scale: self.scaler.scale(),
+            growth_tracker: self.scaler.growth_tracker(),
+        })
     }
 
     /// Restore what `optimizer_state` saved (resuming).
-    pub fn restore_optimizer(
-        &mut self,
-        gpu: &Gpu,
-        step: u64,
-        m: &[f32],
-        v: &[f32],
-        scale: f32,
-        growth: u32,
-    ) -> Result<()> {
-        self.adam.upload_moments(gpu, m, v)?;
-        self.adam.set_steps(step);
+    pub fn restore_optimizer(&mut self, gpu: &Gpu, state: &OptimizerState) -> Result<()> {
+        self.adam.upload_moments(gpu, &state.m, &state.v)?;
+        self.adam.set_steps(state.step);
         if self.scaler.enabled() {
-            self.scaler.set_scale(gpu, scale);
-            self.scaler.set_growth_tracker(growth);
+            self.scaler.set_scale(gpu, state.loss_scale);
+            self.scaler.set_growth_tracker(state.growth_tracker);
         }
         Ok(())
     }

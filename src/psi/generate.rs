@@ -29,7 +29,10 @@ use crate::io::npy::NpyWriter;
 use crate::psi::synth;
 use crate::tensor::HostType;
 
-pub static SHADER: Shader = Shader { name: "synth", body: include_str!("../../shaders/synth.wgsl") };
+pub static SHADER: Shader = Shader {
+    name: "synth",
+    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/synth.wgsl")),
+};
 pub static SURFACE: Kernel = Kernel { shader: &SHADER, entry: "surface" };
 pub static BUCKETS: Kernel = Kernel { shader: &SHADER, entry: "buckets" };
 

@@ -42,7 +42,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, grid_1d};
 use crate::tensor::{Tensor, check_binding};
 
-pub static SHADER: Shader = Shader { name: "loss", body: include_str!("../../shaders/loss.wgsl") };
+pub static SHADER: Shader = Shader {
+    name: "loss",
+    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/loss.wgsl")),
+};
 pub static LOSS_AB: Kernel = Kernel { shader: &SHADER, entry: "loss_ab" };
 pub static PHYSICS: Kernel = Kernel { shader: &SHADER, entry: "physics" };
 pub static MSE: Kernel = Kernel { shader: &SHADER, entry: "mse" };

@@ -1,5 +1,7 @@
 //! Synthetic PSI frames on the CPU: the seed's height model, ideal buckets plus Gaussian noise,
-//! and quantization to camera integers. Deterministic (own splitmix64 + Box–Muller), f64 inside.
+//! and quantization to camera integers. Deterministic (crate::rng), f64 inside.
+
+use crate::rng::Rng;
 
 /// The seed's test surface (µm) on `h` rows × `w` columns, x and y in [−1, 1] (column and row
 /// mapped linearly, like `np.linspace(-1, 1, n)`; a single column or row sits at −1):
@@ -41,37 +43,6 @@ impl Default for SynthConfig {
     }
 }
 
-/// splitmix64 with Box–Muller standard normals.
-struct Normal {
-    state: u64,
-    spare: Option<f64>,
-}
-
-impl Normal {
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    fn sample(&mut self) -> f64 {
-        if let Some(v) = self.spare.take() {
-            return v;
-        }
-        let r = (-2.0 * self.uniform().ln()).sqrt();
-        let t = 2.0 * std::f64::consts::PI * self.uniform();
-        self.spare = Some(r * t.sin());
-        r * t.cos()
-    }
-}
-
 /// The `(L·N, h, w)` bucket stack `A + B·cos(4π·h/λ_l + 2πk/N)` (+ noise) of a height map
 /// `heights` (`h × w`, µm); channel `laser * N + bucket`.
 pub fn buckets(heights: &[f32], h: usize, w: usize, cfg: &SynthConfig) -> Vec<f32> {
@@ -80,7 +51,7 @@ pub fn buckets(heights: &[f32], h: usize, w: usize, cfg: &SynthConfig) -> Vec<f3
     let tau = 2.0 * std::f64::consts::PI;
     let n = cfg.buckets;
     let (a, b, sigma) = (cfg.a as f64, cfg.b as f64, cfg.noise as f64);
-    let mut rng = Normal { state: cfg.seed, spare: None };
+    let mut rng = Rng::new(cfg.seed);
     let mut out = Vec::with_capacity(cfg.wavelengths.len() * n * hw);
     for &wl in &cfg.wavelengths {
         for k in 0..n {
@@ -88,7 +59,7 @@ pub fn buckets(heights: &[f32], h: usize, w: usize, cfg: &SynthConfig) -> Vec<f3
             for &z in heights {
                 let mut v = a + b * (2.0 * tau * z as f64 / wl as f64 + delta).cos();
                 if sigma > 0.0 {
-                    v += sigma * rng.sample();
+                    v += sigma * rng.normal();
                 }
                 out.push(v as f32);
             }
