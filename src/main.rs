@@ -81,6 +81,9 @@ struct TrainArgs {
     noise: f32,
     #[arg(long, default_value_t = 100)]
     steps: usize,
+    /// Passes over the training frames (replaces --steps).
+    #[arg(long)]
+    epochs: Option<usize>,
     #[arg(long, default_value_t = 4)]
     batch: usize,
     /// Random PATCH x PATCH crops; 0 = whole frames.
@@ -352,6 +355,7 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
         synthetic_size: a.synthetic_size,
         noise: a.noise,
         steps: a.steps,
+        epochs: a.epochs,
         batch: a.batch,
         patch: a.patch,
         lr: a.lr,
@@ -377,10 +381,10 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let r = train(&gpu, &opts, |step, steps, loss, lr| {
+    let r = train(&gpu, &opts, |step, steps, (loss, data, smooth), lr| {
         bar.set_length(steps as u64);
         bar.set_position(step as u64);
-        bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        bar.set_message(format!("loss {loss:.4} (data {data:.4}, smoothness {smooth:.2e}) lr {lr:.2e}"));
     })?;
     bar.finish_and_clear();
     println!(

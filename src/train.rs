@@ -48,6 +48,8 @@ pub struct TrainOptions {
     /// Noise σ (counts) of synthetic frames.
     pub noise: f32,
     pub steps: usize,
+    /// Passes over the training frames (one crop per frame and pass); replaces `steps` when set.
+    pub epochs: Option<usize>,
     pub batch: usize,
     /// Random `patch` x `patch` crops; 0 = whole frames.
     pub patch: usize,
@@ -83,6 +85,7 @@ impl Default for TrainOptions {
             synthetic_size: 128,
             noise: 2.0,
             steps: 100,
+            epochs: None,
             batch: 4,
             patch: 64,
             lr: 1e-3,
@@ -224,8 +227,12 @@ fn validate(gpu: &Gpu, weights: &Weights, frames: &[Frame], scale: f32) -> Resul
     Ok(((se / n as f64).sqrt(), (se_c / n as f64).sqrt()))
 }
 
-/// Train; `progress(step, steps, loss)` is called after every optimizer step.
-pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usize, f32, f32)) -> Result<TrainReport> {
+/// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step.
+pub fn train(
+    gpu: &Gpu,
+    opts: &TrainOptions,
+    mut progress: impl FnMut(usize, usize, (f32, f32, f32), f32),
+) -> Result<TrainReport> {
     if opts.batch == 0 || opts.grad_accum == 0 {
         return Err(Error::Invalid("--batch and --grad-accum must be at least 1".into()));
     }
@@ -247,6 +254,10 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
     let val: Vec<Frame> = (0..opts.validation)
         .map(|i| synthetic_frame(u64::MAX - opts.seed * 7919 - i as u64, opts.synthetic_size, opts.noise))
         .collect();
+    let steps = match opts.epochs {
+        Some(e) => e * frames.len().div_ceil(opts.batch * opts.grad_accum),
+        None => opts.steps,
+    };
     let ty = frames[0].ty;
     if frames.iter().any(|f| f.ty != ty || f.c != config.n_channels) {
         return Err(Error::Invalid(format!(
@@ -291,7 +302,12 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
     if let Some(o) = &optim {
         trainer.restore_optimizer(gpu, o)?;
     }
-    let start_step = optim.as_ref().map_or(0, |o| o.step as usize);
+    // Steps taken so far: the checkpoint's loop count (skipped f16 steps included), not Adam's.
+    let start_step = match (&optim, weights.metadata.get("steps")) {
+        (Some(_), Some(s)) => s.parse().unwrap_or(0),
+        (Some(o), None) => o.step as usize,
+        (None, _) => 0,
+    };
     let mut history = match &opts.history {
         Some(p) => {
             let mut f = std::fs::File::create(p).map_err(|e| Error::io(p, e))?;
@@ -335,7 +351,7 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
     let t0 = Instant::now();
     let mut bytes = Vec::new();
     let mut truth = Vec::new();
-    for step in start_step..opts.steps {
+    for step in start_step..steps {
         // Crops depend only on (seed, step): a resumed run sees the batches it would have seen.
         let mut rng = Rng::new(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
         trainer.zero_grad(gpu);
@@ -375,20 +391,20 @@ pub fn train(gpu: &Gpu, opts: &TrainOptions, mut progress: impl FnMut(usize, usi
             writeln!(f, "{},{lr},{},{},{},{},{}", step + 1, loss.0, loss.1, loss.2, report.scale, report.applied)
                 .map_err(|e| Error::io(&*p, e))?;
         }
-        progress(step + 1, opts.steps, loss.0, lr as f32);
+        progress(step + 1, steps, loss, lr as f32);
         if opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0 {
             save(&trainer, &opts.output.with_extension("ckpt.safetensors"), step + 1, true)?;
         }
-        if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < opts.steps {
+        if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < steps {
             validations.push(validate_now(&trainer, step + 1)?);
         }
     }
-    let trained = opts.steps.saturating_sub(start_step);
+    let trained = steps.saturating_sub(start_step);
     let seconds_per_step = t0.elapsed().as_secs_f64() / trained.max(1) as f64;
     if opts.validation > 0 {
-        validations.push(validate_now(&trainer, opts.steps)?);
+        validations.push(validate_now(&trainer, steps)?);
     }
-    save(&trainer, &opts.output, opts.steps, false)?;
+    save(&trainer, &opts.output, steps, false)?;
     Ok(TrainReport {
         steps: trained,
         seconds_per_step,
