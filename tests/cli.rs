@@ -62,6 +62,50 @@ fn infer_unet_whole_frame_matches_pytorch() {
 }
 
 #[test]
+fn infer_multi_class_unet_writes_every_class() {
+    let d = dir("classes");
+    let out = d.join("c.npy");
+    let o = bin()
+        .args(["infer", fixture("frame3_37x50.npy").to_str().unwrap(), "--precision", "f32"])
+        .args(["--tile", "24", "--overlap", "8", "--weights", fixture("unet_b8_c3.safetensors").to_str().unwrap()])
+        .args(["-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let (shape, got) = npy::read_f32(&out).unwrap();
+    assert_eq!(shape, vec![2, 37, 50]);
+    // The file holds each class's rows where they belong: the same stream assembled in memory.
+    let gpu = common::gpus().iter().find(|g| g.info.backend == "Vulkan").unwrap_or(&common::gpus()[0]);
+    let weights = psi_gpu::io::weights::Weights::load(&fixture("unet_b8_c3.safetensors")).unwrap();
+    let model = psi_gpu::nn::Model::UNet(psi_gpu::nn::unet::UNet::new(gpu, &weights, psi_gpu::Precision::F32).unwrap());
+    let mut reader = npy::NpyReader::open(&fixture("frame3_37x50.npy")).unwrap();
+    let opts = psi_gpu::tiling::StreamOptions {
+        tile: 24,
+        overlap: 8,
+        batch: None,
+        input_scale: 1.0 / 255.0,
+        memory_budget: 1 << 30,
+    };
+    let mut want = vec![f32::NAN; 2 * 37 * 50];
+    psi_gpu::tiling::stream(
+        gpu,
+        &model,
+        &mut reader,
+        &opts,
+        |row0, rows, data| {
+            for c in 0..2 {
+                want[(c * 37 + row0) * 50..(c * 37 + row0 + rows) * 50]
+                    .copy_from_slice(&data[c * rows * 50..(c + 1) * rows * 50]);
+            }
+            Ok(())
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    assert!(common::rel_l2(&got, &want) < 1e-6, "relative L2 {}", common::rel_l2(&got, &want));
+}
+
+#[test]
 fn infer_classical_default_with_quality_and_stats() {
     let d = dir("classical");
     let (h, w) = (70, 90);

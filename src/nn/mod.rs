@@ -1,5 +1,6 @@
 //! Models built from the ops, each instantiated per tile size as a [`Plan`].
 
+pub mod cpikan;
 pub mod init;
 mod model;
 mod plan;

@@ -25,6 +25,7 @@ pub fn shaders() -> Vec<&'static Shader> {
         &crate::tiling::gather::SHADER,
         &crate::tiling::blend::SHADER_NATIVE,
         &crate::tiling::blend::SHADER_CAS,
+        &crate::nn::cpikan::SHADER,
     ]
 }
 

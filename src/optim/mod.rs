@@ -10,6 +10,7 @@
 //! ```
 
 pub mod adam;
+pub mod lbfgs;
 pub mod scaler;
 
 pub use adam::{Adam, AdamConfig, ParamEntry, ParamLayout, Params, StepReport};

@@ -1,0 +1,237 @@
+// Scaled-cPIKAN (Chebyshev Kolmogorov-Arnold network) layers and their backward, always in f32
+// (the precision prelude's T is not used: these models are small and need the precision).
+//
+// Layouts (C-order, batch-major): activations (batch, features); Chebyshev coefficients as
+// PyTorch's (n_in, n_out, degree + 1); LayerNorm weight / bias (features).
+// One invocation per output element, 64 lanes, indexed `gid.x + gid.y * nwg.x * 64` (grid_1d).
+// Every reduction is a serial loop in a fixed order: results are deterministic.
+
+struct ChebyParams {
+    batch: u32,
+    n_in: u32,
+    n_out: u32,
+    degree: u32,
+    // affine_scale: 1 = generate the coordinates of an image grid (x = column, y = row) of
+    // `grid_w` columns instead of reading them.
+    use_grid: u32,
+    grid_w: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ChebyParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// Coefficients (n_in, n_out, degree + 1); for affine_scale the domain: n_in minima then n_in maxima.
+@group(0) @binding(3) var<storage, read> c: array<f32>;
+@group(0) @binding(4) var<storage, read> gamma: array<f32>;
+@group(0) @binding(5) var<storage, read> beta: array<f32>;
+@group(0) @binding(6) var<storage, read> dy: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+// Coefficient gradient (cheby_backward_coeffs) or LayerNorm weight gradient (layernorm_params_backward).
+@group(0) @binding(8) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(9) var<storage, read_write> db: array<f32>;
+// LayerNorm backward scratch (batch, features): du = d(pre-tanh), dux = du * xhat.
+@group(0) @binding(10) var<storage, read_write> du: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dux: array<f32>;
+
+const LN_EPS: f32 = 1e-5;
+
+fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
+// tanh with the argument clamped (|u| >= 15 is +-1 in f32), so no backend's exp overflows.
+fn tanh_clamped(u: f32) -> f32 {
+    return tanh(clamp(u, -15.0, 15.0));
+}
+
+// Physical coordinates -> [-1, 1]: 2 (x - min) / (max - min) - 1, per coordinate (n_in of them).
+@compute @workgroup_size(64, 1, 1)
+fn affine_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = lane(gid, nwg);
+    if (i >= p.batch * p.n_in) {
+        return;
+    }
+    let d = i % p.n_in;
+    var v: f32;
+    if (p.use_grid != 0u) {
+        let b = i / p.n_in;
+        v = f32(select(b / p.grid_w, b % p.grid_w, d == 0u));
+    } else {
+        v = x[i];
+    }
+    let lo = c[d];
+    let hi = c[p.n_in + d];
+    y[i] = 2.0 * (v - lo) / (hi - lo) - 1.0;
+}
+
+// y[b, o] = sum_i sum_k c[i, o, k] T_k(x[b, i]); T_0 = 1, T_1 = x, T_k = 2 x T_{k-1} - T_{k-2}.
+@compute @workgroup_size(64, 1, 1)
+fn cheby_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.batch * p.n_out) {
+        return;
+    }
+    let b = t / p.n_out;
+    let o = t % p.n_out;
+    let kk = p.degree + 1u;
+    var acc = 0.0;
+    for (var i = 0u; i < p.n_in; i++) {
+        let xv = x[b * p.n_in + i];
+        let base = (i * p.n_out + o) * kk;
+        var t0 = 1.0;
+        var t1 = xv;
+        var s = c[base];
+        if (p.degree >= 1u) {
+            s += c[base + 1u] * xv;
+        }
+        for (var k = 2u; k <= p.degree; k++) {
+            let t2 = 2.0 * xv * t1 - t0;
+            s += c[base + k] * t2;
+            t0 = t1;
+            t1 = t2;
+        }
+        acc += s;
+    }
+    y[t] = acc;
+}
+
+// dx[b, i] = sum_o dy[b, o] sum_k c[i, o, k] T_k'(x[b, i]), with T_k' = k U_{k-1}
+// (U_0 = 1, U_1 = 2 x, U_k = 2 x U_{k-1} - U_{k-2}).
+@compute @workgroup_size(64, 1, 1)
+fn cheby_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.batch * p.n_in) {
+        return;
+    }
+    let b = t / p.n_in;
+    let i = t % p.n_in;
+    let kk = p.degree + 1u;
+    let xv = x[t];
+    var acc = 0.0;
+    for (var o = 0u; o < p.n_out; o++) {
+        let base = (i * p.n_out + o) * kk;
+        var u0 = 0.0;  // U_{k-2}
+        var u1 = 1.0;  // U_{k-1}
+        var s = 0.0;
+        for (var k = 1u; k <= p.degree; k++) {
+            s += f32(k) * c[base + k] * u1;
+            let u2 = 2.0 * xv * u1 - u0;
+            u0 = u1;
+            u1 = u2;
+        }
+        acc += dy[b * p.n_out + o] * s;
+    }
+    dx[t] = acc;
+}
+
+// dw[i, o, k] = sum_b dy[b, o] T_k(x[b, i]), summed over the batch in order.
+@compute @workgroup_size(64, 1, 1)
+fn cheby_backward_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let kk = p.degree + 1u;
+    let t = lane(gid, nwg);
+    if (t >= p.n_in * p.n_out * kk) {
+        return;
+    }
+    let k = t % kk;
+    let io = t / kk;
+    let o = io % p.n_out;
+    let i = io / p.n_out;
+    var acc = 0.0;
+    for (var b = 0u; b < p.batch; b++) {
+        let xv = x[b * p.n_in + i];
+        var t0 = 1.0;
+        var t1 = xv;
+        var tk = select(xv, 1.0, k == 0u);
+        for (var j = 2u; j <= k; j++) {
+            let t2 = 2.0 * xv * t1 - t0;
+            t0 = t1;
+            t1 = t2;
+            tk = t2;
+        }
+        acc += dy[b * p.n_out + o] * tk;
+    }
+    dw[t] = acc;
+}
+
+// Mean and 1 / sqrt(biased variance + eps) of sample b's n_out features of x (two passes).
+fn ln_stats(b: u32) -> vec2<f32> {
+    let n = p.n_out;
+    var m = 0.0;
+    for (var j = 0u; j < n; j++) {
+        m += x[b * n + j];
+    }
+    m /= f32(n);
+    var v = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let e = x[b * n + j] - m;
+        v += e * e;
+    }
+    v /= f32(n);
+    return vec2<f32>(m, inverseSqrt(v + LN_EPS));
+}
+
+// y[b, :] = tanh(LayerNorm(x[b, :]) * gamma + beta) over n_out features; one invocation per sample.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = lane(gid, nwg);
+    if (b >= p.batch) {
+        return;
+    }
+    let st = ln_stats(b);
+    for (var j = 0u; j < p.n_out; j++) {
+        let xh = (x[b * p.n_out + j] - st.x) * st.y;
+        y[b * p.n_out + j] = tanh_clamped(xh * gamma[j] + beta[j]);
+    }
+}
+
+// Backward of layernorm_tanh_forward for sample b: from the pre-norm input x and dy = d(output),
+// dx[b, :] = rstd (g - mean(g) - xhat mean(g xhat)) with g = du gamma, du = dy (1 - tanh^2).
+// Also writes du and du * xhat for layernorm_params_backward.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = lane(gid, nwg);
+    if (b >= p.batch) {
+        return;
+    }
+    let n = p.n_out;
+    let st = ln_stats(b);
+    var mg = 0.0;
+    var mgx = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let o = b * n + j;
+        let xh = (x[o] - st.x) * st.y;
+        let a = tanh_clamped(xh * gamma[j] + beta[j]);
+        let d = dy[o] * (1.0 - a * a);
+        du[o] = d;
+        dux[o] = d * xh;
+        let g = d * gamma[j];
+        mg += g;
+        mgx += g * xh;
+    }
+    mg /= f32(n);
+    mgx /= f32(n);
+    for (var j = 0u; j < n; j++) {
+        let o = b * n + j;
+        let xh = (x[o] - st.x) * st.y;
+        dx[o] = st.y * (du[o] * gamma[j] - mg - xh * mgx);
+    }
+}
+
+// dgamma[j] = sum_b du[b, j] xhat[b, j], dbeta[j] = sum_b du[b, j]; one invocation per feature.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_params_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = lane(gid, nwg);
+    if (j >= p.n_out) {
+        return;
+    }
+    var sw = 0.0;
+    var sb = 0.0;
+    for (var b = 0u; b < p.batch; b++) {
+        sw += dux[b * p.n_out + j];
+        sb += du[b * p.n_out + j];
+    }
+    dw[j] = sw;
+    db[j] = sb;
+}

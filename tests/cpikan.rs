@@ -1,0 +1,329 @@
+//! Scaled-cPIKAN (`psi_gpu::nn::cpikan`, `shaders/chebykan.wgsl`): every kernel against the f64
+//! CPU reference on random shapes (degrees 0, 1, 3, 5; widths that are not multiples of 4), the
+//! reference backward against finite differences, the whole GPU network against the reference,
+//! and parity with PyTorch (tests/fixtures/cpikan_*, made by make_cpikan_fixtures.py), on every
+//! adapter.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Rng, gpus, rel_l2};
+use psi_gpu::Gpu;
+use psi_gpu::gpu::Readback;
+use psi_gpu::io::npy;
+use psi_gpu::io::weights::Weights;
+use psi_gpu::nn::cpikan::{
+    self, ChebyShape, Coords, Cpikan, CpikanConfig, CpikanWeights, reference, storage, storage_zeroed,
+};
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Relative L2 of `got` against `want` under `bound`, and every element within
+/// `bound · max|want|` (a scale-aware absolute check); returns the relative L2.
+fn check(got: &[f32], want: &[f64], bound: f64, what: &str) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+    let e = rel_l2(got, &f32s(want));
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (*g as f64 - w).abs();
+        assert!(d <= 10.0 * bound * scale, "{what}: element {i}: got {g}, want {w} (max |want| {scale:e})");
+    }
+    assert!(e < bound, "{what}: relative L2 {e:e} over {bound:e}");
+    e
+}
+
+fn read(gpu: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    Readback::f32(gpu, b, n).unwrap()
+}
+
+#[test]
+fn cheby_kernels_match_reference() {
+    // (batch, n_in, n_out, degree)
+    let shapes = [(1, 1, 1, 0), (7, 3, 5, 1), (33, 6, 7, 3), (65, 13, 9, 5), (130, 2, 16, 3), (3, 17, 2, 0)];
+    let mut rng = Rng::new(11);
+    for gpu in gpus() {
+        for &(batch, n_in, n_out, degree) in &shapes {
+            let s = ChebyShape { batch, n_in, n_out, degree };
+            let what = format!("{} b{batch} {n_in}->{n_out} K{degree}", gpu.describe());
+            let x = rng.vec(batch * n_in, -1.0, 1.0);
+            let c = rng.vec(s.coeffs(), -0.5, 0.5);
+            let dy = rng.vec(batch * n_out, -1.0, 1.0);
+            let (xb, cb, dyb) =
+                (storage(gpu, "x", &x).unwrap(), storage(gpu, "c", &c).unwrap(), storage(gpu, "dy", &dy).unwrap());
+            let y = storage_zeroed(gpu, "y", batch * n_out).unwrap();
+            let dx = storage_zeroed(gpu, "dx", batch * n_in).unwrap();
+            let dc = storage_zeroed(gpu, "dc", s.coeffs()).unwrap();
+            let d1 = cpikan::cheby_forward(gpu, s, &xb, &cb, &y).unwrap();
+            let d2 = cpikan::cheby_backward_input(gpu, s, &xb, &cb, &dyb, &dx).unwrap();
+            let d3 = cpikan::cheby_backward_coeffs(gpu, s, &xb, &dyb, &dc).unwrap();
+            gpu.run(&[&d1, &d2, &d3]).unwrap();
+            let (x, c, dy) = (f64s(&x), f64s(&c), f64s(&dy));
+            check(
+                &read(gpu, &y, batch * n_out),
+                &reference::cheby_forward(s, &x, &c),
+                1e-5,
+                &format!("{what} forward"),
+            );
+            let want = reference::cheby_backward_input(s, &x, &c, &dy);
+            if degree == 0 {
+                assert!(read(gpu, &dx, batch * n_in).iter().all(|&v| v == 0.0), "{what}: dx of degree 0");
+            } else {
+                check(&read(gpu, &dx, batch * n_in), &want, 1e-5, &format!("{what} dx"));
+            }
+            let want = reference::cheby_backward_coeffs(s, &x, &dy);
+            check(&read(gpu, &dc, s.coeffs()), &want, 1e-5, &format!("{what} dc"));
+        }
+    }
+}
+
+#[test]
+fn layernorm_tanh_kernels_match_reference() {
+    // (batch, features)
+    let shapes = [(1, 1), (5, 3), (70, 16), (3, 7), (66, 13)];
+    let mut rng = Rng::new(12);
+    for gpu in gpus() {
+        for &(batch, n) in &shapes {
+            let what = format!("{} layernorm b{batch} n{n}", gpu.describe());
+            let offset = rng.uniform(-3.0, 3.0);
+            let z: Vec<f32> = rng.vec(batch * n, -2.0, 2.0).iter().map(|v| v + offset).collect();
+            let gamma = rng.vec(n, 0.5, 1.5);
+            let beta = rng.vec(n, -0.5, 0.5);
+            let da = rng.vec(batch * n, -1.0, 1.0);
+            let zb = storage(gpu, "z", &z).unwrap();
+            let (gb, bb, dab) = (
+                storage(gpu, "g", &gamma).unwrap(),
+                storage(gpu, "b", &beta).unwrap(),
+                storage(gpu, "da", &da).unwrap(),
+            );
+            let a = storage_zeroed(gpu, "a", batch * n).unwrap();
+            let dz = storage_zeroed(gpu, "dz", batch * n).unwrap();
+            let scratch =
+                [storage_zeroed(gpu, "du", batch * n).unwrap(), storage_zeroed(gpu, "dux", batch * n).unwrap()];
+            let (dg, db) = (storage_zeroed(gpu, "dg", n).unwrap(), storage_zeroed(gpu, "db", n).unwrap());
+            let sc = [&scratch[0], &scratch[1]];
+            let d1 = cpikan::layernorm_tanh_forward(gpu, batch, n, &zb, &gb, &bb, &a).unwrap();
+            let d2 = cpikan::layernorm_tanh_backward(gpu, batch, n, &zb, &gb, &bb, &dab, &dz, sc).unwrap();
+            let d3 = cpikan::layernorm_params_backward(gpu, batch, n, sc, &dg, &db).unwrap();
+            gpu.run(&[&d1, &d2, &d3]).unwrap();
+            let (z, gamma, beta, da) = (f64s(&z), f64s(&gamma), f64s(&beta), f64s(&da));
+            let want = reference::layernorm_tanh_forward(&z, n, &gamma, &beta);
+            check(&read(gpu, &a, batch * n), &want, 1e-5, &format!("{what} forward"));
+            let (wdz, wdg, wdb) = reference::layernorm_tanh_backward(&z, n, &gamma, &beta, &da);
+            if n == 1 {
+                // One feature: x̂ = 0 and dz = 0 exactly.
+                assert!(read(gpu, &dz, batch).iter().all(|v| v.abs() < 1e-6), "{what}: dz");
+            } else {
+                check(&read(gpu, &dz, batch * n), &wdz, 1e-4, &format!("{what} dz"));
+                check(&read(gpu, &dg, n), &wdg, 1e-4, &format!("{what} dgamma"));
+            }
+            check(&read(gpu, &db, n), &wdb, 1e-5, &format!("{what} dbeta"));
+        }
+    }
+}
+
+#[test]
+fn affine_scale_from_buffer_and_grid() {
+    let mut rng = Rng::new(13);
+    for gpu in gpus() {
+        // Coordinates from a buffer, d = 3.
+        let (batch, d) = (41, 3);
+        let min = [-2.0f32, 0.5, 10.0];
+        let max = [3.0f32, 0.75, 30.0];
+        let coords = rng.vec(batch * d, -5.0, 35.0);
+        let dom = storage(gpu, "dom", &[min, max].concat()).unwrap();
+        let cb = storage(gpu, "coords", &coords).unwrap();
+        let out = storage_zeroed(gpu, "out", batch * d).unwrap();
+        gpu.run(&[&cpikan::affine_scale(gpu, Coords::Buffer(&cb), &dom, &out, batch, d).unwrap()]).unwrap();
+        let want = reference::affine_scale(&f64s(&coords), d, &f64s(&min), &f64s(&max));
+        check(&read(gpu, &out, batch * d), &want, 1e-6, "affine_scale buffer");
+        // A 7 x 5 pixel grid: (x = column, y = row).
+        let (h, w) = (7, 5);
+        let dom = storage(gpu, "dom", &[0.0, 0.0, (w - 1) as f32, (h - 1) as f32]).unwrap();
+        let out = storage_zeroed(gpu, "out", h * w * 2).unwrap();
+        gpu.run(&[&cpikan::affine_scale(gpu, Coords::Grid { w }, &dom, &out, h * w, 2).unwrap()]).unwrap();
+        let grid: Vec<f64> = (0..h * w).flat_map(|i| [(i % w) as f64, (i / w) as f64]).collect();
+        let want = reference::affine_scale(&grid, 2, &[0.0, 0.0], &[(w - 1) as f64, (h - 1) as f64]);
+        check(&read(gpu, &out, h * w * 2), &want, 1e-7, "affine_scale grid");
+        let got = read(gpu, &out, h * w * 2);
+        assert_eq!((got[0], got[1], got[2 * (h * w) - 2], got[2 * (h * w) - 1]), (-1.0, -1.0, 1.0, 1.0));
+    }
+}
+
+/// A random network: coefficients of O(1) activations, non-trivial LayerNorm affine parameters.
+fn random_weights(rng: &mut Rng, layers: &[usize], degree: usize) -> CpikanWeights {
+    let d = layers[0];
+    let domain_min = rng.vec(d, -3.0, 1.0);
+    let domain_max = domain_min.iter().map(|m| m + rng.uniform(0.5, 4.0)).collect();
+    let config = CpikanConfig { layers: layers.to_vec(), degree, domain_min, domain_max };
+    let coeffs = (0..layers.len() - 1)
+        .map(|l| {
+            let a = 1.5 / ((layers[l] * (degree + 1)) as f32).sqrt();
+            rng.vec(layers[l] * layers[l + 1] * (degree + 1), -a, a)
+        })
+        .collect();
+    let hidden = &layers[1..layers.len() - 1];
+    let ln_weight = hidden.iter().map(|&n| rng.vec(n, 0.6, 1.4)).collect();
+    let ln_bias = hidden.iter().map(|&n| rng.vec(n, -0.3, 0.3)).collect();
+    CpikanWeights { config, coeffs, ln_weight, ln_bias }
+}
+
+fn coords_in_domain(rng: &mut Rng, c: &CpikanConfig, batch: usize) -> Vec<f32> {
+    let d = c.d_in();
+    (0..batch * d).map(|i| rng.uniform(c.domain_min[i % d], c.domain_max[i % d])).collect()
+}
+
+fn loss(net: &reference::Net, coords: &[f64], g: &[f64]) -> f64 {
+    let (_, outputs) = reference::network_forward(net, coords);
+    outputs.last().unwrap().iter().zip(g).map(|(a, b)| a * b).sum()
+}
+
+#[test]
+fn reference_backward_matches_finite_differences() {
+    let mut rng = Rng::new(14);
+    for (layers, degree) in [(vec![2, 5, 3, 2], 3), (vec![1, 4, 1], 5), (vec![3, 6, 1], 1), (vec![2, 3, 2], 0)] {
+        let w = random_weights(&mut rng, &layers, degree);
+        let batch = 6;
+        let coords = f64s(&coords_in_domain(&mut rng, &w.config, batch));
+        let g = f64s(&rng.vec(batch * w.config.d_out(), -1.0, 1.0));
+        let net = reference::Net::from(&w);
+        let grads = reference::network_backward(&net, &coords, &g);
+        let h = 1e-6;
+        let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+        let what = format!("layers {layers:?} K{degree}");
+        // Every parameter of every tensor.
+        let mut got = Vec::new();
+        let mut want = Vec::new();
+        for l in 0..net.coeffs.len() {
+            for i in 0..net.coeffs[l].len() {
+                got.push(grads.coeffs[l][i]);
+                want.push(fd(&|e| {
+                    let mut n = net.clone();
+                    n.coeffs[l][i] += e;
+                    loss(&n, &coords, &g)
+                }));
+            }
+        }
+        for l in 0..net.ln_weight.len() {
+            for i in 0..net.ln_weight[l].len() {
+                got.push(grads.ln_weight[l][i]);
+                want.push(fd(&|e| {
+                    let mut n = net.clone();
+                    n.ln_weight[l][i] += e;
+                    loss(&n, &coords, &g)
+                }));
+                got.push(grads.ln_bias[l][i]);
+                want.push(fd(&|e| {
+                    let mut n = net.clone();
+                    n.ln_bias[l][i] += e;
+                    loss(&n, &coords, &g)
+                }));
+            }
+        }
+        for i in 0..coords.len() {
+            got.push(grads.coords[i]);
+            want.push(fd(&|e| {
+                let mut c = coords.clone();
+                c[i] += e;
+                loss(&net, &c, &g)
+            }));
+        }
+        let num: f64 = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
+        let den: f64 = want.iter().map(|b| b * b).sum();
+        let e = (num / den).sqrt();
+        assert!(e < 1e-6, "{what}: reference backward vs finite differences: relative L2 {e:e}");
+    }
+}
+
+#[test]
+fn gpu_network_matches_reference() {
+    let mut rng = Rng::new(15);
+    for gpu in gpus() {
+        for (layers, degree) in [(vec![2, 5, 3, 2], 3), (vec![1, 7, 1], 5), (vec![3, 6, 9, 1], 1), (vec![2, 3], 0)] {
+            let w = random_weights(&mut rng, &layers, degree);
+            let batch = 37;
+            let coords = coords_in_domain(&mut rng, &w.config, batch);
+            let dy = rng.vec(batch * w.config.d_out(), -1.0, 1.0);
+            let model = Cpikan::new(gpu, &w).unwrap();
+            let what = format!("{} layers {layers:?} K{degree}", gpu.describe());
+            let cb = storage(gpu, "coords", &coords).unwrap();
+            let acts = model.forward_pass(gpu, Coords::Buffer(&cb), batch).unwrap();
+            let got = acts.output(gpu, w.config.d_out()).unwrap();
+            assert_eq!(got, model.forward(gpu, &coords).unwrap(), "{what}: forward vs forward_pass");
+            let net = reference::Net::from(&w);
+            let (c64, dy64) = (f64s(&coords), f64s(&dy));
+            let (_, outputs) = reference::network_forward(&net, &c64);
+            check(&got, outputs.last().unwrap(), 1e-5, &format!("{what} output"));
+            let g = model.backward(gpu, &acts, &dy).unwrap();
+            let r = reference::network_backward(&net, &c64, &dy64);
+            for l in 0..layers.len() - 1 {
+                check(&g.coeffs[l], &r.coeffs[l], 1e-4, &format!("{what} dcoeffs {l}"));
+            }
+            for l in 0..layers.len() - 2 {
+                check(&g.ln_weight[l], &r.ln_weight[l], 1e-4, &format!("{what} dgamma {l}"));
+                check(&g.ln_bias[l], &r.ln_bias[l], 1e-4, &format!("{what} dbeta {l}"));
+            }
+            if degree > 0 {
+                check(&g.coords, &r.coords, 1e-4, &format!("{what} dcoords"));
+            }
+        }
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[test]
+fn loads_the_seed_state_dict() {
+    let w = CpikanWeights::load(&fixture("cpikan_2_16_16_1.safetensors")).unwrap();
+    assert_eq!(w.config.layers, [2, 16, 16, 1]);
+    assert_eq!(w.config.degree, 3);
+    assert_eq!(
+        (w.config.domain_min.as_slice(), w.config.domain_max.as_slice()),
+        ([0.0, 0.0].as_slice(), [19.0, 29.0].as_slice())
+    );
+    assert_eq!((w.coeffs.len(), w.ln_weight.len(), w.ln_bias.len()), (3, 2, 2));
+    // A file that is not a cPIKAN state_dict is a clear error.
+    let e = CpikanWeights::load(&fixture("grad_layers_pool.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("domain_min"), "{e}");
+}
+
+#[test]
+fn matches_pytorch() {
+    let w = CpikanWeights::load(&fixture("cpikan_2_16_16_1.safetensors")).unwrap();
+    let (shape, want) = npy::read_f32(&fixture("cpikan_2_16_16_1_out.npy")).unwrap();
+    assert_eq!(shape, [30, 20]);
+    let (h, wd) = (30, 20);
+    let ref_grads = Weights::load(&fixture("cpikan_2_16_16_1_grads.safetensors")).unwrap();
+    let g = &ref_grads.get("g", &[h, wd]).unwrap().data;
+    let grad = |name: &str| f64s(&ref_grads.tensors[&format!("grad.{name}")].data);
+    for gpu in gpus() {
+        let model = Cpikan::new(gpu, &w).unwrap();
+        let out = model.eval_grid(gpu, h, wd).unwrap();
+        let e = check(&out, &f64s(&want), 1e-5, &format!("{} eval_grid vs PyTorch", gpu.describe()));
+        eprintln!("{}: eval_grid vs PyTorch relative L2 {e:e}", gpu.describe());
+        // The same through explicit coordinates.
+        let coords: Vec<f32> = (0..h * wd).flat_map(|i| [(i % wd) as f32, (i / wd) as f32]).collect();
+        check(&model.forward(gpu, &coords).unwrap(), &f64s(&want), 1e-5, "forward vs PyTorch");
+        let acts = model.forward_pass(gpu, Coords::Grid { w: wd }, h * wd).unwrap();
+        let gr = model.backward(gpu, &acts, g).unwrap();
+        let mut worst: f64 = 0.0;
+        for (l, m) in [0, 3, 6].into_iter().enumerate() {
+            let e = check(&gr.coeffs[l], &grad(&format!("network.{m}.cheby_coeffs")), 1e-4, &format!("coeffs {m}"));
+            worst = worst.max(e);
+        }
+        for (l, m) in [1, 4].into_iter().enumerate() {
+            worst = worst.max(check(&gr.ln_weight[l], &grad(&format!("network.{m}.weight")), 1e-4, "ln weight"));
+            worst = worst.max(check(&gr.ln_bias[l], &grad(&format!("network.{m}.bias")), 1e-4, "ln bias"));
+        }
+        eprintln!("{}: gradients vs PyTorch worst relative L2 {worst:e}", gpu.describe());
+    }
+}
