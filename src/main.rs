@@ -55,6 +55,25 @@ enum Command {
     Convert(ConvertArgs),
     /// Train the U-Net on the GPU (physics or supervised loss, Adam, f32 or f16 with loss scaling).
     Train(TrainArgs),
+    /// Scaled-cPIKAN (Chebyshev KAN) networks.
+    #[command(subcommand)]
+    Pinn(PinnCommand),
+}
+
+#[derive(Subcommand)]
+enum PinnCommand {
+    /// Evaluate a Scaled-cPIKAN at every integer pixel (x = column, y = row) -> (H, W) npy.
+    Eval {
+        /// Network weights (safetensors with the seed's names: domain_min, network.0.cheby_coeffs, ...).
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        height: usize,
+        #[arg(long)]
+        width: usize,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -308,6 +327,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo_command(a, &gpu_opts),
         Command::Bench(a) => bench_command(a, &gpu_opts),
         Command::Train(a) => train_command(a, &gpu_opts),
+        Command::Pinn(PinnCommand::Eval { weights, height, width, output }) => {
+            if height == 0 || width == 0 {
+                return Err(anyhow!("--height and --width must be positive"));
+            }
+            let gpu = Gpu::new(&gpu_opts)?;
+            let net = psi_gpu::nn::cpikan::Cpikan::load(&gpu, &weights)?;
+            let values = net.eval_grid(&gpu, height, width)?;
+            psi_gpu::io::npy::write_f32(&output, &[height, width], &values)?;
+            println!("wrote {} [{height}, {width}] f32 on {}", output.display(), gpu.describe());
+            Ok(())
+        }
         Command::Convert(a) => {
             let info = if a.input.is_dir() {
                 images_to_npy(&a.input, &a.output, a.pattern.as_deref())?

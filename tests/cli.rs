@@ -309,3 +309,25 @@ fn train_checkpoints_and_resumes_exactly() {
     }
     assert_eq!(a.metadata["input_scale"], b.metadata["input_scale"]);
 }
+
+#[test]
+fn pinn_eval_matches_pytorch() {
+    let d = dir("pinn");
+    let out = d.join("p.npy");
+    let o = bin()
+        .args(["pinn", "eval", "--weights", fixture("cpikan_2_16_16_1.safetensors").to_str().unwrap()])
+        .args(["--height", "30", "--width", "20", "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let (shape, got) = npy::read_f32(&out).unwrap();
+    let (_, want) = npy::read_f32(&fixture("cpikan_2_16_16_1_out.npy")).unwrap();
+    assert_eq!(shape, vec![30, 20]);
+    assert!(common::rel_l2(&got, &want) < 1e-5);
+    let o = bin()
+        .args(["pinn", "eval", "--weights", fixture("unet_b8.safetensors").to_str().unwrap()])
+        .args(["--height", "3", "--width", "2", "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "a U-Net is not a cPIKAN: {:?}", stderr_lines(&o));
+}
