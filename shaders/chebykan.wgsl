@@ -15,7 +15,9 @@ struct ChebyParams {
     // `grid_w` columns instead of reading them.
     use_grid: u32,
     grid_w: u32,
-    _pad0: u32,
+    // *_derivatives kernels: number of input directions D; every activation carries
+    // 1 + 2 D channels per feature: value, D first derivatives, D second derivatives (along axes).
+    n_dir: u32,
     _pad1: u32,
 }
 
@@ -234,4 +236,159 @@ fn layernorm_params_backward(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     }
     dw[j] = sw;
     db[j] = sb;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward-mode input derivatives. Activations are (batch, features, 1 + 2 D): channel 0 the
+// value, 1 + a its derivative along physical axis a, 1 + D + a its second derivative along a.
+
+// affine_scale plus the tangents: d xhat_j / d x_a = 2 / (max_j - min_j) if a == j, else 0;
+// second derivatives 0. One invocation per (sample, coordinate).
+@compute @workgroup_size(64, 1, 1)
+fn affine_scale_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = lane(gid, nwg);
+    if (i >= p.batch * p.n_in) {
+        return;
+    }
+    let d = i % p.n_in;
+    var v: f32;
+    if (p.use_grid != 0u) {
+        let b = i / p.n_in;
+        v = f32(select(b / p.grid_w, b % p.grid_w, d == 0u));
+    } else {
+        v = x[i];
+    }
+    let lo = c[d];
+    let hi = c[p.n_in + d];
+    let nd = p.n_dir;
+    let o = i * (1u + 2u * nd);
+    y[o] = 2.0 * (v - lo) / (hi - lo) - 1.0;
+    for (var a = 0u; a < nd; a++) {
+        y[o + 1u + a] = select(0.0, 2.0 / (hi - lo), a == d);
+        y[o + 1u + nd + a] = 0.0;
+    }
+}
+
+// cheby_forward with tangents: per input i, S0 = sum_k c T_k, S1 = sum_k c T_k', S2 = sum_k c T_k''
+// (T'_{k+1} = 2 T_k + 2 x T'_k - T'_{k-1}, T''_{k+1} = 4 T'_k + 2 x T''_k - T''_{k-1}); then
+// y = sum_i S0, y'_a = sum_i S1 x'_a, y''_a = sum_i S2 x'_a^2 + S1 x''_a. One invocation per (b, o).
+@compute @workgroup_size(64, 1, 1)
+fn cheby_forward_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.batch * p.n_out) {
+        return;
+    }
+    let b = t / p.n_out;
+    let o = t % p.n_out;
+    let kk = p.degree + 1u;
+    let nd = p.n_dir;
+    let ch = 1u + 2u * nd;
+    let out = t * ch;
+    for (var q = 0u; q < ch; q++) {
+        y[out + q] = 0.0;
+    }
+    var acc = 0.0;
+    for (var i = 0u; i < p.n_in; i++) {
+        let xi = (b * p.n_in + i) * ch;
+        let xv = x[xi];
+        let base = (i * p.n_out + o) * kk;
+        // (T, T', T'') at k - 1 and k.
+        var t0 = vec3<f32>(1.0, 0.0, 0.0);
+        var t1 = vec3<f32>(xv, 1.0, 0.0);
+        var s = vec3<f32>(c[base], 0.0, 0.0);
+        if (p.degree >= 1u) {
+            s += c[base + 1u] * t1;
+        }
+        for (var k = 2u; k <= p.degree; k++) {
+            let t2 = vec3<f32>(
+                2.0 * xv * t1.x - t0.x,
+                2.0 * t1.x + 2.0 * xv * t1.y - t0.y,
+                4.0 * t1.y + 2.0 * xv * t1.z - t0.z,
+            );
+            s += c[base + k] * t2;
+            t0 = t1;
+            t1 = t2;
+        }
+        acc += s.x;
+        for (var a = 0u; a < nd; a++) {
+            let d1 = x[xi + 1u + a];
+            let d2 = x[xi + 1u + nd + a];
+            y[out + 1u + a] += s.y * d1;
+            y[out + 1u + nd + a] += s.z * d1 * d1 + s.y * d2;
+        }
+    }
+    y[out] = acc;
+}
+
+// layernorm_tanh_forward with tangents, one invocation per sample (n_out features). Along each
+// axis a, with e = z - mean z, v = mean e^2, r = (v + eps)^(-1/2), xhat = e r:
+// e' = z' - mean z', v' = 2 mean(e e'), r' = -r^3 v' / 2, xhat' = e' r + e r';
+// e'' = z'' - mean z'', v'' = 2 mean(e'^2 + e e''), r'' = 3 r^5 v'^2 / 4 - r^3 v'' / 2,
+// xhat'' = e'' r + 2 e' r' + e r''; h = gamma xhat + beta; t = tanh h,
+// t' = (1 - t^2) h', t'' = (1 - t^2) h'' - 2 t (1 - t^2) h'^2.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_tanh_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = lane(gid, nwg);
+    if (b >= p.batch) {
+        return;
+    }
+    let n = p.n_out;
+    let nf = f32(n);
+    let nd = p.n_dir;
+    let ch = 1u + 2u * nd;
+    let row = b * n * ch;
+    var m = 0.0;
+    for (var j = 0u; j < n; j++) {
+        m += x[row + j * ch];
+    }
+    m /= nf;
+    var v = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let e = x[row + j * ch] - m;
+        v += e * e;
+    }
+    v /= nf;
+    let r = inverseSqrt(v + LN_EPS);
+    for (var j = 0u; j < n; j++) {
+        let xh = (x[row + j * ch] - m) * r;
+        y[row + j * ch] = tanh_clamped(xh * gamma[j] + beta[j]);
+    }
+    for (var a = 0u; a < nd; a++) {
+        let c1 = 1u + a;
+        let c2 = 1u + nd + a;
+        var m1 = 0.0;
+        var m2 = 0.0;
+        for (var j = 0u; j < n; j++) {
+            m1 += x[row + j * ch + c1];
+            m2 += x[row + j * ch + c2];
+        }
+        m1 /= nf;
+        m2 /= nf;
+        var v1 = 0.0;
+        var v2 = 0.0;
+        for (var j = 0u; j < n; j++) {
+            let e = x[row + j * ch] - m;
+            let e1 = x[row + j * ch + c1] - m1;
+            let e2 = x[row + j * ch + c2] - m2;
+            v1 += e * e1;
+            v2 += e1 * e1 + e * e2;
+        }
+        v1 *= 2.0 / nf;
+        v2 *= 2.0 / nf;
+        let r3 = r * r * r;
+        let r1 = -0.5 * r3 * v1;
+        let r2 = 0.75 * r3 * r * r * v1 * v1 - 0.5 * r3 * v2;
+        for (var j = 0u; j < n; j++) {
+            let o = row + j * ch;
+            let e = x[o] - m;
+            let e1 = x[o + c1] - m1;
+            let e2 = x[o + c2] - m2;
+            let h1 = gamma[j] * (e1 * r + e * r1);
+            let h2 = gamma[j] * (e2 * r + 2.0 * e1 * r1 + e * r2);
+            let tv = y[o];
+            let s = 1.0 - tv * tv;
+            y[o + c1] = s * h1;
+            y[o + c2] = s * h2 - 2.0 * tv * s * h1 * h1;
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! CPU reference on random shapes (degrees 0, 1, 3, 5; widths that are not multiples of 4), the
 //! reference backward against finite differences, the whole GPU network against the reference,
 //! and parity with PyTorch (tests/fixtures/cpikan_*, made by make_cpikan_fixtures.py), on every
-//! adapter.
+//! adapter. The same for the forward-mode input derivatives (u, u_x, u_y, u_xx, u_yy): kernels and
+//! network against the reference, the reference against finite differences of the forward, and
+//! PyTorch autograd.
 
 mod common;
 
@@ -325,5 +327,170 @@ fn matches_pytorch() {
             worst = worst.max(check(&gr.ln_bias[l], &grad(&format!("network.{m}.bias")), 1e-4, "ln bias"));
         }
         eprintln!("{}: gradients vs PyTorch worst relative L2 {worst:e}", gpu.describe());
+    }
+}
+
+/// Random derivative activations `(batch, n, 1 + 2 dirs)`: values in [-1, 1], tangents O(1).
+fn random_channels(rng: &mut Rng, batch: usize, n: usize, dirs: usize, offset: f32) -> Vec<f32> {
+    let ch = cpikan::channels(dirs);
+    (0..batch * n * ch)
+        .map(|i| if i % ch == 0 { rng.uniform(-1.0, 1.0) + offset } else { rng.uniform(-2.0, 2.0) })
+        .collect()
+}
+
+#[test]
+fn derivative_kernels_match_reference() {
+    // (batch, n_in, n_out, degree, dirs)
+    let shapes = [(7, 3, 5, 1, 1), (33, 6, 7, 3, 2), (65, 13, 9, 5, 2), (3, 2, 1, 3, 1), (5, 1, 3, 0, 2)];
+    let mut rng = Rng::new(21);
+    for gpu in gpus() {
+        for &(batch, n_in, n_out, degree, dirs) in &shapes {
+            let s = ChebyShape { batch, n_in, n_out, degree };
+            let ch = cpikan::channels(dirs);
+            let what = format!("{} b{batch} {n_in}->{n_out} K{degree} D{dirs}", gpu.describe());
+            let x = random_channels(&mut rng, batch, n_in, dirs, 0.0);
+            let c = rng.vec(s.coeffs(), -0.5, 0.5);
+            let (xb, cb) = (storage(gpu, "x", &x).unwrap(), storage(gpu, "c", &c).unwrap());
+            let y = storage_zeroed(gpu, "y", batch * n_out * ch).unwrap();
+            gpu.run(&[&cpikan::cheby_forward_derivatives(gpu, s, dirs, &xb, &cb, &y).unwrap()]).unwrap();
+            let want = reference::cheby_forward_derivatives(s, dirs, &f64s(&x), &f64s(&c));
+            check(&read(gpu, &y, batch * n_out * ch), &want, 1e-5, &format!("{what} cheby"));
+            // LayerNorm + tanh on n_out features (n = 1 has zero tangents after the norm).
+            let n = n_out;
+            let offset = rng.uniform(-2.0, 2.0);
+            let z = random_channels(&mut rng, batch, n, dirs, offset);
+            let (gamma, beta) = (rng.vec(n, 0.5, 1.5), rng.vec(n, -0.5, 0.5));
+            let (zb, gb, bb) =
+                (storage(gpu, "z", &z).unwrap(), storage(gpu, "g", &gamma).unwrap(), storage(gpu, "b", &beta).unwrap());
+            let a = storage_zeroed(gpu, "a", batch * n * ch).unwrap();
+            gpu.run(&[&cpikan::layernorm_tanh_derivatives(gpu, batch, n, dirs, &zb, &gb, &bb, &a).unwrap()]).unwrap();
+            let want = reference::layernorm_tanh_derivatives(&f64s(&z), n, dirs, &f64s(&gamma), &f64s(&beta));
+            check(&read(gpu, &a, batch * n * ch), &want, 1e-4, &format!("{what} layernorm"));
+        }
+        // affine_scale with tangents, from a buffer and from a grid.
+        let (batch, d) = (9, 2);
+        let (min, max) = ([-2.0f32, 0.5], [3.0f32, 0.75]);
+        let coords = rng.vec(batch * d, -2.0, 3.0);
+        let dom = storage(gpu, "dom", &[min, max].concat()).unwrap();
+        let cb = storage(gpu, "coords", &coords).unwrap();
+        let out = storage_zeroed(gpu, "out", batch * d * 5).unwrap();
+        let k = cpikan::affine_scale_derivatives(gpu, Coords::Buffer(&cb), &dom, &out, batch, d).unwrap();
+        gpu.run(&[&k]).unwrap();
+        let want = reference::affine_scale_derivatives(&f64s(&coords), d, &f64s(&min), &f64s(&max));
+        check(&read(gpu, &out, batch * d * 5), &want, 1e-6, "affine_scale_derivatives");
+    }
+}
+
+fn derivative_configs() -> Vec<(Vec<usize>, usize)> {
+    vec![(vec![2, 5, 3, 1], 3), (vec![1, 7, 1], 5), (vec![2, 6, 9, 2], 1), (vec![1, 3, 5, 1], 3), (vec![2, 7, 1], 5)]
+}
+
+#[test]
+fn reference_derivatives_match_finite_differences() {
+    let mut rng = Rng::new(22);
+    for (layers, degree) in derivative_configs() {
+        let w = random_weights(&mut rng, &layers, degree);
+        let net = reference::Net::from(&w);
+        let d = w.config.d_in();
+        let coords = f64s(&coords_in_domain(&mut rng, &w.config, 6));
+        let r = reference::network_derivatives(&net, &coords);
+        let u = |c: &[f64]| reference::network_forward(&net, c).1.last().unwrap().clone();
+        assert_eq!(r.u, u(&coords), "layers {layers:?}: value");
+        let rel = |g: &[f64], w: &[f64]| {
+            let num: f64 = g.iter().zip(w).map(|(a, b)| (a - b).powi(2)).sum();
+            (num / w.iter().map(|b| b * b).sum::<f64>()).sqrt()
+        };
+        for a in 0..d {
+            // Central 3-point stencils at step h, Richardson-extrapolated from h and h / 2 (the
+            // O(h²) truncation alone is ~1e-5 here: the scaled domains are narrow).
+            let stencils = |h: f64| {
+                let shift = |e: f64| {
+                    let mut c = coords.clone();
+                    c.iter_mut().skip(a).step_by(d).for_each(|v| *v += e);
+                    u(&c)
+                };
+                let (up, u0, um) = (shift(h), u(&coords), shift(-h));
+                let d1: Vec<f64> = up.iter().zip(&um).map(|(p, m)| (p - m) / (2.0 * h)).collect();
+                let d2: Vec<f64> = (0..u0.len()).map(|i| (up[i] - 2.0 * u0[i] + um[i]) / (h * h)).collect();
+                (d1, d2)
+            };
+            let h = 2e-4;
+            let ((d1, d2), (d1h, d2h)) = (stencils(h), stencils(h / 2.0));
+            let rich = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (4.0 * y - x) / 3.0).collect::<Vec<f64>>();
+            let (g1, g2) = if a == 0 { (&r.ux, &r.uxx) } else { (&r.uy, &r.uyy) };
+            let what = format!("layers {layers:?} K{degree} axis {a}");
+            let (p1, p2) = (rel(g1, &d1h), rel(g2, &d2h));
+            let (e1, e2) = (rel(g1, &rich(&d1, &d1h)), rel(g2, &rich(&d2, &d2h)));
+            eprintln!(
+                "{what} vs finite differences: h = 1e-4: first {p1:.2e}, second {p2:.2e}; extrapolated: {e1:.2e}, {e2:.2e}"
+            );
+            assert!(p1 < 1e-4 && p2 < 1e-4, "{what}: plain stencils {p1:e} / {p2:e}");
+            assert!(e1 < 1e-7, "{what}: first derivative vs extrapolated FD {e1:e}");
+            assert!(e2 < 1e-6, "{what}: second derivative vs extrapolated FD {e2:e}");
+        }
+    }
+}
+
+#[test]
+fn gpu_derivatives_match_reference() {
+    let mut rng = Rng::new(23);
+    for gpu in gpus() {
+        for (layers, degree) in derivative_configs() {
+            let w = random_weights(&mut rng, &layers, degree);
+            let batch = 37;
+            let coords = coords_in_domain(&mut rng, &w.config, batch);
+            let model = Cpikan::new(gpu, &w).unwrap();
+            let what = format!("{} layers {layers:?} K{degree}", gpu.describe());
+            let got = model.forward_derivatives(gpu, &coords).unwrap();
+            let r = reference::network_derivatives(&reference::Net::from(&w), &f64s(&coords));
+            check(&got.u, &r.u, 1e-5, &format!("{what} u"));
+            check(&got.u, &f64s(&model.forward(gpu, &coords).unwrap()), 1e-6, &format!("{what} u vs forward"));
+            let mut worst: f64 = 0.0;
+            worst = worst.max(check(&got.ux, &r.ux, 1e-4, &format!("{what} ux")));
+            worst = worst.max(check(&got.uxx, &r.uxx, 1e-4, &format!("{what} uxx")));
+            if layers[0] == 2 {
+                worst = worst.max(check(&got.uy, &r.uy, 1e-4, &format!("{what} uy")));
+                worst = worst.max(check(&got.uyy, &r.uyy, 1e-4, &format!("{what} uyy")));
+            } else {
+                assert!(got.uy.is_empty() && got.uyy.is_empty(), "{what}: uy for d_in = 1");
+            }
+            eprintln!("{what}: derivatives vs reference worst relative L2 {worst:e}");
+        }
+        // A pixel grid gives the same as its explicit coordinates.
+        let w = random_weights(&mut rng, &[2, 5, 1], 3);
+        let model = Cpikan::new(gpu, &w).unwrap();
+        let (h, wd) = (4, 6);
+        let coords: Vec<f32> = (0..h * wd).flat_map(|i| [(i % wd) as f32, (i / wd) as f32]).collect();
+        let grid = model.forward_derivatives_pass(gpu, Coords::Grid { w: wd }, h * wd).unwrap();
+        assert_eq!(grid, model.forward_derivatives(gpu, &coords).unwrap(), "grid vs coordinates");
+        // Three inputs are refused.
+        let w3 = random_weights(&mut rng, &[3, 2, 1], 1);
+        assert!(Cpikan::new(gpu, &w3).unwrap().forward_derivatives(gpu, &[0.0; 3]).is_err());
+    }
+}
+
+#[test]
+fn derivatives_match_pytorch() {
+    let w = CpikanWeights::load(&fixture("cpikan_2_16_16_1.safetensors")).unwrap();
+    let (shape, table) = npy::read_f32(&fixture("cpikan_deriv_2_16_16_1.npy")).unwrap();
+    assert_eq!(shape, [64, 7]);
+    let col = |q: usize| table.chunks(7).map(|r| r[q] as f64).collect::<Vec<f64>>();
+    let coords: Vec<f32> = table.chunks(7).flat_map(|r| [r[0], r[1]]).collect();
+    // The f64 reference agrees with autograd to f32 storage precision.
+    let r = reference::network_derivatives(&reference::Net::from(&w), &f64s(&coords));
+    for (q, got) in [(2, &r.u), (3, &r.ux), (4, &r.uy), (5, &r.uxx), (6, &r.uyy)] {
+        check(&f32s(got), &col(q), 1e-6, &format!("reference column {q} vs PyTorch"));
+    }
+    for gpu in gpus() {
+        let model = Cpikan::new(gpu, &w).unwrap();
+        let got = model.forward_derivatives(gpu, &coords).unwrap();
+        let mut figures = Vec::new();
+        for (q, name, g) in
+            [(2, "u", &got.u), (3, "u_x", &got.ux), (4, "u_y", &got.uy), (5, "u_xx", &got.uxx), (6, "u_yy", &got.uyy)]
+        {
+            let e = check(g, &col(q), 1e-4, &format!("{} {name} vs PyTorch", gpu.describe()));
+            figures.push(format!("{name} {e:.2e}"));
+        }
+        eprintln!("{}: derivatives vs PyTorch relative L2: {}", gpu.describe(), figures.join(", "));
     }
 }

@@ -10,6 +10,12 @@
 //! [`Cpikan`] holds the weights on the GPU; [`Cpikan::forward`] / [`Cpikan::eval_grid`] evaluate it
 //! and [`Cpikan::backward`] returns the parameter (and coordinate) gradients for a given output
 //! gradient. The kernel builders below are public so each can be tested against [`reference`].
+//!
+//! [`Cpikan::forward_derivatives`] propagates, in forward mode and analytically, the output and its
+//! first and second derivatives along each physical input axis (for PDE residuals): every
+//! activation then carries `1 + 2 D` channels per feature (`D = d_in` directions), laid out
+//! `(batch, features, channel)` with channel 0 the value, `1 + a` the derivative along axis `a`
+//! and `1 + D + a` the second derivative along axis `a`.
 
 use std::path::Path;
 
@@ -28,6 +34,9 @@ pub static CHEBY_BACKWARD_COEFFS: Kernel = Kernel { shader: &SHADER, entry: "che
 pub static LAYERNORM_TANH_FORWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_forward" };
 pub static LAYERNORM_TANH_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_backward" };
 pub static LAYERNORM_PARAMS_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_params_backward" };
+pub static AFFINE_SCALE_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "affine_scale_derivatives" };
+pub static CHEBY_FORWARD_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "cheby_forward_derivatives" };
+pub static LAYERNORM_TANH_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_derivatives" };
 
 /// Lanes per workgroup of every kernel in `chebykan.wgsl`.
 const WG: usize = 64;
@@ -41,7 +50,7 @@ struct ChebyParams {
     degree: u32,
     use_grid: u32,
     grid_w: u32,
-    _pad0: u32,
+    n_dir: u32,
     _pad1: u32,
 }
 
@@ -350,6 +359,87 @@ pub fn layernorm_params_backward(
     launch(gpu, &LAYERNORM_PARAMS_BACKWARD, &ln_params(batch, n), &bufs, n)
 }
 
+/// Channels per feature of a derivative activation with `dirs` input directions.
+pub fn channels(dirs: usize) -> usize {
+    1 + 2 * dirs
+}
+
+/// [`affine_scale`] with tangents: `out (batch, d, 1 + 2 d)`, first derivative along axis `a` of
+/// coordinate `j` is `2 / (max_j − min_j)` if `a == j` else 0, second derivatives 0.
+pub fn affine_scale_derivatives(
+    gpu: &Gpu,
+    coords: Coords,
+    domain: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    batch: usize,
+    d: usize,
+) -> Result<Dispatch> {
+    let (x, use_grid, grid_w) = match coords {
+        Coords::Buffer(b) => (b, 0, 0),
+        Coords::Grid { w } => {
+            if d != 2 || w == 0 {
+                return Err(Error::Shape(format!("a pixel grid needs 2 input coordinates and w > 0, got d = {d}")));
+            }
+            (domain, 1, w as u32)
+        }
+    };
+    let p =
+        ChebyParams { batch: batch as u32, n_in: d as u32, use_grid, grid_w, n_dir: d as u32, ..Default::default() };
+    launch(gpu, &AFFINE_SCALE_DERIVATIVES, &p, &[(1, x), (2, out), (3, domain)], batch * d)
+}
+
+/// [`cheby_forward`] with tangents: `x (batch, n_in, 1 + 2 dirs)` → `y (batch, n_out, 1 + 2 dirs)`;
+/// `y' = Σ c T'(x) x'`, `y'' = Σ c (T''(x) x'² + T'(x) x'')` per direction.
+pub fn cheby_forward_derivatives(
+    gpu: &Gpu,
+    s: ChebyShape,
+    dirs: usize,
+    x: &wgpu::Buffer,
+    coeffs: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
+    launch(gpu, &CHEBY_FORWARD_DERIVATIVES, &p, &[(1, x), (2, y), (3, coeffs)], s.batch * s.n_out)
+}
+
+/// [`layernorm_tanh_forward`] with tangents: `z`, `a` both `(batch, n, 1 + 2 dirs)`; the mean and
+/// variance are differentiated too.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_tanh_derivatives(
+    gpu: &Gpu,
+    batch: usize,
+    n: usize,
+    dirs: usize,
+    z: &wgpu::Buffer,
+    gamma: &wgpu::Buffer,
+    beta: &wgpu::Buffer,
+    a: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let p = ChebyParams { n_dir: dirs as u32, ..ln_params(batch, n) };
+    launch(gpu, &LAYERNORM_TANH_DERIVATIVES, &p, &[(1, z), (2, a), (4, gamma), (5, beta)], batch)
+}
+
+/// The network's output and its derivatives along the physical input axes, each `(batch, d_out)`.
+/// For `d_in = 1`, `uy` and `uyy` are empty.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Derivatives {
+    pub u: Vec<f32>,
+    pub ux: Vec<f32>,
+    pub uy: Vec<f32>,
+    pub uxx: Vec<f32>,
+    pub uyy: Vec<f32>,
+}
+
+impl Derivatives {
+    /// Split a `(batch, d_out, 1 + 2 dirs)` channel buffer's contents.
+    fn from_channels(v: &[f32], dirs: usize) -> Derivatives {
+        let ch = channels(dirs);
+        let take = |q: usize| if q < ch { v.chunks(ch).map(|c| c[q]).collect() } else { Vec::new() };
+        let (uy, uyy) = if dirs >= 2 { (take(2), take(2 + dirs)) } else { (Vec::new(), Vec::new()) };
+        Derivatives { u: take(0), ux: take(1), uy, uxx: take(1 + dirs), uyy }
+    }
+}
+
 /// A Scaled-cPIKAN with its parameters on the GPU.
 pub struct Cpikan {
     pub config: CpikanConfig,
@@ -426,6 +516,51 @@ impl Cpikan {
         let batch = coords.len() / d;
         let x = storage(gpu, "cpikan coords", coords)?;
         self.forward_pass(gpu, Coords::Buffer(&x), batch)?.output(gpu, self.config.d_out())
+    }
+
+    /// The output and its first and second derivatives along each physical input axis
+    /// (`d_in` 1 or 2), at `batch` samples taken from `coords`, in one analytic forward-mode pass.
+    pub fn forward_derivatives_pass(&self, gpu: &Gpu, coords: Coords, batch: usize) -> Result<Derivatives> {
+        let c = &self.config;
+        let d = c.d_in();
+        if !(1..=2).contains(&d) {
+            return Err(Error::Shape(format!("forward_derivatives needs 1 or 2 inputs, not layers {:?}", c.layers)));
+        }
+        if batch == 0 {
+            return Err(Error::Shape("cPIKAN forward of an empty batch".into()));
+        }
+        let ch = channels(d);
+        let mut x = storage_zeroed(gpu, "cpikan dx0", batch * d * ch)?;
+        let mut keep = Vec::new();
+        let mut ds = vec![affine_scale_derivatives(gpu, coords, &self.domain, &x, batch, d)?];
+        for l in 0..c.n_layers() {
+            let s = c.shape(l, batch);
+            let z = storage_zeroed(gpu, "cpikan dz", batch * s.n_out * ch)?;
+            ds.push(cheby_forward_derivatives(gpu, s, d, &x, &self.coeffs[l], &z)?);
+            let next = if l + 1 < c.n_layers() {
+                let a = storage_zeroed(gpu, "cpikan da", batch * s.n_out * ch)?;
+                let (g, b) = (&self.ln_weight[l], &self.ln_bias[l]);
+                ds.push(layernorm_tanh_derivatives(gpu, batch, s.n_out, d, &z, g, b, &a)?);
+                keep.push(z);
+                a
+            } else {
+                z
+            };
+            keep.push(std::mem::replace(&mut x, next));
+        }
+        gpu.run(&ds.iter().collect::<Vec<_>>())?;
+        let v = Readback::f32(gpu, &x, batch * c.d_out() * ch)?;
+        Ok(Derivatives::from_channels(&v, d))
+    }
+
+    /// [`Cpikan::forward_derivatives_pass`] at `coords` `(batch, d_in)` in physical units.
+    pub fn forward_derivatives(&self, gpu: &Gpu, coords: &[f32]) -> Result<Derivatives> {
+        let d = self.config.d_in();
+        if coords.is_empty() || !coords.len().is_multiple_of(d) {
+            return Err(Error::Shape(format!("{} coordinate values for {d} inputs", coords.len())));
+        }
+        let x = storage(gpu, "cpikan coords", coords)?;
+        self.forward_derivatives_pass(gpu, Coords::Buffer(&x), coords.len() / d)
     }
 
     /// The network (d_in = 2, d_out = 1) at every integer pixel (x = column, y = row): `(h, w)`.
@@ -636,6 +771,119 @@ pub mod reference {
             }
         }
         (dz, dg, db)
+    }
+
+    /// (T, T', T'') for k = 0..=degree at x.
+    pub fn chebyshev_with_derivatives(x: f64, degree: usize) -> Vec<[f64; 3]> {
+        let mut t = vec![[1.0, 0.0, 0.0], [x, 1.0, 0.0]];
+        for k in 2..=degree {
+            let (a, b) = (t[k - 1], t[k - 2]);
+            t.push([2.0 * x * a[0] - b[0], 2.0 * a[0] + 2.0 * x * a[1] - b[1], 4.0 * a[1] + 2.0 * x * a[2] - b[2]]);
+        }
+        t.truncate(degree + 1);
+        t
+    }
+
+    /// [`affine_scale`] with tangents, `(batch, d, 1 + 2 d)` (see [`super::affine_scale_derivatives`]).
+    pub fn affine_scale_derivatives(coords: &[f64], d: usize, min: &[f64], max: &[f64]) -> Vec<f64> {
+        let ch = super::channels(d);
+        let mut out = vec![0.0; coords.len() * ch];
+        for (i, x) in coords.iter().enumerate() {
+            let j = i % d;
+            out[i * ch] = 2.0 * (x - min[j]) / (max[j] - min[j]) - 1.0;
+            out[i * ch + 1 + j] = 2.0 / (max[j] - min[j]);
+        }
+        out
+    }
+
+    /// [`cheby_forward`] with tangents (see [`super::cheby_forward_derivatives`]).
+    pub fn cheby_forward_derivatives(s: ChebyShape, dirs: usize, x: &[f64], c: &[f64]) -> Vec<f64> {
+        let (kk, ch) = (s.degree + 1, super::channels(dirs));
+        let mut y = vec![0.0; s.batch * s.n_out * ch];
+        for b in 0..s.batch {
+            for i in 0..s.n_in {
+                let xi = &x[(b * s.n_in + i) * ch..][..ch];
+                let t = chebyshev_with_derivatives(xi[0], s.degree);
+                for o in 0..s.n_out {
+                    let base = (i * s.n_out + o) * kk;
+                    let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
+                    let (s0, s1, s2) = (sum(0), sum(1), sum(2));
+                    let yo = &mut y[(b * s.n_out + o) * ch..][..ch];
+                    yo[0] += s0;
+                    for a in 0..dirs {
+                        let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
+                        yo[1 + a] += s1 * d1;
+                        yo[1 + dirs + a] += s2 * d1 * d1 + s1 * d2;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// [`layernorm_tanh_forward`] with tangents (see [`super::layernorm_tanh_derivatives`]).
+    pub fn layernorm_tanh_derivatives(z: &[f64], n: usize, dirs: usize, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+        let ch = super::channels(dirs);
+        let nf = n as f64;
+        let mut out = vec![0.0; z.len()];
+        for (row, orow) in z.chunks(n * ch).zip(out.chunks_mut(n * ch)) {
+            let val = |j: usize, q: usize| row[j * ch + q];
+            let mean = |q: usize| (0..n).map(|j| val(j, q)).sum::<f64>() / nf;
+            let m = mean(0);
+            let v = (0..n).map(|j| (val(j, 0) - m).powi(2)).sum::<f64>() / nf;
+            let r = 1.0 / (v + 1e-5).sqrt();
+            let t: Vec<f64> = (0..n).map(|j| ((val(j, 0) - m) * r * gamma[j] + beta[j]).tanh()).collect();
+            for j in 0..n {
+                orow[j * ch] = t[j];
+            }
+            for a in 0..dirs {
+                let (c1, c2) = (1 + a, 1 + dirs + a);
+                let (m1, m2) = (mean(c1), mean(c2));
+                let e = |j: usize| val(j, 0) - m;
+                let e1 = |j: usize| val(j, c1) - m1;
+                let e2 = |j: usize| val(j, c2) - m2;
+                let v1 = 2.0 * (0..n).map(|j| e(j) * e1(j)).sum::<f64>() / nf;
+                let v2 = 2.0 * (0..n).map(|j| e1(j) * e1(j) + e(j) * e2(j)).sum::<f64>() / nf;
+                let r1 = -0.5 * r.powi(3) * v1;
+                let r2 = 0.75 * r.powi(5) * v1 * v1 - 0.5 * r.powi(3) * v2;
+                for j in 0..n {
+                    let h1 = gamma[j] * (e1(j) * r + e(j) * r1);
+                    let h2 = gamma[j] * (e2(j) * r + 2.0 * e1(j) * r1 + e(j) * r2);
+                    let s = 1.0 - t[j] * t[j];
+                    orow[j * ch + c1] = s * h1;
+                    orow[j * ch + c2] = s * h2 - 2.0 * t[j] * s * h1 * h1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The output and its axis derivatives (f64; see [`super::Derivatives`]).
+    #[derive(Clone, Debug)]
+    pub struct Derivatives {
+        pub u: Vec<f64>,
+        pub ux: Vec<f64>,
+        pub uy: Vec<f64>,
+        pub uxx: Vec<f64>,
+        pub uyy: Vec<f64>,
+    }
+
+    /// The whole network's forward-mode derivative pass (`d_in` any; `uy` / `uyy` only for `d_in ≥ 2`).
+    pub fn network_derivatives(w: &Net, coords: &[f64]) -> Derivatives {
+        let c = &w.config;
+        let d = c.d_in();
+        let batch = coords.len() / d;
+        let mut x = affine_scale_derivatives(coords, d, &f64s(&c.domain_min), &f64s(&c.domain_max));
+        for l in 0..c.n_layers() {
+            x = cheby_forward_derivatives(c.shape(l, batch), d, &x, &w.coeffs[l]);
+            if l + 1 < c.n_layers() {
+                x = layernorm_tanh_derivatives(&x, c.layers[l + 1], d, &w.ln_weight[l], &w.ln_bias[l]);
+            }
+        }
+        let ch = super::channels(d);
+        let take = |q: usize| x.chunks(ch).map(|v| v[q]).collect::<Vec<f64>>();
+        let (uy, uyy) = if d >= 2 { (take(2), take(2 + d)) } else { (Vec::new(), Vec::new()) };
+        Derivatives { u: take(0), ux: take(1), uy, uxx: take(1 + d), uyy }
     }
 
     fn f64s(v: &[f32]) -> Vec<f64> {
