@@ -1,7 +1,10 @@
 //! psi-gpu: phase-shifting-interferometry bucket images to height maps on any GPU (wgpu).
 //!
 //! Data flows one way: `io` reads frames and weights, `gpu` owns the device and pipelines,
-//! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops.
+//! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops (the U-Net,
+//! Scaled-cPIKAN) and `psi` holds the physics (classical solver, synthesis, losses). `tiling`
+//! streams a frame band by band through a model (`infer`); `autograd`, `optim` and `train` train
+//! the U-Net; `eval`, `demo`, `bench`, `convert` are the other commands' libraries.
 
 pub mod autograd;
 pub mod bench;

@@ -1,4 +1,5 @@
-//! File formats: npy frames and height maps, safetensors weights.
+//! File formats: npy frames and height maps, safetensors weights and checkpoints, PNG previews,
+//! BMP bucket images.
 pub mod bmp;
 pub mod checkpoint;
 pub mod npy;
