@@ -392,3 +392,247 @@ fn layernorm_tanh_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bu
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward of the forward-mode derivative pass: dy is the gradient of the (batch, n_out, 1 + 2 D)
+// output channels, dx that of the input channels.
+
+// Adjoint of cheby_forward_derivatives for the inputs, one invocation per (b, i): with
+// S_q = sum_k c T_k^(q) (T'''_{k+1} = 6 T''_k + 2 x T'''_k - T'''_{k-1}) and g = dy[b, o, :],
+// dx0 = sum_o g0 S1 + sum_a g1 S2 x'_a + g2 (S3 x'_a^2 + S2 x''_a), dx'_a = sum_o g1 S1 + 2 g2 S2 x'_a,
+// dx''_a = sum_o g2 S1.
+@compute @workgroup_size(64, 1, 1)
+fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.batch * p.n_in) {
+        return;
+    }
+    let b = t / p.n_in;
+    let i = t % p.n_in;
+    let kk = p.degree + 1u;
+    let nd = p.n_dir;
+    let ch = 1u + 2u * nd;
+    let xi = t * ch;
+    let xv = x[xi];
+    for (var q = 0u; q < ch; q++) {
+        dx[xi + q] = 0.0;
+    }
+    var acc0 = 0.0;
+    for (var o = 0u; o < p.n_out; o++) {
+        let base = (i * p.n_out + o) * kk;
+        // (T, T', T'', T''') at k - 1 and k.
+        var t0 = vec4<f32>(1.0, 0.0, 0.0, 0.0);
+        var t1 = vec4<f32>(xv, 1.0, 0.0, 0.0);
+        var s = vec4<f32>(c[base], 0.0, 0.0, 0.0);
+        if (p.degree >= 1u) {
+            s += c[base + 1u] * t1;
+        }
+        for (var k = 2u; k <= p.degree; k++) {
+            let t2 = vec4<f32>(
+                2.0 * xv * t1.x - t0.x,
+                2.0 * t1.x + 2.0 * xv * t1.y - t0.y,
+                4.0 * t1.y + 2.0 * xv * t1.z - t0.z,
+                6.0 * t1.z + 2.0 * xv * t1.w - t0.w,
+            );
+            s += c[base + k] * t2;
+            t0 = t1;
+            t1 = t2;
+        }
+        let go = (b * p.n_out + o) * ch;
+        acc0 += dy[go] * s.y;
+        for (var a = 0u; a < nd; a++) {
+            let d1 = x[xi + 1u + a];
+            let d2 = x[xi + 1u + nd + a];
+            let g1 = dy[go + 1u + a];
+            let g2 = dy[go + 1u + nd + a];
+            acc0 += g1 * s.z * d1 + g2 * (s.w * d1 * d1 + s.z * d2);
+            dx[xi + 1u + a] += g1 * s.y + 2.0 * g2 * s.z * d1;
+            dx[xi + 1u + nd + a] += g2 * s.y;
+        }
+    }
+    dx[xi] = acc0;
+}
+
+// Adjoint of cheby_forward_derivatives for the coefficients, one invocation per (i, o, k), summed
+// over the batch in order: dw = sum_b g0 T_k + sum_a g1 T_k' x'_a + g2 (T_k'' x'_a^2 + T_k' x''_a).
+@compute @workgroup_size(64, 1, 1)
+fn cheby_backward_derivatives_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let kk = p.degree + 1u;
+    let t = lane(gid, nwg);
+    if (t >= p.n_in * p.n_out * kk) {
+        return;
+    }
+    let k = t % kk;
+    let io = t / kk;
+    let o = io % p.n_out;
+    let i = io / p.n_out;
+    let nd = p.n_dir;
+    let ch = 1u + 2u * nd;
+    var acc = 0.0;
+    for (var b = 0u; b < p.batch; b++) {
+        let xi = (b * p.n_in + i) * ch;
+        let xv = x[xi];
+        var t0 = vec3<f32>(1.0, 0.0, 0.0);
+        var t1 = vec3<f32>(xv, 1.0, 0.0);
+        var tk = select(t1, t0, k == 0u);
+        for (var j = 2u; j <= k; j++) {
+            let t2 = vec3<f32>(
+                2.0 * xv * t1.x - t0.x,
+                2.0 * t1.x + 2.0 * xv * t1.y - t0.y,
+                4.0 * t1.y + 2.0 * xv * t1.z - t0.z,
+            );
+            t0 = t1;
+            t1 = t2;
+            tk = t2;
+        }
+        let go = (b * p.n_out + o) * ch;
+        var s = dy[go] * tk.x;
+        for (var a = 0u; a < nd; a++) {
+            let d1 = x[xi + 1u + a];
+            let d2 = x[xi + 1u + nd + a];
+            s += dy[go + 1u + a] * tk.y * d1 + dy[go + 1u + nd + a] * (tk.z * d1 * d1 + tk.y * d2);
+        }
+        acc += s;
+    }
+    dw[t] = acc;
+}
+
+// Adjoint of layernorm_tanh_derivatives, one invocation per sample (n_out features): from the
+// pre-norm channels x and dy = d(output channels), writes dx = d(x channels), du = d(pre-tanh
+// value) and dux = the sample's dgamma contribution for layernorm_params_backward. Reverse of the
+// formulas there: per axis the adjoints of t' = s h1, t'' = s h2 - 2 t s h1^2 (s = 1 - t^2) give
+// those of t, h1, h2, then of e', e'', e, r', r'', r, v', v'', and finally of e, r, v; each e
+// adjoint minus its mean is the input's.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_tanh_derivatives_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = lane(gid, nwg);
+    if (b >= p.batch) {
+        return;
+    }
+    let n = p.n_out;
+    let nf = f32(n);
+    let nd = p.n_dir;
+    let ch = 1u + 2u * nd;
+    let row = b * n * ch;
+    var m = 0.0;
+    for (var j = 0u; j < n; j++) {
+        m += x[row + j * ch];
+    }
+    m /= nf;
+    var v = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let e = x[row + j * ch] - m;
+        v += e * e;
+    }
+    v /= nf;
+    let r = inverseSqrt(v + LN_EPS);
+    let r3 = r * r * r;
+    // du: adjoint of t; dux: dgamma contribution; dx channel 0: adjoint of e.
+    for (var j = 0u; j < n; j++) {
+        du[b * n + j] = dy[row + j * ch];
+        dux[b * n + j] = 0.0;
+        dx[row + j * ch] = 0.0;
+    }
+    var rb = 0.0;
+    for (var a = 0u; a < nd; a++) {
+        let c1 = 1u + a;
+        let c2 = 1u + nd + a;
+        var m1 = 0.0;
+        var m2 = 0.0;
+        for (var j = 0u; j < n; j++) {
+            m1 += x[row + j * ch + c1];
+            m2 += x[row + j * ch + c2];
+        }
+        m1 /= nf;
+        m2 /= nf;
+        var v1 = 0.0;
+        var v2 = 0.0;
+        for (var j = 0u; j < n; j++) {
+            let e = x[row + j * ch] - m;
+            let e1 = x[row + j * ch + c1] - m1;
+            let e2 = x[row + j * ch + c2] - m2;
+            v1 += e * e1;
+            v2 += e1 * e1 + e * e2;
+        }
+        v1 *= 2.0 / nf;
+        v2 *= 2.0 / nf;
+        let r1 = -0.5 * r3 * v1;
+        let r2 = 0.75 * r3 * r * r * v1 * v1 - 0.5 * r3 * v2;
+        var r1b = 0.0;
+        var r2b = 0.0;
+        for (var j = 0u; j < n; j++) {
+            let o = row + j * ch;
+            let e = x[o] - m;
+            let e1 = x[o + c1] - m1;
+            let e2 = x[o + c2] - m2;
+            let tv = tanh_clamped(e * r * gamma[j] + beta[j]);
+            let s = 1.0 - tv * tv;
+            let k1 = e1 * r + e * r1;
+            let k2 = e2 * r + 2.0 * e1 * r1 + e * r2;
+            let h1 = gamma[j] * k1;
+            let h2 = gamma[j] * k2;
+            let o1 = dy[o + c1];
+            let o2 = dy[o + c2];
+            let sb = o1 * h1 + o2 * (h2 - 2.0 * tv * h1 * h1);
+            du[b * n + j] += -2.0 * s * h1 * h1 * o2 - 2.0 * tv * sb;
+            let h1b = o1 * s - 4.0 * tv * s * h1 * o2;
+            let h2b = o2 * s;
+            dux[b * n + j] += h1b * k1 + h2b * k2;
+            let g1 = h1b * gamma[j];
+            let g2 = h2b * gamma[j];
+            dx[o + c1] = g1 * r + 2.0 * g2 * r1;
+            dx[o + c2] = g2 * r;
+            dx[o] += g1 * r1 + g2 * r2;
+            rb += g1 * e1 + g2 * e2;
+            r1b += g1 * e + 2.0 * g2 * e1;
+            r2b += g2 * e;
+        }
+        rb += r2b * (3.75 * r3 * r * v1 * v1 - 1.5 * r * r * v2) - 1.5 * r * r * v1 * r1b;
+        let v1b = 1.5 * r3 * r * r * v1 * r2b - 0.5 * r3 * r1b;
+        let v2b = -0.5 * r3 * r2b;
+        var mb1 = 0.0;
+        var mb2 = 0.0;
+        for (var j = 0u; j < n; j++) {
+            let o = row + j * ch;
+            let e = x[o] - m;
+            let e1 = x[o + c1] - m1;
+            let e2 = x[o + c2] - m2;
+            dx[o] += 2.0 / nf * (v1b * e1 + v2b * e2);
+            let b1 = dx[o + c1] + 2.0 / nf * v1b * e + 4.0 / nf * v2b * e1;
+            let b2 = dx[o + c2] + 2.0 / nf * v2b * e;
+            dx[o + c1] = b1;
+            dx[o + c2] = b2;
+            mb1 += b1;
+            mb2 += b2;
+        }
+        mb1 /= nf;
+        mb2 /= nf;
+        for (var j = 0u; j < n; j++) {
+            let o = row + j * ch;
+            dx[o + c1] -= mb1;
+            dx[o + c2] -= mb2;
+        }
+    }
+    for (var j = 0u; j < n; j++) {
+        let o = row + j * ch;
+        let e = x[o] - m;
+        let tv = tanh_clamped(e * r * gamma[j] + beta[j]);
+        let h0b = du[b * n + j] * (1.0 - tv * tv);
+        du[b * n + j] = h0b;
+        dux[b * n + j] += h0b * e * r;
+        dx[o] += h0b * gamma[j] * r;
+        rb += h0b * gamma[j] * e;
+    }
+    let vb = -0.5 * r3 * rb;
+    var mb = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let o = row + j * ch;
+        let eb = dx[o] + 2.0 / nf * vb * (x[o] - m);
+        dx[o] = eb;
+        mb += eb;
+    }
+    mb /= nf;
+    for (var j = 0u; j < n; j++) {
+        dx[row + j * ch] -= mb;
+    }
+}

@@ -4,7 +4,8 @@
 //! and parity with PyTorch (tests/fixtures/cpikan_*, made by make_cpikan_fixtures.py), on every
 //! adapter. The same for the forward-mode input derivatives (u, u_x, u_y, u_xx, u_yy): kernels and
 //! network against the reference, the reference against finite differences of the forward, and
-//! PyTorch autograd.
+//! PyTorch autograd. And the backward of the derivative pass: the reference against finite
+//! differences of a scalar loss on the derivative channels, kernels and network against the reference.
 
 mod common;
 
@@ -492,5 +493,180 @@ fn derivatives_match_pytorch() {
             figures.push(format!("{name} {e:.2e}"));
         }
         eprintln!("{}: derivatives vs PyTorch relative L2: {}", gpu.describe(), figures.join(", "));
+    }
+}
+
+/// The derivative pass's channels `(batch, d_out, 1 + 2 d_in)` from the f64 reference.
+fn reference_channels(net: &reference::Net, coords: &[f64]) -> Vec<f64> {
+    let d = net.config.d_in();
+    let r = reference::network_derivatives(net, coords);
+    let mut cols = vec![&r.u, &r.ux];
+    if d == 2 {
+        cols.push(&r.uy);
+    }
+    cols.push(&r.uxx);
+    if d == 2 {
+        cols.push(&r.uyy);
+    }
+    (0..r.u.len()).flat_map(|i| cols.iter().map(move |c| c[i]).collect::<Vec<f64>>()).collect()
+}
+
+fn derivative_loss(net: &reference::Net, coords: &[f64], g: &[f64]) -> f64 {
+    reference_channels(net, coords).iter().zip(g).map(|(a, b)| a * b).sum()
+}
+
+#[test]
+fn reference_derivative_backward_matches_finite_differences() {
+    let mut rng = Rng::new(31);
+    for (layers, degree) in [(vec![1, 5, 4, 1], 3), (vec![2, 4, 3, 1], 3), (vec![1, 6, 2], 5), (vec![2, 3, 2], 1)] {
+        let w = random_weights(&mut rng, &layers, degree);
+        let batch = 5;
+        let ch = cpikan::channels(w.config.d_in());
+        let coords = f64s(&coords_in_domain(&mut rng, &w.config, batch));
+        let g = f64s(&rng.vec(batch * w.config.d_out() * ch, -1.0, 1.0));
+        let net = reference::Net::from(&w);
+        let grads = reference::network_derivatives_backward(&net, &coords, &g);
+        let h = 1e-6;
+        let fd = |f: &dyn Fn(f64) -> f64| (f(h) - f(-h)) / (2.0 * h);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for l in 0..net.coeffs.len() {
+            for i in 0..net.coeffs[l].len() {
+                got.push(grads.coeffs[l][i]);
+                want.push(fd(&|e| {
+                    let mut n = net.clone();
+                    n.coeffs[l][i] += e;
+                    derivative_loss(&n, &coords, &g)
+                }));
+            }
+        }
+        for l in 0..net.ln_weight.len() {
+            for i in 0..net.ln_weight[l].len() {
+                got.push(grads.ln_weight[l][i]);
+                want.push(fd(&|e| {
+                    let mut n = net.clone();
+                    n.ln_weight[l][i] += e;
+                    derivative_loss(&n, &coords, &g)
+                }));
+                got.push(grads.ln_bias[l][i]);
+                want.push(fd(&|e| {
+                    let mut n = net.clone();
+                    n.ln_bias[l][i] += e;
+                    derivative_loss(&n, &coords, &g)
+                }));
+            }
+        }
+        for i in 0..coords.len() {
+            got.push(grads.coords[i]);
+            want.push(fd(&|e| {
+                let mut c = coords.clone();
+                c[i] += e;
+                derivative_loss(&net, &c, &g)
+            }));
+        }
+        let num: f64 = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
+        let den: f64 = want.iter().map(|b| b * b).sum();
+        let e = (num / den).sqrt();
+        eprintln!("layers {layers:?} K{degree}: derivative backward vs finite differences {e:.2e}");
+        assert!(e < 1e-6, "layers {layers:?} K{degree}: derivative backward vs finite differences: {e:e}");
+    }
+}
+
+#[test]
+fn derivative_backward_kernels_match_reference() {
+    // (batch, n_in, n_out, degree, dirs)
+    let shapes = [(7, 3, 5, 1, 1), (33, 6, 7, 3, 2), (65, 13, 9, 5, 1), (3, 2, 1, 3, 1), (5, 1, 3, 0, 2)];
+    let mut rng = Rng::new(32);
+    for gpu in gpus() {
+        for &(batch, n_in, n_out, degree, dirs) in &shapes {
+            let s = ChebyShape { batch, n_in, n_out, degree };
+            let ch = cpikan::channels(dirs);
+            let what = format!("{} b{batch} {n_in}->{n_out} K{degree} D{dirs}", gpu.describe());
+            let x = random_channels(&mut rng, batch, n_in, dirs, 0.0);
+            let c = rng.vec(s.coeffs(), -0.5, 0.5);
+            let dy = rng.vec(batch * n_out * ch, -1.0, 1.0);
+            let (xb, cb, dyb) =
+                (storage(gpu, "x", &x).unwrap(), storage(gpu, "c", &c).unwrap(), storage(gpu, "dy", &dy).unwrap());
+            let dx = storage_zeroed(gpu, "dx", batch * n_in * ch).unwrap();
+            let dc = storage_zeroed(gpu, "dc", s.coeffs()).unwrap();
+            let k1 = cpikan::cheby_backward_derivatives_input(gpu, s, dirs, &xb, &cb, &dyb, &dx).unwrap();
+            let k2 = cpikan::cheby_backward_derivatives_coeffs(gpu, s, dirs, &xb, &dyb, &dc).unwrap();
+            gpu.run(&[&k1, &k2]).unwrap();
+            let (wdx, wdc) = reference::cheby_backward_derivatives(s, dirs, &f64s(&x), &f64s(&c), &f64s(&dy));
+            check(&read(gpu, &dx, batch * n_in * ch), &wdx, 1e-5, &format!("{what} cheby dx"));
+            check(&read(gpu, &dc, s.coeffs()), &wdc, 1e-5, &format!("{what} cheby dc"));
+            // At least 4 features: with 2, x̂ = ±1 and every tangent is pure f32 cancellation.
+            let n = n_out.max(4);
+            let offset = rng.uniform(-2.0, 2.0);
+            let z = random_channels(&mut rng, batch, n, dirs, offset);
+            let da = rng.vec(batch * n * ch, -1.0, 1.0);
+            let (gamma, beta) = (rng.vec(n, 0.5, 1.5), rng.vec(n, -0.5, 0.5));
+            let bufs: Vec<_> = [&z, &gamma, &beta, &da].iter().map(|v| storage(gpu, "in", v).unwrap()).collect();
+            let dz = storage_zeroed(gpu, "dz", batch * n * ch).unwrap();
+            let sc = [storage_zeroed(gpu, "du", batch * n).unwrap(), storage_zeroed(gpu, "dux", batch * n).unwrap()];
+            let (dg, db) = (storage_zeroed(gpu, "dg", n).unwrap(), storage_zeroed(gpu, "db", n).unwrap());
+            let scr = [&sc[0], &sc[1]];
+            let (zb, gb, bb, dab) = (&bufs[0], &bufs[1], &bufs[2], &bufs[3]);
+            let k1 =
+                cpikan::layernorm_tanh_derivatives_backward(gpu, batch, n, dirs, zb, gb, bb, dab, &dz, scr).unwrap();
+            let k2 = cpikan::layernorm_params_backward(gpu, batch, n, scr, &dg, &db).unwrap();
+            gpu.run(&[&k1, &k2]).unwrap();
+            let (wdz, wdg, wdb) = reference::layernorm_tanh_derivatives_backward(
+                &f64s(&z),
+                n,
+                dirs,
+                &f64s(&gamma),
+                &f64s(&beta),
+                &f64s(&da),
+            );
+            check(&read(gpu, &dz, batch * n * ch), &wdz, 1e-4, &format!("{what} layernorm dz"));
+            check(&read(gpu, &dg, n), &wdg, 1e-4, &format!("{what} layernorm dgamma"));
+            check(&read(gpu, &db, n), &wdb, 1e-4, &format!("{what} layernorm dbeta"));
+        }
+    }
+}
+
+#[test]
+fn gpu_derivative_backward_matches_reference() {
+    let mut rng = Rng::new(33);
+    for gpu in gpus() {
+        for (layers, degree) in [(vec![1, 16, 16, 1], 3), (vec![2, 5, 3, 1], 3), (vec![1, 7, 2], 5), (vec![2, 6, 1], 1)]
+        {
+            let w = random_weights(&mut rng, &layers, degree);
+            let batch = 41;
+            let d = w.config.d_in();
+            let n = batch * w.config.d_out();
+            let coords = coords_in_domain(&mut rng, &w.config, batch);
+            let model = Cpikan::new(gpu, &w).unwrap();
+            let what = format!("{} layers {layers:?} K{degree}", gpu.describe());
+            let (got, acts) = model.forward_derivatives_train(gpu, &coords).unwrap();
+            assert_eq!(got, model.forward_derivatives(gpu, &coords).unwrap(), "{what}: train pass vs plain pass");
+            let mut col = || rng.vec(n, -1.0, 1.0);
+            let g = if d == 2 {
+                cpikan::Derivatives { u: col(), ux: col(), uy: col(), uxx: col(), uyy: col() }
+            } else {
+                cpikan::Derivatives { u: col(), ux: col(), uy: Vec::new(), uxx: col(), uyy: Vec::new() }
+            };
+            let grads = model.backward_derivatives(gpu, &acts, &g).unwrap();
+            let mut cols = vec![&g.u, &g.ux];
+            if d == 2 {
+                cols.push(&g.uy);
+            }
+            cols.push(&g.uxx);
+            if d == 2 {
+                cols.push(&g.uyy);
+            }
+            let gch: Vec<f64> = (0..n).flat_map(|i| cols.iter().map(move |v| v[i] as f64)).collect();
+            let want = reference::network_derivatives_backward(&reference::Net::from(&w), &f64s(&coords), &gch);
+            let mut worst: f64 = 0.0;
+            for l in 0..want.coeffs.len() {
+                worst = worst.max(check(&grads.coeffs[l], &want.coeffs[l], 1e-4, &format!("{what} dc{l}")));
+            }
+            for l in 0..want.ln_weight.len() {
+                worst = worst.max(check(&grads.ln_weight[l], &want.ln_weight[l], 1e-4, &format!("{what} dg{l}")));
+                worst = worst.max(check(&grads.ln_bias[l], &want.ln_bias[l], 1e-4, &format!("{what} db{l}")));
+            }
+            worst = worst.max(check(&grads.coords, &want.coords, 1e-4, &format!("{what} dcoords")));
+            eprintln!("{what}: derivative backward vs reference worst relative L2 {worst:.2e}");
+        }
     }
 }

@@ -16,6 +16,9 @@
 //! activation then carries `1 + 2 D` channels per feature (`D = d_in` directions), laid out
 //! `(batch, features, channel)` with channel 0 the value, `1 + a` the derivative along axis `a`
 //! and `1 + D + a` the second derivative along axis `a`.
+//! [`Cpikan::forward_derivatives_train`] keeps those channel activations and
+//! [`Cpikan::backward_derivatives`] returns the parameter gradients of a loss on (u, u_a, u_aa)
+//! (reverse mode through the tangent formulas; T''' enters the Chebyshev input adjoint).
 
 use std::path::Path;
 
@@ -37,6 +40,12 @@ pub static LAYERNORM_PARAMS_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: 
 pub static AFFINE_SCALE_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "affine_scale_derivatives" };
 pub static CHEBY_FORWARD_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "cheby_forward_derivatives" };
 pub static LAYERNORM_TANH_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_derivatives" };
+pub static CHEBY_BACKWARD_DERIVATIVES_INPUT: Kernel =
+    Kernel { shader: &SHADER, entry: "cheby_backward_derivatives_input" };
+pub static CHEBY_BACKWARD_DERIVATIVES_COEFFS: Kernel =
+    Kernel { shader: &SHADER, entry: "cheby_backward_derivatives_coeffs" };
+pub static LAYERNORM_TANH_DERIVATIVES_BACKWARD: Kernel =
+    Kernel { shader: &SHADER, entry: "layernorm_tanh_derivatives_backward" };
 
 /// Lanes per workgroup of every kernel in `chebykan.wgsl`.
 const WG: usize = 64;
@@ -419,6 +428,57 @@ pub fn layernorm_tanh_derivatives(
     launch(gpu, &LAYERNORM_TANH_DERIVATIVES, &p, &[(1, z), (2, a), (4, gamma), (5, beta)], batch)
 }
 
+/// Backward of [`cheby_forward_derivatives`] for the inputs: `dx (batch, n_in, 1 + 2 dirs)` from
+/// `dy (batch, n_out, 1 + 2 dirs)` (needs T''' of the recurrence).
+pub fn cheby_backward_derivatives_input(
+    gpu: &Gpu,
+    s: ChebyShape,
+    dirs: usize,
+    x: &wgpu::Buffer,
+    coeffs: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
+    let bufs = [(1, x), (3, coeffs), (6, dy), (7, dx)];
+    launch(gpu, &CHEBY_BACKWARD_DERIVATIVES_INPUT, &p, &bufs, s.batch * s.n_in)
+}
+
+/// Backward of [`cheby_forward_derivatives`] for the coefficients: `dc (n_in, n_out, degree + 1)`
+/// (overwritten, summed in batch order).
+pub fn cheby_backward_derivatives_coeffs(
+    gpu: &Gpu,
+    s: ChebyShape,
+    dirs: usize,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dc: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
+    launch(gpu, &CHEBY_BACKWARD_DERIVATIVES_COEFFS, &p, &[(1, x), (6, dy), (8, dc)], s.coeffs())
+}
+
+/// Backward of [`layernorm_tanh_derivatives`]: from the pre-norm channels `z` and `da` (both
+/// `(batch, n, 1 + 2 dirs)`) writes `dz` and the `(batch, n)` scratch (d pre-tanh value, per-sample
+/// dgamma) that [`layernorm_params_backward`] reduces.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_tanh_derivatives_backward(
+    gpu: &Gpu,
+    batch: usize,
+    n: usize,
+    dirs: usize,
+    z: &wgpu::Buffer,
+    gamma: &wgpu::Buffer,
+    beta: &wgpu::Buffer,
+    da: &wgpu::Buffer,
+    dz: &wgpu::Buffer,
+    scratch: [&wgpu::Buffer; 2],
+) -> Result<Dispatch> {
+    let p = ChebyParams { n_dir: dirs as u32, ..ln_params(batch, n) };
+    let bufs = [(1, z), (4, gamma), (5, beta), (6, da), (7, dz), (10, scratch[0]), (11, scratch[1])];
+    launch(gpu, &LAYERNORM_TANH_DERIVATIVES_BACKWARD, &p, &bufs, batch)
+}
+
 /// The network's output and its derivatives along the physical input axes, each `(batch, d_out)`.
 /// For `d_in = 1`, `uy` and `uyy` are empty.
 #[derive(Clone, Debug, PartialEq)]
@@ -455,6 +515,15 @@ pub struct Activations {
     /// Input of each Chebyshev layer: the scaled coordinates, then each hidden `tanh` output.
     inputs: Vec<wgpu::Buffer>,
     /// Output of each Chebyshev layer (the last is the network's output).
+    outputs: Vec<wgpu::Buffer>,
+}
+
+/// The GPU channel activations of one derivative pass, kept for [`Cpikan::backward_derivatives`].
+pub struct DerivativeActivations {
+    pub batch: usize,
+    /// Input channels of each Chebyshev layer.
+    inputs: Vec<wgpu::Buffer>,
+    /// Output channels of each Chebyshev layer.
     outputs: Vec<wgpu::Buffer>,
 }
 
@@ -561,6 +630,131 @@ impl Cpikan {
         }
         let x = storage(gpu, "cpikan coords", coords)?;
         self.forward_derivatives_pass(gpu, Coords::Buffer(&x), coords.len() / d)
+    }
+
+    /// Overwrite the parameters with `w` (same config).
+    pub fn upload(&self, gpu: &Gpu, w: &CpikanWeights) -> Result<()> {
+        w.validate()?;
+        if w.config != self.config {
+            return Err(Error::Invalid(format!("cPIKAN upload: layers {:?} differ", w.config.layers)));
+        }
+        let put = |bufs: &[wgpu::Buffer], v: &[Vec<f32>]| {
+            for (b, t) in bufs.iter().zip(v) {
+                gpu.queue.write_buffer(b, 0, bytemuck::cast_slice(t));
+            }
+        };
+        put(&self.coeffs, &w.coeffs);
+        put(&self.ln_weight, &w.ln_weight);
+        put(&self.ln_bias, &w.ln_bias);
+        Ok(())
+    }
+
+    /// [`Cpikan::forward_derivatives`] keeping the activations for
+    /// [`Cpikan::backward_derivatives`].
+    pub fn forward_derivatives_train(&self, gpu: &Gpu, coords: &[f32]) -> Result<(Derivatives, DerivativeActivations)> {
+        let c = &self.config;
+        let d = c.d_in();
+        if !(1..=2).contains(&d) {
+            return Err(Error::Shape(format!("forward_derivatives needs 1 or 2 inputs, not layers {:?}", c.layers)));
+        }
+        if coords.is_empty() || !coords.len().is_multiple_of(d) {
+            return Err(Error::Shape(format!("{} coordinate values for {d} inputs", coords.len())));
+        }
+        let batch = coords.len() / d;
+        let ch = channels(d);
+        let xb = storage(gpu, "cpikan coords", coords)?;
+        let mut inputs = vec![storage_zeroed(gpu, "cpikan dx0", batch * d * ch)?];
+        let mut outputs = Vec::new();
+        let mut ds = vec![affine_scale_derivatives(gpu, Coords::Buffer(&xb), &self.domain, &inputs[0], batch, d)?];
+        for l in 0..c.n_layers() {
+            let s = c.shape(l, batch);
+            outputs.push(storage_zeroed(gpu, "cpikan dz", batch * s.n_out * ch)?);
+            ds.push(cheby_forward_derivatives(gpu, s, d, &inputs[l], &self.coeffs[l], &outputs[l])?);
+            if l + 1 < c.n_layers() {
+                inputs.push(storage_zeroed(gpu, "cpikan da", batch * s.n_out * ch)?);
+                let (g, b) = (&self.ln_weight[l], &self.ln_bias[l]);
+                ds.push(layernorm_tanh_derivatives(gpu, batch, s.n_out, d, &outputs[l], g, b, &inputs[l + 1])?);
+            }
+        }
+        gpu.run(&ds.iter().collect::<Vec<_>>())?;
+        let v = Readback::f32(gpu, outputs.last().unwrap(), batch * c.d_out() * ch)?;
+        Ok((Derivatives::from_channels(&v, d), DerivativeActivations { batch, inputs, outputs }))
+    }
+
+    /// Gradients of a loss on the derivative pass of `acts`, given its gradient `g` with respect to
+    /// each output channel (same layout as [`Derivatives`]: `u`, `ux`, `uxx` and for `d_in = 2`
+    /// `uy`, `uyy`, each `(batch, d_out)`). The coordinate gradient flows through the value only.
+    pub fn backward_derivatives(
+        &self,
+        gpu: &Gpu,
+        acts: &DerivativeActivations,
+        g: &Derivatives,
+    ) -> Result<CpikanGrads> {
+        let c = &self.config;
+        let (batch, d, nl) = (acts.batch, c.d_in(), c.n_layers());
+        let ch = channels(d);
+        let n = batch * c.d_out();
+        let mut cols = vec![&g.u, &g.ux];
+        if d == 2 {
+            cols.push(&g.uy);
+        }
+        cols.push(&g.uxx);
+        if d == 2 {
+            cols.push(&g.uyy);
+        }
+        if cols.iter().any(|v| v.len() != n) {
+            return Err(Error::Shape(format!("derivative gradients: every channel needs ({batch}, {})", c.d_out())));
+        }
+        let dy: Vec<f32> = (0..n).flat_map(|i| cols.iter().map(move |v| v[i])).collect();
+        let mut ds = Vec::new();
+        let mut dz = storage(gpu, "cpikan dy", &dy)?;
+        let mut keep = Vec::new();
+        let mut dc = Vec::new();
+        let mut dln = Vec::new();
+        for l in (0..nl).rev() {
+            let s = c.shape(l, batch);
+            let dcl = storage_zeroed(gpu, "cpikan dc", s.coeffs())?;
+            let dx = storage_zeroed(gpu, "cpikan dx", batch * s.n_in * ch)?;
+            ds.push(cheby_backward_derivatives_coeffs(gpu, s, d, &acts.inputs[l], &dz, &dcl)?);
+            ds.push(cheby_backward_derivatives_input(gpu, s, d, &acts.inputs[l], &self.coeffs[l], &dz, &dx)?);
+            dc.push((l, dcl, s.coeffs()));
+            if l > 0 {
+                let nf = s.n_in;
+                let dzp = storage_zeroed(gpu, "cpikan dz", batch * nf * ch)?;
+                let scratch =
+                    [storage_zeroed(gpu, "cpikan du", batch * nf)?, storage_zeroed(gpu, "cpikan dux", batch * nf)?];
+                let (dg, db) = (storage_zeroed(gpu, "cpikan dgamma", nf)?, storage_zeroed(gpu, "cpikan dbeta", nf)?);
+                let (gm, bt) = (&self.ln_weight[l - 1], &self.ln_bias[l - 1]);
+                let sc = [&scratch[0], &scratch[1]];
+                let z = &acts.outputs[l - 1];
+                ds.push(layernorm_tanh_derivatives_backward(gpu, batch, nf, d, z, gm, bt, &dx, &dzp, sc)?);
+                ds.push(layernorm_params_backward(gpu, batch, nf, sc, &dg, &db)?);
+                dln.push((l - 1, dg, db, scratch));
+                keep.push(std::mem::replace(&mut dz, dzp));
+                keep.push(dx);
+            } else {
+                keep.push(std::mem::replace(&mut dz, dx));
+            }
+        }
+        gpu.run(&ds.iter().collect::<Vec<_>>())?;
+        let mut grads = CpikanGrads {
+            coeffs: vec![Vec::new(); nl],
+            ln_weight: vec![Vec::new(); nl - 1],
+            ln_bias: vec![Vec::new(); nl - 1],
+            coords: Vec::new(),
+        };
+        for (l, buf, len) in &dc {
+            grads.coeffs[*l] = Readback::f32(gpu, buf, *len)?;
+        }
+        for (l, dg, db, _) in &dln {
+            grads.ln_weight[*l] = Readback::f32(gpu, dg, c.layers[l + 1])?;
+            grads.ln_bias[*l] = Readback::f32(gpu, db, c.layers[l + 1])?;
+        }
+        // dz now holds the gradient of the scaled input channels.
+        let dx0 = Readback::f32(gpu, &dz, batch * d * ch)?;
+        grads.coords =
+            (0..batch * d).map(|i| dx0[i * ch] * 2.0 / (c.domain_max[i % d] - c.domain_min[i % d])).collect();
+        Ok(grads)
     }
 
     /// The network (d_in = 2, d_out = 1) at every integer pixel (x = column, y = row): `(h, w)`.
@@ -939,6 +1133,198 @@ pub mod reference {
             }
         }
         g
+    }
+
+    /// (T, T', T'', T''') for k = 0..=degree at x (T'''_{k+1} = 6 T''_k + 2 x T'''_k − T'''_{k−1}).
+    pub fn chebyshev_with_derivatives3(x: f64, degree: usize) -> Vec<[f64; 4]> {
+        let mut t = vec![[1.0, 0.0, 0.0, 0.0], [x, 1.0, 0.0, 0.0]];
+        for k in 2..=degree {
+            let (a, b) = (t[k - 1], t[k - 2]);
+            t.push([
+                2.0 * x * a[0] - b[0],
+                2.0 * a[0] + 2.0 * x * a[1] - b[1],
+                4.0 * a[1] + 2.0 * x * a[2] - b[2],
+                6.0 * a[2] + 2.0 * x * a[3] - b[3],
+            ]);
+        }
+        t.truncate(degree + 1);
+        t
+    }
+
+    /// Backward of [`cheby_forward_derivatives`] for the channel gradient `dy (batch, n_out, 1 + 2 dirs)`:
+    /// `(dx (batch, n_in, 1 + 2 dirs), dc (n_in, n_out, degree + 1))`.
+    pub fn cheby_backward_derivatives(
+        s: ChebyShape,
+        dirs: usize,
+        x: &[f64],
+        c: &[f64],
+        dy: &[f64],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (kk, ch) = (s.degree + 1, super::channels(dirs));
+        let mut dx = vec![0.0; s.batch * s.n_in * ch];
+        let mut dc = vec![0.0; s.coeffs()];
+        for b in 0..s.batch {
+            for i in 0..s.n_in {
+                let xi = &x[(b * s.n_in + i) * ch..][..ch];
+                let t = chebyshev_with_derivatives3(xi[0], s.degree);
+                for o in 0..s.n_out {
+                    let base = (i * s.n_out + o) * kk;
+                    let g = &dy[(b * s.n_out + o) * ch..][..ch];
+                    let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
+                    let (s1, s2, s3) = (sum(1), sum(2), sum(3));
+                    let dxi = &mut dx[(b * s.n_in + i) * ch..][..ch];
+                    dxi[0] += g[0] * s1;
+                    for k in 0..kk {
+                        dc[base + k] += g[0] * t[k][0];
+                    }
+                    for a in 0..dirs {
+                        let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
+                        let (g1, g2) = (g[1 + a], g[1 + dirs + a]);
+                        dxi[0] += g1 * s2 * d1 + g2 * (s3 * d1 * d1 + s2 * d2);
+                        dxi[1 + a] += g1 * s1 + 2.0 * g2 * s2 * d1;
+                        dxi[1 + dirs + a] += g2 * s1;
+                        for k in 0..kk {
+                            dc[base + k] += g1 * t[k][1] * d1 + g2 * (t[k][2] * d1 * d1 + t[k][1] * d2);
+                        }
+                    }
+                }
+            }
+        }
+        (dx, dc)
+    }
+
+    /// Backward of [`layernorm_tanh_derivatives`] for the channel gradient `da (batch, n, 1 + 2 dirs)`:
+    /// `(dz, dgamma, dbeta)` (the adjoint of the tangent formulas, mean and variance included).
+    pub fn layernorm_tanh_derivatives_backward(
+        z: &[f64],
+        n: usize,
+        dirs: usize,
+        gamma: &[f64],
+        beta: &[f64],
+        da: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let ch = super::channels(dirs);
+        let nf = n as f64;
+        let mut dz = vec![0.0; z.len()];
+        let (mut dg, mut db) = (vec![0.0; n], vec![0.0; n]);
+        for (bi, row) in z.chunks(n * ch).enumerate() {
+            let go = &da[bi * n * ch..][..n * ch];
+            let dzr = &mut dz[bi * n * ch..][..n * ch];
+            let val = |j: usize, q: usize| row[j * ch + q];
+            let mean = |q: usize| (0..n).map(|j| val(j, q)).sum::<f64>() / nf;
+            let m = mean(0);
+            let e: Vec<f64> = (0..n).map(|j| val(j, 0) - m).collect();
+            let v = e.iter().map(|x| x * x).sum::<f64>() / nf;
+            let r = 1.0 / (v + 1e-5).sqrt();
+            let t: Vec<f64> = (0..n).map(|j| (e[j] * r * gamma[j] + beta[j]).tanh()).collect();
+            let s: Vec<f64> = t.iter().map(|t| 1.0 - t * t).collect();
+            // Adjoints of t (all channels), e and r.
+            let mut tb: Vec<f64> = (0..n).map(|j| go[j * ch]).collect();
+            let mut eb = vec![0.0; n];
+            let mut rb = 0.0;
+            for a in 0..dirs {
+                let (c1, c2) = (1 + a, 1 + dirs + a);
+                let (m1, m2) = (mean(c1), mean(c2));
+                let e1: Vec<f64> = (0..n).map(|j| val(j, c1) - m1).collect();
+                let e2: Vec<f64> = (0..n).map(|j| val(j, c2) - m2).collect();
+                let v1 = 2.0 * (0..n).map(|j| e[j] * e1[j]).sum::<f64>() / nf;
+                let v2 = 2.0 * (0..n).map(|j| e1[j] * e1[j] + e[j] * e2[j]).sum::<f64>() / nf;
+                let r1 = -0.5 * r.powi(3) * v1;
+                let r2 = 0.75 * r.powi(5) * v1 * v1 - 0.5 * r.powi(3) * v2;
+                let (mut e1b, mut e2b) = (vec![0.0; n], vec![0.0; n]);
+                let (mut r1b, mut r2b) = (0.0, 0.0);
+                for j in 0..n {
+                    let k1 = e1[j] * r + e[j] * r1;
+                    let k2 = e2[j] * r + 2.0 * e1[j] * r1 + e[j] * r2;
+                    let (h1, h2) = (gamma[j] * k1, gamma[j] * k2);
+                    let (o1, o2) = (go[j * ch + c1], go[j * ch + c2]);
+                    let sb = o1 * h1 + o2 * (h2 - 2.0 * t[j] * h1 * h1);
+                    tb[j] += -2.0 * s[j] * h1 * h1 * o2 - 2.0 * t[j] * sb;
+                    let h1b = o1 * s[j] - 4.0 * t[j] * s[j] * h1 * o2;
+                    let h2b = o2 * s[j];
+                    dg[j] += h1b * k1 + h2b * k2;
+                    let (g1, g2) = (h1b * gamma[j], h2b * gamma[j]);
+                    e1b[j] += g1 * r + 2.0 * g2 * r1;
+                    e2b[j] += g2 * r;
+                    eb[j] += g1 * r1 + g2 * r2;
+                    rb += g1 * e1[j] + g2 * e2[j];
+                    r1b += g1 * e[j] + 2.0 * g2 * e1[j];
+                    r2b += g2 * e[j];
+                }
+                rb += r2b * (3.75 * r.powi(4) * v1 * v1 - 1.5 * r * r * v2) - 1.5 * r * r * v1 * r1b;
+                let v1b = 1.5 * r.powi(5) * v1 * r2b - 0.5 * r.powi(3) * r1b;
+                let v2b = -0.5 * r.powi(3) * r2b;
+                for j in 0..n {
+                    eb[j] += 2.0 / nf * (v1b * e1[j] + v2b * e2[j]);
+                    e1b[j] += 2.0 / nf * v1b * e[j] + 4.0 / nf * v2b * e1[j];
+                    e2b[j] += 2.0 / nf * v2b * e[j];
+                }
+                let (mb1, mb2) = (e1b.iter().sum::<f64>() / nf, e2b.iter().sum::<f64>() / nf);
+                for j in 0..n {
+                    dzr[j * ch + c1] = e1b[j] - mb1;
+                    dzr[j * ch + c2] = e2b[j] - mb2;
+                }
+            }
+            for j in 0..n {
+                let h0b = tb[j] * s[j];
+                dg[j] += h0b * e[j] * r;
+                db[j] += h0b;
+                eb[j] += h0b * gamma[j] * r;
+                rb += h0b * gamma[j] * e[j];
+            }
+            let vb = -0.5 * r.powi(3) * rb;
+            for j in 0..n {
+                eb[j] += 2.0 / nf * vb * e[j];
+            }
+            let mb = eb.iter().sum::<f64>() / nf;
+            for j in 0..n {
+                dzr[j * ch] = eb[j] - mb;
+            }
+        }
+        (dz, dg, db)
+    }
+
+    /// Gradients of a loss on the derivative pass: `g (batch, d_out, 1 + 2 d_in)` is its gradient
+    /// with respect to the output channels (u, u_a, u_aa as in [`super::Derivatives`]). The
+    /// coordinate gradient is that through the value channel (the tangents are constants).
+    pub fn network_derivatives_backward(w: &Net, coords: &[f64], g: &[f64]) -> Grads {
+        let c = &w.config;
+        let d = c.d_in();
+        let batch = coords.len() / d;
+        let nl = c.n_layers();
+        let mut inputs = vec![affine_scale_derivatives(coords, d, &f64s(&c.domain_min), &f64s(&c.domain_max))];
+        let mut outputs = Vec::new();
+        for l in 0..nl {
+            let z = cheby_forward_derivatives(c.shape(l, batch), d, &inputs[l], &w.coeffs[l]);
+            if l + 1 < nl {
+                inputs.push(layernorm_tanh_derivatives(&z, c.layers[l + 1], d, &w.ln_weight[l], &w.ln_bias[l]));
+            }
+            outputs.push(z);
+        }
+        let mut grads = Grads {
+            coeffs: vec![Vec::new(); nl],
+            ln_weight: vec![Vec::new(); nl - 1],
+            ln_bias: vec![Vec::new(); nl - 1],
+            coords: Vec::new(),
+        };
+        let mut dz = g.to_vec();
+        let ch = super::channels(d);
+        for l in (0..nl).rev() {
+            let (dx, dc) = cheby_backward_derivatives(c.shape(l, batch), d, &inputs[l], &w.coeffs[l], &dz);
+            grads.coeffs[l] = dc;
+            if l > 0 {
+                let (gm, bt) = (&w.ln_weight[l - 1], &w.ln_bias[l - 1]);
+                let (dzp, dg, db) = layernorm_tanh_derivatives_backward(&outputs[l - 1], c.layers[l], d, gm, bt, &dx);
+                grads.ln_weight[l - 1] = dg;
+                grads.ln_bias[l - 1] = db;
+                dz = dzp;
+            } else {
+                grads.coords = (0..batch * d)
+                    .map(|i| dx[i * ch] * 2.0 / (c.domain_max[i % d] as f64 - c.domain_min[i % d] as f64))
+                    .collect();
+            }
+        }
+        grads
     }
 
     /// f64 gradients (see [`super::CpikanGrads`]).

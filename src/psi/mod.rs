@@ -3,4 +3,5 @@
 pub mod classical;
 pub mod generate;
 pub mod loss;
+pub mod pde;
 pub mod synth;
