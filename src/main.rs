@@ -74,6 +74,34 @@ enum PinnCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Fit a Scaled-cPIKAN h(x, y) to a region of a frame with the PINN reconstruction loss
+    /// (bucket consistency + smoothness from the analytic second derivatives): first to an initial
+    /// height (supervised), then Adam, then L-BFGS. Writes the region's heights (h, w).
+    Fit {
+        /// Bucket frame (C, H, W) npy (raw intensities).
+        frame: PathBuf,
+        /// Region as y,x,h,w (pixels).
+        #[arg(long, value_delimiter = ',')]
+        region: Vec<usize>,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also save the fitted network (safetensors, the seed's names).
+        #[arg(long)]
+        save_model: Option<PathBuf>,
+        /// Initial height: classical (the multi-wavelength solver) or unet:W.safetensors.
+        #[arg(long, default_value = "classical")]
+        init: String,
+        #[arg(long, default_value_t = 1e-3)]
+        smoothness: f32,
+        #[arg(long, default_value_t = 1000)]
+        supervised_steps: usize,
+        #[arg(long, default_value_t = 200)]
+        adam_steps: usize,
+        #[arg(long, default_value_t = 500)]
+        lbfgs_iters: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// A PDE benchmark from the Scaled-cPIKAN paper: `helmholtz` (u'' + k²u = 0, k = 4π, u(-1) = 0,
     /// u'(1) = k; Adam then L-BFGS; relative L2 against sin(kx) on 1000 points).
     Bench {
@@ -346,6 +374,59 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} [{height}, {width}] f32 on {}", output.display(), gpu.describe());
             Ok(())
         }
+        Command::Pinn(PinnCommand::Fit {
+            frame,
+            region,
+            output,
+            save_model,
+            init,
+            smoothness,
+            supervised_steps,
+            adam_steps,
+            lbfgs_iters,
+            seed,
+        }) => {
+            let [y, x, h, w] = region[..] else {
+                return Err(anyhow!("--region: expected y,x,h,w"));
+            };
+            let gpu = Gpu::new(&gpu_opts)?;
+            let init = match init.split_once(':') {
+                None if init == "classical" => psi_gpu::psi::pinn_fit::Init::Classical,
+                Some(("unet", weights)) => {
+                    psi_gpu::psi::pinn_fit::Init::Heights(unet_region(&gpu, &frame, [y, x, h, w], weights)?)
+                }
+                _ => return Err(anyhow!("--init '{init}': expected classical or unet:W.safetensors")),
+            };
+            let opts = psi_gpu::psi::pinn_fit::PinnFitOptions {
+                region: [y, x, h, w],
+                smoothness,
+                supervised_steps,
+                adam_steps,
+                lbfgs_iters,
+                init,
+                seed,
+                ..Default::default()
+            };
+            let r = psi_gpu::psi::pinn_fit::pinn_fit(&gpu, &frame, &opts)?;
+            psi_gpu::io::npy::write_f32(&output, &[h, w], &r.heights)?;
+            if let Some(m) = &save_model {
+                psi_gpu::psi::pinn_fit::save_model(m, &r.weights)?;
+            }
+            println!(
+                "pinn fit {h}x{w} at ({y}, {x}) on {}: physics loss {:.4} -> {:.4} (initial height's data term {:.4}); \
+                 {} supervised, {} Adam, {} L-BFGS iterations; {:.1} s; wrote {}",
+                gpu.describe(),
+                r.initial_loss,
+                r.final_loss,
+                r.h0_data_loss,
+                r.supervised_steps,
+                r.adam_steps,
+                r.lbfgs_iterations,
+                r.wall_s,
+                output.display()
+            );
+            Ok(())
+        }
         Command::Pinn(PinnCommand::Bench { problem, json }) => {
             if problem != "helmholtz" {
                 return Err(anyhow!("pinn bench '{problem}': the available problem is helmholtz"));
@@ -477,6 +558,38 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
     }
     println!("wrote {}", a.output.display());
     Ok(())
+}
+
+/// The U-Net's heights on a region of a frame (the region run as one tile).
+fn unet_region(gpu: &Gpu, frame: &std::path::Path, region: [usize; 4], weights: &str) -> Result<Vec<f32>> {
+    let [y, x, h, w] = region;
+    let mut reader = psi_gpu::io::npy::NpyReader::open(frame)?;
+    let header = reader.header().clone();
+    let [c, fh, fw] = header.shape[..] else {
+        return Err(anyhow!("{}: expected a (C, H, W) frame", frame.display()));
+    };
+    if y + h > fh || x + w > fw || h == 0 || w == 0 {
+        return Err(anyhow!("--region {y},{x},{h},{w} is outside the {fh} x {fw} frame"));
+    }
+    let rows = reader.read_rows(y..y + h)?;
+    let s = header.ty.size();
+    let mut bytes = Vec::with_capacity(c * h * w * s);
+    for row in rows.chunks_exact(fw * s) {
+        bytes.extend_from_slice(&row[x * s..(x + w) * s]);
+    }
+    let dir = std::env::temp_dir().join(format!("psi-gpu-pinn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join("region.npy");
+    let mut wr = psi_gpu::io::npy::NpyWriter::new(&tmp, header.ty, &[c, h, w])?;
+    wr.write(&bytes)?;
+    wr.finish()?;
+    let mut opts = InferOptions::new(tmp.clone(), dir.join("heights.npy"));
+    opts.weights = Some(PathBuf::from(weights));
+    opts.tile = 0;
+    let result = infer(gpu, &opts, |_, _| {}).and_then(|_| psi_gpu::io::npy::read_f32(&opts.output));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_, heights) = result?;
+    Ok(heights[..h * w].to_vec())
 }
 
 fn parse_precision(s: &str) -> Result<Option<Precision>> {

@@ -4,4 +4,5 @@ pub mod classical;
 pub mod generate;
 pub mod loss;
 pub mod pde;
+pub mod pinn_fit;
 pub mod synth;
