@@ -320,6 +320,22 @@ fn cheby_forward_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     y[out] = acc;
 }
 
+// Mean and biased variance over the n features of a sample's value channel (stride ch).
+fn value_stats(row: u32, n: u32, ch: u32) -> vec2<f32> {
+    let nf = f32(n);
+    var m = 0.0;
+    for (var j = 0u; j < n; j++) {
+        m += x[row + j * ch];
+    }
+    m /= nf;
+    var v = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let e = x[row + j * ch] - m;
+        v += e * e;
+    }
+    return vec2<f32>(m, v / nf);
+}
+
 // layernorm_tanh_forward with tangents, one invocation per sample (n_out features). Along each
 // axis a, with e = z - mean z, v = mean e^2, r = (v + eps)^(-1/2), xhat = e r:
 // e' = z' - mean z', v' = 2 mean(e e'), r' = -r^3 v' / 2, xhat' = e' r + e r';
@@ -337,17 +353,9 @@ fn layernorm_tanh_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     let nd = p.n_dir;
     let ch = 1u + 2u * nd;
     let row = b * n * ch;
-    var m = 0.0;
-    for (var j = 0u; j < n; j++) {
-        m += x[row + j * ch];
-    }
-    m /= nf;
-    var v = 0.0;
-    for (var j = 0u; j < n; j++) {
-        let e = x[row + j * ch] - m;
-        v += e * e;
-    }
-    v /= nf;
+    let mv = value_stats(row, n, ch);
+    let m = mv.x;
+    let v = mv.y;
     let r = inverseSqrt(v + LN_EPS);
     for (var j = 0u; j < n; j++) {
         let xh = (x[row + j * ch] - m) * r;
@@ -514,17 +522,9 @@ fn layernorm_tanh_derivatives_backward(@builtin(global_invocation_id) gid: vec3<
     let nd = p.n_dir;
     let ch = 1u + 2u * nd;
     let row = b * n * ch;
-    var m = 0.0;
-    for (var j = 0u; j < n; j++) {
-        m += x[row + j * ch];
-    }
-    m /= nf;
-    var v = 0.0;
-    for (var j = 0u; j < n; j++) {
-        let e = x[row + j * ch] - m;
-        v += e * e;
-    }
-    v /= nf;
+    let mv = value_stats(row, n, ch);
+    let m = mv.x;
+    let v = mv.y;
     let r = inverseSqrt(v + LN_EPS);
     let r3 = r * r * r;
     // du: adjoint of t; dux: dgamma contribution; dx channel 0: adjoint of e.

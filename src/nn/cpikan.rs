@@ -261,6 +261,25 @@ pub enum Coords<'a> {
     Grid { w: usize },
 }
 
+impl Coords<'_> {
+    /// The buffer to bind as coordinates (the domain buffer as a placeholder for a grid), the
+    /// grid flag and the grid width.
+    fn binding<'b>(&self, domain: &'b wgpu::Buffer, d: usize) -> Result<(&'b wgpu::Buffer, u32, u32)>
+    where
+        Self: 'b,
+    {
+        match *self {
+            Coords::Buffer(b) => Ok((b, 0, 0)),
+            Coords::Grid { w } => {
+                if d != 2 || w == 0 {
+                    return Err(Error::Shape(format!("a pixel grid needs 2 input coordinates and w > 0, got d = {d}")));
+                }
+                Ok((domain, 1, w as u32))
+            }
+        }
+    }
+}
+
 /// `out[b, j] = 2 (coords[b, j] − min_j) / (max_j − min_j) − 1`; `domain` holds the `d` minima then
 /// the `d` maxima.
 pub fn affine_scale(
@@ -271,15 +290,7 @@ pub fn affine_scale(
     batch: usize,
     d: usize,
 ) -> Result<Dispatch> {
-    let (x, use_grid, grid_w) = match coords {
-        Coords::Buffer(b) => (b, 0, 0),
-        Coords::Grid { w } => {
-            if d != 2 || w == 0 {
-                return Err(Error::Shape(format!("a pixel grid needs 2 input coordinates and w > 0, got d = {d}")));
-            }
-            (domain, 1, w as u32)
-        }
-    };
+    let (x, use_grid, grid_w) = coords.binding(domain, d)?;
     let p = ChebyParams { batch: batch as u32, n_in: d as u32, use_grid, grid_w, ..Default::default() };
     launch(gpu, &AFFINE_SCALE, &p, &[(1, x), (2, out), (3, domain)], batch * d)
 }
@@ -383,15 +394,7 @@ pub fn affine_scale_derivatives(
     batch: usize,
     d: usize,
 ) -> Result<Dispatch> {
-    let (x, use_grid, grid_w) = match coords {
-        Coords::Buffer(b) => (b, 0, 0),
-        Coords::Grid { w } => {
-            if d != 2 || w == 0 {
-                return Err(Error::Shape(format!("a pixel grid needs 2 input coordinates and w > 0, got d = {d}")));
-            }
-            (domain, 1, w as u32)
-        }
-    };
+    let (x, use_grid, grid_w) = coords.binding(domain, d)?;
     let p =
         ChebyParams { batch: batch as u32, n_in: d as u32, use_grid, grid_w, n_dir: d as u32, ..Default::default() };
     launch(gpu, &AFFINE_SCALE_DERIVATIVES, &p, &[(1, x), (2, out), (3, domain)], batch * d)
