@@ -336,6 +336,30 @@ fn value_stats(row: u32, n: u32, ch: u32) -> vec2<f32> {
     return vec2<f32>(m, v / nf);
 }
 
+// Along one axis (tangent channels c1, c2 of the value channel's mean m): the means of z' and z''
+// and the variance's derivatives v' = 2 mean(e e'), v'' = 2 mean(e'^2 + e e'').
+fn tangent_stats(row: u32, n: u32, ch: u32, c1: u32, c2: u32, m: f32) -> vec4<f32> {
+    let nf = f32(n);
+    var m1 = 0.0;
+    var m2 = 0.0;
+    for (var j = 0u; j < n; j++) {
+        m1 += x[row + j * ch + c1];
+        m2 += x[row + j * ch + c2];
+    }
+    m1 /= nf;
+    m2 /= nf;
+    var v1 = 0.0;
+    var v2 = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let e = x[row + j * ch] - m;
+        let e1 = x[row + j * ch + c1] - m1;
+        let e2 = x[row + j * ch + c2] - m2;
+        v1 += e * e1;
+        v2 += e1 * e1 + e * e2;
+    }
+    return vec4<f32>(m1, m2, v1 * 2.0 / nf, v2 * 2.0 / nf);
+}
+
 // layernorm_tanh_forward with tangents, one invocation per sample (n_out features). Along each
 // axis a, with e = z - mean z, v = mean e^2, r = (v + eps)^(-1/2), xhat = e r:
 // e' = z' - mean z', v' = 2 mean(e e'), r' = -r^3 v' / 2, xhat' = e' r + e r';
@@ -364,25 +388,11 @@ fn layernorm_tanh_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     for (var a = 0u; a < nd; a++) {
         let c1 = 1u + a;
         let c2 = 1u + nd + a;
-        var m1 = 0.0;
-        var m2 = 0.0;
-        for (var j = 0u; j < n; j++) {
-            m1 += x[row + j * ch + c1];
-            m2 += x[row + j * ch + c2];
-        }
-        m1 /= nf;
-        m2 /= nf;
-        var v1 = 0.0;
-        var v2 = 0.0;
-        for (var j = 0u; j < n; j++) {
-            let e = x[row + j * ch] - m;
-            let e1 = x[row + j * ch + c1] - m1;
-            let e2 = x[row + j * ch + c2] - m2;
-            v1 += e * e1;
-            v2 += e1 * e1 + e * e2;
-        }
-        v1 *= 2.0 / nf;
-        v2 *= 2.0 / nf;
+        let t = tangent_stats(row, n, ch, c1, c2, m);
+        let m1 = t.x;
+        let m2 = t.y;
+        let v1 = t.z;
+        let v2 = t.w;
         let r3 = r * r * r;
         let r1 = -0.5 * r3 * v1;
         let r2 = 0.75 * r3 * r * r * v1 * v1 - 0.5 * r3 * v2;
@@ -537,25 +547,11 @@ fn layernorm_tanh_derivatives_backward(@builtin(global_invocation_id) gid: vec3<
     for (var a = 0u; a < nd; a++) {
         let c1 = 1u + a;
         let c2 = 1u + nd + a;
-        var m1 = 0.0;
-        var m2 = 0.0;
-        for (var j = 0u; j < n; j++) {
-            m1 += x[row + j * ch + c1];
-            m2 += x[row + j * ch + c2];
-        }
-        m1 /= nf;
-        m2 /= nf;
-        var v1 = 0.0;
-        var v2 = 0.0;
-        for (var j = 0u; j < n; j++) {
-            let e = x[row + j * ch] - m;
-            let e1 = x[row + j * ch + c1] - m1;
-            let e2 = x[row + j * ch + c2] - m2;
-            v1 += e * e1;
-            v2 += e1 * e1 + e * e2;
-        }
-        v1 *= 2.0 / nf;
-        v2 *= 2.0 / nf;
+        let t = tangent_stats(row, n, ch, c1, c2, m);
+        let m1 = t.x;
+        let m2 = t.y;
+        let v1 = t.z;
+        let v2 = t.w;
         let r1 = -0.5 * r3 * v1;
         let r2 = 0.75 * r3 * r * r * v1 * v1 - 0.5 * r3 * v2;
         var r1b = 0.0;

@@ -740,19 +740,7 @@ impl Cpikan {
             }
         }
         gpu.run(&ds.iter().collect::<Vec<_>>())?;
-        let mut grads = CpikanGrads {
-            coeffs: vec![Vec::new(); nl],
-            ln_weight: vec![Vec::new(); nl - 1],
-            ln_bias: vec![Vec::new(); nl - 1],
-            coords: Vec::new(),
-        };
-        for (l, buf, len) in &dc {
-            grads.coeffs[*l] = Readback::f32(gpu, buf, *len)?;
-        }
-        for (l, dg, db, _) in &dln {
-            grads.ln_weight[*l] = Readback::f32(gpu, dg, c.layers[l + 1])?;
-            grads.ln_bias[*l] = Readback::f32(gpu, db, c.layers[l + 1])?;
-        }
+        let mut grads = read_param_grads(gpu, c, &dc, &dln)?;
         // dz now holds the gradient of the scaled input channels.
         let dx0 = Readback::f32(gpu, &dz, batch * d * ch)?;
         grads.coords =
@@ -808,19 +796,7 @@ impl Cpikan {
             dxs.push((dz, dx));
         }
         gpu.run(&ds.iter().collect::<Vec<_>>())?;
-        let mut grads = CpikanGrads {
-            coeffs: vec![Vec::new(); nl],
-            ln_weight: vec![Vec::new(); nl - 1],
-            ln_bias: vec![Vec::new(); nl - 1],
-            coords: Vec::new(),
-        };
-        for (l, buf, len) in &dc {
-            grads.coeffs[*l] = Readback::f32(gpu, buf, *len)?;
-        }
-        for (l, dg, db, _) in &dln {
-            grads.ln_weight[*l] = Readback::f32(gpu, dg, c.layers[l + 1])?;
-            grads.ln_bias[*l] = Readback::f32(gpu, db, c.layers[l + 1])?;
-        }
+        let mut grads = read_param_grads(gpu, c, &dc, &dln)?;
         let d = c.d_in();
         let dx0 = Readback::f32(gpu, &dxs.last().unwrap().1, batch * d)?;
         grads.coords =
@@ -1338,4 +1314,30 @@ pub mod reference {
         pub ln_bias: Vec<Vec<f64>>,
         pub coords: Vec<f64>,
     }
+}
+
+/// Read back the coefficient and LayerNorm gradients a backward pass left in `dc` (layer, buffer,
+/// length) and `dln` (layer, dγ, dβ, scratch); `coords` is left for the caller.
+#[allow(clippy::type_complexity)]
+fn read_param_grads<S>(
+    gpu: &Gpu,
+    c: &CpikanConfig,
+    dc: &[(usize, wgpu::Buffer, usize)],
+    dln: &[(usize, wgpu::Buffer, wgpu::Buffer, S)],
+) -> Result<CpikanGrads> {
+    let nl = c.n_layers();
+    let mut grads = CpikanGrads {
+        coeffs: vec![Vec::new(); nl],
+        ln_weight: vec![Vec::new(); nl - 1],
+        ln_bias: vec![Vec::new(); nl - 1],
+        coords: Vec::new(),
+    };
+    for (l, buf, len) in dc {
+        grads.coeffs[*l] = Readback::f32(gpu, buf, *len)?;
+    }
+    for (l, dg, db, _) in dln {
+        grads.ln_weight[*l] = Readback::f32(gpu, dg, c.layers[l + 1])?;
+        grads.ln_bias[*l] = Readback::f32(gpu, db, c.layers[l + 1])?;
+    }
+    Ok(grads)
 }
