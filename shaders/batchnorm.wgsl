@@ -1,4 +1,5 @@
-// Training-mode BatchNorm2d (PyTorch semantics) and the backward of ReLU.
+// BatchNorm2d (PyTorch semantics), in training mode or frozen (eval mode: running statistics,
+// treated as constants by the backward), and the backward of ReLU.
 //
 // All tensors are channel views: image `n`, channel `c` of a view lives at channel `coff + c` of a
 // tensor with `ctot` channels (see ChannelView). Storage is T (f32 or f16); statistics, parameters
@@ -35,7 +36,7 @@ struct BnParams {
     eps: f32,
     momentum: f32,
     unbias: f32,       // count / (count - 1)
-    _pad: u32,
+    frozen: u32,       // stats are the running statistics (eval mode): dx = gamma / sigma * dy'
 }
 
 @group(0) @binding(0) var<uniform> p: BnParams;
@@ -186,6 +187,17 @@ fn bn_update_running(@builtin(global_invocation_id) gid: vec3<u32>) {
     running_var[c] = (1.0 - m) * running_var[c] + m * stats[p.c + c] * p.unbias;
 }
 
+// Eval mode: stats = (running_mean, running_var), what bn_forward and the backward then use.
+@compute @workgroup_size(64, 1, 1)
+fn bn_stats_from_running(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.c) {
+        return;
+    }
+    stats_out[c] = running_mean[c];
+    stats_out[p.c + c] = running_var[c];
+}
+
 // Backward step 1: per-channel coefficients (the same expressions as bn_forward).
 @compute @workgroup_size(64, 1, 1)
 fn bn_backward_prep(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -255,7 +267,8 @@ fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
     }
 }
 
-// Backward step 4: dx (+)= gamma / sigma * (dy' - mean(dy') - xhat * mean(dy' * xhat)).
+// Backward step 4: dx (+)= gamma / sigma * (dy' - mean(dy') - xhat * mean(dy' * xhat)), or
+// gamma / sigma * dy' when the statistics are frozen (they do not depend on x).
 @compute @workgroup_size(256, 1, 1)
 fn bn_backward_dx(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
@@ -269,7 +282,10 @@ fn bn_backward_dx(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let xv = f32(x[(n * p.x_ctot + p.x_coff + c) * p.hw + i]);
     let g = masked_dy(c, (n * p.d_ctot + p.d_coff + c) * p.hw + i, xv, (n * p.y_ctot + p.y_coff + c) * p.hw + i);
     let xhat = (xv - k.x) * k.y;
-    var v = k.z * (g - m.x - xhat * m.y);
+    var v = k.z * g;
+    if (p.frozen == 0u) {
+        v = k.z * (g - m.x - xhat * m.y);
+    }
     let o = (n * p.o_ctot + p.o_coff + c) * p.hw + i;
     if (p.accumulate != 0u) {
         v += f32(out[o]);

@@ -4,7 +4,7 @@
 //! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops (the U-Net,
 //! Scaled-cPIKAN) and `psi` holds the physics (classical solver, synthesis, losses). `tiling`
 //! streams a frame band by band through a model (`infer`); `autograd`, `optim` and `train` train
-//! the U-Net; `eval`, `demo`, `bench`, `convert` are the other commands' libraries.
+//! the U-Net, `finetune` adapts it with L-BFGS; `eval`, `demo`, `bench`, `convert` are the other commands' libraries.
 
 pub mod autograd;
 pub mod bench;
@@ -12,6 +12,7 @@ pub mod convert;
 pub mod demo;
 pub mod error;
 pub mod eval;
+pub mod finetune;
 pub mod gpu;
 pub mod infer;
 pub mod io;

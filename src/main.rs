@@ -55,9 +55,57 @@ enum Command {
     Convert(ConvertArgs),
     /// Train the U-Net on the GPU (physics or supervised loss, Adam, f32 or f16 with loss scaling).
     Train(TrainArgs),
+    /// Adapt a trained U-Net to frames without truth: L-BFGS on the physics loss (eval-mode
+    /// BatchNorm, as infer) over chosen layers.
+    Finetune(FinetuneArgs),
     /// Scaled-cPIKAN (Chebyshev KAN) networks.
     #[command(subcommand)]
     Pinn(PinnCommand),
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    /// The pretrained U-Net (safetensors state_dict or psi-gpu checkpoint).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Frames to adapt to: (C, H, W) npy files or folders of them.
+    #[arg(long, num_args = 1.., required = true)]
+    frames: Vec<PathBuf>,
+    /// Frames to report the physics loss on before and after (never optimised on).
+    #[arg(long, num_args = 1..)]
+    holdout: Vec<PathBuf>,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Parameters to optimise: head (up4 + outc), all, or comma-separated name prefixes.
+    #[arg(long, default_value = "head")]
+    layers: String,
+    /// PATCH x PATCH crops (--crops per frame, positions fixed by --seed); 0 = whole frames.
+    #[arg(long, default_value_t = 64)]
+    patch: usize,
+    #[arg(long, default_value_t = 4)]
+    crops: usize,
+    /// Crops per GPU micro-batch (gradients accumulate over micro-batches).
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// L-BFGS iterations (strong-Wolfe line search; at most 5/4 as many loss evaluations).
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// L-BFGS history (curvature pairs); default 100, fewer if --lbfgs-memory cannot hold them.
+    #[arg(long)]
+    history: Option<usize>,
+    /// Host memory for the L-BFGS history, MiB.
+    #[arg(long, default_value_t = 1024)]
+    lbfgs_memory: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    smoothness: f32,
+    /// Estimate A and B per pixel from the frame (real frames) instead of A = 128, B = 100.
+    #[arg(long)]
+    per_pixel_ab: bool,
+    /// Input scale; default: the weights' input_scale metadata.
+    #[arg(long)]
+    input_scale: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +182,9 @@ struct TrainArgs {
     synthetic_size: usize,
     #[arg(long, default_value_t = 2.0)]
     noise: f32,
+    /// Map each synthetic surface onto LO,HI µm (e.g. 0.1,2.4: within one fringe of 5 µm light).
+    #[arg(long)]
+    height_range: Option<String>,
     #[arg(long, default_value_t = 100)]
     steps: usize,
     /// Passes over the training frames (replaces --steps).
@@ -363,6 +414,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo_command(a, &gpu_opts),
         Command::Bench(a) => bench_command(a, &gpu_opts),
         Command::Train(a) => train_command(a, &gpu_opts),
+        Command::Finetune(a) => finetune_command(a, &gpu_opts),
         Command::Pinn(PinnCommand::Eval { weights, height, width, output }) => {
             if height == 0 || width == 0 {
                 return Err(anyhow!("--height and --width must be positive"));
@@ -480,6 +532,67 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn finetune_command(a: FinetuneArgs, gpu_opts: &GpuOptions) -> Result<()> {
+    use psi_gpu::finetune::{FinetuneOptions, Layers, finetune};
+    let layers = Layers::parse(&a.layers)
+        .ok_or_else(|| anyhow!("--layers '{}': expected head, all or name prefixes like up4,outc", a.layers))?;
+    let input_scale = match &a.input_scale {
+        None => None,
+        Some(s) => {
+            Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?)
+        }
+    };
+    let opts = FinetuneOptions {
+        weights: a.weights,
+        frames: a.frames,
+        holdout: a.holdout,
+        output: a.output.clone(),
+        layers,
+        patch: a.patch,
+        crops: a.crops,
+        batch: a.batch,
+        iterations: a.iterations,
+        history: a.history,
+        memory_mib: a.lbfgs_memory,
+        smoothness: a.smoothness,
+        per_pixel_ab: a.per_pixel_ab,
+        input_scale,
+        seed: a.seed,
+    };
+    let gpu = Gpu::new(gpu_opts)?;
+    let bar = progress_bar("evaluations");
+    bar.set_length((opts.iterations * 5 / 4) as u64);
+    let r = finetune(&gpu, &opts, |evals, loss| {
+        bar.set_position(evals as u64);
+        bar.set_message(format!("physics loss {loss:.4}"));
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "finetuned {} of {} parameters on {} ({} crops of {} x {}, eval-mode BatchNorm, f32): physics loss {:.4} -> {:.4}",
+        r.selected,
+        r.total,
+        gpu.describe(),
+        r.crops,
+        r.patch[0],
+        r.patch[1],
+        r.loss_before,
+        r.loss_after
+    );
+    if let Some((before, after)) = r.holdout {
+        println!("held-out frames: physics loss {before:.4} -> {after:.4}");
+    }
+    println!(
+        "L-BFGS: {} iterations, {} evaluations, history {}, {:.1} s; GPU {:.1} MiB",
+        r.iterations,
+        r.evaluations,
+        r.history,
+        r.seconds,
+        r.gpu_bytes as f64 / 1048576.0
+    );
+    println!("wrote {}", a.output.display());
+    Ok(())
+}
+
 fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
     let schedule = match a.schedule.split(':').collect::<Vec<_>>()[..] {
         ["constant"] => LrSchedule::Constant,
@@ -498,6 +611,14 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
             Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?)
         }
     };
+    let height_range = match &a.height_range {
+        None => None,
+        Some(s) => Some(
+            s.split_once(',')
+                .and_then(|(l, h)| Some((l.trim().parse::<f32>().ok()?, h.trim().parse::<f32>().ok()?)))
+                .ok_or_else(|| anyhow!("--height-range '{s}': expected LO,HI in µm, like 0.1,2.4"))?,
+        ),
+    };
     let opts = TrainOptions {
         init: a.init,
         base: a.base,
@@ -506,6 +627,7 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
         synthetic: a.synthetic,
         synthetic_size: a.synthetic_size,
         noise: a.noise,
+        height_range,
         steps: a.steps,
         epochs: a.epochs,
         batch: a.batch,

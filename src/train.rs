@@ -47,6 +47,10 @@ pub struct TrainOptions {
     pub synthetic_size: usize,
     /// Noise σ (counts) of synthetic frames.
     pub noise: f32,
+    /// Map every synthetic surface affinely onto [lo, hi] µm (for example within one fringe of
+    /// the first laser, where height is a local function of the buckets); `None` keeps the random
+    /// surfaces' own range (up to ±60 µm, which needs multi-wavelength unwrapping).
+    pub height_range: Option<(f32, f32)>,
     pub steps: usize,
     /// Passes over the training frames (one crop per frame and pass); replaces `steps` when set.
     pub epochs: Option<usize>,
@@ -84,6 +88,7 @@ impl Default for TrainOptions {
             synthetic: 16,
             synthetic_size: 128,
             noise: 2.0,
+            height_range: None,
             steps: 100,
             epochs: None,
             batch: 4,
@@ -109,18 +114,18 @@ impl Default for TrainOptions {
 }
 
 /// One frame in host memory: raw bytes `(C, H, W)` and, if known, its truth `(H, W)`.
-struct Frame {
-    ty: HostType,
-    c: usize,
-    h: usize,
-    w: usize,
-    bytes: Vec<u8>,
-    truth: Option<Vec<f32>>,
+pub(crate) struct Frame {
+    pub ty: HostType,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub bytes: Vec<u8>,
+    pub truth: Option<Vec<f32>>,
 }
 
 impl Frame {
     /// Bytes of the `(C, p, q)` crop at (y0, x0).
-    fn crop(&self, y0: usize, x0: usize, p: usize, q: usize, out: &mut Vec<u8>) {
+    pub fn crop(&self, y0: usize, x0: usize, p: usize, q: usize, out: &mut Vec<u8>) {
         let s = self.ty.size();
         for ch in 0..self.c {
             for y in y0..y0 + p {
@@ -131,17 +136,26 @@ impl Frame {
     }
 }
 
-/// A synthetic frame: random smooth surface `seed`, u8 buckets with noise.
-fn synthetic_frame(seed: u64, size: usize, noise: f32) -> Frame {
-    let heights = random_heights_cpu(seed, size, size);
+/// A synthetic frame: random smooth surface `seed` (mapped onto `range` if given), u8 buckets
+/// with noise.
+fn synthetic_frame(seed: u64, size: usize, noise: f32, range: Option<(f32, f32)>) -> Frame {
+    let mut heights = random_heights_cpu(seed, size, size);
+    if let Some((lo, hi)) = range {
+        let (min, max) = heights.iter().fold((f32::MAX, f32::MIN), |(a, b), &h| (a.min(h), b.max(h)));
+        let s = if max > min { (hi - lo) / (max - min) } else { 0.0 };
+        for h in &mut heights {
+            *h = lo + (*h - min) * s;
+        }
+    }
     let cfg = SynthConfig { noise, seed: seed ^ 0x5eed, ..Default::default() };
     let buckets = synth::buckets(&heights, size, size, &cfg);
     Frame { ty: HostType::U8, c: 16, h: size, w: size, bytes: synth::quantize_u8(&buckets), truth: Some(heights) }
 }
 
-fn load_frames(opts: &TrainOptions) -> Result<Vec<Frame>> {
+/// `(C, H, W)` npy frames (folders expanded to their `*.npy`, sorted) with optional truth maps.
+pub(crate) fn load_frames(files: &[PathBuf], truth_files: &[PathBuf]) -> Result<Vec<Frame>> {
     let mut paths = Vec::new();
-    for p in &opts.frames {
+    for p in files {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
@@ -154,8 +168,11 @@ fn load_frames(opts: &TrainOptions) -> Result<Vec<Frame>> {
             paths.push(p.clone());
         }
     }
-    if !opts.truth.is_empty() && opts.truth.len() != paths.len() {
-        return Err(Error::Invalid(format!("{} truth maps for {} frames", opts.truth.len(), paths.len())));
+    if !truth_files.is_empty() && truth_files.len() != paths.len() {
+        return Err(Error::Invalid(format!("{} truth maps for {} frames", truth_files.len(), paths.len())));
+    }
+    if paths.is_empty() {
+        return Err(Error::Invalid("no frames: the folders given hold no .npy files".into()));
     }
     let mut frames = Vec::new();
     for (i, path) in paths.iter().enumerate() {
@@ -164,7 +181,7 @@ fn load_frames(opts: &TrainOptions) -> Result<Vec<Frame>> {
         let [c, h, w] = hd.shape[..] else {
             return Err(Error::Npy { path: path.clone(), message: format!("expected (C, H, W), got {:?}", hd.shape) });
         };
-        let truth = match opts.truth.get(i) {
+        let truth = match truth_files.get(i) {
             Some(t) => {
                 let (shape, v) = read_f32(t)?;
                 if shape.iter().product::<usize>() != h * w {
@@ -236,6 +253,11 @@ pub fn train(
     if opts.batch == 0 || opts.grad_accum == 0 {
         return Err(Error::Invalid("--batch and --grad-accum must be at least 1".into()));
     }
+    if let Some((lo, hi)) = opts.height_range
+        && !(lo.is_finite() && hi.is_finite() && lo < hi)
+    {
+        return Err(Error::Invalid(format!("--height-range {lo},{hi}: expected LO,HI with LO < HI")));
+    }
     // Weights: resume > init > fresh.
     let (weights, optim, nbt) = match (&opts.resume, &opts.init) {
         (Some(p), _) | (None, Some(p)) => checkpoint::load(p)?,
@@ -246,13 +268,17 @@ pub fn train(
 
     let frames = if opts.frames.is_empty() {
         (0..opts.synthetic.max(1))
-            .map(|i| synthetic_frame(opts.seed * 1_000_003 + i as u64, opts.synthetic_size, opts.noise))
+            .map(|i| {
+                synthetic_frame(opts.seed * 1_000_003 + i as u64, opts.synthetic_size, opts.noise, opts.height_range)
+            })
             .collect()
     } else {
-        load_frames(opts)?
+        load_frames(&opts.frames, &opts.truth)?
     };
     let val: Vec<Frame> = (0..opts.validation)
-        .map(|i| synthetic_frame(u64::MAX - opts.seed * 7919 - i as u64, opts.synthetic_size, opts.noise))
+        .map(|i| {
+            synthetic_frame(u64::MAX - opts.seed * 7919 - i as u64, opts.synthetic_size, opts.noise, opts.height_range)
+        })
         .collect();
     let steps = match opts.epochs {
         Some(e) => e * frames.len().div_ceil(opts.batch * opts.grad_accum),
@@ -297,6 +323,7 @@ pub fn train(
         input_scale,
         precision,
         loss_scaling: precision == Precision::F16,
+        frozen_bn: false,
     };
     let mut trainer = UNetTrainer::new(gpu, &weights, opts.batch, ph, pw, tcfg)?;
     if let Some(o) = &optim {

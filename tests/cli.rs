@@ -331,3 +331,64 @@ fn pinn_eval_matches_pytorch() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "a U-Net is not a cPIKAN: {:?}", stderr_lines(&o));
 }
+
+/// A u8 (16, size, size) frame of random surface `seed` with noise σ = 2 counts.
+fn random_frame(path: &Path, seed: u64, size: usize) {
+    let heights = psi_gpu::psi::generate::random_heights_cpu(seed, size, size);
+    let cfg = synth::SynthConfig { noise: 2.0, seed, ..Default::default() };
+    let bytes = synth::quantize_u8(&synth::buckets(&heights, size, size, &cfg));
+    write_npy(path, HostType::U8, &[16, size, size], &bytes);
+}
+
+#[test]
+fn finetune_lowers_the_physics_loss_of_the_chosen_layers() {
+    let d = dir("finetune");
+    let (f1, f2, hold) = (d.join("a.npy"), d.join("b.npy"), d.join("held.npy"));
+    random_frame(&f1, 1, 48);
+    random_frame(&f2, 2, 48);
+    random_frame(&hold, 3, 48);
+    let init = fixture("train_step_init.safetensors");
+    let out = d.join("ft.safetensors");
+    let o = bin()
+        .args(["finetune", "--weights", init.to_str().unwrap(), "--frames", f1.to_str().unwrap(), f2.to_str().unwrap()])
+        .args(["--holdout", hold.to_str().unwrap(), "--patch", "32", "--crops", "2", "--batch", "2"])
+        .args(["--iterations", "8", "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let losses = |line: &str| -> (f64, f64) {
+        let l = text.lines().find(|l| l.contains(line)).unwrap_or_else(|| panic!("no '{line}' in {text}"));
+        let mut it = l.rsplit("loss ").next().unwrap().split(" -> ").map(|v| v.trim().parse::<f64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let (before, after) = losses("finetuned");
+    assert!(after < 0.95 * before, "fine-tuning did not lower the loss: {text}");
+    assert!(text.contains("held-out frames: physics loss"), "{text}");
+    let (a, _, nbt_a) = psi_gpu::io::checkpoint::load(&init).unwrap();
+    let (b, _, nbt_b) = psi_gpu::io::checkpoint::load(&out).unwrap();
+    assert_eq!(nbt_a, nbt_b);
+    assert_eq!(a.metadata_f32("input_scale").unwrap(), None);
+    assert_eq!(b.metadata_f32("input_scale").unwrap(), Some(1.0 / 255.0));
+    let mut changed = 0;
+    for (name, t) in &a.tensors {
+        let same = t.data == b.tensors[name].data;
+        if name.starts_with("up4.") || name.starts_with("outc.") {
+            changed += !same as usize;
+        } else {
+            assert!(same, "{name} changed although only the head was fine-tuned");
+        }
+    }
+    assert!(changed >= 3, "only {changed} head tensors changed");
+
+    // A prefix that selects nothing is a clear error, and nothing is written.
+    let bad = d.join("bad.safetensors");
+    let o = bin()
+        .args(["finetune", "--weights", init.to_str().unwrap(), "--frames", f1.to_str().unwrap()])
+        .args(["--layers", "decoder9", "--patch", "32", "-o", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{:?}", stderr_lines(&o));
+    assert!(stderr_lines(&o).iter().any(|l| l.contains("selects no parameter")), "{:?}", stderr_lines(&o));
+    assert!(!bad.exists());
+}

@@ -1,5 +1,5 @@
 //! Training-side layer kernels: BatchNorm2d in training mode (statistics, forward + ReLU, running
-//! statistics, backward), ReLU backward, max-pool backward and bilinear-upsample + pad backward.
+//! statistics, backward) and frozen (eval) mode, ReLU backward, max-pool backward and bilinear-upsample + pad backward.
 //! GPU against the f64 CPU references (`reference::layers_grad`) on random shapes through channel
 //! views with accumulation, on every adapter and precision; the references against central finite
 //! differences; and everything against PyTorch's gradients (tests/fixtures/grad_layers_*, made by
@@ -143,7 +143,7 @@ fn batchnorm_matches_reference() {
                 let (gt, bt) = (vector(gpu, &gamma), vector(gpu, &beta));
                 let stats = Tensor::new(gpu, [1, 1, 2, c], Precision::F32, "stats").unwrap();
                 let (rm, rv) = (vector(gpu, &rm0), vector(gpu, &rv0));
-                let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS };
+                let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS, frozen: false };
                 let mut ds_fwd = batchnorm::bn_stats(gpu, x.channels(1, c), &stats).unwrap();
                 ds_fwd.push(batchnorm::bn_forward_relu(gpu, x.channels(1, c), &bn, relu, y.channels(2, c)).unwrap());
                 ds_fwd.push(batchnorm::bn_update_running(gpu, &stats, count, batchnorm::MOMENTUM, &rm, &rv).unwrap());
@@ -213,6 +213,91 @@ fn batchnorm_matches_reference() {
                     assert_close(&db.to_f32(gpu).unwrap(), &want_db, &tol_f32(), &format!("{what}: dbeta"));
                 }
             }
+        }
+    }
+}
+
+/// Eval-mode (frozen) BatchNorm, what `finetune` trains through: the running statistics are
+/// copied into `stats`, the forward normalises with them and the backward treats them as constants:
+/// dx = γ/σ_r·dy', dγ = Σ dy'·x̂, dβ = Σ dy' (f64 CPU reference written out here), checked also
+/// against central finite differences of the forward.
+#[test]
+fn frozen_batchnorm_matches_reference() {
+    let mut rng = Rng::new(23);
+    for (gpu, p) in targets() {
+        for &(n, c, h, w) in &[(2, 3, 5, 7), (1, 4, 1, 1), (2, 2, 40, 70)] {
+            let what = format!("frozen batchnorm {} {p} {n}x{c}x{h}x{w}", gpu.describe());
+            let hw = h * w;
+            let x_host = round_to(p, &rng.vec(n * c * hw, -2.0, 2.0));
+            let dy_host = round_to(p, &rng.vec(n * c * hw, -1.0, 1.0));
+            let gamma = rng.vec(c, 0.5, 1.5);
+            let beta = rng.vec(c, -0.5, 0.5);
+            let (rm0, rv0) = (rng.vec(c, -0.3, 0.3), rng.vec(c, 0.5, 1.5));
+            // CPU reference in f64.
+            let inv: Vec<f64> = rv0.iter().map(|&v| 1.0 / (v as f64 + 1e-5).sqrt()).collect();
+            let pre = |x: &[f64], i: usize| {
+                let k = (i / hw) % c;
+                (x[i] - rm0[k] as f64) * inv[k] * gamma[k] as f64 + beta[k] as f64
+            };
+            let xd = f64s(&x_host);
+            let want_y: Vec<f32> = (0..xd.len()).map(|i| pre(&xd, i).max(0.0) as f32).collect();
+            let (mut want_dx, mut want_dg, mut want_db) = (vec![0f32; xd.len()], vec![0f64; c], vec![0f64; c]);
+            for i in 0..xd.len() {
+                let k = (i / hw) % c;
+                let g = if pre(&xd, i) > 0.0 { dy_host[i] as f64 } else { 0.0 };
+                want_dx[i] = (g * gamma[k] as f64 * inv[k]) as f32;
+                want_dg[k] += g * (xd[i] - rm0[k] as f64) * inv[k];
+                want_db[k] += g;
+            }
+            // Finite differences of L = Σ dy·y with respect to a few inputs agree with the reference.
+            if p == Precision::F32 {
+                let loss = |x: &[f64]| (0..x.len()).map(|i| dy_host[i] as f64 * pre(x, i).max(0.0)).sum::<f64>();
+                for i in [0, xd.len() / 2, xd.len() - 1] {
+                    let (mut a, mut b) = (xd.clone(), xd.clone());
+                    a[i] += 1e-6;
+                    b[i] -= 1e-6;
+                    let fd = (loss(&a) - loss(&b)) / 2e-6;
+                    assert!(
+                        (fd - want_dx[i] as f64).abs() < 1e-5,
+                        "{what}: reference dx[{i}] {} vs fd {fd}",
+                        want_dx[i]
+                    );
+                }
+            }
+
+            let x = Tensor::from_f32(gpu, [n, c, h, w], p, &x_host).unwrap();
+            let y = Tensor::new(gpu, [n, c, h, w], p, "y").unwrap();
+            let dy = Tensor::from_f32(gpu, [n, c, h, w], p, &dy_host).unwrap();
+            let dx = Tensor::new(gpu, [n, c, h, w], p, "dx").unwrap();
+            let (gt, bt) = (vector(gpu, &gamma), vector(gpu, &beta));
+            let (rm, rv) = (vector(gpu, &rm0), vector(gpu, &rv0));
+            let (dg, db) = (vector(gpu, &vec![0.0; c]), vector(gpu, &vec![0.0; c]));
+            let stats = Tensor::new(gpu, [1, 1, 2, c], Precision::F32, "stats").unwrap();
+            let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS, frozen: true };
+            let grads = BnParamGrads { dgamma: &dg, dbeta: &db, accumulate: false };
+            let mut d = vec![batchnorm::bn_stats_from_running(gpu, &rm, &rv, &stats).unwrap()];
+            d.push(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, y.view()).unwrap());
+            d.extend(
+                batchnorm::bn_backward(
+                    gpu,
+                    dy.view(),
+                    x.view(),
+                    ReluMask::Output(y.view()),
+                    &bn,
+                    &grads,
+                    dx.view(),
+                    false,
+                )
+                .unwrap(),
+            );
+            run(gpu, &d);
+            assert_close(&y.to_f32(gpu).unwrap(), &want_y, &tol(p), &format!("{what}: y"));
+            assert_close(&dx.to_f32(gpu).unwrap(), &want_dx, &tol(p), &format!("{what}: dx"));
+            assert_close(&dg.to_f32(gpu).unwrap(), &f32s(&want_dg), &tol_f32(), &format!("{what}: dgamma"));
+            assert_close(&db.to_f32(gpu).unwrap(), &f32s(&want_db), &tol_f32(), &format!("{what}: dbeta"));
+            // The running statistics are only read.
+            assert_eq!(rm.to_f32(gpu).unwrap(), rm0, "{what}: running mean changed");
+            assert_eq!(rv.to_f32(gpu).unwrap(), rv0, "{what}: running var changed");
         }
     }
 }
@@ -480,7 +565,7 @@ fn batchnorm_matches_pytorch() {
             let (gt, bt) = (vector(gpu, &get(&k("gamma"))), vector(gpu, &get(&k("beta"))));
             let (rm, rv) = (vector(gpu, &get(&k("running_mean"))), vector(gpu, &get(&k("running_var"))));
             let stats = Tensor::new(gpu, [1, 1, 2, c], Precision::F32, "stats").unwrap();
-            let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS };
+            let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS, frozen: false };
             let mut ds = batchnorm::bn_stats(gpu, x.view(), &stats).unwrap();
             ds.push(batchnorm::bn_forward_relu(gpu, x.view(), &bn, relu, y.view()).unwrap());
             ds.push(batchnorm::bn_update_running(gpu, &stats, n * h * w, batchnorm::MOMENTUM, &rm, &rv).unwrap());
@@ -563,7 +648,7 @@ fn bad_shapes_are_rejected() {
     let x = t([2, 3, 4, 4]);
     assert!(batchnorm::bn_stats(gpu, x.view(), &v(5)).is_err());
     let (g, b) = (v(3), v(3));
-    let bn = BnLayer { gamma: &g, beta: &b, stats: &stats, eps: batchnorm::EPS };
+    let bn = BnLayer { gamma: &g, beta: &b, stats: &stats, eps: batchnorm::EPS, frozen: false };
     let y_small = t([2, 3, 4, 3]);
     assert!(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, y_small.view()).is_err());
     assert!(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, x.view()).is_err(), "in place");

@@ -1,6 +1,8 @@
 //! One training step of the U-Net on the GPU against the same step in PyTorch
 //! (tests/fixtures/make_train_step_fixture.py): BatchNorm in training mode, the physics loss with
-//! smoothness 1e-4, input scale 1/255, Adam lr 1e-3, f32. Every tensor within 2e-4.
+//! smoothness 1e-4, input scale 1/255, Adam lr 1e-3, f32. Every tensor within 2e-4. And the
+//! eval-mode (frozen BatchNorm) gradient fine-tuning uses, against PyTorch's
+//! (tests/fixtures/make_finetune_fixture.py).
 
 mod common;
 
@@ -26,6 +28,7 @@ fn config(precision: Precision) -> TrainConfig {
         input_scale: 1.0 / 255.0,
         precision,
         loss_scaling: false,
+        frozen_bn: false,
     }
 }
 
@@ -67,6 +70,66 @@ fn one_step_matches_pytorch() {
         }
         eprintln!("{}: largest difference after one step {:.2e} ({})", gpu.describe(), worst.0, worst.1);
         assert!(worst.0 < 2e-4, "{}: {} differs by {}", gpu.describe(), worst.1, worst.0);
+    }
+}
+
+/// Fine-tuning's objective: BatchNorm in eval mode. Loss and every parameter gradient as
+/// PyTorch's `model.eval()` backward; running statistics untouched; read/write of the flat
+/// parameters round-trips and changes the output.
+#[test]
+fn eval_mode_gradients_match_pytorch() {
+    let init = Weights::load(&fixture("train_step_init.safetensors")).unwrap();
+    let want = Weights::load(&fixture("finetune_eval_grads.safetensors")).unwrap();
+    let frame = NpyReader::open(&fixture("train_step_frame.npy")).unwrap().read_all().unwrap();
+    for gpu in gpus() {
+        let cfg = TrainConfig { frozen_bn: true, ..config(Precision::F32) };
+        let mut t = UNetTrainer::new(gpu, &init, 1, 32, 48, cfg).unwrap();
+        t.set_frames(gpu, HostType::U8, &frame).unwrap();
+        t.zero_grad(gpu);
+        let loss = t.accumulate(gpu, 1.0).unwrap();
+        let want_loss = want.tensors["loss"].data[0] as f64;
+        let rel = (loss.total as f64 - want_loss).abs() / want_loss;
+        assert!(rel < 1e-5, "{}: eval-mode loss {} vs PyTorch {want_loss}", gpu.describe(), loss.total);
+        let grads = t.read_grads(gpu).unwrap();
+        let mut worst = (0f64, String::new());
+        let mut norm = 0f64;
+        for e in t.layout().entries() {
+            let w = want.get(&e.name, &e.shape).unwrap();
+            let g = &grads[e.offset..e.offset + e.len];
+            let (num, den) = g
+                .iter()
+                .zip(&w.data)
+                .fold((0f64, 0f64), |(n, d), (a, b)| (n + ((a - b) as f64).powi(2), d + (*b as f64).powi(2)));
+            let r = (num / den.max(1e-30)).sqrt();
+            norm += den;
+            if r > worst.0 {
+                worst = (r, e.name.clone());
+            }
+        }
+        eprintln!(
+            "{}: eval-mode loss rel {rel:.1e}, worst gradient relative L2 {:.2e} ({})",
+            gpu.describe(),
+            worst.0,
+            worst.1
+        );
+        assert!(norm > 1.0, "the fixture's gradient is not trivial");
+        assert!(worst.0 < 1e-3, "{}: gradient of {} off by {:.2e}", gpu.describe(), worst.1, worst.0);
+        // Running statistics are not updated in eval mode.
+        for (name, shape, values) in t.state_dict(gpu).unwrap() {
+            if name.contains("running") {
+                assert_eq!(values, init.get(&name, &shape).unwrap().data, "{name} changed in eval mode");
+            }
+        }
+        // Parameters written from the host are what the next forward uses.
+        let p0 = t.read_params(gpu).unwrap();
+        let out0 = t.output(gpu).unwrap();
+        let p1: Vec<f32> = p0.iter().map(|v| v * 1.01).collect();
+        t.write_params(gpu, &p1).unwrap();
+        assert_eq!(t.read_params(gpu).unwrap(), p1);
+        t.zero_grad(gpu);
+        t.accumulate(gpu, 1.0).unwrap();
+        assert_ne!(t.output(gpu).unwrap(), out0, "the forward ignored written parameters");
+        assert!(t.write_params(gpu, &p1[1..]).is_err());
     }
 }
 

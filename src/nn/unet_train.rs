@@ -54,6 +54,10 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Dynamic loss scaling (GradScaler); meant for f16.
     pub loss_scaling: bool,
+    /// BatchNorm in eval mode (`model.eval()`): normalise with the running statistics, leave them
+    /// unchanged, and treat them as constants in the backward. What fine-tuning uses, so that the
+    /// loss it minimises is the one `infer` sees.
+    pub frozen_bn: bool,
 }
 
 /// The U-Net, its optimizer and every buffer of one training step of `n` frames of `h` x `w`.
@@ -224,19 +228,24 @@ impl UNetTrainer {
          -> Result<()> {
             let layer = &layers[li];
             let (gamma, beta) = (par(format!("{}.weight", layer.prefix_bn)), par(format!("{}.bias", layer.prefix_bn)));
-            let bn = BnLayer { gamma: &gamma.value, beta: &beta.value, stats: &layer.stats, eps: batchnorm::EPS };
-            let mut fwd = vec![conv::conv(gpu, &layer.conv, x, view(&layer.z))?];
-            fwd.extend(batchnorm::bn_stats(gpu, view(&layer.z), &layer.stats)?);
-            fwd.push(batchnorm::bn_forward_relu(gpu, view(&layer.z), &bn, true, y)?);
-            let [zn, _, zh, zw] = layer.z.shape;
-            fwd.push(batchnorm::bn_update_running(
-                gpu,
-                &layer.stats,
-                zn * zh * zw,
-                batchnorm::MOMENTUM,
+            let frozen = train.frozen_bn;
+            let bn =
+                BnLayer { gamma: &gamma.value, beta: &beta.value, stats: &layer.stats, eps: batchnorm::EPS, frozen };
+            let (rm, rv) = (
                 &running[&format!("{}.running_mean", layer.prefix_bn)],
                 &running[&format!("{}.running_var", layer.prefix_bn)],
-            )?);
+            );
+            let mut fwd = vec![conv::conv(gpu, &layer.conv, x, view(&layer.z))?];
+            if frozen {
+                fwd.push(batchnorm::bn_stats_from_running(gpu, rm, rv, &layer.stats)?);
+            } else {
+                fwd.extend(batchnorm::bn_stats(gpu, view(&layer.z), &layer.stats)?);
+            }
+            fwd.push(batchnorm::bn_forward_relu(gpu, view(&layer.z), &bn, true, y)?);
+            if !frozen {
+                let [zn, _, zh, zw] = layer.z.shape;
+                fwd.push(batchnorm::bn_update_running(gpu, &layer.stats, zn * zh * zw, batchnorm::MOMENTUM, rm, rv)?);
+            }
             let grads = BnParamGrads { dgamma: &gamma.grad, dbeta: &beta.grad, accumulate: true };
             let dzv = dz[level].channels(0, layer.conv.cout);
             let mut bwd =
@@ -383,7 +392,9 @@ impl UNetTrainer {
             self.tape.record_backward(&mut pass);
         }
         gpu.queue.submit([enc.finish()]);
-        self.num_batches_tracked += 1;
+        if !self.train.frozen_bn {
+            self.num_batches_tracked += 1;
+        }
         self.loss.read(gpu)
     }
 
@@ -396,8 +407,8 @@ impl UNetTrainer {
         gpu.queue.submit([enc.finish()]);
     }
 
-    /// Apply the optimizer to the accumulated gradients with learning rate `lr`.
-    pub fn apply(&mut self, gpu: &Gpu, lr: f64) -> Result<StepReport> {
+    /// Copy every parameter's gradient into the optimizer's flat gradient buffer.
+    fn gather_grads(&self, gpu: &Gpu) {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&self.flat.grads, 0, None);
         for p in self.params.values() {
@@ -406,7 +417,10 @@ impl UNetTrainer {
             }
         }
         gpu.queue.submit([enc.finish()]);
-        let report = self.adam.step(gpu, &mut self.scaler, lr)?;
+    }
+
+    /// Copy the optimizer's flat parameters back into every parameter's own buffer.
+    fn scatter_values(&self, gpu: &Gpu) {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for p in self.params.values() {
             if let Some(off) = p.flat {
@@ -414,7 +428,42 @@ impl UNetTrainer {
             }
         }
         gpu.queue.submit([enc.finish()]);
+    }
+
+    /// Apply the optimizer to the accumulated gradients with learning rate `lr`.
+    pub fn apply(&mut self, gpu: &Gpu, lr: f64) -> Result<StepReport> {
+        self.gather_grads(gpu);
+        let report = self.adam.step(gpu, &mut self.scaler, lr)?;
+        self.scatter_values(gpu);
         Ok(report)
+    }
+
+    /// Where each parameter lives in the flat vectors of [`Self::read_params`] and
+    /// [`Self::read_grads`] (state_dict names and shapes).
+    pub fn layout(&self) -> &ParamLayout {
+        &self.flat.layout
+    }
+
+    /// Every parameter, flat (f32, [`Self::layout`] order).
+    pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.flat.read(gpu)
+    }
+
+    /// Replace every parameter (flat, [`Self::layout`] order); for an optimizer on the host (L-BFGS).
+    pub fn write_params(&mut self, gpu: &Gpu, values: &[f32]) -> Result<()> {
+        if values.len() != self.flat.len() {
+            return Err(Error::Shape(format!("{} parameter values for a model of {}", values.len(), self.flat.len())));
+        }
+        self.flat.upload(gpu, values);
+        self.scatter_values(gpu);
+        Ok(())
+    }
+
+    /// The accumulated gradients, flat ([`Self::layout`] order), multiplied by the loss scale when
+    /// loss scaling is on.
+    pub fn read_grads(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.gather_grads(gpu);
+        self.flat.read_grads(gpu)
     }
 
     /// One plain step: zero_grad, forward/backward on the uploaded batch, optimizer.

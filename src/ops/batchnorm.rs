@@ -1,6 +1,7 @@
-//! Training-mode BatchNorm2d with a fused ReLU, its backward, and the standalone ReLU backward
-//! (`shaders/batchnorm.wgsl`). PyTorch semantics: batch statistics over N·H·W with the biased
-//! variance for normalising, the unbiased one for the running variance.
+//! BatchNorm2d with a fused ReLU, its backward, and the standalone ReLU backward
+//! (`shaders/batchnorm.wgsl`). PyTorch semantics. Training mode: batch statistics over N·H·W
+//! with the biased variance for normalising, the unbiased one for the running variance. Eval
+//! (frozen) mode, for fine-tuning: the running statistics, constants for the backward.
 //!
 //! Activations and their gradients are channel views in the storage precision; the per-channel
 //! buffers (γ, β, statistics, running statistics, dγ, dβ) are f32 tensors. Reductions are
@@ -21,6 +22,7 @@ static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partia
 static STATS_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_combine" };
 static FORWARD: Kernel = Kernel { shader: &SHADER, entry: "bn_forward" };
 static UPDATE_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_update_running" };
+static FROM_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_from_running" };
 static BACKWARD_PREP: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_prep" };
 static BACKWARD_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_partial" };
 static BACKWARD_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_combine" };
@@ -56,7 +58,7 @@ struct BnParams {
     eps: f32,
     momentum: f32,
     unbias: f32,
-    _pad: u32,
+    frozen: u32,
 }
 
 impl BnParams {
@@ -83,9 +85,12 @@ pub struct BnLayer<'a> {
     pub gamma: &'a Tensor,
     /// β (`bias`), f32, one value per channel.
     pub beta: &'a Tensor,
-    /// This batch's statistics from `bn_stats`: f32, mean[c] followed by the biased variance[c].
+    /// This batch's statistics from `bn_stats`: f32, mean[c] followed by the biased variance[c];
+    /// in eval mode the running statistics, from `bn_stats_from_running`.
     pub stats: &'a Tensor,
     pub eps: f32,
+    /// Eval mode: `stats` are constants (running statistics), not functions of the batch.
+    pub frozen: bool,
 }
 
 /// Where the backward of a fused BatchNorm + ReLU takes the ReLU mask from.
@@ -214,6 +219,26 @@ pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatc
     Ok(vec![pass1, pass2])
 }
 
+/// Eval mode: copy the running statistics into `stats` (f32, `2 * channels`: means, variances),
+/// for `bn_forward_relu` and `bn_backward` of a layer with `frozen` set.
+pub fn bn_stats_from_running(
+    gpu: &Gpu,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    stats: &Tensor,
+) -> Result<Dispatch> {
+    let c = running_mean.len();
+    check_f32(stats, 2 * c, "statistics")?;
+    check_f32(running_var, c, "running variance")?;
+    check_f32(running_mean, c, "running mean")?;
+    if std::ptr::eq(running_mean, running_var) {
+        return Err(Error::Shape("BatchNorm running mean and variance must be different tensors".into()));
+    }
+    let p = BnParams { c: c as u32, ..Default::default() };
+    let bufs = [(15, &running_mean.buffer), (16, &running_var.buffer), (6, &stats.buffer)];
+    Dispatch::new(gpu, &FROM_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
+}
+
 /// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch statistics `bn.stats`, written
 /// into the view `y` (for example a channel slot of a concatenation).
 pub fn bn_forward_relu(gpu: &Gpu, x: ChannelView, bn: &BnLayer, relu: bool, y: ChannelView) -> Result<Dispatch> {
@@ -268,8 +293,9 @@ pub fn bn_update_running(
 
 /// Backward of `y = relu?(BatchNorm(x))` in training mode, given `dy`:
 /// `dγ (+)= Σ dy'·x̂`, `dβ (+)= Σ dy'` and
-/// `dx (+)= γ/σ·(dy' − mean(dy') − x̂·mean(dy'·x̂))`, with `dy' = dy·mask`. `bn.stats` must be
-/// the statistics the forward used. Four launches: coefficients, chunk partials, combine, dx.
+/// `dx (+)= γ/σ·(dy' − mean(dy') − x̂·mean(dy'·x̂))`, with `dy' = dy·mask`; with `bn.frozen`
+/// (eval mode) `dx (+)= γ/σ·dy'`. `bn.stats` must be the statistics the forward used. Four
+/// launches: coefficients, chunk partials, combine, dx.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward(
     gpu: &Gpu,
@@ -290,7 +316,9 @@ pub fn bn_backward(
     if std::ptr::eq(grads.dgamma, grads.dbeta) {
         return Err(Error::Shape("BatchNorm backward: dgamma and dbeta must be different tensors".into()));
     }
-    check_count(&x)?;
+    if !bn.frozen {
+        check_count(&x)?;
+    }
     let (mode, yv) = match relu {
         ReluMask::None => (0, x),
         ReluMask::Output(y) => {
@@ -311,6 +339,7 @@ pub fn bn_backward(
         accumulate: accumulate_dx as u32,
         accumulate_params: grads.accumulate as u32,
         eps: bn.eps,
+        frozen: bn.frozen as u32,
         ..BnParams::of(&x)
     };
     let precision = x.tensor.precision;
