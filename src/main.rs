@@ -272,6 +272,13 @@ struct GenerateArgs {
     shape: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Random surfaces only: heights × this (e.g. 0.02 with --height-offset 1.25 keeps them within
+    /// one 2.5 µm fringe of 5 µm light).
+    #[arg(long, default_value_t = 1.0)]
+    height_scale: f32,
+    /// Random surfaces only: added to the heights, µm.
+    #[arg(long, default_value_t = 0.0)]
+    height_offset: f32,
     /// Gaussian noise σ in counts.
     #[arg(long, default_value_t = 0.0)]
     noise: f32,
@@ -742,6 +749,8 @@ fn generate_command(a: GenerateArgs, gpu_opts: &GpuOptions) -> Result<()> {
         noise: a.noise,
         seed: a.seed,
         shape,
+        height_scale: a.height_scale,
+        height_offset: a.height_offset,
         ..Default::default()
     };
     let gpu = Gpu::new(gpu_opts)?;

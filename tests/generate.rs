@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::gpus;
 use psi_gpu::Gpu;
 use psi_gpu::io::npy::{NpyReader, read_f32};
-use psi_gpu::psi::generate::{GenerateOptions, GenerateStats, Shape, generate, model_cpu, random_heights_cpu};
+use psi_gpu::psi::generate::{
+    GenerateOptions, GenerateStats, Shape, generate, heights_cpu, model_cpu, random_heights_cpu,
+};
 use psi_gpu::psi::synth;
 use psi_gpu::tensor::HostType;
 
@@ -278,6 +280,27 @@ fn random_surfaces_match_the_cpu_and_differ_by_seed() {
             }
         }
     }
+}
+
+/// `height_scale`/`height_offset` map a random surface affinely, on the GPU as on the CPU.
+#[test]
+fn scaled_random_surfaces_match_the_cpu() {
+    let (h, w) = (23, 37);
+    let base = GenerateOptions { shape: Shape::Random, seed: 5, band_rows: 7, ..seed_opts(h, w, HostType::F32) };
+    let scaled = GenerateOptions { height_scale: 0.02, height_offset: 1.25, ..base.clone() };
+    for gpu in gpus() {
+        let (f0, f1) = (run(gpu, &base), run(gpu, &scaled));
+        let want = heights_cpu(&scaled);
+        let e = max_abs_diff(f1.truth.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
+        assert!(e <= 1e-5, "{}: scaled heights off by {e:e} µm", gpu.describe());
+        let e = max_abs_diff(f1.truth.iter().map(|&v| v as f64), f0.truth.iter().map(|&v| 1.25 + 0.02 * v as f64));
+        assert!(e <= 1e-5, "{}: not 1.25 + 0.02 h ({e:e})", gpu.describe());
+        assert!(f1.truth.iter().all(|&v| (0.05..=2.45).contains(&v)), "outside 1.25 ± 1.2 µm");
+        let got: &[f32] = bytemuck::cast_slice(&f1.bytes);
+        assert!(max_abs_diff(got.iter().map(|&v| v as f64), model_cpu(&scaled, &f1.truth)) <= 1e-4);
+    }
+    let bad = GenerateOptions { height_scale: 2.0, ..seed_opts(h, w, HostType::F32) };
+    assert!(bad.validate().is_err(), "a scale on the seed surface is rejected");
 }
 
 #[test]

@@ -77,6 +77,10 @@ pub struct GenerateOptions {
     /// Seeds the random surface, the A/B variation and the noise.
     pub seed: u64,
     pub shape: Shape,
+    /// Random surfaces only: heights become `height_offset + height_scale·h` (for example scale
+    /// 0.02 and offset 1.25 keep |h| ≤ 60 µm within one 2.5 µm fringe of 5 µm light).
+    pub height_scale: f32,
+    pub height_offset: f32,
     /// Rows per GPU band (reduced to fit the adapter's limits and a 32 MiB band buffer).
     pub band_rows: usize,
 }
@@ -113,6 +117,8 @@ impl Default for GenerateOptions {
             noise: 0.0,
             seed: 0,
             shape: Shape::Seed,
+            height_scale: 1.0,
+            height_offset: 0.0,
             band_rows: 256,
         }
     }
@@ -156,6 +162,15 @@ impl GenerateOptions {
         }
         if !(self.noise.is_finite() && self.noise >= 0.0) {
             return Err(Error::Invalid(format!("noise σ = {} must be finite and at least 0", self.noise)));
+        }
+        if !(self.height_scale.is_finite() && self.height_offset.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "height scale {} and offset {} must be finite",
+                self.height_scale, self.height_offset
+            )));
+        }
+        if self.shape == Shape::Seed && (self.height_scale != 1.0 || self.height_offset != 0.0) {
+            return Err(Error::Invalid("a height scale or offset needs --shape random".into()));
         }
         if !(self.ab_variation.is_finite() && (0.0..1.0).contains(&self.ab_variation)) {
             return Err(Error::Invalid(format!(
@@ -313,9 +328,26 @@ fn coord(i: usize, n: usize) -> f64 {
     if n > 1 { -1.0 + 2.0 * i as f64 / (n - 1) as f64 } else { -1.0 }
 }
 
+/// The terms of `opts`' random surface: [`random_terms`] with amplitudes × `height_scale`, plus
+/// a constant `height_offset` (a Gaussian of zero width parameter, exactly `amp` everywhere).
+pub fn surface_terms(opts: &GenerateOptions) -> Vec<Term> {
+    let mut terms = random_terms(opts.seed);
+    for t in &mut terms {
+        t.amp *= opts.height_scale;
+    }
+    if opts.height_offset != 0.0 {
+        terms.push(Term { kind: TermKind::Gaussian, amp: opts.height_offset, center: [0.0; 2], p: [0.0; 4] });
+    }
+    terms
+}
+
 /// The random surface of `seed` on `height` rows × `width` columns (µm), evaluated in f64.
 pub fn random_heights_cpu(seed: u64, height: usize, width: usize) -> Vec<f32> {
-    let terms = random_terms(seed);
+    heights_from_terms(&random_terms(seed), height, width)
+}
+
+/// A surface given by `terms` on `height` rows × `width` columns (µm), evaluated in f64.
+fn heights_from_terms(terms: &[Term], height: usize, width: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(height * width);
     for r in 0..height {
         let y = coord(r, height) as f32 as f64;
@@ -332,7 +364,7 @@ pub fn random_heights_cpu(seed: u64, height: usize, width: usize) -> Vec<f32> {
 pub fn heights_cpu(opts: &GenerateOptions) -> Vec<f32> {
     match opts.shape {
         Shape::Seed => synth::seed_heights(opts.height, opts.width),
-        Shape::Random => random_heights_cpu(opts.seed, opts.height, opts.width),
+        Shape::Random => heights_from_terms(&surface_terms(opts), opts.height, opts.width),
     }
 }
 
@@ -513,7 +545,7 @@ pub fn generate(
     let coords = init("synth coords", bytemuck::cast_slice(&coordinate_tables(h, w)));
     let terms = match opts.shape {
         Shape::Seed => Vec::new(),
-        Shape::Random => random_terms(opts.seed),
+        Shape::Random => surface_terms(opts),
     };
     let mut term_data: Vec<f32> = terms
         .iter()
