@@ -600,6 +600,10 @@ fn finetune_command(a: FinetuneArgs, gpu_opts: &GpuOptions) -> Result<()> {
     Ok(())
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
 fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
     let schedule = match a.schedule.split(':').collect::<Vec<_>>()[..] {
         ["constant"] => LrSchedule::Constant,
@@ -669,7 +673,8 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
     })?;
     bar.finish_and_clear();
     println!(
-        "trained {} steps on {} ({}): {:.3} s/step, loss {:.4} -> {:.4}, {} skipped (overflow), GPU {:.1} MiB",
+        "trained {} steps on {} ({}): {:.3} s/step, loss {:.4} -> {:.4}, {} skipped (overflow), \
+         GPU {:.1} MiB per step (activations {:.1}, their gradients {:.1}, parameters + Adam {:.1}, scratch {:.1})",
         r.steps,
         gpu.describe(),
         r.precision,
@@ -677,7 +682,11 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
         r.first_loss,
         r.last_loss,
         r.skipped_steps,
-        r.bytes as f64 / 1048576.0
+        mib(r.memory.total()),
+        mib(r.memory.activations),
+        mib(r.memory.gradients),
+        mib(r.memory.parameters),
+        mib(r.memory.scratch)
     );
     for v in &r.validations {
         println!(

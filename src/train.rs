@@ -13,7 +13,7 @@ use crate::io::npy::{NpyReader, read_f32};
 use crate::io::weights::Weights;
 use crate::nn::init::{he_init, to_weights};
 use crate::nn::unet::UNet;
-use crate::nn::unet_train::{TrainConfig, UNetTrainer};
+use crate::nn::unet_train::{MemoryUse, TrainConfig, UNetTrainer};
 use crate::ops::convert::{RawBuffer, from_raw};
 use crate::optim::{AdamConfig, LrSchedule};
 use crate::psi::classical::{Classical, ClassicalConfig};
@@ -210,7 +210,8 @@ pub struct TrainReport {
     pub first_loss: f32,
     pub last_loss: f32,
     pub validations: Vec<Validation>,
-    pub bytes: u64,
+    /// GPU bytes of the training step, by role (fixed for the run).
+    pub memory: MemoryUse,
     pub precision: Precision,
     pub skipped_steps: usize,
 }
@@ -438,7 +439,7 @@ pub fn train(
         first_loss,
         last_loss,
         validations,
-        bytes: trainer.bytes(),
+        memory: trainer.memory(),
         precision,
         skipped_steps: skipped,
     })

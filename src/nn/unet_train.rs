@@ -81,8 +81,30 @@ pub struct UNetTrainer {
     relayouts: Vec<Dispatch>,
     tape: Tape,
     _keep: Vec<Tensor>,
-    /// Bytes of every buffer the trainer allocated.
-    bytes: u64,
+    _scratch: Option<wgpu::Buffer>,
+    memory: MemoryUse,
+}
+
+/// GPU bytes a [`UNetTrainer`] allocated, by role; fixed for its lifetime (a static plan).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Model input, loss frame and truth, and every forward activation the backward reads
+    /// (convolution outputs, BatchNorm+ReLU outputs, concatenations, pooled maps, statistics).
+    pub activations: u64,
+    /// Gradients of activations: one set of buffers per resolution level, shared by the encoder and
+    /// decoder blocks of that level (their backward launches never overlap).
+    pub gradients: u64,
+    /// Parameters and their gradients (per-tensor buffers), running statistics, and the optimizer's
+    /// flat values, gradients and two moments.
+    pub parameters: u64,
+    /// Partial sums of the weight gradients: one buffer shared by every layer.
+    pub scratch: u64,
+}
+
+impl MemoryUse {
+    pub fn total(&self) -> u64 {
+        self.activations + self.gradients + self.parameters + self.scratch
+    }
 }
 
 fn f32_tensor(gpu: &Gpu, data: &[f32], label: &str) -> Result<Tensor> {
@@ -193,6 +215,20 @@ impl UNetTrainer {
             }
         }
         let outc = ConvWeights::trainable(gpu, p, [n_classes, b, 1])?;
+        // One partial-sum scratch for every weight gradient: they run one after another.
+        let mut scratch_bytes = conv::grad_weight_scratch_bytes(gpu, [n_classes, b, 1], [n, h, w]);
+        for ((_, _, cin, cout), &l) in layer_specs.iter().zip(&levels) {
+            scratch_bytes =
+                scratch_bytes.max(conv::grad_weight_scratch_bytes(gpu, [*cout, *cin, 3], [n, h >> l, w >> l]));
+        }
+        let gw_scratch = (scratch_bytes > 0).then(|| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("conv weight gradient partial sums (shared)"),
+                size: scratch_bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        });
 
         let mut relayouts = Vec::new();
         for layer in &layers {
@@ -251,7 +287,7 @@ impl UNetTrainer {
             let mut bwd =
                 batchnorm::bn_backward(gpu, dy, view(&layer.z), ReluMask::Output(y), &bn, &grads, dzv, false)?;
             let wgrad = &par(format!("{}.weight", layer.prefix_conv)).grad;
-            bwd.extend(conv::conv_grad_weight(gpu, &layer.conv, x, dzv, &wgrad.buffer, true)?);
+            bwd.extend(conv::conv_grad_weight_in(gpu, &layer.conv, x, dzv, &wgrad.buffer, true, gw_scratch.as_ref())?);
             if let Some((dxv, acc)) = dx {
                 bwd.push(conv::conv_grad_input(gpu, &layer.conv, dzv, dxv, acc)?);
             }
@@ -299,17 +335,35 @@ impl UNetTrainer {
         }
         // Output convolution with bias.
         let fwd = vec![conv::conv(gpu, &outc, view(&up_out[0]), view(&output))?];
-        let mut bwd = conv::conv_grad_weight(
+        let mut bwd = conv::conv_grad_weight_in(
             gpu,
             &outc,
             view(&up_out[0]),
             view(&doutput),
             &params["outc.conv.weight"].grad.buffer,
             true,
+            gw_scratch.as_ref(),
         )?;
         bwd.push(conv::conv_grad_bias(gpu, view(&doutput), &params["outc.conv.bias"].grad.buffer, true)?);
         bwd.push(conv::conv_grad_input(gpu, &outc, view(&doutput), view(&dup_out[0]), false)?);
         tape.push("outc", fwd, bwd);
+
+        let size = |ts: &[&Tensor]| ts.iter().map(|t| t.buffer.size()).sum::<u64>();
+        let mut acts: Vec<&Tensor> = vec![&input, &frame, &truth, &output, &x5];
+        acts.extend(cat.iter().chain(&pooled).chain(&up_out));
+        for layer in &layers {
+            acts.extend([&layer.z, &layer.stats].into_iter().chain(layer.y.as_ref()));
+        }
+        let mut grads: Vec<&Tensor> = vec![&dx5, &doutput];
+        grads.extend(dcat.iter().chain(&dpooled).chain(&dz).chain(&dmid).chain(&dup_out));
+        let param_tensors: Vec<&Tensor> =
+            params.values().flat_map(|p| [&p.value, &p.grad]).chain(running.values()).collect();
+        let memory = MemoryUse {
+            activations: size(&acts),
+            gradients: size(&grads),
+            parameters: size(&param_tensors) + 4 * flat.values.size(),
+            scratch: gw_scratch.as_ref().map_or(0, |b| b.size()),
+        };
 
         let mut keep = vec![x5, dx5, doutput];
         keep.extend(cat);
@@ -326,9 +380,7 @@ impl UNetTrainer {
             keep.extend(layer.y);
         }
         let num_batches_tracked = 0;
-        let tensors = keep.iter().chain(params.values().flat_map(|p| [&p.value, &p.grad])).chain(running.values());
-        let bytes = tensors.chain([&input, &frame, &truth, &output]).map(|t| t.buffer.size()).sum::<u64>()
-            + 4 * flat.values.size();
+        let _scratch = gw_scratch;
         Ok(UNetTrainer {
             config,
             train,
@@ -348,7 +400,8 @@ impl UNetTrainer {
             relayouts,
             tape,
             _keep: keep,
-            bytes,
+            _scratch,
+            memory,
         })
     }
 
@@ -502,9 +555,15 @@ impl UNetTrainer {
     }
 
     /// Bytes of every buffer the trainer allocated (activations kept for the backward, gradients,
-    /// parameters with the optimizer's flat copies and moments); fixed for the trainer's lifetime.
+    /// parameters with the optimizer's flat copies and moments, scratch); fixed for the trainer's
+    /// lifetime. Small per-launch reduction buffers (BatchNorm partials, a few KiB) are not counted.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.memory.total()
+    }
+
+    /// [`Self::bytes`] by role.
+    pub fn memory(&self) -> MemoryUse {
+        self.memory
     }
 
     /// Optimizer state for a checkpoint: step count, moments, loss scale and growth tracker.

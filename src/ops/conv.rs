@@ -347,35 +347,76 @@ pub fn conv_grad_weight(
     dw: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    let p = view_params(w.precision, [w.cin, w.cout], &x, &dy, "convolution weight gradient")?;
-    let kk = w.k * w.k;
-    let total = w.cout * w.cin * kk;
-    check_f32_buffer(dw, total, &format!("weight gradient {}", w.shape()))?;
-    let (n, h, wd) = (x.n(), x.h(), x.w());
-    let (kernel, tile, strips) = if w.k == 3 {
-        (&CONV3X3_GRAD_WEIGHT, GW_TILE_3X3, n * h * wd.div_ceil(GW_TILE_3X3[0]))
+    let bytes = grad_weight_scratch_bytes(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
+    let scratch = if bytes > 0 { Some(zeroed(gpu, "conv weight gradient partial sums", bytes)?) } else { None };
+    conv_grad_weight_in(gpu, w, x, dy, dw, accumulate, scratch.as_ref())
+}
+
+/// How [`conv_grad_weight`] splits the pixels: (chunks, strips per chunk, strips).
+fn grad_weight_split(gpu: &Gpu, [cout, cin, k]: [usize; 3], [n, h, wd]: [usize; 3]) -> (usize, usize, usize) {
+    let total = cout * cin * k * k;
+    let (tile, strips) = if k == 3 {
+        (GW_TILE_3X3, n * h * wd.div_ceil(GW_TILE_3X3[0]))
     } else {
-        (&CONV1X1_GRAD_WEIGHT, GW_TILE_1X1, n * (h * wd).div_ceil(GW_TILE_1X1[0]))
+        (GW_TILE_1X1, n * (h * wd).div_ceil(GW_TILE_1X1[0]))
     };
-    let (ci_tiles, oc_tiles) = (w.cin.div_ceil(tile[1]), w.cout.div_ceil(tile[2]));
+    let (ci_tiles, oc_tiles) = (cin.div_ceil(tile[1]), cout.div_ceil(tile[2]));
     let by_work = GW_TARGET_WORKGROUPS.div_ceil(ci_tiles * oc_tiles);
     let by_strips = strips.div_ceil(GW_MIN_STRIPS);
     let by_memory = (GW_SCRATCH_BYTES.min(gpu.max_binding()) / (total as u64 * 4)) as usize;
     let chunks = by_work.min(by_strips).min(by_memory).max(1);
     let per = strips.div_ceil(chunks).max(1);
-    let chunks = strips.div_ceil(per).max(1);
+    (strips.div_ceil(per).max(1), per, strips)
+}
+
+/// Bytes of the partial-sum scratch the weight gradient of a `[cout, cin, k]` convolution over
+/// an `[n, h, w]` input needs (0: none). A trainer can give every layer one shared buffer of the
+/// largest size: the layers' backward launches run one after another.
+pub fn grad_weight_scratch_bytes(gpu: &Gpu, shape: [usize; 3], input: [usize; 3]) -> u64 {
+    let (chunks, _, _) = grad_weight_split(gpu, shape, input);
+    let total = shape[0] * shape[1] * shape[2] * shape[2];
+    if chunks == 1 { 0 } else { (chunks * total) as u64 * 4 }
+}
+
+/// [`conv_grad_weight`] with a caller-owned `scratch` of at least [`grad_weight_scratch_bytes`]
+/// (may be shared with other launches that do not run concurrently).
+pub fn conv_grad_weight_in(
+    gpu: &Gpu,
+    w: &ConvWeights,
+    x: ChannelView,
+    dy: ChannelView,
+    dw: &wgpu::Buffer,
+    accumulate: bool,
+    scratch: Option<&wgpu::Buffer>,
+) -> Result<Vec<Dispatch>> {
+    let p = view_params(w.precision, [w.cin, w.cout], &x, &dy, "convolution weight gradient")?;
+    let kk = w.k * w.k;
+    let total = w.cout * w.cin * kk;
+    check_f32_buffer(dw, total, &format!("weight gradient {}", w.shape()))?;
+    let kernel = if w.k == 3 { &CONV3X3_GRAD_WEIGHT } else { &CONV1X1_GRAD_WEIGHT };
+    let tile = if w.k == 3 { GW_TILE_3X3 } else { GW_TILE_1X1 };
+    let (chunks, per, strips) = grad_weight_split(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
     let p = ConvParams { kk: kk as u32, strips: strips as u32, chunk: per as u32, ..p };
-    let groups = [ci_tiles as u32, oc_tiles as u32, chunks as u32];
+    let groups = [w.cin.div_ceil(tile[1]) as u32, w.cout.div_ceil(tile[2]) as u32, chunks as u32];
     let (xb, dyb) = (&x.tensor.buffer, &dy.tensor.buffer);
     if chunks == 1 {
         let p = ConvParams { accumulate: accumulate as u32, ..p };
         return Ok(vec![Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, dw)], groups)?]);
     }
-    let scratch = zeroed(gpu, "conv weight gradient partial sums", (chunks * total) as u64 * 4)?;
-    let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, &scratch)], groups)?;
+    let need = (chunks * total) as u64 * 4;
+    let scratch = match scratch {
+        Some(b) if b.size() >= need => b,
+        _ => {
+            return Err(Error::Shape(format!(
+                "convolution weight gradient {} needs a scratch buffer of {need} bytes",
+                w.shape()
+            )));
+        }
+    };
+    let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, scratch)], groups)?;
     let rp = ConvParams { accumulate: accumulate as u32, chunk: chunks as u32, ..p };
     let [gx, gy] = grid_1d(gpu, total, 64);
-    let reduce = Dispatch::new(gpu, &GRAD_WEIGHT_REDUCE, w.precision, &rp, &[(12, &scratch), (11, dw)], [gx, gy, 1])?;
+    let reduce = Dispatch::new(gpu, &GRAD_WEIGHT_REDUCE, w.precision, &rp, &[(12, scratch), (11, dw)], [gx, gy, 1])?;
     Ok(vec![partial, reduce])
 }
 
