@@ -391,4 +391,15 @@ fn finetune_lowers_the_physics_loss_of_the_chosen_layers() {
     assert_eq!(o.status.code(), Some(2), "{:?}", stderr_lines(&o));
     assert!(stderr_lines(&o).iter().any(|l| l.contains("selects no parameter")), "{:?}", stderr_lines(&o));
     assert!(!bad.exists());
+
+    // train: an empty height range is rejected before anything runs.
+    for range in ["2,1", "x,1"] {
+        let o = bin()
+            .args(["train", "--height-range", range, "--steps", "1", "-o", bad.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{range}: {:?}", stderr_lines(&o));
+        assert!(stderr_lines(&o).iter().any(|l| l.contains("--height-range")), "{:?}", stderr_lines(&o));
+        assert!(!bad.exists());
+    }
 }
