@@ -5,7 +5,8 @@
 //! adapter. The same for the forward-mode input derivatives (u, u_x, u_y, u_xx, u_yy): kernels and
 //! network against the reference, the reference against finite differences of the forward, and
 //! PyTorch autograd. And the backward of the derivative pass: the reference against finite
-//! differences of a scalar loss on the derivative channels, kernels and network against the reference.
+//! differences of a scalar loss on the derivative channels, kernels and network against the reference,
+//! and the network against PyTorch (second-order autograd through an explicit LayerNorm).
 
 mod common;
 
@@ -667,6 +668,73 @@ fn gpu_derivative_backward_matches_reference() {
             }
             worst = worst.max(check(&grads.coords, &want.coords, 1e-4, &format!("{what} dcoords")));
             eprintln!("{what}: derivative backward vs reference worst relative L2 {worst:.2e}");
+        }
+    }
+}
+
+/// All parameter gradients in the fixture's order (coefficients, then LayerNorm weight and bias).
+fn flat_grads(coeffs: &[Vec<f32>], ln_weight: &[Vec<f32>], ln_bias: &[Vec<f32>]) -> Vec<f32> {
+    let mut v = coeffs.concat();
+    for (g, b) in ln_weight.iter().zip(ln_bias) {
+        v.extend_from_slice(g);
+        v.extend_from_slice(b);
+    }
+    v
+}
+
+#[test]
+fn derivative_backward_matches_pytorch() {
+    // L = Σ g0 u + g1 u_x + g2 u_y + g3 u_xx + g4 u_yy at the points of cpikan_deriv_2_16_16_1.npy;
+    // PyTorch differentiates its autograd derivatives (create_graph=True) once more.
+    let w = CpikanWeights::load(&fixture("cpikan_2_16_16_1.safetensors")).unwrap();
+    let (_, table) = npy::read_f32(&fixture("cpikan_deriv_2_16_16_1.npy")).unwrap();
+    let coords: Vec<f32> = table.chunks(7).flat_map(|r| [r[0], r[1]]).collect();
+    let fx = Weights::load(&fixture("cpikan_deriv_grads_2_16_16_1.safetensors")).unwrap();
+    let batch = 64;
+    let g = fx.get("g", &[batch, 5]).unwrap().data.clone();
+    let want_t = |name: &str| f64s(&fx.tensors[&format!("grad.network.{name}")].data);
+    let want: Vec<(String, Vec<f64>)> = ["0.cheby_coeffs", "3.cheby_coeffs", "6.cheby_coeffs"]
+        .iter()
+        .chain(&["1.weight", "1.bias", "4.weight", "4.bias"])
+        .map(|n| (n.to_string(), want_t(n)))
+        .collect();
+    let want_flat: Vec<f32> = want.iter().flat_map(|(_, v)| f32s(v)).collect();
+    let col = |g: &[f32], q: usize| g.chunks(5).map(|r| r[q]).collect::<Vec<f32>>();
+    let channels =
+        |g: &[f32]| cpikan::Derivatives { u: col(g, 0), ux: col(g, 1), uy: col(g, 2), uxx: col(g, 3), uyy: col(g, 4) };
+    // The f64 reference agrees with autograd to f32 storage precision.
+    let r = reference::network_derivatives_backward(&reference::Net::from(&w), &f64s(&coords), &f64s(&g));
+    let down = |v: &[Vec<f64>]| v.iter().map(|t| f32s(t)).collect::<Vec<_>>();
+    let e = rel_l2(&flat_grads(&down(&r.coeffs), &down(&r.ln_weight), &down(&r.ln_bias)), &want_flat);
+    eprintln!("reference derivative backward vs PyTorch relative L2 {e:.2e}");
+    assert!(e < 1e-6, "reference derivative backward vs PyTorch: relative L2 {e:e}");
+    for gpu in gpus() {
+        let model = Cpikan::new(gpu, &w).unwrap();
+        let (_, acts) = model.forward_derivatives_train(gpu, &coords).unwrap();
+        let grads = model.backward_derivatives(gpu, &acts, &channels(&g)).unwrap();
+        let got: Vec<&[f32]> = vec![
+            &grads.coeffs[0],
+            &grads.coeffs[1],
+            &grads.coeffs[2],
+            &grads.ln_weight[0],
+            &grads.ln_bias[0],
+            &grads.ln_weight[1],
+            &grads.ln_bias[1],
+        ];
+        let mut figures = Vec::new();
+        for (got, (name, want)) in got.iter().zip(&want) {
+            let e = check(got, want, 1e-4, &format!("{} grad.network.{name} vs PyTorch", gpu.describe()));
+            figures.push(format!("{name} {e:.2e}"));
+        }
+        let e = rel_l2(&flat_grads(&grads.coeffs, &grads.ln_weight, &grads.ln_bias), &want_flat);
+        eprintln!("{}: derivative backward vs PyTorch relative L2 {e:.2e} ({})", gpu.describe(), figures.join(", "));
+        // Every channel's adjoint matters at this tolerance: without it the gradients are far off.
+        for q in 0..5 {
+            let mut gq = g.clone();
+            gq.iter_mut().skip(q).step_by(5).for_each(|v| *v = 0.0);
+            let gr = model.backward_derivatives(gpu, &acts, &channels(&gq)).unwrap();
+            let off = rel_l2(&flat_grads(&gr.coeffs, &[], &[]), &flat_grads(&grads.coeffs, &[], &[]));
+            assert!(off > 1e-2, "{}: channel {q} changes the coefficient gradients by only {off:e}", gpu.describe());
         }
     }
 }
