@@ -4,7 +4,10 @@
 // Layouts (C-order, batch-major): activations (batch, features); Chebyshev coefficients as
 // PyTorch's (n_in, n_out, degree + 1); LayerNorm weight / bias (features).
 // One invocation per output element, 64 lanes, indexed `gid.x + gid.y * nwg.x * 64` (grid_1d).
-// Every reduction is a serial loop in a fixed order: results are deterministic.
+// Every reduction is a serial loop in a fixed order: results are deterministic. Sums over the batch
+// (the parameter gradients) are two-stage: a first kernel writes one partial sum per chunk of
+// `p.chunk` samples (summed in batch order; one invocation per (chunk, parameter)) to `y` laid out
+// (chunks, parameters), and sum_chunks / layernorm_params_reduce add the partials in chunk order.
 
 struct ChebyParams {
     batch: u32,
@@ -18,11 +21,13 @@ struct ChebyParams {
     // *_derivatives kernels: number of input directions D; every activation carries
     // 1 + 2 D channels per feature: value, D first derivatives, D second derivatives (along axes).
     n_dir: u32,
-    _pad1: u32,
+    // Samples per chunk of the two-stage batch reductions.
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ChebyParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+// Output; for the first stage of a batch reduction the per-chunk partial sums.
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 // Coefficients (n_in, n_out, degree + 1); for affine_scale the domain: n_in minima then n_in maxima.
 @group(0) @binding(3) var<storage, read> c: array<f32>;
@@ -30,7 +35,7 @@ struct ChebyParams {
 @group(0) @binding(5) var<storage, read> beta: array<f32>;
 @group(0) @binding(6) var<storage, read> dy: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
-// Coefficient gradient (cheby_backward_coeffs) or LayerNorm weight gradient (layernorm_params_backward).
+// A reduced parameter gradient (sum_chunks) or the LayerNorm weight gradient (layernorm_params_reduce).
 @group(0) @binding(8) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(9) var<storage, read_write> db: array<f32>;
 // LayerNorm backward scratch (batch, features): du = d(pre-tanh), dux = du * xhat.
@@ -41,6 +46,32 @@ const LN_EPS: f32 = 1e-5;
 
 fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
+}
+
+// Chunks of p.chunk samples covering the batch (at least one).
+fn n_chunks() -> u32 {
+    return max((p.batch + p.chunk - 1u) / p.chunk, 1u);
+}
+
+// The samples of chunk ch: [first, end) as (x, y).
+fn chunk_range(ch: u32) -> vec2<u32> {
+    let lo = ch * p.chunk;
+    return vec2<u32>(lo, min(lo + p.chunk, p.batch));
+}
+
+// Second stage of a batch reduction: dw[t] = sum_ch x[ch, t] over the n_chunks() partials of
+// n_out values each, in chunk order.
+@compute @workgroup_size(64, 1, 1)
+fn sum_chunks(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.n_out) {
+        return;
+    }
+    var acc = 0.0;
+    for (var ch = 0u; ch < n_chunks(); ch++) {
+        acc += x[ch * p.n_out + t];
+    }
+    dw[t] = acc;
 }
 
 // tanh with the argument clamped (|u| >= 15 is +-1 in f32), so no backend's exp overflows.
@@ -128,20 +159,24 @@ fn cheby_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     dx[t] = acc;
 }
 
-// dw[i, o, k] = sum_b dy[b, o] T_k(x[b, i]), summed over the batch in order.
+// First stage of dw[i, o, k] = sum_b dy[b, o] T_k(x[b, i]): y[ch, i, o, k] = the sum over chunk
+// ch's samples in order; one invocation per (chunk, i, o, k).
 @compute @workgroup_size(64, 1, 1)
 fn cheby_backward_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let kk = p.degree + 1u;
-    let t = lane(gid, nwg);
-    if (t >= p.n_in * p.n_out * kk) {
+    let np = p.n_in * p.n_out * kk;
+    let tc = lane(gid, nwg);
+    if (tc >= np * n_chunks()) {
         return;
     }
+    let range = chunk_range(tc / np);
+    let t = tc % np;
     let k = t % kk;
     let io = t / kk;
     let o = io % p.n_out;
     let i = io / p.n_out;
     var acc = 0.0;
-    for (var b = 0u; b < p.batch; b++) {
+    for (var b = range.x; b < range.y; b++) {
         let xv = x[b * p.n_in + i];
         var t0 = 1.0;
         var t1 = xv;
@@ -154,7 +189,7 @@ fn cheby_backward_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         }
         acc += dy[b * p.n_out + o] * tk;
     }
-    dw[t] = acc;
+    y[tc] = acc;
 }
 
 // Mean and 1 / sqrt(biased variance + eps) of sample b's n_out features of x (two passes).
@@ -221,18 +256,41 @@ fn layernorm_tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
     }
 }
 
-// dgamma[j] = sum_b du[b, j] xhat[b, j], dbeta[j] = sum_b du[b, j]; one invocation per feature.
+// First stage of dgamma[j] = sum_b dux[b, j] (du xhat), dbeta[j] = sum_b du[b, j]: per chunk ch,
+// y[ch, 0, j] and y[ch, 1, j] the sums over its samples in order; one invocation per (chunk, j).
 @compute @workgroup_size(64, 1, 1)
 fn layernorm_params_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = p.n_out;
+    let tc = lane(gid, nwg);
+    if (tc >= n * n_chunks()) {
+        return;
+    }
+    let ch = tc / n;
+    let j = tc % n;
+    let range = chunk_range(ch);
+    var sw = 0.0;
+    var sb = 0.0;
+    for (var b = range.x; b < range.y; b++) {
+        sw += dux[b * n + j];
+        sb += du[b * n + j];
+    }
+    y[(2u * ch) * n + j] = sw;
+    y[(2u * ch + 1u) * n + j] = sb;
+}
+
+// Second stage: dgamma[j] = sum_ch x[ch, 0, j], dbeta[j] = sum_ch x[ch, 1, j] in chunk order.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_params_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = p.n_out;
     let j = lane(gid, nwg);
-    if (j >= p.n_out) {
+    if (j >= n) {
         return;
     }
     var sw = 0.0;
     var sb = 0.0;
-    for (var b = 0u; b < p.batch; b++) {
-        sw += dux[b * p.n_out + j];
-        sb += du[b * p.n_out + j];
+    for (var ch = 0u; ch < n_chunks(); ch++) {
+        sw += x[(2u * ch) * n + j];
+        sb += x[(2u * ch + 1u) * n + j];
     }
     dw[j] = sw;
     db[j] = sb;
@@ -471,15 +529,19 @@ fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32
     dx[xi] = acc0;
 }
 
-// Adjoint of cheby_forward_derivatives for the coefficients, one invocation per (i, o, k), summed
-// over the batch in order: dw = sum_b g0 T_k + sum_a g1 T_k' x'_a + g2 (T_k'' x'_a^2 + T_k' x''_a).
+// Adjoint of cheby_forward_derivatives for the coefficients, first stage: per chunk ch and (i, o, k),
+// y[ch, i, o, k] = sum over the chunk's samples in order of
+// g0 T_k + sum_a g1 T_k' x'_a + g2 (T_k'' x'_a^2 + T_k' x''_a); sum_chunks adds the chunks.
 @compute @workgroup_size(64, 1, 1)
 fn cheby_backward_derivatives_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let kk = p.degree + 1u;
-    let t = lane(gid, nwg);
-    if (t >= p.n_in * p.n_out * kk) {
+    let np = p.n_in * p.n_out * kk;
+    let tc = lane(gid, nwg);
+    if (tc >= np * n_chunks()) {
         return;
     }
+    let range = chunk_range(tc / np);
+    let t = tc % np;
     let k = t % kk;
     let io = t / kk;
     let o = io % p.n_out;
@@ -487,7 +549,7 @@ fn cheby_backward_derivatives_coeffs(@builtin(global_invocation_id) gid: vec3<u3
     let nd = p.n_dir;
     let ch = 1u + 2u * nd;
     var acc = 0.0;
-    for (var b = 0u; b < p.batch; b++) {
+    for (var b = range.x; b < range.y; b++) {
         let xi = (b * p.n_in + i) * ch;
         let xv = x[xi];
         var t0 = vec3<f32>(1.0, 0.0, 0.0);
@@ -512,7 +574,7 @@ fn cheby_backward_derivatives_coeffs(@builtin(global_invocation_id) gid: vec3<u3
         }
         acc += s;
     }
-    dw[t] = acc;
+    y[tc] = acc;
 }
 
 // Adjoint of layernorm_tanh_derivatives, one invocation per sample (n_out features): from the

@@ -5,7 +5,8 @@
 //! adapter. The same for the forward-mode input derivatives (u, u_x, u_y, u_xx, u_yy): kernels and
 //! network against the reference, the reference against finite differences of the forward, and
 //! PyTorch autograd. And the backward of the derivative pass: the reference against finite
-//! differences of a scalar loss on the derivative channels, kernels and network against the reference.
+//! differences of a scalar loss on the derivative channels, kernels and network against the reference,
+//! and the network against PyTorch (second-order autograd through an explicit LayerNorm).
 
 mod common;
 
@@ -66,8 +67,8 @@ fn cheby_kernels_match_reference() {
             let dc = storage_zeroed(gpu, "dc", s.coeffs()).unwrap();
             let d1 = cpikan::cheby_forward(gpu, s, &xb, &cb, &y).unwrap();
             let d2 = cpikan::cheby_backward_input(gpu, s, &xb, &cb, &dyb, &dx).unwrap();
-            let d3 = cpikan::cheby_backward_coeffs(gpu, s, &xb, &dyb, &dc).unwrap();
-            gpu.run(&[&d1, &d2, &d3]).unwrap();
+            let [d3, d4] = cpikan::cheby_backward_coeffs(gpu, s, &xb, &dyb, &dc).unwrap();
+            gpu.run(&[&d1, &d2, &d3, &d4]).unwrap();
             let (x, c, dy) = (f64s(&x), f64s(&c), f64s(&dy));
             check(
                 &read(gpu, &y, batch * n_out),
@@ -114,8 +115,8 @@ fn layernorm_tanh_kernels_match_reference() {
             let sc = [&scratch[0], &scratch[1]];
             let d1 = cpikan::layernorm_tanh_forward(gpu, batch, n, &zb, &gb, &bb, &a).unwrap();
             let d2 = cpikan::layernorm_tanh_backward(gpu, batch, n, &zb, &gb, &bb, &dab, &dz, sc).unwrap();
-            let d3 = cpikan::layernorm_params_backward(gpu, batch, n, sc, &dg, &db).unwrap();
-            gpu.run(&[&d1, &d2, &d3]).unwrap();
+            let [d3, d4] = cpikan::layernorm_params_backward(gpu, batch, n, sc, &dg, &db).unwrap();
+            gpu.run(&[&d1, &d2, &d3, &d4]).unwrap();
             let (z, gamma, beta, da) = (f64s(&z), f64s(&gamma), f64s(&beta), f64s(&da));
             let want = reference::layernorm_tanh_forward(&z, n, &gamma, &beta);
             check(&read(gpu, &a, batch * n), &want, 1e-5, &format!("{what} forward"));
@@ -589,8 +590,8 @@ fn derivative_backward_kernels_match_reference() {
             let dx = storage_zeroed(gpu, "dx", batch * n_in * ch).unwrap();
             let dc = storage_zeroed(gpu, "dc", s.coeffs()).unwrap();
             let k1 = cpikan::cheby_backward_derivatives_input(gpu, s, dirs, &xb, &cb, &dyb, &dx).unwrap();
-            let k2 = cpikan::cheby_backward_derivatives_coeffs(gpu, s, dirs, &xb, &dyb, &dc).unwrap();
-            gpu.run(&[&k1, &k2]).unwrap();
+            let [k2, k3] = cpikan::cheby_backward_derivatives_coeffs(gpu, s, dirs, &xb, &dyb, &dc).unwrap();
+            gpu.run(&[&k1, &k2, &k3]).unwrap();
             let (wdx, wdc) = reference::cheby_backward_derivatives(s, dirs, &f64s(&x), &f64s(&c), &f64s(&dy));
             check(&read(gpu, &dx, batch * n_in * ch), &wdx, 1e-5, &format!("{what} cheby dx"));
             check(&read(gpu, &dc, s.coeffs()), &wdc, 1e-5, &format!("{what} cheby dc"));
@@ -608,8 +609,8 @@ fn derivative_backward_kernels_match_reference() {
             let (zb, gb, bb, dab) = (&bufs[0], &bufs[1], &bufs[2], &bufs[3]);
             let k1 =
                 cpikan::layernorm_tanh_derivatives_backward(gpu, batch, n, dirs, zb, gb, bb, dab, &dz, scr).unwrap();
-            let k2 = cpikan::layernorm_params_backward(gpu, batch, n, scr, &dg, &db).unwrap();
-            gpu.run(&[&k1, &k2]).unwrap();
+            let [k2, k3] = cpikan::layernorm_params_backward(gpu, batch, n, scr, &dg, &db).unwrap();
+            gpu.run(&[&k1, &k2, &k3]).unwrap();
             let (wdz, wdg, wdb) = reference::layernorm_tanh_derivatives_backward(
                 &f64s(&z),
                 n,
@@ -669,4 +670,220 @@ fn gpu_derivative_backward_matches_reference() {
             eprintln!("{what}: derivative backward vs reference worst relative L2 {worst:.2e}");
         }
     }
+}
+
+#[test]
+fn chunked_batch_reductions_match_reference() {
+    // Batches of several chunks (a whole number of them, and a partial last one): the two-stage
+    // parameter-gradient sums against the reference, kernels and network, and bitwise repeatable.
+    let mut rng = Rng::new(34);
+    for gpu in gpus() {
+        for batch in [2 * cpikan::CHUNK, 3000] {
+            assert!(cpikan::n_chunks(batch) >= 2);
+            let (n_in, n_out, degree, dirs) = (3, 5, 3, 2);
+            let s = ChebyShape { batch, n_in, n_out, degree };
+            let ch = cpikan::channels(dirs);
+            let what = format!("{} b{batch} ({} chunks)", gpu.describe(), cpikan::n_chunks(batch));
+            let x = random_channels(&mut rng, batch, n_in, dirs, 0.0);
+            let x0: Vec<f32> = x.iter().step_by(ch).copied().collect();
+            let dy = rng.vec(batch * n_out * ch, -1.0, 1.0);
+            let dy0 = rng.vec(batch * n_out, -1.0, 1.0);
+            let bufs: Vec<_> = [&x, &x0, &dy, &dy0].iter().map(|v| storage(gpu, "in", v).unwrap()).collect();
+            let (dc, dcd) =
+                (storage_zeroed(gpu, "dc", s.coeffs()).unwrap(), storage_zeroed(gpu, "dcd", s.coeffs()).unwrap());
+            let [k1, k2] = cpikan::cheby_backward_coeffs(gpu, s, &bufs[1], &bufs[3], &dc).unwrap();
+            let [k3, k4] = cpikan::cheby_backward_derivatives_coeffs(gpu, s, dirs, &bufs[0], &bufs[2], &dcd).unwrap();
+            // LayerNorm parameter sums straight from random scratch (du, dux).
+            let n = 7;
+            let (du, dux) = (rng.vec(batch * n, -1.0, 1.0), rng.vec(batch * n, -1.0, 1.0));
+            let sc = [storage(gpu, "du", &du).unwrap(), storage(gpu, "dux", &dux).unwrap()];
+            let (dg, db) = (storage_zeroed(gpu, "dg", n).unwrap(), storage_zeroed(gpu, "db", n).unwrap());
+            let [k5, k6] = cpikan::layernorm_params_backward(gpu, batch, n, [&sc[0], &sc[1]], &dg, &db).unwrap();
+            gpu.run(&[&k1, &k2, &k3, &k4, &k5, &k6]).unwrap();
+            let want = reference::cheby_backward_coeffs(s, &f64s(&x0), &f64s(&dy0));
+            check(&read(gpu, &dc, s.coeffs()), &want, 1e-5, &format!("{what} cheby dc"));
+            let c = vec![0.0; s.coeffs()];
+            let (_, want) = reference::cheby_backward_derivatives(s, dirs, &f64s(&x), &c, &f64s(&dy));
+            check(&read(gpu, &dcd, s.coeffs()), &want, 1e-5, &format!("{what} derivative dc"));
+            let col_sum = |v: &[f32]| (0..n).map(|j| v.iter().skip(j).step_by(n).map(|&a| a as f64).sum()).collect();
+            let (wdg, wdb): (Vec<f64>, Vec<f64>) = (col_sum(&dux), col_sum(&du));
+            check(&read(gpu, &dg, n), &wdg, 1e-5, &format!("{what} dgamma"));
+            check(&read(gpu, &db, n), &wdb, 1e-5, &format!("{what} dbeta"));
+        }
+        // The whole derivative backward and the plain backward at 3000 points.
+        let w = random_weights(&mut rng, &[2, 5, 3, 1], 3);
+        let batch = 3000;
+        let coords = coords_in_domain(&mut rng, &w.config, batch);
+        let model = Cpikan::new(gpu, &w).unwrap();
+        let net = reference::Net::from(&w);
+        let what = format!("{} layers [2, 5, 3, 1] at {batch} points", gpu.describe());
+        let (_, acts) = model.forward_derivatives_train(gpu, &coords).unwrap();
+        let mut col = || rng.vec(batch, -1.0, 1.0);
+        let g = cpikan::Derivatives { u: col(), ux: col(), uy: col(), uxx: col(), uyy: col() };
+        let grads = model.backward_derivatives(gpu, &acts, &g).unwrap();
+        let again = model.backward_derivatives(gpu, &acts, &g).unwrap();
+        assert_eq!(
+            (&grads.coeffs, &grads.ln_weight, &grads.ln_bias),
+            (&again.coeffs, &again.ln_weight, &again.ln_bias),
+            "{what}: not deterministic"
+        );
+        let gch: Vec<f64> =
+            (0..batch).flat_map(|i| [g.u[i], g.ux[i], g.uy[i], g.uxx[i], g.uyy[i]].map(|v| v as f64)).collect();
+        let want = reference::network_derivatives_backward(&net, &f64s(&coords), &gch);
+        let dy = rng.vec(batch, -1.0, 1.0);
+        let cb = storage(gpu, "coords", &coords).unwrap();
+        let plain = model.backward(gpu, &model.forward_pass(gpu, Coords::Buffer(&cb), batch).unwrap(), &dy).unwrap();
+        let want_plain = reference::network_backward(&net, &f64s(&coords), &f64s(&dy));
+        // The reductions themselves are checked at 1e-5 above; here the bound is that of the f32
+        // derivative channels (per-sample relative error ~1e-4 whatever the batch; GL is the worse).
+        let (mut worst, mut worst_plain): (f64, f64) = (0.0, 0.0);
+        let bound = 3e-4;
+        for l in 0..3 {
+            worst = worst.max(check(&grads.coeffs[l], &want.coeffs[l], bound, &format!("{what} derivative dc{l}")));
+            worst_plain =
+                worst_plain.max(check(&plain.coeffs[l], &want_plain.coeffs[l], 1e-4, &format!("{what} dc{l}")));
+        }
+        for l in 0..2 {
+            worst =
+                worst.max(check(&grads.ln_weight[l], &want.ln_weight[l], bound, &format!("{what} derivative dg{l}")));
+            worst = worst.max(check(&grads.ln_bias[l], &want.ln_bias[l], bound, &format!("{what} derivative db{l}")));
+            worst_plain =
+                worst_plain.max(check(&plain.ln_weight[l], &want_plain.ln_weight[l], 1e-4, &format!("{what} dg{l}")));
+            worst_plain =
+                worst_plain.max(check(&plain.ln_bias[l], &want_plain.ln_bias[l], 1e-4, &format!("{what} db{l}")));
+        }
+        eprintln!(
+            "{what}: chunked parameter gradients vs reference worst relative L2: derivative pass {worst:.2e}, \
+             plain backward {worst_plain:.2e}"
+        );
+    }
+}
+
+/// All parameter gradients in the fixture's order (coefficients, then LayerNorm weight and bias).
+fn flat_grads(coeffs: &[Vec<f32>], ln_weight: &[Vec<f32>], ln_bias: &[Vec<f32>]) -> Vec<f32> {
+    let mut v = coeffs.concat();
+    for (g, b) in ln_weight.iter().zip(ln_bias) {
+        v.extend_from_slice(g);
+        v.extend_from_slice(b);
+    }
+    v
+}
+
+#[test]
+fn derivative_backward_matches_pytorch() {
+    // L = Σ g0 u + g1 u_x + g2 u_y + g3 u_xx + g4 u_yy at the points of cpikan_deriv_2_16_16_1.npy;
+    // PyTorch differentiates its autograd derivatives (create_graph=True) once more.
+    let w = CpikanWeights::load(&fixture("cpikan_2_16_16_1.safetensors")).unwrap();
+    let (_, table) = npy::read_f32(&fixture("cpikan_deriv_2_16_16_1.npy")).unwrap();
+    let coords: Vec<f32> = table.chunks(7).flat_map(|r| [r[0], r[1]]).collect();
+    let fx = Weights::load(&fixture("cpikan_deriv_grads_2_16_16_1.safetensors")).unwrap();
+    let batch = 64;
+    let g = fx.get("g", &[batch, 5]).unwrap().data.clone();
+    let want_t = |name: &str| f64s(&fx.tensors[&format!("grad.network.{name}")].data);
+    let want: Vec<(String, Vec<f64>)> = ["0.cheby_coeffs", "3.cheby_coeffs", "6.cheby_coeffs"]
+        .iter()
+        .chain(&["1.weight", "1.bias", "4.weight", "4.bias"])
+        .map(|n| (n.to_string(), want_t(n)))
+        .collect();
+    let want_flat: Vec<f32> = want.iter().flat_map(|(_, v)| f32s(v)).collect();
+    let col = |g: &[f32], q: usize| g.chunks(5).map(|r| r[q]).collect::<Vec<f32>>();
+    let channels =
+        |g: &[f32]| cpikan::Derivatives { u: col(g, 0), ux: col(g, 1), uy: col(g, 2), uxx: col(g, 3), uyy: col(g, 4) };
+    // The f64 reference agrees with autograd to f32 storage precision.
+    let r = reference::network_derivatives_backward(&reference::Net::from(&w), &f64s(&coords), &f64s(&g));
+    let down = |v: &[Vec<f64>]| v.iter().map(|t| f32s(t)).collect::<Vec<_>>();
+    let e = rel_l2(&flat_grads(&down(&r.coeffs), &down(&r.ln_weight), &down(&r.ln_bias)), &want_flat);
+    eprintln!("reference derivative backward vs PyTorch relative L2 {e:.2e}");
+    assert!(e < 1e-6, "reference derivative backward vs PyTorch: relative L2 {e:e}");
+    for gpu in gpus() {
+        let model = Cpikan::new(gpu, &w).unwrap();
+        let (_, acts) = model.forward_derivatives_train(gpu, &coords).unwrap();
+        let grads = model.backward_derivatives(gpu, &acts, &channels(&g)).unwrap();
+        let got: Vec<&[f32]> = vec![
+            &grads.coeffs[0],
+            &grads.coeffs[1],
+            &grads.coeffs[2],
+            &grads.ln_weight[0],
+            &grads.ln_bias[0],
+            &grads.ln_weight[1],
+            &grads.ln_bias[1],
+        ];
+        let mut figures = Vec::new();
+        for (got, (name, want)) in got.iter().zip(&want) {
+            let e = check(got, want, 1e-4, &format!("{} grad.network.{name} vs PyTorch", gpu.describe()));
+            figures.push(format!("{name} {e:.2e}"));
+        }
+        let e = rel_l2(&flat_grads(&grads.coeffs, &grads.ln_weight, &grads.ln_bias), &want_flat);
+        eprintln!("{}: derivative backward vs PyTorch relative L2 {e:.2e} ({})", gpu.describe(), figures.join(", "));
+        // Every channel's adjoint matters at this tolerance: without it the gradients are far off.
+        let mut offs = Vec::new();
+        for q in 0..5 {
+            let mut gq = g.clone();
+            gq.iter_mut().skip(q).step_by(5).for_each(|v| *v = 0.0);
+            let gr = model.backward_derivatives(gpu, &acts, &channels(&gq)).unwrap();
+            let off = rel_l2(&flat_grads(&gr.coeffs, &[], &[]), &flat_grads(&grads.coeffs, &[], &[]));
+            assert!(off > 1e-2, "{}: channel {q} changes the coefficient gradients by only {off:e}", gpu.describe());
+            offs.push(format!("{off:.2}"));
+        }
+        eprintln!("{}: dropping channel u, u_x, u_y, u_xx, u_yy changes them by {}", gpu.describe(), offs.join(", "));
+    }
+}
+
+/// Wall time of one derivative backward of a [2, 16, 16, 1] network at 65536 points (or
+/// `CPIKAN_TIMING_BATCH`) on the first adapter, median of 5 after a warm-up. Not a check: run with
+/// `cargo test --release --test cpikan derivative_backward_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn derivative_backward_timing() {
+    let batch = std::env::var("CPIKAN_TIMING_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(65536);
+    let gpu = &gpus()[0];
+    let mut rng = Rng::new(41);
+    let w = random_weights(&mut rng, &[2, 16, 16, 1], 3);
+    let coords = coords_in_domain(&mut rng, &w.config, batch);
+    let model = Cpikan::new(gpu, &w).unwrap();
+    let (_, acts) = model.forward_derivatives_train(gpu, &coords).unwrap();
+    let mut col = || rng.vec(batch, -1.0, 1.0);
+    let g = cpikan::Derivatives { u: col(), ux: col(), uy: col(), uxx: col(), uyy: col() };
+    let first = model.backward_derivatives(gpu, &acts, &g).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let grads = model.backward_derivatives(gpu, &acts, &g).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(grads.coeffs, first.coeffs, "derivative backward is not deterministic");
+    }
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "{}: derivative backward of [2, 16, 16, 1] at {batch} points: median {:.3} s (min {:.3} s)",
+        gpu.describe(),
+        times[2],
+        times[0]
+    );
+    // The coefficient-gradient reductions alone, for each layer's shape.
+    let dirs = 2;
+    let ch = cpikan::channels(dirs);
+    let mut kernels = Vec::new();
+    let mut keep = Vec::new();
+    for l in 0..3 {
+        let s = w.config.shape(l, batch);
+        let x = storage(gpu, "x", &random_channels(&mut rng, batch, s.n_in, dirs, 0.0)).unwrap();
+        let dy = storage(gpu, "dy", &rng.vec(batch * s.n_out * ch, -1.0, 1.0)).unwrap();
+        let dc = storage_zeroed(gpu, "dc", s.coeffs()).unwrap();
+        kernels.extend(cpikan::cheby_backward_derivatives_coeffs(gpu, s, dirs, &x, &dy, &dc).unwrap());
+        keep.push((x, dy, dc));
+    }
+    let run = || {
+        let t = std::time::Instant::now();
+        gpu.run(&kernels.iter().collect::<Vec<_>>()).unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    let mut times: Vec<f64> = (0..5).map(|_| run()).collect();
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "{}: cheby_backward_derivatives_coeffs of the 3 layers at {batch} points: median {:.3} s (min {:.3} s)",
+        gpu.describe(),
+        times[2],
+        times[0]
+    );
 }

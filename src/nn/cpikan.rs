@@ -34,9 +34,11 @@ pub static AFFINE_SCALE: Kernel = Kernel { shader: &SHADER, entry: "affine_scale
 pub static CHEBY_FORWARD: Kernel = Kernel { shader: &SHADER, entry: "cheby_forward" };
 pub static CHEBY_BACKWARD_INPUT: Kernel = Kernel { shader: &SHADER, entry: "cheby_backward_input" };
 pub static CHEBY_BACKWARD_COEFFS: Kernel = Kernel { shader: &SHADER, entry: "cheby_backward_coeffs" };
+pub static SUM_CHUNKS: Kernel = Kernel { shader: &SHADER, entry: "sum_chunks" };
 pub static LAYERNORM_TANH_FORWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_forward" };
 pub static LAYERNORM_TANH_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_backward" };
 pub static LAYERNORM_PARAMS_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_params_backward" };
+pub static LAYERNORM_PARAMS_REDUCE: Kernel = Kernel { shader: &SHADER, entry: "layernorm_params_reduce" };
 pub static AFFINE_SCALE_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "affine_scale_derivatives" };
 pub static CHEBY_FORWARD_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "cheby_forward_derivatives" };
 pub static LAYERNORM_TANH_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_derivatives" };
@@ -50,6 +52,17 @@ pub static LAYERNORM_TANH_DERIVATIVES_BACKWARD: Kernel =
 /// Lanes per workgroup of every kernel in `chebykan.wgsl`.
 const WG: usize = 64;
 
+/// Samples per chunk of the two-stage batch reductions (the parameter gradients): a first kernel
+/// sums each chunk in batch order (one invocation per chunk and parameter), a second adds the
+/// chunk partials in chunk order, so the result is deterministic and large batches spread over
+/// many invocations.
+pub const CHUNK: usize = 256;
+
+/// Chunks of [`CHUNK`] samples covering `batch` (at least one).
+pub fn n_chunks(batch: usize) -> usize {
+    batch.div_ceil(CHUNK).max(1)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct ChebyParams {
@@ -60,7 +73,7 @@ struct ChebyParams {
     use_grid: u32,
     grid_w: u32,
     n_dir: u32,
-    _pad1: u32,
+    chunk: u32,
 }
 
 /// Sizes of one Chebyshev layer applied to a batch.
@@ -79,6 +92,7 @@ impl ChebyShape {
             n_in: self.n_in as u32,
             n_out: self.n_out as u32,
             degree: self.degree as u32,
+            chunk: CHUNK as u32,
             ..Default::default()
         }
     }
@@ -318,19 +332,32 @@ pub fn cheby_backward_input(
     launch(gpu, &CHEBY_BACKWARD_INPUT, &s.params(), &[(1, x), (3, coeffs), (6, dy), (7, dx)], s.batch * s.n_in)
 }
 
-/// `dc (n_in, n_out, degree + 1) = Σ_b dy[b, o] T_k(x[b, i])` (overwritten, summed in batch order).
+/// The second stage of a batch reduction: `out[t] = Σ_chunk partials[chunk, t]` over the
+/// [`n_chunks`]`(batch)` partials of `len` values, in chunk order.
+fn sum_chunks(gpu: &Gpu, batch: usize, len: usize, partials: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<Dispatch> {
+    let p = ChebyParams { batch: batch as u32, n_out: len as u32, chunk: CHUNK as u32, ..Default::default() };
+    launch(gpu, &SUM_CHUNKS, &p, &[(1, partials), (8, out)], len)
+}
+
+/// `dc (n_in, n_out, degree + 1) = Σ_b dy[b, o] T_k(x[b, i])` (overwritten): per-chunk partial sums
+/// in batch order, then the chunks in order (two dispatches, run in this order).
 pub fn cheby_backward_coeffs(
     gpu: &Gpu,
     s: ChebyShape,
     x: &wgpu::Buffer,
     dy: &wgpu::Buffer,
     dc: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    launch(gpu, &CHEBY_BACKWARD_COEFFS, &s.params(), &[(1, x), (6, dy), (8, dc)], s.coeffs())
+) -> Result<[Dispatch; 2]> {
+    let partials = storage_zeroed(gpu, "cpikan dc partials", n_chunks(s.batch) * s.coeffs())?;
+    let bufs = [(1, x), (2, &partials), (6, dy)];
+    Ok([
+        launch(gpu, &CHEBY_BACKWARD_COEFFS, &s.params(), &bufs, n_chunks(s.batch) * s.coeffs())?,
+        sum_chunks(gpu, s.batch, s.coeffs(), &partials, dc)?,
+    ])
 }
 
 fn ln_params(batch: usize, n: usize) -> ChebyParams {
-    ChebyParams { batch: batch as u32, n_out: n as u32, ..Default::default() }
+    ChebyParams { batch: batch as u32, n_out: n as u32, chunk: CHUNK as u32, ..Default::default() }
 }
 
 /// `a (batch, n) = tanh(LayerNorm(z) · gamma + beta)` per sample (eps 1e-5, biased variance).
@@ -366,7 +393,8 @@ pub fn layernorm_tanh_backward(
     launch(gpu, &LAYERNORM_TANH_BACKWARD, &ln_params(batch, n), &bufs, batch)
 }
 
-/// `dgamma[j] = Σ_b dux[b, j]`, `dbeta[j] = Σ_b du[b, j]` from [`layernorm_tanh_backward`]'s scratch.
+/// `dgamma[j] = Σ_b dux[b, j]`, `dbeta[j] = Σ_b du[b, j]` from [`layernorm_tanh_backward`]'s scratch:
+/// per-chunk partial sums in batch order, then the chunks in order (two dispatches, in this order).
 pub fn layernorm_params_backward(
     gpu: &Gpu,
     batch: usize,
@@ -374,9 +402,19 @@ pub fn layernorm_params_backward(
     scratch: [&wgpu::Buffer; 2],
     dgamma: &wgpu::Buffer,
     dbeta: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let bufs = [(8, dgamma), (9, dbeta), (10, scratch[0]), (11, scratch[1])];
-    launch(gpu, &LAYERNORM_PARAMS_BACKWARD, &ln_params(batch, n), &bufs, n)
+) -> Result<[Dispatch; 2]> {
+    let partials = storage_zeroed(gpu, "cpikan dln partials", n_chunks(batch) * 2 * n)?;
+    let p = ln_params(batch, n);
+    Ok([
+        launch(
+            gpu,
+            &LAYERNORM_PARAMS_BACKWARD,
+            &p,
+            &[(2, &partials), (10, scratch[0]), (11, scratch[1])],
+            n_chunks(batch) * n,
+        )?,
+        launch(gpu, &LAYERNORM_PARAMS_REDUCE, &p, &[(1, &partials), (8, dgamma), (9, dbeta)], n)?,
+    ])
 }
 
 /// Channels per feature of a derivative activation with `dirs` input directions.
@@ -448,7 +486,7 @@ pub fn cheby_backward_derivatives_input(
 }
 
 /// Backward of [`cheby_forward_derivatives`] for the coefficients: `dc (n_in, n_out, degree + 1)`
-/// (overwritten, summed in batch order).
+/// (overwritten; per-chunk partial sums in batch order, then the chunks in order: two dispatches).
 pub fn cheby_backward_derivatives_coeffs(
     gpu: &Gpu,
     s: ChebyShape,
@@ -456,9 +494,14 @@ pub fn cheby_backward_derivatives_coeffs(
     x: &wgpu::Buffer,
     dy: &wgpu::Buffer,
     dc: &wgpu::Buffer,
-) -> Result<Dispatch> {
+) -> Result<[Dispatch; 2]> {
     let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
-    launch(gpu, &CHEBY_BACKWARD_DERIVATIVES_COEFFS, &p, &[(1, x), (6, dy), (8, dc)], s.coeffs())
+    let partials = storage_zeroed(gpu, "cpikan dc partials", n_chunks(s.batch) * s.coeffs())?;
+    let bufs = [(1, x), (2, &partials), (6, dy)];
+    Ok([
+        launch(gpu, &CHEBY_BACKWARD_DERIVATIVES_COEFFS, &p, &bufs, n_chunks(s.batch) * s.coeffs())?,
+        sum_chunks(gpu, s.batch, s.coeffs(), &partials, dc)?,
+    ])
 }
 
 /// Backward of [`layernorm_tanh_derivatives`]: from the pre-norm channels `z` and `da` (both
@@ -718,7 +761,7 @@ impl Cpikan {
             let s = c.shape(l, batch);
             let dcl = storage_zeroed(gpu, "cpikan dc", s.coeffs())?;
             let dx = storage_zeroed(gpu, "cpikan dx", batch * s.n_in * ch)?;
-            ds.push(cheby_backward_derivatives_coeffs(gpu, s, d, &acts.inputs[l], &dz, &dcl)?);
+            ds.extend(cheby_backward_derivatives_coeffs(gpu, s, d, &acts.inputs[l], &dz, &dcl)?);
             ds.push(cheby_backward_derivatives_input(gpu, s, d, &acts.inputs[l], &self.coeffs[l], &dz, &dx)?);
             dc.push((l, dcl, s.coeffs()));
             if l > 0 {
@@ -731,7 +774,7 @@ impl Cpikan {
                 let sc = [&scratch[0], &scratch[1]];
                 let z = &acts.outputs[l - 1];
                 ds.push(layernorm_tanh_derivatives_backward(gpu, batch, nf, d, z, gm, bt, &dx, &dzp, sc)?);
-                ds.push(layernorm_params_backward(gpu, batch, nf, sc, &dg, &db)?);
+                ds.extend(layernorm_params_backward(gpu, batch, nf, sc, &dg, &db)?);
                 dln.push((l - 1, dg, db, scratch));
                 keep.push(std::mem::replace(&mut dz, dzp));
                 keep.push(dx);
@@ -777,7 +820,7 @@ impl Cpikan {
             let dz = dzs[l].take().unwrap();
             let dcl = storage_zeroed(gpu, "cpikan dc", s.coeffs())?;
             let dx = storage_zeroed(gpu, "cpikan dx", batch * s.n_in)?;
-            ds.push(cheby_backward_coeffs(gpu, s, &acts.inputs[l], &dz, &dcl)?);
+            ds.extend(cheby_backward_coeffs(gpu, s, &acts.inputs[l], &dz, &dcl)?);
             ds.push(cheby_backward_input(gpu, s, &acts.inputs[l], &self.coeffs[l], &dz, &dx)?);
             if l > 0 {
                 let n = s.n_in;
@@ -788,7 +831,7 @@ impl Cpikan {
                 let (g, b) = (&self.ln_weight[l - 1], &self.ln_bias[l - 1]);
                 let sc = [&scratch[0], &scratch[1]];
                 ds.push(layernorm_tanh_backward(gpu, batch, n, &acts.outputs[l - 1], g, b, &dx, &dzp, sc)?);
-                ds.push(layernorm_params_backward(gpu, batch, n, sc, &dg, &db)?);
+                ds.extend(layernorm_params_backward(gpu, batch, n, sc, &dg, &db)?);
                 dzs[l - 1] = Some(dzp);
                 dln.push((l - 1, dg, db, scratch));
             }
