@@ -355,6 +355,9 @@ pub fn train(
         m.insert("batch".into(), opts.batch.to_string());
         m.insert("patch".into(), opts.patch.to_string());
         m.insert("precision".into(), precision.to_string());
+        if let Some((lo, hi)) = opts.height_range {
+            m.insert("height_range".into(), format!("{lo},{hi}"));
+        }
         m.insert("trained_by".into(), format!("psi-gpu {}", env!("CARGO_PKG_VERSION")));
         m
     };

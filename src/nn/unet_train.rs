@@ -1,5 +1,7 @@
-//! Training the seed U-Net on the GPU: BatchNorm in training mode, the backward pass recorded on
-//! an autograd [`Tape`], the physics (or supervised) loss, and Adam with the loss scaler.
+//! Training the seed U-Net on the GPU: BatchNorm in training mode (or frozen in eval mode, for
+//! fine-tuning), the backward pass recorded on an autograd [`Tape`], the physics (or supervised)
+//! loss, and Adam with the loss scaler (or a host optimizer through the flat parameter and
+//! gradient read/write).
 //!
 //! Parameters keep PyTorch's state_dict names and layouts. Each lives in its own f32 buffer (what
 //! the kernels bind) and in the optimizer's flat buffer: after the backward the per-parameter
