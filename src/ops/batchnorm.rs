@@ -219,6 +219,18 @@ pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatc
     Ok(vec![pass1, pass2])
 }
 
+/// Checks the running statistics and the `stats` tensor of one layer; returns the channel count.
+fn check_running(running_mean: &Tensor, running_var: &Tensor, stats: &Tensor) -> Result<usize> {
+    let c = running_mean.len();
+    check_f32(stats, 2 * c, "statistics")?;
+    check_f32(running_var, c, "running variance")?;
+    check_f32(running_mean, c, "running mean")?;
+    if std::ptr::eq(running_mean, running_var) {
+        return Err(Error::Shape("BatchNorm running mean and variance must be different tensors".into()));
+    }
+    Ok(c)
+}
+
 /// Eval mode: copy the running statistics into `stats` (f32, `2 * channels`: means, variances),
 /// for `bn_forward_relu` and `bn_backward` of a layer with `frozen` set.
 pub fn bn_stats_from_running(
@@ -227,13 +239,7 @@ pub fn bn_stats_from_running(
     running_var: &Tensor,
     stats: &Tensor,
 ) -> Result<Dispatch> {
-    let c = running_mean.len();
-    check_f32(stats, 2 * c, "statistics")?;
-    check_f32(running_var, c, "running variance")?;
-    check_f32(running_mean, c, "running mean")?;
-    if std::ptr::eq(running_mean, running_var) {
-        return Err(Error::Shape("BatchNorm running mean and variance must be different tensors".into()));
-    }
+    let c = check_running(running_mean, running_var, stats)?;
     let p = BnParams { c: c as u32, ..Default::default() };
     let bufs = [(15, &running_mean.buffer), (16, &running_var.buffer), (6, &stats.buffer)];
     Dispatch::new(gpu, &FROM_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
@@ -273,13 +279,7 @@ pub fn bn_update_running(
     running_mean: &Tensor,
     running_var: &Tensor,
 ) -> Result<Dispatch> {
-    let c = running_mean.len();
-    check_f32(stats, 2 * c, "statistics")?;
-    check_f32(running_var, c, "running variance")?;
-    check_f32(running_mean, c, "running mean")?;
-    if std::ptr::eq(running_mean, running_var) {
-        return Err(Error::Shape("BatchNorm running mean and variance must be different tensors".into()));
-    }
+    let c = check_running(running_mean, running_var, stats)?;
     if count < 2 {
         return Err(Error::Shape(format!(
             "BatchNorm running variance needs more than one value per channel, got {count}"
