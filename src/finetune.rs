@@ -4,8 +4,9 @@
 //! The model runs in eval mode (BatchNorm with its running statistics, left unchanged), so the
 //! loss minimised is exactly the one `infer` sees. The objective is deterministic: a fixed set of
 //! crops (or whole frames) chosen once from `seed`, evaluated in micro-batches whose gradients
-//! accumulate on the GPU; each L-BFGS closure writes the parameters, runs forward and backward
-//! over every micro-batch and reads the gradient of the selected parameters back.
+//! accumulate on the GPU; each L-BFGS closure writes the selected parameters, runs forward and
+//! backward over every micro-batch and reads their gradients back (only the selected tensors
+//! travel between host and GPU).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -250,19 +251,10 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
         )));
     }
 
-    let mut full = trainer.read_params(gpu)?;
-    let gather = |full: &[f32]| -> Vec<f32> {
-        entries.iter().flat_map(|e| full[e.offset..e.offset + e.len].iter().copied()).collect()
-    };
-    let scatter = |full: &mut [f32], x: &[f32]| {
-        let mut k = 0;
-        for e in &entries {
-            full[e.offset..e.offset + e.len].copy_from_slice(&x[k..k + e.len]);
-            k += e.len;
-        }
-    };
+    let full = trainer.read_params(gpu)?;
+    let mut x: Vec<f32> = entries.iter().flat_map(|e| full[e.offset..e.offset + e.len].iter().copied()).collect();
+    drop(full);
     let t0 = Instant::now();
-    let mut x = gather(&full);
     let holdout_before =
         if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &holdout, &hold_set, batch)?) };
     let loss_before = evaluate(gpu, &mut trainer, &frames, &set, batch)?;
@@ -285,10 +277,9 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     let mut evals = 0;
     {
         let mut closure = |p: &[f32], g: &mut [f32]| -> Result<f32> {
-            scatter(&mut full, p);
-            trainer.write_params(gpu, &full)?;
+            trainer.write_param_entries(gpu, &entries, p)?;
             let loss = evaluate(gpu, &mut trainer, &frames, &set, batch)?;
-            g.copy_from_slice(&gather(&trainer.read_grads(gpu)?));
+            g.copy_from_slice(&trainer.read_grad_entries(gpu, &entries)?);
             evals += 1;
             if loss < best.0 {
                 best = (loss, p.to_vec());
@@ -300,8 +291,7 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     }
     // Keep the best parameters evaluated (L-BFGS's last point can be a rejected trial).
     let (loss_after, x) = best;
-    scatter(&mut full, &x);
-    trainer.write_params(gpu, &full)?;
+    trainer.write_param_entries(gpu, &entries, &x)?;
     let holdout_after =
         if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &holdout, &hold_set, batch)?) };
 

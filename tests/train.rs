@@ -120,6 +120,33 @@ fn eval_mode_gradients_match_pytorch() {
                 assert_eq!(values, init.get(&name, &shape).unwrap().data, "{name} changed in eval mode");
             }
         }
+        // A subset: its gradients are the matching slices; writing it changes only those tensors.
+        let sub: Vec<_> = t
+            .layout()
+            .entries()
+            .iter()
+            .filter(|e| e.name.starts_with("up4.") || e.name.starts_with("outc."))
+            .cloned()
+            .collect();
+        assert!(sub.len() >= 6);
+        let want_sub: Vec<f32> = sub.iter().flat_map(|e| grads[e.offset..e.offset + e.len].to_vec()).collect();
+        assert_eq!(t.read_grad_entries(gpu, &sub).unwrap(), want_sub);
+        let before = t.read_params(gpu).unwrap();
+        let new_vals: Vec<f32> = (0..want_sub.len()).map(|i| i as f32 * 1e-3).collect();
+        t.write_param_entries(gpu, &sub, &new_vals).unwrap();
+        let after = t.read_params(gpu).unwrap();
+        let mut k = 0;
+        for e in t.layout().entries() {
+            let (a, b) = (&after[e.offset..e.offset + e.len], &before[e.offset..e.offset + e.len]);
+            if sub.iter().any(|s| s.name == e.name) {
+                assert_eq!(a, &new_vals[k..k + e.len], "{} not written", e.name);
+                k += e.len;
+            } else {
+                assert_eq!(a, b, "{} changed", e.name);
+            }
+        }
+        assert!(t.write_param_entries(gpu, &sub, &new_vals[1..]).is_err());
+        t.write_params(gpu, &before).unwrap();
         // Parameters written from the host are what the next forward uses.
         let p0 = t.read_params(gpu).unwrap();
         let out0 = t.output(gpu).unwrap();

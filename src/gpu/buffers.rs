@@ -20,15 +20,28 @@ pub struct Readback;
 impl Readback {
     /// Read `bytes` bytes from the start of `src` (submits a copy and waits).
     pub fn bytes(gpu: &Gpu, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        let size = bytes.div_ceil(4) * 4;
+        Self::concat(gpu, &[(src, bytes)])
+    }
+
+    /// The first `bytes` bytes of each buffer, concatenated (4-byte multiples except the last):
+    /// one staging buffer, one submit, one wait.
+    pub fn concat(gpu: &Gpu, parts: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
+        let sizes: Vec<u64> = parts.iter().map(|(_, b)| b.div_ceil(4) * 4).collect();
+        let total: u64 = sizes.iter().sum();
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size,
+            size: total.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        let mut at = 0;
+        for ((src, _), &size) in parts.iter().zip(&sizes) {
+            if size > 0 {
+                enc.copy_buffer_to_buffer(src, 0, &staging, at, size);
+            }
+            at += size;
+        }
         gpu.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -44,7 +57,13 @@ impl Readback {
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?
             .to_vec();
         staging.unmap();
-        Ok(data[..bytes as usize].to_vec())
+        let mut out = Vec::with_capacity(parts.iter().map(|(_, b)| *b as usize).sum());
+        let mut at = 0usize;
+        for ((_, bytes), &size) in parts.iter().zip(&sizes) {
+            out.extend_from_slice(&data[at..at + *bytes as usize]);
+            at += size as usize;
+        }
+        Ok(out)
     }
 
     pub fn f32(gpu: &Gpu, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
+use crate::gpu::Readback;
 use crate::gpu::{Dispatch, Gpu, Precision};
 use crate::io::checkpoint::OptimizerState;
 use crate::io::weights::{NamedTensor, Weights};
@@ -22,7 +23,7 @@ use crate::ops::conv::{self, ConvWeights};
 use crate::ops::convert::{RawBuffer, from_raw};
 use crate::ops::pool::{maxpool2x2, maxpool2x2_backward};
 use crate::ops::upsample::{upsample2x_pad, upsample2x_pad_backward};
-use crate::optim::{Adam, AdamConfig, LossScaler, ParamLayout, Params, StepReport};
+use crate::optim::{Adam, AdamConfig, LossScaler, ParamEntry, ParamLayout, Params, StepReport};
 use crate::psi::loss::{Loss, LossKind, LossValue};
 use crate::tensor::{ChannelView, HostType, Tensor};
 
@@ -512,6 +513,35 @@ impl UNetTrainer {
         self.flat.upload(gpu, values);
         self.scatter_values(gpu);
         Ok(())
+    }
+
+    /// Replace the parameters of `entries` (from [`Self::layout`]) with `values`, their
+    /// concatenation; only those bytes travel (an optimizer over a subset of a large model).
+    pub fn write_param_entries(&mut self, gpu: &Gpu, entries: &[ParamEntry], values: &[f32]) -> Result<()> {
+        let need: usize = entries.iter().map(|e| e.len).sum();
+        if values.len() != need {
+            return Err(Error::Shape(format!("{} values for parameters of {need}", values.len())));
+        }
+        let mut at = 0;
+        for e in entries {
+            let p = self.param(&e.name)?;
+            let v = bytemuck::cast_slice(&values[at..at + e.len]);
+            gpu.queue.write_buffer(&p.value.buffer, 0, v);
+            gpu.queue.write_buffer(&self.flat.values, e.offset as u64 * 4, v);
+            at += e.len;
+        }
+        Ok(())
+    }
+
+    /// The accumulated gradients of `entries`, concatenated (one readback).
+    pub fn read_grad_entries(&self, gpu: &Gpu, entries: &[ParamEntry]) -> Result<Vec<f32>> {
+        let parts: Vec<(&wgpu::Buffer, u64)> =
+            entries.iter().map(|e| Ok((&self.param(&e.name)?.grad.buffer, e.len as u64 * 4))).collect::<Result<_>>()?;
+        Ok(bytemuck::pod_collect_to_vec(&Readback::concat(gpu, &parts)?))
+    }
+
+    fn param(&self, name: &str) -> Result<&Param> {
+        self.params.get(name).ok_or_else(|| Error::Invalid(format!("the U-Net has no parameter '{name}'")))
     }
 
     /// The accumulated gradients, flat ([`Self::layout`] order), multiplied by the loss scale when
