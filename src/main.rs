@@ -201,9 +201,10 @@ struct TrainArgs {
     synthetic_size: usize,
     #[arg(long, default_value_t = 2.0)]
     noise: f32,
-    /// Map each synthetic surface onto LO,HI µm (e.g. 0.1,2.4: within one fringe of 5 µm light).
-    #[arg(long)]
-    height_range: Option<String>,
+    /// Map each synthetic surface onto LO,HI µm; the default stays within one 2.5 µm fringe of
+    /// 5 µm light, where a small U-Net learns height. `full`: the random surfaces' own ±60 µm.
+    #[arg(long, default_value = "0.1,2.4")]
+    height_range: String,
     #[arg(long, default_value_t = 100)]
     steps: usize,
     /// Passes over the training frames (replaces --steps).
@@ -224,8 +225,9 @@ struct TrainArgs {
     /// Clip the gradient's global L2 norm to this.
     #[arg(long)]
     clip: Option<f64>,
-    /// physics (bucket consistency + smoothness, no truth needed) or supervised (MSE to truth).
-    #[arg(long, default_value = "physics")]
+    /// physics (bucket consistency + smoothness, no truth needed), supervised (MSE to truth), or
+    /// auto: supervised when every frame has a truth map (synthetic frames do), else physics.
+    #[arg(long, default_value = "auto")]
     loss: String,
     /// Weight of the Laplacian smoothness term.
     #[arg(long, default_value_t = 1e-4)]
@@ -663,7 +665,8 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
     let loss = match a.loss.as_str() {
         "physics" => LossChoice::Physics,
         "supervised" => LossChoice::Supervised,
-        other => return Err(anyhow!("--loss '{other}': expected physics or supervised")),
+        "auto" => LossChoice::Auto,
+        other => return Err(anyhow!("--loss '{other}': expected auto, physics or supervised")),
     };
     let input_scale = match &a.input_scale {
         None => None,
@@ -671,12 +674,12 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
             Some(parse_scale(s).ok_or_else(|| anyhow!("--input-scale '{s}': expected a positive number like 1/255"))?)
         }
     };
-    let height_range = match &a.height_range {
-        None => None,
-        Some(s) => Some(
+    let height_range = match a.height_range.as_str() {
+        "full" => None,
+        s => Some(
             s.split_once(',')
                 .and_then(|(l, h)| Some((l.trim().parse::<f32>().ok()?, h.trim().parse::<f32>().ok()?)))
-                .ok_or_else(|| anyhow!("--height-range '{s}': expected LO,HI in µm, like 0.1,2.4"))?,
+                .ok_or_else(|| anyhow!("--height-range '{s}': expected LO,HI in µm (like 0.1,2.4) or full"))?,
         ),
     };
     let opts = TrainOptions {
@@ -722,11 +725,12 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
     })?;
     bar.finish_and_clear();
     println!(
-        "trained {} steps on {} ({}): {:.3} s/step, loss {:.4} -> {:.4}, {} skipped (overflow), \
+        "trained {} steps on {} ({}, {} loss): {:.3} s/step, loss {:.4} -> {:.4}, {} skipped (overflow), \
          GPU {:.1} MiB per step (activations {:.1}, their gradients {:.1}, parameters + Adam {:.1}, scratch {:.1})",
         r.steps,
         gpu.describe(),
         r.precision,
+        format!("{:?}", r.loss).to_lowercase(),
         r.seconds_per_step,
         r.first_loss,
         r.last_loss,

@@ -29,6 +29,10 @@ const NO_METADATA: [(&str, &str); 0] = [];
 pub enum LossChoice {
     Physics,
     Supervised,
+    /// Supervised when every training frame has a truth map (synthetic frames always do),
+    /// physics otherwise. The physics loss alone does not train a fresh U-Net well (it settles
+    /// in minima where the lasers' fringe orders disagree); it refines a trained one.
+    Auto,
 }
 
 #[derive(Clone, Debug)]
@@ -88,7 +92,7 @@ impl Default for TrainOptions {
             synthetic: 16,
             synthetic_size: 128,
             noise: 2.0,
-            height_range: None,
+            height_range: Some((0.1, 2.4)),
             steps: 100,
             epochs: None,
             batch: 4,
@@ -97,7 +101,7 @@ impl Default for TrainOptions {
             schedule: LrSchedule::Constant,
             weight_decay: 0.0,
             clip: None,
-            loss: LossChoice::Physics,
+            loss: LossChoice::Auto,
             smoothness: 1e-4,
             input_scale: None,
             precision: None,
@@ -214,6 +218,8 @@ pub struct TrainReport {
     pub memory: MemoryUse,
     pub precision: Precision,
     pub skipped_steps: usize,
+    /// The loss used (`Auto` resolved).
+    pub loss: LossChoice,
 }
 
 fn rmse(a: &[f32], b: &[f32]) -> f64 {
@@ -293,7 +299,13 @@ pub fn train(
             config.n_channels
         )));
     }
-    if opts.loss == LossChoice::Supervised && frames.iter().any(|f| f.truth.is_none()) {
+    let all_truth = frames.iter().all(|f| f.truth.is_some());
+    let loss_choice = match opts.loss {
+        LossChoice::Auto if all_truth => LossChoice::Supervised,
+        LossChoice::Auto => LossChoice::Physics,
+        ref l => l.clone(),
+    };
+    if loss_choice == LossChoice::Supervised && !all_truth {
         return Err(Error::Invalid("--loss supervised needs --truth for every frame (or synthetic frames)".into()));
     }
     let (ph, pw) = if opts.patch == 0 {
@@ -309,9 +321,9 @@ pub fn train(
         (opts.patch, opts.patch)
     };
     let input_scale = opts.input_scale.or(weights.metadata_f32("input_scale")?).unwrap_or(ty.default_scale());
-    let loss = match opts.loss {
-        LossChoice::Physics => LossKind::Physics(PhysicsConfig { smoothness: opts.smoothness, ..Default::default() }),
+    let loss = match loss_choice {
         LossChoice::Supervised => LossKind::Mse,
+        _ => LossKind::Physics(PhysicsConfig { smoothness: opts.smoothness, ..Default::default() }),
     };
     let tcfg = TrainConfig {
         loss,
@@ -348,7 +360,7 @@ pub fn train(
         let mut m = std::collections::BTreeMap::new();
         m.insert("input_scale".to_string(), format!("{input_scale}"));
         m.insert("base".into(), config.base.to_string());
-        m.insert("loss".into(), format!("{:?}", opts.loss).to_lowercase());
+        m.insert("loss".into(), format!("{loss_choice:?}").to_lowercase());
         m.insert("smoothness".into(), opts.smoothness.to_string());
         m.insert("lr".into(), opts.lr.to_string());
         m.insert("steps".into(), step.to_string());
@@ -401,7 +413,7 @@ pub fn train(
                 }
             }
             trainer.set_frames(gpu, ty, &bytes)?;
-            if opts.loss == LossChoice::Supervised {
+            if loss_choice == LossChoice::Supervised {
                 trainer.set_truth(gpu, &truth)?;
             }
             let l = trainer.accumulate(gpu, 1.0 / opts.grad_accum as f32)?;
@@ -445,5 +457,6 @@ pub fn train(
         memory: trainer.memory(),
         precision,
         skipped_steps: skipped,
+        loss: loss_choice,
     })
 }

@@ -19,7 +19,10 @@ pub enum Model {
 impl Model {
     pub fn name(&self) -> String {
         match self {
-            Model::UNet(m) => format!("unet (base {})", m.config.base),
+            Model::UNet(m) => match &m.trained_heights {
+                Some(r) => format!("unet (base {}, trained on heights {} µm)", m.config.base, r.replace(',', "..")),
+                None => format!("unet (base {})", m.config.base),
+            },
             Model::Classical(c) => {
                 format!("classical ({} lasers x {} buckets)", c.config.wavelengths.len(), c.config.buckets)
             }

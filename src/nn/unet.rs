@@ -48,6 +48,8 @@ pub struct UNet {
     pub precision: Precision,
     /// `input_scale` from the weights' metadata, if any.
     pub input_scale: Option<f32>,
+    /// `height_range` (µm, "lo,hi") the model was trained on, from the metadata, if recorded.
+    pub trained_heights: Option<String>,
     inc: DoubleConv,
     downs: Vec<DoubleConv>,
     ups: Vec<DoubleConv>,
@@ -130,7 +132,8 @@ impl UNet {
         let bias = wts.get("outc.conv.bias", &[k])?;
         let outc = ConvWeights::new(gpu, precision, &w.data, [k, b, 1], &vec![1.0; k], &bias.data, false)?;
         let input_scale = wts.metadata_f32("input_scale")?;
-        Ok(UNet { config, precision, input_scale, inc, downs, ups, outc })
+        let trained_heights = wts.metadata.get("height_range").cloned();
+        Ok(UNet { config, precision, input_scale, trained_heights, inc, downs, ups, outc })
     }
 
     /// Bytes of weights on the GPU.
