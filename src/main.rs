@@ -742,8 +742,12 @@ fn train_command(a: TrainArgs, gpu_opts: &GpuOptions) -> Result<()> {
         mib(r.memory.scratch)
     );
     for v in &r.validations {
+        let restricted = match v.classical_range_rmse {
+            Some(c) => format!("; searching only the training height range: {c:.4} µm"),
+            None => String::new(),
+        };
         println!(
-            "validation at step {}: height RMSE {:.4} µm (classical solver on the same frames: {:.4} µm)",
+            "validation at step {}: height RMSE {:.4} µm (classical solver on the same frames: {:.4} µm{restricted})",
             v.step, v.rmse, v.classical_rmse
         );
     }

@@ -205,7 +205,11 @@ pub(crate) fn load_frames(files: &[PathBuf], truth_files: &[PathBuf]) -> Result<
 pub struct Validation {
     pub step: usize,
     pub rmse: f64,
+    /// The classical solver with its default search range (±100 µm).
     pub classical_rmse: f64,
+    /// The classical solver searching only the synthetic frames' height range (the prior the
+    /// network was trained with), when one is set.
+    pub classical_range_rmse: Option<f64>,
 }
 
 pub struct TrainReport {
@@ -226,29 +230,40 @@ fn rmse(a: &[f32], b: &[f32]) -> f64 {
     (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64).sqrt()
 }
 
-/// Height RMSE of `weights` (eval mode) and of the classical solver on `frames`.
-fn validate(gpu: &Gpu, weights: &Weights, frames: &[Frame], scale: f32) -> Result<(f64, f64)> {
+/// Height RMSE of `weights` (eval mode) and of the classical solver (with each configuration in
+/// `classical`) on `frames`.
+fn validate(
+    gpu: &Gpu,
+    weights: &Weights,
+    frames: &[Frame],
+    scale: f32,
+    classical: &[ClassicalConfig],
+) -> Result<(f64, Vec<f64>)> {
     let model = UNet::new(gpu, weights, Precision::F32)?;
-    let classical = Classical::new(gpu, ClassicalConfig::default())?;
-    let (mut se, mut se_c, mut n) = (0.0, 0.0, 0usize);
+    let solvers = classical.iter().map(|c| Classical::new(gpu, c.clone())).collect::<Result<Vec<_>>>()?;
+    let (mut se, mut se_c, mut n) = (0.0, vec![0.0; solvers.len()], 0usize);
     for f in frames {
         let truth = f.truth.as_ref().expect("validation frames are synthetic");
         let raw = RawBuffer::upload(gpu, f.ty, &f.bytes)?;
         let plan = model.plan(gpu, 1, f.h, f.w)?;
-        let cplan = classical.plan(gpu, 1, f.h, f.w)?;
         let d1 = from_raw(gpu, &raw, scale, &plan.input)?;
-        let d2 = from_raw(gpu, &raw, 1.0, &cplan.input)?;
-        let mut all = vec![&d1, &d2];
+        let mut all = vec![&d1];
         all.extend(&plan.dispatches);
-        all.extend(&cplan.dispatches);
         gpu.run(&all)?;
         let out = plan.output.to_f32(gpu)?;
-        let cout = cplan.output.to_f32(gpu)?;
         se += rmse(&out[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
-        se_c += rmse(&cout[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
+        for (solver, acc) in solvers.iter().zip(&mut se_c) {
+            let cplan = solver.plan(gpu, 1, f.h, f.w)?;
+            let d2 = from_raw(gpu, &raw, 1.0, &cplan.input)?;
+            let mut all = vec![&d2];
+            all.extend(&cplan.dispatches);
+            gpu.run(&all)?;
+            let cout = cplan.output.to_f32(gpu)?;
+            *acc += rmse(&cout[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
+        }
         n += f.h * f.w;
     }
-    Ok(((se / n as f64).sqrt(), (se_c / n as f64).sqrt()))
+    Ok(((se / n as f64).sqrt(), se_c.iter().map(|s| (s / n as f64).sqrt()).collect()))
 }
 
 /// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step.
@@ -383,10 +398,16 @@ pub fn train(
         };
         checkpoint::save(path, &ck)
     };
+    // The classical solver as it is, and searching only the synthetic height range (the network's
+    // prior; 0.1 µm margins so that noise at the range's ends still finds its fringe order).
+    let mut classical = vec![ClassicalConfig::default()];
+    if let (Some((lo, hi)), true) = (opts.height_range, opts.frames.is_empty()) {
+        classical.push(ClassicalConfig { height_range: (lo - 0.1, hi + 0.1), ..Default::default() });
+    }
     let validate_now = |trainer: &UNetTrainer, step: usize| -> Result<Validation> {
         let w = to_weights(&trainer.state_dict(gpu)?, NO_METADATA);
-        let (rmse, classical_rmse) = validate(gpu, &w, &val, input_scale)?;
-        Ok(Validation { step, rmse, classical_rmse })
+        let (rmse, c) = validate(gpu, &w, &val, input_scale, &classical)?;
+        Ok(Validation { step, rmse, classical_rmse: c[0], classical_range_rmse: c.get(1).copied() })
     };
 
     let mut validations = Vec::new();
