@@ -59,6 +59,16 @@ fn chunk_range(ch: u32) -> vec2<u32> {
     return vec2<u32>(lo, min(lo + p.chunk, p.batch));
 }
 
+// Invocation tc of a first-stage coefficient reduction: (chunk, i, o, k), with tc running over
+// chunks × (n_in, n_out, degree + 1) coefficients.
+fn coeff_task(tc: u32) -> vec4<u32> {
+    let kk = p.degree + 1u;
+    let np = p.n_in * p.n_out * kk;
+    let t = tc % np;
+    let io = t / kk;
+    return vec4<u32>(tc / np, io / p.n_out, io % p.n_out, t % kk);
+}
+
 // Second stage of a batch reduction: dw[t] = sum_ch x[ch, t] over the n_chunks() partials of
 // n_out values each, in chunk order.
 @compute @workgroup_size(64, 1, 1)
@@ -163,18 +173,15 @@ fn cheby_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 // ch's samples in order; one invocation per (chunk, i, o, k).
 @compute @workgroup_size(64, 1, 1)
 fn cheby_backward_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let kk = p.degree + 1u;
-    let np = p.n_in * p.n_out * kk;
     let tc = lane(gid, nwg);
-    if (tc >= np * n_chunks()) {
+    if (tc >= p.n_in * p.n_out * (p.degree + 1u) * n_chunks()) {
         return;
     }
-    let range = chunk_range(tc / np);
-    let t = tc % np;
-    let k = t % kk;
-    let io = t / kk;
-    let o = io % p.n_out;
-    let i = io / p.n_out;
+    let task = coeff_task(tc);
+    let range = chunk_range(task.x);
+    let i = task.y;
+    let o = task.z;
+    let k = task.w;
     var acc = 0.0;
     for (var b = range.x; b < range.y; b++) {
         let xv = x[b * p.n_in + i];
@@ -534,18 +541,15 @@ fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32
 // g0 T_k + sum_a g1 T_k' x'_a + g2 (T_k'' x'_a^2 + T_k' x''_a); sum_chunks adds the chunks.
 @compute @workgroup_size(64, 1, 1)
 fn cheby_backward_derivatives_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let kk = p.degree + 1u;
-    let np = p.n_in * p.n_out * kk;
     let tc = lane(gid, nwg);
-    if (tc >= np * n_chunks()) {
+    if (tc >= p.n_in * p.n_out * (p.degree + 1u) * n_chunks()) {
         return;
     }
-    let range = chunk_range(tc / np);
-    let t = tc % np;
-    let k = t % kk;
-    let io = t / kk;
-    let o = io % p.n_out;
-    let i = io / p.n_out;
+    let task = coeff_task(tc);
+    let range = chunk_range(task.x);
+    let i = task.y;
+    let o = task.z;
+    let k = task.w;
     let nd = p.n_dir;
     let ch = 1u + 2u * nd;
     var acc = 0.0;

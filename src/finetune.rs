@@ -145,25 +145,46 @@ fn crop_set(frames: &[Frame], patch: [usize; 2], crops: usize, seed: u64) -> Vec
     out
 }
 
-/// Physics loss (and accumulated gradients) of the trainer's current parameters over `set`.
+/// A fixed crop set cut into micro-batches once: the raw bytes of each, ready to upload.
+struct Batches {
+    ty: HostType,
+    bytes: Vec<Vec<u8>>,
+}
+
+impl Batches {
+    fn new(frames: &[Frame], set: &[(usize, usize, usize)], batch: usize, [ph, pw]: [usize; 2]) -> Batches {
+        let ty = frames.first().map_or(HostType::U8, |f| f.ty);
+        let bytes = set
+            .chunks(batch)
+            .map(|chunk| {
+                let mut b = Vec::new();
+                for &(i, y0, x0) in chunk {
+                    frames[i].crop(y0, x0, ph, pw, &mut b);
+                }
+                b
+            })
+            .collect();
+        Batches { ty, bytes }
+    }
+}
+
+/// Physics loss (and accumulated gradients) of the trainer's current parameters over `batches`.
+/// `resident` says which batch the trainer holds (set id, index): a one-batch set is uploaded once.
 fn evaluate(
     gpu: &Gpu,
     trainer: &mut UNetTrainer,
-    frames: &[Frame],
-    set: &[(usize, usize, usize)],
-    batch: usize,
+    batches: &Batches,
+    id: usize,
+    resident: &mut Option<(usize, usize)>,
 ) -> Result<f32> {
-    let [_, ph, pw] = trainer.shape();
-    let micro = set.len() / batch;
+    let micro = batches.bytes.len();
     trainer.zero_grad(gpu);
     let mut total = 0.0;
-    let mut bytes = Vec::new();
-    for chunk in set.chunks(batch) {
-        bytes.clear();
-        for &(i, y0, x0) in chunk {
-            frames[i].crop(y0, x0, ph, pw, &mut bytes);
+    for (k, bytes) in batches.bytes.iter().enumerate() {
+        if *resident != Some((id, k)) {
+            trainer.set_frames(gpu, batches.ty, bytes)?;
+            *resident = Some((id, k));
         }
-        trainer.set_frames(gpu, frames[0].ty, &bytes)?;
         total += trainer.accumulate(gpu, 1.0 / micro as f32)?.total;
     }
     Ok(total / micro as f32)
@@ -255,9 +276,12 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     let mut x: Vec<f32> = entries.iter().flat_map(|e| full[e.offset..e.offset + e.len].iter().copied()).collect();
     drop(full);
     let t0 = Instant::now();
+    let (train_batches, hold_batches) =
+        (Batches::new(&frames, &set, batch, patch), Batches::new(&holdout, &hold_set, batch, patch));
+    let mut resident = None;
     let holdout_before =
-        if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &holdout, &hold_set, batch)?) };
-    let loss_before = evaluate(gpu, &mut trainer, &frames, &set, batch)?;
+        if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &hold_batches, 1, &mut resident)?) };
+    let loss_before = evaluate(gpu, &mut trainer, &train_batches, 0, &mut resident)?;
     if !loss_before.is_finite() {
         return Err(Error::Invalid(format!("the physics loss of the given weights is {loss_before}")));
     }
@@ -278,7 +302,7 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     {
         let mut closure = |p: &[f32], g: &mut [f32]| -> Result<f32> {
             trainer.write_param_entries(gpu, &entries, p)?;
-            let loss = evaluate(gpu, &mut trainer, &frames, &set, batch)?;
+            let loss = evaluate(gpu, &mut trainer, &train_batches, 0, &mut resident)?;
             g.copy_from_slice(&trainer.read_grad_entries(gpu, &entries)?);
             evals += 1;
             if loss < best.0 {
@@ -293,7 +317,7 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     let (loss_after, x) = best;
     trainer.write_param_entries(gpu, &entries, &x)?;
     let holdout_after =
-        if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &holdout, &hold_set, batch)?) };
+        if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &hold_batches, 1, &mut resident)?) };
 
     let mut metadata: BTreeMap<String, String> = weights.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     metadata.insert("input_scale".into(), format!("{input_scale}"));

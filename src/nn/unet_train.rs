@@ -47,6 +47,13 @@ struct Layer {
     y: Option<Tensor>,
 }
 
+/// The raw frame buffer of a batch and the conversions into the model input and the loss frame.
+struct FrameUpload {
+    raw: RawBuffer,
+    to_input: Dispatch,
+    to_frame: Dispatch,
+}
+
 /// Training settings the plan needs.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
@@ -75,7 +82,7 @@ pub struct UNetTrainer {
     adam: Adam,
     scaler: LossScaler,
     /// Raw frame upload (u8/u16/f16/f32) and its two conversions: model input and loss frame.
-    raw: Option<RawBuffer>,
+    upload: Option<FrameUpload>,
     input: Tensor,
     frame: Tensor,
     truth: Tensor,
@@ -394,7 +401,7 @@ impl UNetTrainer {
             flat,
             adam,
             scaler,
-            raw: None,
+            upload: None,
             input,
             frame,
             truth,
@@ -408,18 +415,33 @@ impl UNetTrainer {
         })
     }
 
-    /// Upload a batch: `n` frames `(C, h, w)` of raw `ty` values, concatenated.
+    /// Upload a batch: `n` frames `(C, h, w)` of raw `ty` values, concatenated. The raw buffer
+    /// and its two conversions are made on the first call (and again if the dtype or size
+    /// changes); later calls only write the bytes and run them.
     pub fn set_frames(&mut self, gpu: &Gpu, ty: HostType, bytes: &[u8]) -> Result<()> {
-        let raw = RawBuffer::upload(gpu, ty, bytes)?;
-        let to_input = from_raw(gpu, &raw, self.train.input_scale, &self.input)?;
-        let to_frame = from_raw(gpu, &raw, 1.0, &self.frame)?;
-        let mut d: Vec<&Dispatch> = vec![&to_input, &to_frame];
+        match &self.upload {
+            Some(u) if u.raw.ty == ty && u.raw.count * ty.size() == bytes.len() => {
+                if bytes.len().is_multiple_of(4) {
+                    gpu.queue.write_buffer(&u.raw.buffer, 0, bytes);
+                } else {
+                    let mut padded = bytes.to_vec();
+                    padded.resize(bytes.len().div_ceil(4) * 4, 0);
+                    gpu.queue.write_buffer(&u.raw.buffer, 0, &padded);
+                }
+            }
+            _ => {
+                let raw = RawBuffer::upload(gpu, ty, bytes)?;
+                let to_input = from_raw(gpu, &raw, self.train.input_scale, &self.input)?;
+                let to_frame = from_raw(gpu, &raw, 1.0, &self.frame)?;
+                self.upload = Some(FrameUpload { raw, to_input, to_frame });
+            }
+        }
+        let u = self.upload.as_ref().expect("set above");
+        let mut d: Vec<&Dispatch> = vec![&u.to_input, &u.to_frame];
         if let Some(e) = self.loss.estimate() {
             d.push(e);
         }
-        gpu.run(&d)?;
-        self.raw = Some(raw);
-        Ok(())
+        gpu.run(&d)
     }
 
     /// Upload the truth maps `[n, classes, h, w]` for the supervised loss.
