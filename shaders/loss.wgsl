@@ -97,9 +97,9 @@ fn laplacian_at(base: u32, y: i32, x: i32) -> f32 {
     return laplacian(base, y, x);
 }
 
-// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1].
+// Tree-sum (a, b) over the workgroup in a fixed order; every invocation gets the sums.
 // Must be reached in uniform control flow.
-fn workgroup_partials(li: u32, wg: u32, a: f32, b: f32) {
+fn tree_sum2(li: u32, a: f32, b: f32) -> vec2<f32> {
     red0[li] = a;
     red1[li] = b;
     workgroupBarrier();
@@ -110,9 +110,18 @@ fn workgroup_partials(li: u32, wg: u32, a: f32, b: f32) {
         }
         workgroupBarrier();
     }
+    let r = vec2<f32>(red0[0], red1[0]);
+    workgroupBarrier();
+    return r;
+}
+
+// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1].
+// Must be reached in uniform control flow.
+fn workgroup_partials(li: u32, wg: u32, a: f32, b: f32) {
+    let r = tree_sum2(li, a, b);
     if (li == 0u) {
-        partials[2u * wg] = red0[0];
-        partials[2u * wg + 1u] = red1[0];
+        partials[2u * wg] = r.x;
+        partials[2u * wg + 1u] = r.y;
     }
 }
 
@@ -225,19 +234,10 @@ fn reduce(@builtin(local_invocation_index) li: u32) {
         a += partials[2u * j];
         b += partials[2u * j + 1u];
     }
-    red0[li] = a;
-    red1[li] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red0[li] += red0[li + s];
-            red1[li] += red1[li + s];
-        }
-        workgroupBarrier();
-    }
+    let r = tree_sum2(li, a, b);
     if (li == 0u) {
-        let data = red0[0] * p.inv_m;
-        let lap2 = red1[0] * p.inv_p;
+        let data = r.x * p.inv_m;
+        let lap2 = r.y * p.inv_p;
         value[0] = data + p.w_smooth * lap2;
         value[1] = data;
         value[2] = p.w_smooth * lap2;
