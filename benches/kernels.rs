@@ -23,11 +23,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use psi_gpu::gpu::Tensor;
 use psi_gpu::gpu::{Dispatch, Gpu, GpuOptions, Precision};
 use psi_gpu::io::weights::Weights;
 use psi_gpu::nn::unet::{UNet, UNetConfig};
 use psi_gpu::ops::conv::{ConvWeights, conv, conv3x3_naive, flops};
-use psi_gpu::tensor::Tensor;
 
 /// Criterion samples per benchmark (its minimum).
 const SAMPLES: usize = 10;

@@ -1,30 +1,43 @@
 //! psi-gpu: phase-shifting-interferometry bucket images to height maps on any GPU (wgpu).
 //!
-//! Data flows one way: `io` reads frames and weights, `gpu` owns the device and pipelines,
-//! `ops` launches the WGSL kernels in `shaders/`, `nn` builds models from those ops (the U-Net,
-//! Scaled-cPIKAN) and `psi` holds the physics (classical solver, synthesis, losses). `tiling`
-//! streams a frame band by band through a model (`infer`); `autograd`, `optim` and `train` train
-//! the U-Net, `finetune` adapts it with L-BFGS; `eval`, `demo`, `bench`, `convert` are the other commands' libraries.
+//! Layers, lowest first; a module imports only from layers below its own (a test checks it):
+//!
+//! ```text
+//! error, rng, dtype   the bottom: errors, deterministic random numbers, element types
+//! io, psi             file formats (npy, safetensors, PNG/BMP, the atomic writer);
+//!                     CPU-only physics (PsiConfig, bucket model, phase helpers, surfaces)
+//! gpu                 device, pipelines, buffers, Tensor, Plan
+//! ops                 every WGSL kernel's launcher and its CPU reference
+//! autograd, optim     the tape; Adam, loss scaling, schedules, L-BFGS
+//! nn                  models: the U-Net, the classical solver, Scaled-cPIKAN
+//! tiling              tile grid, band streaming, a model on an in-memory region
+//! commands            one module per subcommand: Options, run, Report
+//! ```
+//!
+//! Data flows one way: read → tiles → model → blend → write (`tiling::stream`).
+
+pub mod dtype;
+pub mod error;
+pub mod rng;
+
+pub mod io;
+pub mod psi;
+
+pub mod gpu;
+
+pub mod ops;
 
 pub mod autograd;
-pub mod bench;
-pub mod convert;
-pub mod demo;
-pub mod error;
-pub mod eval;
-pub mod finetune;
-pub mod gpu;
-pub mod infer;
-pub mod io;
-pub mod nn;
-pub mod ops;
 pub mod optim;
-pub mod psi;
-pub mod rng;
-pub mod tensor;
-pub mod tiling;
-pub mod train;
 
+pub mod nn;
+
+pub mod tiling;
+
+pub mod commands;
+
+pub mod layering;
+
+pub use dtype::HostType;
 pub use error::{Error, Result};
-pub use gpu::{Gpu, GpuOptions, Precision};
-pub use tensor::{ChannelView, HostType, Tensor};
+pub use gpu::{ChannelView, Gpu, GpuOptions, Precision, Tensor};

@@ -5,17 +5,20 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
-use psi_gpu::bench::BenchOptions;
-use psi_gpu::convert::{ImageFormat, images_to_npy, npy_to_images};
-use psi_gpu::eval::{EvalOptions, error_map, eval};
+use psi_gpu::HostType;
+use psi_gpu::commands::bench::BenchOptions;
+use psi_gpu::commands::eval::{EvalOptions, error_map, eval};
+use psi_gpu::commands::generate::generate;
+use psi_gpu::commands::infer::{InferOptions, infer};
+use psi_gpu::commands::train::{LossChoice, TrainOptions, train};
 use psi_gpu::gpu::{Gpu, GpuOptions, Precision, list_adapters};
-use psi_gpu::infer::{InferOptions, infer};
+use psi_gpu::io::images::{ImageFormat, images_to_npy, npy_to_images};
 use psi_gpu::io::preview::{PreviewOptions, write_preview};
 use psi_gpu::io::weights::parse_scale;
 use psi_gpu::optim::LrSchedule;
-use psi_gpu::psi::generate::{GenerateOptions, Shape, generate};
-use psi_gpu::tensor::HostType;
-use psi_gpu::train::{LossChoice, TrainOptions, train};
+use psi_gpu::psi::PsiConfig;
+use psi_gpu::psi::surface::Shape;
+use psi_gpu::psi::synthetic::GenerateOptions;
 
 #[derive(Parser)]
 #[command(name = "psi-gpu", version, about = "Phase-shifting-interferometry bucket images to height maps on any GPU")]
@@ -471,13 +474,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let gpu = Gpu::new(&gpu_opts)?;
             let init = match init.split_once(':') {
-                None if init == "classical" => psi_gpu::psi::pinn_fit::Init::Classical,
+                None if init == "classical" => psi_gpu::nn::cpikan::fit::Init::Classical,
                 Some(("unet", weights)) => {
-                    psi_gpu::psi::pinn_fit::Init::Heights(unet_region(&gpu, &frame, [y, x, h, w], weights)?)
+                    psi_gpu::nn::cpikan::fit::Init::Heights(unet_region(&gpu, &frame, [y, x, h, w], weights)?)
                 }
                 _ => return Err(anyhow!("--init '{init}': expected classical or unet:W.safetensors")),
             };
-            let opts = psi_gpu::psi::pinn_fit::PinnFitOptions {
+            let opts = psi_gpu::nn::cpikan::fit::PinnFitOptions {
                 region: [y, x, h, w],
                 smoothness,
                 supervised_steps,
@@ -487,10 +490,10 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 ..Default::default()
             };
-            let r = psi_gpu::psi::pinn_fit::pinn_fit(&gpu, &frame, &opts)?;
+            let r = psi_gpu::nn::cpikan::fit::pinn_fit(&gpu, &frame, &opts)?;
             psi_gpu::io::npy::write_f32(&output, &[h, w], &r.heights)?;
             if let Some(m) = &save_model {
-                psi_gpu::psi::pinn_fit::save_model(m, &r.weights)?;
+                psi_gpu::nn::cpikan::fit::save_model(m, &r.weights)?;
             }
             println!(
                 "pinn fit {h}x{w} at ({y}, {x}) on {}: physics loss {:.4} -> {:.4} (initial height's data term {:.4}); \
@@ -522,8 +525,8 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(anyhow!("pinn bench '{problem}': the available problem is helmholtz"));
             }
             let gpu = Gpu::new(&gpu_opts)?;
-            let d = psi_gpu::psi::pde::HelmholtzConfig::default();
-            let cfg = psi_gpu::psi::pde::HelmholtzConfig {
+            let d = psi_gpu::nn::cpikan::helmholtz::HelmholtzConfig::default();
+            let cfg = psi_gpu::nn::cpikan::helmholtz::HelmholtzConfig {
                 layers: layers.unwrap_or(d.layers),
                 degree: degree.unwrap_or(d.degree),
                 n_collocation: collocation.unwrap_or(d.n_collocation),
@@ -533,7 +536,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed: seed.unwrap_or(d.seed),
                 ..d
             };
-            let r = psi_gpu::psi::pde::helmholtz(&gpu, &cfg)?;
+            let r = psi_gpu::nn::cpikan::helmholtz::helmholtz(&gpu, &cfg)?;
             println!(
                 "helmholtz on {}: network {:?}, Chebyshev order {}, {} collocation points, Adam lr {:e}, seed {}",
                 gpu.describe(),
@@ -591,7 +594,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn finetune_command(a: FinetuneArgs, gpu_opts: &GpuOptions) -> Result<()> {
-    use psi_gpu::finetune::{FinetuneOptions, Layers, finetune};
+    use psi_gpu::commands::finetune::{FinetuneOptions, Layers, finetune};
     let layers = Layers::parse(&a.layers)
         .ok_or_else(|| anyhow!("--layers '{}': expected head, all or name prefixes like up4,outc", a.layers))?;
     let input_scale = match &a.input_scale {
@@ -807,10 +810,7 @@ fn generate_command(a: GenerateArgs, gpu_opts: &GpuOptions) -> Result<()> {
         height: a.height,
         width: a.width,
         dtype,
-        wavelengths: a.wavelengths,
-        buckets: a.buckets,
-        a: av,
-        b: bv,
+        psi: PsiConfig { wavelengths: a.wavelengths, buckets: a.buckets, a: av, b: bv },
         ab_variation: a.ab_variation,
         noise: a.noise,
         seed: a.seed,
@@ -861,7 +861,7 @@ fn demo_command(a: DemoArgs, gpu_opts: &GpuOptions) -> Result<()> {
         a.size,
         a.size
     );
-    let r = psi_gpu::demo::demo(&gpu, &a.dir, a.size, a.tile, a.overlap)?;
+    let r = psi_gpu::commands::demo::demo(&gpu, &a.dir, a.size, a.tile, a.overlap)?;
     println!("generate  {:.2} s", r.generate.seconds);
     println!(
         "infer     {:.2} s, {:.2} MP/s, {} tiles of {}x{} (classical, {})",
@@ -896,7 +896,7 @@ fn bench_command(a: BenchArgs, gpu_opts: &GpuOptions) -> Result<()> {
         precision: parse_precision(&a.precision)?,
         dir,
     };
-    let r = psi_gpu::bench::bench(&gpu, &opts)?;
+    let r = psi_gpu::commands::bench::bench(&gpu, &opts)?;
     let m = &r.model;
     println!("device    {} | driver {}", gpu.describe(), gpu.info.driver);
     println!(
@@ -980,8 +980,8 @@ fn infer_command(a: InferArgs, gpu_opts: &GpuOptions) -> Result<()> {
     let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
     let mut opts = InferOptions::new(a.input.clone(), output.clone());
     opts.weights = a.weights;
-    opts.classical.wavelengths = a.wavelengths;
-    opts.classical.buckets = a.buckets;
+    opts.classical.psi.wavelengths = a.wavelengths;
+    opts.classical.psi.buckets = a.buckets;
     opts.classical.height_range = (lo, hi);
     opts.quality = a.quality;
     opts.tile = a.tile;

@@ -24,6 +24,18 @@ impl Rng {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
+    /// Uniform in [lo, hi), rounded to f32 (so a GPU kernel and a CPU reference given the value
+    /// see the same number).
+    pub fn range_f32(&mut self, lo: f64, hi: f64) -> f64 {
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (lo + (hi - lo) * u) as f32 as f64
+    }
+
+    /// +1 or −1 with equal probability.
+    pub fn sign(&mut self) -> f64 {
+        if self.next_u64() & 1 == 0 { 1.0 } else { -1.0 }
+    }
+
     /// A standard normal sample.
     pub fn normal(&mut self) -> f64 {
         if let Some(v) = self.spare.take() {

@@ -1,12 +1,17 @@
-//! GPU context: adapter choice, enabled features and limits, pipeline cache, buffers, readback.
+//! The device layer: adapter choice, enabled features and limits ([`Gpu`]), the pipeline cache,
+//! recorded dispatches, the buffer helpers and readback, [`Tensor`] (a buffer with an NCHW shape
+//! and a storage precision) and [`Plan`] (a model instantiated for one batch and tile size).
 
 mod buffers;
 mod context;
 mod dispatch;
 mod pipeline;
-pub use pipeline::Shader;
+mod plan;
+mod tensor;
 
-pub use buffers::{Readback, uniform};
+pub use buffers::{Readback, staging, storage, storage_f32, uniform, zeroed, zeroed_f32};
 pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends};
 pub use dispatch::{Dispatch, grid_1d};
-pub use pipeline::{Kernel, Precision};
+pub use pipeline::{Kernel, Precision, Shader};
+pub use plan::Plan;
+pub use tensor::{ChannelView, Tensor, buffer_bytes, check_binding, encode};

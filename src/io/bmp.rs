@@ -312,12 +312,10 @@ pub fn write_bmp_to(out: &mut impl Write, width: usize, height: usize, pixels: &
     Ok(())
 }
 
-/// [`write_bmp_to`] a file at `path` (created or replaced).
+/// [`write_bmp_to`] a file at `path` (created or replaced, through the atomic writer).
 pub fn write_bmp(path: &Path, width: usize, height: usize, pixels: &[u8]) -> Result<()> {
     written_image_size(width, height, pixels.len()).map_err(|m| bmp_err(path, m))?;
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut out = std::io::BufWriter::new(file);
-    write_bmp_to(&mut out, width, height, pixels).and_then(|()| out.flush()).map_err(|e| Error::io(path, e))
+    crate::io::atomic::write_with(path, |out| write_bmp_to(out, width, height, pixels).map_err(|e| Error::io(path, e)))
 }
 
 #[cfg(test)]

@@ -11,16 +11,13 @@
 //! two tensors dropped before a strict PyTorch load.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::io::weights::Weights;
+use crate::io::weights::{Weights, f32_bytes, to_safetensors};
 
 /// Prefix of the optimizer tensors: no module or parameter of the U-Net has such a name.
 pub const OPTIM_PREFIX: &str = "__optim__.";
@@ -59,10 +56,6 @@ pub struct OptimizerState {
     pub v: Vec<f32>,
     pub loss_scale: f32,
     pub growth_tracker: u32,
-}
-
-fn f32_bytes(data: &[f32]) -> Vec<u8> {
-    data.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Check `ck` and build the safetensors bytes.
@@ -114,16 +107,7 @@ fn serialize(path: &Path, ck: &Checkpoint) -> Result<Vec<u8>> {
         metadata.insert(META_GROWTH_TRACKER.into(), o.growth_tracker.to_string());
     }
 
-    let views = entries
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|v| (name.as_str(), v))
-                .map_err(|e| invalid(format!("tensor '{name}': {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let info = (!metadata.is_empty()).then_some(metadata);
-    safetensors::serialize(views, info).map_err(|e| invalid(format!("could not serialize: {e}")))
+    to_safetensors(&entries, metadata, invalid)
 }
 
 /// The optimizer metadata value `RESERVED_META[i]`, which must be present and parse.
@@ -133,35 +117,10 @@ fn parse_meta<T: FromStr>(meta: &[Option<String>], i: usize, err: &impl Fn(Strin
     s.trim().parse().map_err(|_| err(format!("metadata '{key}' = '{s}' is not valid")))
 }
 
-/// The temporary file `save` writes before renaming it over `path`.
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("checkpoint path '{}' does not name a file", path.display())))?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    // Unique per process and call, so concurrent saves never share a temporary file.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    tmp.push(format!(".tmp{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    Ok(path.with_file_name(tmp))
-}
-
-/// Write `ck` to `path` (safetensors; see the module docs). The file is written next to `path`
-/// under a temporary name and renamed into place, so `path` is never left half-written.
+/// Write `ck` to `path` (safetensors; see the module docs) through the atomic writer, so `path`
+/// is never left half-written.
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
-    let bytes = serialize(path, ck)?;
-    let tmp = temp_path(path)?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    crate::io::atomic::write_bytes(path, &serialize(path, ck)?)
 }
 
 /// Read a checkpoint written by [`save`] (or any PyTorch state_dict in safetensors form).

@@ -1,7 +1,12 @@
 //! File formats: npy frames and height maps, safetensors weights and checkpoints, PNG previews,
-//! BMP bucket images.
+//! BMP/PNG bucket images, training frame sets — and the one atomic writer every output goes
+//! through ([`atomic`]).
+
+pub mod atomic;
 pub mod bmp;
 pub mod checkpoint;
+pub mod frames;
+pub mod images;
 pub mod npy;
 pub mod preview;
 pub mod weights;

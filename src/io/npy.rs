@@ -19,19 +19,19 @@
 //!
 //! Data is handed out as raw little-endian bytes ([`NpyReader::read_all`],
 //! [`NpyReader::read_rows`]) so that callers can upload it to the GPU as it is, or decode it with
-//! [`to_f32`]. [`NpyWriter`] streams data into a temporary file next to the target and renames it
-//! into place in [`NpyWriter::finish`], so an error never leaves a half-written `.npy` behind.
+//! [`to_f32`]. [`NpyWriter`] streams data through the atomic writer ([`crate::io::atomic`]), so an
+//! error never leaves a half-written `.npy` behind.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use half::f16;
 
+use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::tensor::HostType;
+use crate::io::atomic::AtomicFile;
 
 /// Every `.npy` file starts with these bytes.
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -448,6 +448,32 @@ impl NpyReader {
         Ok(out)
     }
 
+    /// The region `[y, x, h, w]` (rows `y..y+h`, columns `x..x+w`) of every channel of a
+    /// `(C, H, W)` array, as the raw bytes of a contiguous `(C, h, w)` array. Reads only the
+    /// region's rows.
+    pub fn read_region(&mut self, [y, x, h, w]: [usize; 4]) -> Result<Vec<u8>> {
+        let &[c, fh, fw] = self.header.shape.as_slice() else {
+            return Err(Error::Shape(format!(
+                "{}: expected a (C, H, W) frame, found shape {:?}",
+                self.path.display(),
+                self.header.shape
+            )));
+        };
+        if h == 0 || w == 0 || y + h > fh || x + w > fw {
+            return Err(Error::Shape(format!(
+                "region y={y} x={x} h={h} w={w} does not fit in the {fh} x {fw} frame {} (or is empty)",
+                self.path.display()
+            )));
+        }
+        let s = self.header.ty.size();
+        let band = self.read_rows(y..y + h)?;
+        let mut out = Vec::with_capacity(c * h * w * s);
+        for row in band.chunks_exact(fw * s) {
+            out.extend_from_slice(&row[x * s..(x + w) * s]);
+        }
+        Ok(out)
+    }
+
     /// Append `len` bytes read at `offset` to `out`.
     fn read_into(&mut self, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
         let start = out.len();
@@ -502,47 +528,31 @@ fn encode_header(ty: HostType, shape: &[usize]) -> Vec<u8> {
     out
 }
 
-/// Streams an array into a `.npy` file.
-///
-/// Data goes to a temporary file `.<name>.tmp-<pid>` in the target's directory, which
-/// [`finish`](NpyWriter::finish) renames to the target once all `prod(shape) * itemsize` bytes
-/// are written. Dropping the writer without finishing removes the temporary file, so the target
-/// is either complete or untouched.
+/// Streams an array into a `.npy` file through the atomic writer ([`AtomicFile`]): the target
+/// appears, complete, only when [`finish`](NpyWriter::finish) has checked that all
+/// `prod(shape) * itemsize` bytes were written; dropping the writer before that leaves the target
+/// untouched and no temporary file behind.
 #[derive(Debug)]
 pub struct NpyWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    file: AtomicFile,
     expected: u64,
     written: u64,
     /// Bytes of the header: data offset 0 is at this file position.
     header: u64,
-    done: bool,
 }
 
 impl NpyWriter {
     /// Create the temporary file and write the header of a C-order `ty` array of `shape`.
     pub fn new(path: &Path, ty: HostType, shape: &[usize]) -> Result<Self> {
         let expected = data_len(ty, shape).ok_or_else(|| npy_err(path, format!("shape {shape:?} is too large")))?;
-        let name = path.file_name().ok_or_else(|| npy_err(path, "not a file path"))?;
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        let file = File::create(&tmp).map_err(|e| Error::io(path, e))?;
-        let mut writer = NpyWriter {
-            path: path.to_path_buf(),
-            tmp,
-            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
-            expected: expected as u64,
-            written: 0,
-            header: 0,
-            done: false,
-        };
+        let mut file = AtomicFile::with_capacity(path, WRITE_BUFFER)?;
         let header = encode_header(ty, shape);
-        writer.header = header.len() as u64;
-        writer.put(&header)?;
-        Ok(writer)
+        file.write_all(&header)?;
+        Ok(NpyWriter { file, expected: expected as u64, written: 0, header: header.len() as u64 })
+    }
+
+    fn path(&self) -> &Path {
+        self.file.path()
     }
 
     /// Append data bytes (little-endian, C order); may be called any number of times.
@@ -550,11 +560,11 @@ impl NpyWriter {
         let total = self.written + bytes.len() as u64;
         if total > self.expected {
             return Err(npy_err(
-                &self.path,
+                self.path(),
                 format!("too much data: the array holds {} bytes, got {total}", self.expected),
             ));
         }
-        self.put(bytes)?;
+        self.file.write_all(bytes)?;
         self.written = total;
         Ok(())
     }
@@ -566,44 +576,25 @@ impl NpyWriter {
         use std::io::{Seek, SeekFrom};
         let end = offset + bytes.len() as u64;
         if end > self.expected || self.written + bytes.len() as u64 > self.expected {
-            return Err(npy_err(&self.path, format!("write past the end of a {}-byte array", self.expected)));
+            return Err(npy_err(self.path(), format!("write past the end of a {}-byte array", self.expected)));
         }
         let pos = self.header + offset;
-        let out = self.out.as_mut().ok_or_else(|| npy_err(&self.path, "writer is closed"))?;
-        out.seek(SeekFrom::Start(pos)).map_err(|e| Error::io(&self.path, e))?;
-        out.write_all(bytes).map_err(|e| Error::io(&self.path, e))?;
+        let path = self.path().to_path_buf();
+        self.file.writer()?.seek(SeekFrom::Start(pos)).map_err(|e| Error::io(&path, e))?;
+        self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        let out = self.out.as_mut().ok_or_else(|| npy_err(&self.path, "writer is closed"))?;
-        out.write_all(bytes).map_err(|e| Error::io(&self.path, e))
-    }
-
-    /// Check that the array is complete, flush, and move the file to its final path.
-    pub fn finish(mut self) -> Result<()> {
+    /// Check that the array is complete, then commit the file to its final path.
+    pub fn finish(self) -> Result<()> {
         if self.written != self.expected {
             return Err(npy_err(
-                &self.path,
+                self.path(),
                 format!("incomplete data: expected {} bytes, got {}", self.expected, self.written),
             ));
         }
-        let out = self.out.take().ok_or_else(|| npy_err(&self.path, "writer is closed"))?;
-        let file = out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
-        drop(file); // closed before the rename, which Windows requires
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for NpyWriter {
-    fn drop(&mut self) {
-        if !self.done {
-            drop(self.out.take());
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.file.commit()
     }
 }
 
@@ -646,16 +637,23 @@ mod tests {
             TempPath(std::env::temp_dir().join(file))
         }
 
-        fn tmp(&self) -> PathBuf {
-            let name = self.0.file_name().unwrap().to_string_lossy();
-            self.0.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+        /// The atomic writer's temporary files for this path (`.NAME.tmp-*`).
+        fn tmp_files(&self) -> Vec<PathBuf> {
+            let prefix = format!(".{}.tmp-", self.0.file_name().unwrap().to_string_lossy());
+            std::fs::read_dir(self.0.parent().unwrap())
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+                .collect()
         }
     }
 
     impl Drop for TempPath {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_file(self.tmp());
+            for t in self.tmp_files() {
+                let _ = std::fs::remove_file(t);
+            }
         }
     }
 
@@ -753,7 +751,7 @@ mod tests {
         let path = TempPath::new("f32");
         let data: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32 * 0.5 - 3.0).collect();
         write_f32(&path.0, &[2, 3, 4], &data).unwrap();
-        assert!(!path.tmp().exists());
+        assert!(path.tmp_files().is_empty());
         let bytes = std::fs::read(&path.0).unwrap();
         assert_eq!(bytes.len(), 128 + data.len() * 4);
         assert_eq!(read_f32(&path.0).unwrap(), (vec![2, 3, 4], data));
@@ -917,10 +915,10 @@ mod tests {
         let path = TempPath::new("dropped");
         let mut writer = NpyWriter::new(&path.0, HostType::F32, &[2, 2]).unwrap();
         writer.write(&[0; 8]).unwrap();
-        assert!(path.tmp().exists());
+        assert_eq!(path.tmp_files().len(), 1);
         drop(writer);
         assert!(!path.0.exists());
-        assert!(!path.tmp().exists());
+        assert!(path.tmp_files().is_empty());
     }
 
     #[test]
@@ -929,17 +927,17 @@ mod tests {
         let mut writer = NpyWriter::new(&path.0, HostType::U16, &[3]).unwrap();
         writer.write(&[1, 2, 3, 4]).unwrap();
         assert!(npy_message(writer.finish()).contains("incomplete data: expected 6 bytes, got 4"));
-        assert!(!path.0.exists() && !path.tmp().exists());
+        assert!(!path.0.exists() && path.tmp_files().is_empty());
 
         let mut writer = NpyWriter::new(&path.0, HostType::U16, &[3]).unwrap();
         writer.write(&[0; 4]).unwrap();
         assert!(npy_message(writer.write(&[0; 4])).contains("too much data"));
         drop(writer);
-        assert!(!path.0.exists() && !path.tmp().exists());
+        assert!(!path.0.exists() && path.tmp_files().is_empty());
 
         assert!(npy_message(write_f32(&path.0, &[2, 2], &[0.0; 3])).contains("do not fill"));
         assert!(npy_message(NpyWriter::new(&path.0, HostType::F32, &[usize::MAX, 2])).contains("too large"));
-        assert!(!path.0.exists() && !path.tmp().exists());
+        assert!(!path.0.exists() && path.tmp_files().is_empty());
     }
 
     #[test]

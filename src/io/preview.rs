@@ -12,16 +12,16 @@
 //! written to a temporary file next to the target and renamed into place, so an error never
 //! leaves a half-written image behind.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use half::f16;
 
+use crate::dtype::HostType;
 use crate::error::{Error, Result};
+use crate::io::atomic::write_with;
 use crate::io::npy::read_header;
-use crate::tensor::HostType;
 
 /// Pixels read per band (about 16 MiB of f32); bands hold at least one row.
 const BAND_PIXELS: usize = 1 << 22;
@@ -378,46 +378,26 @@ pub fn render(grid: &[f32], gh: usize, gw: usize, opts: &PreviewOptions) -> Resu
     Ok(Rendered { rgb: canvas.rgb, width, height, min, max, scale: cell })
 }
 
-/// Save 8-bit RGB pixels as a PNG, through a temporary file renamed into place.
+/// Save 8-bit RGB pixels as a PNG, through the atomic writer.
 pub fn save_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
     let invalid = || Error::Invalid(format!("{}: cannot save a {width} x {height} image", path.display()));
     let (w, h) = (u32::try_from(width).map_err(|_| invalid())?, u32::try_from(height).map_err(|_| invalid())?);
     if width == 0 || height == 0 || width.checked_mul(height).and_then(|n| n.checked_mul(3)) != Some(rgb.len()) {
         return Err(invalid());
     }
-    let name = path.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = TempFile(path.with_file_name(tmp_name));
-
     let png_err = |e: png::EncodingError| match e {
         png::EncodingError::IoError(e) => Error::io(path, e),
         other => Error::Invalid(format!("{}: PNG encoding failed: {other}", path.display())),
     };
-    let file = File::create(&tmp.0).map_err(|e| Error::io(path, e))?;
-    let mut out = BufWriter::new(file);
-    let mut encoder = png::Encoder::new(&mut out, w, h);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Fast);
-    let mut writer = encoder.write_header().map_err(png_err)?;
-    writer.write_image_data(rgb).map_err(png_err)?;
-    writer.finish().map_err(png_err)?;
-    out.flush().map_err(|e| Error::io(path, e))?;
-    drop(out); // closed before the rename, which Windows requires
-    std::fs::rename(&tmp.0, path).map_err(|e| Error::io(path, e))?;
-    std::mem::forget(tmp);
-    Ok(())
-}
-
-/// Removes the file on drop (unless forgotten).
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    write_with(path, |out| {
+        let mut encoder = png::Encoder::new(out, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().map_err(png_err)?;
+        writer.write_image_data(rgb).map_err(png_err)?;
+        writer.finish().map_err(png_err)
+    })
 }
 
 fn render_and_save(grid: &[f32], gh: usize, gw: usize, output: &Path, opts: &PreviewOptions) -> Result<PreviewInfo> {

@@ -2,12 +2,14 @@
 //!
 //! Floating tensors (F32, F16, BF16, F64) are read as f32 on the host; integer tensors such as
 //! BatchNorm's `num_batches_tracked` are kept only as names. String metadata (`input_scale`, ...)
-//! is kept as is.
+//! is kept as is. [`to_safetensors`] is the one writer of safetensors bytes (weights,
+//! checkpoints, saved cPIKAN models), saved through the atomic writer by their owners.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -95,6 +97,31 @@ impl Weights {
             }),
         }
     }
+}
+
+/// Little-endian bytes of f32 values (safetensors' F32 layout).
+pub fn f32_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The safetensors bytes of `tensors` — (name, dtype, shape, little-endian data), written in
+/// that order — with `metadata` (none when empty). `invalid` turns a message into the caller's
+/// error (naming its file).
+pub fn to_safetensors(
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: HashMap<String, String>,
+    invalid: impl Fn(String) -> Error,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.as_str(), v))
+                .map_err(|e| invalid(format!("tensor '{name}': {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let info = (!metadata.is_empty()).then_some(metadata);
+    safetensors::serialize(views, info).map_err(|e| invalid(format!("could not serialize: {e}")))
 }
 
 /// Parse `0.5`, `1/255` or `1e-3` as a positive finite scale.

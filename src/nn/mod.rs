@@ -1,11 +1,10 @@
-//! Models built from the ops, each instantiated per tile size as a [`Plan`].
+//! Models built from the ops, each instantiated per batch and tile size as a [`Plan`](crate::gpu::Plan):
+//! the seed U-Net ([`unet`]: inference, training, initialisation), the classical multi-wavelength
+//! solver ([`classical`]) and Scaled-cPIKAN ([`cpikan`]); [`Model`] is what `infer` runs.
 
+pub mod classical;
 pub mod cpikan;
-pub mod init;
 mod model;
-mod plan;
 pub mod unet;
-pub mod unet_train;
 
 pub use model::Model;
-pub use plan::Plan;

@@ -1,12 +1,12 @@
 //! The models `infer` can run: the seed U-Net (weights) or the classical solver (no weights).
 
 use crate::error::Result;
+use crate::gpu::Plan;
+use crate::gpu::Tensor;
 use crate::gpu::{Gpu, Precision};
-use crate::nn::Plan;
+use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
 use crate::ops::conv::{ConvWeights, conv};
-use crate::psi::classical::Classical;
-use crate::tensor::Tensor;
 
 #[allow(clippy::large_enum_variant)] // one model per run
 pub enum Model {
@@ -24,7 +24,7 @@ impl Model {
                 None => format!("unet (base {})", m.config.base),
             },
             Model::Classical(c) => {
-                format!("classical ({} lasers x {} buckets)", c.config.wavelengths.len(), c.config.buckets)
+                format!("classical ({} lasers x {} buckets)", c.config.lasers(), c.config.psi.buckets)
             }
             Model::FirstChannel(_) => "first channel".into(),
         }

@@ -14,8 +14,7 @@
 //! `y` when the ReLU mask is taken from it; `relu_backward` needs `y`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
-use crate::tensor::{ChannelView, Tensor, check_binding};
+use crate::gpu::{ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d, zeroed};
 
 pub static SHADER: Shader = Shader { name: "batchnorm", body: include_str!("../../shaders/batchnorm.wgsl") };
 static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partial" };
@@ -176,16 +175,6 @@ fn check_count(x: &ChannelView) -> Result<()> {
     Ok(())
 }
 
-fn scratch(gpu: &Gpu, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
-    check_binding(gpu, bytes, label)?;
-    Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(16),
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    }))
-}
-
 /// Workgroups of an elementwise kernel over `view`: (pixels folded into x, y) × (image, channel).
 fn planes(gpu: &Gpu, view: &ChannelView) -> [u32; 3] {
     let [gx, gy] = grid_1d(gpu, view.h() * view.w(), 256);
@@ -199,7 +188,7 @@ pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatc
     check_f32(stats, 2 * c, "statistics")?;
     check_count(&x)?;
     let p = BnParams::of(&x);
-    let partials = scratch(gpu, (c * p.chunks as usize * 16) as u64, "batchnorm statistics partials")?;
+    let partials = zeroed(gpu, "batchnorm statistics partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
     let pass1 = Dispatch::new(
         gpu,
         &STATS_PARTIAL,
@@ -343,8 +332,8 @@ pub fn bn_backward(
         ..BnParams::of(&x)
     };
     let precision = x.tensor.precision;
-    let coef = scratch(gpu, (c * 32) as u64, "batchnorm backward coefficients")?;
-    let partials = scratch(gpu, (c * p.chunks as usize * 16) as u64, "batchnorm backward partials")?;
+    let coef = zeroed(gpu, "batchnorm backward coefficients", ((c * 32) as u64).max(16))?;
+    let partials = zeroed(gpu, "batchnorm backward partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
     let prep = Dispatch::new(
         gpu,
         &BACKWARD_PREP,
@@ -407,4 +396,110 @@ pub fn relu_backward(
     };
     let bufs = [(2, &y.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
     Dispatch::new(gpu, &RELU_BACKWARD, y.tensor.precision, &p, &bufs, planes(gpu, &y))
+}
+
+/// f64 CPU versions of BatchNorm2d in training mode (forward, running statistics, backward
+/// fused with ReLU) and of ReLU backward; f64 in and out, so they also serve finite differences.
+pub mod reference {
+    /// Output and batch statistics of a training-mode BatchNorm2d.
+    pub struct BnForward {
+        pub y: Vec<f64>,
+        pub mean: Vec<f64>,
+        /// Biased (divide by N·H·W) batch variance.
+        pub var: Vec<f64>,
+    }
+
+    /// Gradients of a training-mode BatchNorm2d (+ ReLU).
+    pub struct BnGrads {
+        pub dx: Vec<f64>,
+        pub dgamma: Vec<f64>,
+        pub dbeta: Vec<f64>,
+    }
+
+    /// Per-channel mean and biased variance over N·H·W (two passes).
+    fn channel_stats(x: &[f64], [n, c, h, w]: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+        let hw = h * w;
+        let count = (n * hw) as f64;
+        let values = |ch: usize| (0..n).flat_map(move |b| ((b * c + ch) * hw..(b * c + ch + 1) * hw).map(|i| x[i]));
+        let mean: Vec<f64> = (0..c).map(|ch| values(ch).sum::<f64>() / count).collect();
+        let var = (0..c).map(|ch| values(ch).map(|v| (v - mean[ch]).powi(2)).sum::<f64>() / count).collect();
+        (mean, var)
+    }
+
+    /// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch's own statistics.
+    pub fn batchnorm_train(
+        x: &[f64],
+        shape: [usize; 4],
+        gamma: &[f64],
+        beta: &[f64],
+        eps: f64,
+        relu: bool,
+    ) -> BnForward {
+        let [_, c, h, w] = shape;
+        let (mean, var) = channel_stats(x, shape);
+        let y = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / (h * w)) % c;
+                let r = gamma[ch] * (v - mean[ch]) / (var[ch] + eps).sqrt() + beta[ch];
+                if relu { r.max(0.0) } else { r }
+            })
+            .collect();
+        BnForward { y, mean, var }
+    }
+
+    /// PyTorch's running-statistics update: `(1 − m)·running + m·batch`, with the unbiased variance
+    /// `var·count/(count − 1)` (`count` = N·H·W). Returns (running_mean, running_var).
+    pub fn bn_update_running(
+        running_mean: &[f64],
+        running_var: &[f64],
+        mean: &[f64],
+        var: &[f64],
+        count: usize,
+        momentum: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let unbias = count as f64 / (count as f64 - 1.0);
+        let rm = running_mean.iter().zip(mean).map(|(r, m)| (1.0 - momentum) * r + momentum * m).collect();
+        let rv = running_var.iter().zip(var).map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbias).collect();
+        (rm, rv)
+    }
+
+    /// Backward of `batchnorm_train` (with the ReLU mask `y > 0` when `relu`), given `dy`.
+    pub fn batchnorm_train_backward(
+        dy: &[f64],
+        x: &[f64],
+        shape: [usize; 4],
+        gamma: &[f64],
+        beta: &[f64],
+        eps: f64,
+        relu: bool,
+    ) -> BnGrads {
+        let [n, c, h, w] = shape;
+        let hw = h * w;
+        let count = (n * hw) as f64;
+        let fwd = batchnorm_train(x, shape, gamma, beta, eps, relu);
+        let inv: Vec<f64> = fwd.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let ch = |i: usize| (i / hw) % c;
+        let xhat = |i: usize| (x[i] - fwd.mean[ch(i)]) * inv[ch(i)];
+        let g: Vec<f64> = dy.iter().enumerate().map(|(i, &d)| if relu && fwd.y[i] <= 0.0 { 0.0 } else { d }).collect();
+        let mut dgamma = vec![0.0; c];
+        let mut dbeta = vec![0.0; c];
+        for i in 0..x.len() {
+            dgamma[ch(i)] += g[i] * xhat(i);
+            dbeta[ch(i)] += g[i];
+        }
+        let dx = (0..x.len())
+            .map(|i| {
+                let k = ch(i);
+                gamma[k] * inv[k] * (g[i] - dbeta[k] / count - xhat(i) * dgamma[k] / count)
+            })
+            .collect();
+        BnGrads { dx, dgamma, dbeta }
+    }
+
+    /// `dx = dy·[y > 0]`.
+    pub fn relu_backward(dy: &[f64], y: &[f64]) -> Vec<f64> {
+        dy.iter().zip(y).map(|(&d, &v)| if v > 0.0 { d } else { 0.0 }).collect()
+    }
 }

@@ -3,9 +3,10 @@
 
 use wgpu::util::DeviceExt;
 
+use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
-use crate::tensor::{HostType, Tensor, check_binding};
+use crate::gpu::{Tensor, check_binding};
 
 pub static SHADER: Shader = Shader {
     name: "convert",

@@ -1,36 +1,45 @@
-//! One module per shader file: parameter blocks, shape checks and dispatch construction.
-//! `reference` holds the plain-Rust CPU version of every kernel, used by the tests.
+//! One module per shader: every `include_str!` of the crate, each kernel's launcher (parameter
+//! block, shape checks, dispatch construction into buffers the caller owns) and its CPU version
+//! in `mod reference` (plain Rust, f64 accumulation), which the tests compare against.
+//!
+//! A kernel is one walk: `shaders/X.wgsl` ↔ `src/ops/X.rs` ↔ `tests/ops/X.rs` ↔ bench group `X`.
 
+pub mod adam;
 pub mod batchnorm;
+pub mod blend;
+pub mod chebykan;
+pub mod classical;
 pub mod conv;
 pub mod convert;
+pub mod gather;
+pub mod loss;
 pub mod pool;
-pub mod reference;
+pub mod synth;
 pub mod upsample;
 
-use crate::gpu::Shader;
+use crate::gpu::{ChannelView, Precision, Shader};
 
 /// Every WGSL program the engine compiles (the naga test checks each one in both precisions).
 pub fn shaders() -> Vec<&'static Shader> {
     vec![
+        &adam::SHADER,
         &batchnorm::SHADER,
+        &blend::SHADER_NATIVE,
+        &blend::SHADER_CAS,
+        &chebykan::SHADER,
+        &classical::SHADER,
         &conv::SHADER,
         &convert::SHADER,
+        &gather::SHADER,
+        &loss::SHADER,
         &pool::SHADER,
+        &synth::SHADER,
         &upsample::SHADER,
-        &crate::psi::classical::SHADER,
-        &crate::psi::generate::SHADER,
-        &crate::psi::loss::SHADER,
-        &crate::optim::adam::SHADER,
-        &crate::tiling::gather::SHADER,
-        &crate::tiling::blend::SHADER_NATIVE,
-        &crate::tiling::blend::SHADER_CAS,
-        &crate::nn::cpikan::SHADER,
     ]
 }
 
 /// Both views must live in tensors of one precision; returns it.
-fn same_precision(a: &crate::ChannelView, b: &crate::ChannelView) -> crate::Result<crate::Precision> {
+fn same_precision(a: &ChannelView, b: &ChannelView) -> crate::Result<Precision> {
     if a.tensor.precision != b.tensor.precision {
         return Err(crate::Error::Shape(format!(
             "precision mismatch: {} input, {} output",

@@ -1,8 +1,8 @@
 //! 2x2 max-pooling, flooring odd sizes, and its backward (`shaders/pool.wgsl`).
 
 use crate::error::{Error, Result};
+use crate::gpu::ChannelView;
 use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
-use crate::tensor::ChannelView;
 
 pub static SHADER: Shader = Shader { name: "pool", body: include_str!("../../shaders/pool.wgsl") };
 pub static MAXPOOL2X2: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2" };
@@ -116,4 +116,66 @@ pub fn maxpool2x2_backward(
     let [gx, gy] = grid_1d(gpu, h.div_ceil(2) * w.div_ceil(2), 256);
     let bufs = [(1, &x.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
     Dispatch::new(gpu, &MAXPOOL2X2_BACKWARD, precision, &p, &bufs, [gx, gy, (n * c) as u32])
+}
+
+/// CPU versions of 2x2 max-pooling (flooring odd sizes) and its backward.
+pub mod reference {
+    /// 2x2 max-pooling with stride 2, flooring odd sizes.
+    pub fn maxpool2x2(x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+        let (oh, ow) = (h / 2, w / 2);
+        let mut y = vec![0f32; n * c * oh * ow];
+        for p in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let at = |dy: usize, dx: usize| x[(p * h + 2 * oy + dy) * w + 2 * ox + dx];
+                    y[(p * oh + oy) * ow + ox] = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+                }
+            }
+        }
+        y
+    }
+
+    /// 2x2 max-pooling with stride 2, flooring odd sizes.
+    pub fn maxpool2x2_forward(x: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
+        let (oh, ow) = (h / 2, w / 2);
+        let mut y = vec![0.0; n * c * oh * ow];
+        for p in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (k, _) = window_argmax(x, p, h, w, oy, ox);
+                    y[(p * oh + oy) * ow + ox] = x[k];
+                }
+            }
+        }
+        y
+    }
+
+    /// Index into `x` of the maximum of window (oy, ox) of plane `p`: the first maximum in row-major
+    /// window order, a NaN replacing the running maximum (PyTorch's CPU max_pool2d).
+    fn window_argmax(x: &[f64], p: usize, h: usize, w: usize, oy: usize, ox: usize) -> (usize, f64) {
+        let b = (p * h + 2 * oy) * w + 2 * ox;
+        let mut best = (b, x[b]);
+        for k in [b + 1, b + w, b + w + 1] {
+            if x[k] > best.1 || x[k].is_nan() {
+                best = (k, x[k]);
+            }
+        }
+        best
+    }
+
+    /// Backward of `maxpool2x2_forward`: each window's `dy` goes to its argmax, 0 elsewhere (the last
+    /// row / column of odd sizes included).
+    pub fn maxpool2x2_backward(x: &[f64], dy: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
+        let (oh, ow) = (h / 2, w / 2);
+        let mut dx = vec![0.0; x.len()];
+        for p in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (k, _) = window_argmax(x, p, h, w, oy, ox);
+                    dx[k] += dy[(p * oh + oy) * ow + ox];
+                }
+            }
+        }
+        dx
+    }
 }

@@ -2,8 +2,8 @@
 //! concatenation's channel slot, and its backward (`shaders/upsample.wgsl`).
 
 use crate::error::{Error, Result};
+use crate::gpu::ChannelView;
 use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
-use crate::tensor::ChannelView;
 
 pub static SHADER: Shader = Shader { name: "upsample", body: include_str!("../../shaders/upsample.wgsl") };
 pub static UPSAMPLE2X_PAD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad" };
@@ -96,4 +96,103 @@ pub fn upsample2x_pad_backward(gpu: &Gpu, dy: ChannelView, dx: ChannelView, accu
     let planes = (dx.n() * dx.channels) as u32;
     let bufs = [(3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
     Dispatch::new(gpu, &UPSAMPLE2X_PAD_BACKWARD, precision, &p, &bufs, [gx, gy, planes])
+}
+
+/// CPU versions of bilinear x2 upsampling (align_corners = true) with PyTorch's pad/crop to the
+/// skip's size, and its backward.
+pub mod reference {
+    /// Bilinear x2 upsampling with align_corners = true, then PyTorch's
+    /// `F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2])` to `oh` x `ow` (negative pads crop).
+    pub fn upsample2x_pad(x: &[f32], [n, c, h, w]: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
+        let (uh, uw) = (2 * h, 2 * w);
+        let top = (oh as isize - uh as isize).div_euclid(2);
+        let left = (ow as isize - uw as isize).div_euclid(2);
+        let axis = |o: usize, isz: usize, osz: usize| {
+            let scale = if osz > 1 { (isz - 1) as f64 / (osz - 1) as f64 } else { 0.0 };
+            let src = scale * o as f64;
+            let i0 = (src.floor() as usize).min(isz - 1);
+            (i0, (i0 + 1).min(isz - 1), src - i0 as f64)
+        };
+        let mut y = vec![0f32; n * c * oh * ow];
+        for p in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let uy = oy as isize - top;
+                    let ux = ox as isize - left;
+                    if uy < 0 || ux < 0 || uy >= uh as isize || ux >= uw as isize {
+                        continue;
+                    }
+                    let (y0, y1, ly) = axis(uy as usize, h, uh);
+                    let (x0, x1, lx) = axis(ux as usize, w, uw);
+                    let at = |yy: usize, xx: usize| x[(p * h + yy) * w + xx] as f64;
+                    let top_v = at(y0, x0) * (1.0 - lx) + at(y0, x1) * lx;
+                    let bot_v = at(y1, x0) * (1.0 - lx) + at(y1, x1) * lx;
+                    y[(p * oh + oy) * ow + ox] = (top_v * (1.0 - ly) + bot_v * ly) as f32;
+                }
+            }
+        }
+        y
+    }
+
+    /// The bilinear (align_corners = true) x2 upsampling of an axis of `isz` values, padded / cropped
+    /// to `osz` as PyTorch's `F.pad` with `d // 2` before: for each output index, its
+    /// `(i0, w0, i1, w1)` source indices and weights, or None in the padding.
+    fn upsample_axis(isz: usize, osz: usize) -> Vec<Option<(usize, f64, usize, f64)>> {
+        let usz = 2 * isz;
+        let before = (osz as isize - usz as isize).div_euclid(2);
+        let scale = if usz > 1 { (isz - 1) as f64 / (usz - 1) as f64 } else { 0.0 };
+        (0..osz)
+            .map(|o| {
+                let u = o as isize - before;
+                if u < 0 || u >= usz as isize {
+                    return None;
+                }
+                let src = scale * u as f64;
+                let i0 = (src.floor() as usize).min(isz - 1);
+                let l = src - i0 as f64;
+                Some((i0, 1.0 - l, (i0 + 1).min(isz - 1), l))
+            })
+            .collect()
+    }
+
+    /// Bilinear x2 upsampling (align_corners = true) padded / cropped to `oh` x `ow`.
+    pub fn upsample2x_pad_forward(x: &[f64], [n, c, h, w]: [usize; 4], oh: usize, ow: usize) -> Vec<f64> {
+        let (ay, ax) = (upsample_axis(h, oh), upsample_axis(w, ow));
+        let mut y = vec![0.0; n * c * oh * ow];
+        for p in 0..n * c {
+            for (oy, ry) in ay.iter().enumerate() {
+                for (ox, rx) in ax.iter().enumerate() {
+                    if let (Some((y0, wy0, y1, wy1)), Some((x0, wx0, x1, wx1))) = (ry, rx) {
+                        let at = |yy: usize, xx: usize| x[(p * h + yy) * w + xx];
+                        let top = at(*y0, *x0) * wx0 + at(*y0, *x1) * wx1;
+                        let bot = at(*y1, *x0) * wx0 + at(*y1, *x1) * wx1;
+                        y[(p * oh + oy) * ow + ox] = top * wy0 + bot * wy1;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Backward (adjoint) of `upsample2x_pad_forward`: `dy` is `[n, c, oh, ow]`, the result
+    /// `[n, c, h, w]` (scattered here; the GPU kernel gathers).
+    pub fn upsample2x_pad_backward(dy: &[f64], [n, c, h, w]: [usize; 4], oh: usize, ow: usize) -> Vec<f64> {
+        let (ay, ax) = (upsample_axis(h, oh), upsample_axis(w, ow));
+        let mut dx = vec![0.0; n * c * h * w];
+        for p in 0..n * c {
+            for (oy, ry) in ay.iter().enumerate() {
+                for (ox, rx) in ax.iter().enumerate() {
+                    if let (Some((y0, wy0, y1, wy1)), Some((x0, wx0, x1, wx1))) = (ry, rx) {
+                        let g = dy[(p * oh + oy) * ow + ox];
+                        for (yy, wy) in [(*y0, wy0), (*y1, wy1)] {
+                            for (xx, wx) in [(*x0, wx0), (*x1, wx1)] {
+                                dx[(p * h + yy) * w + xx] += g * wy * wx;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
 }

@@ -1,48 +1,34 @@
-//! Adam on f32 master weights (`shaders/adam.wgsl`), with the loss scaler's inf check, gradient
-//! clipping by global norm and zero_grad, as PyTorch does them.
+//! Adam on f32 master weights: the flat parameter set ([`Params`], [`ParamLayout`]) and the
+//! optimizer ([`Adam`]: moments, step count, bias corrections) around the kernels of
+//! `ops::adam`, with the loss scaler; [`HostAdam`] is the same update on the host for the small
+//! models that live there (Scaled-cPIKAN).
 //!
 //! **Parameters** live in one flat packed f32 buffer ([`Params::values`]), each tensor in its
 //! PyTorch layout at an offset of the [`ParamLayout`] (aligned to [`PARAM_ALIGN`] elements =
 //! 256 bytes, so a tensor can also be bound on its own as a buffer range on every device); the
-//! gradients ([`Params::grads`]) and Adam's moments share that layout. The model holds views
-//! (buffer + element offset) into them; the tape *accumulates* (`+=`) each tensor's gradient into
-//! its range of `grads` (padding stays 0, and Adam leaves zero padding at zero).
+//! gradients ([`Params::grads`]) and Adam's moments share that layout. A model either binds
+//! those ranges directly or copies its own per-tensor buffers in and out (the U-Net trainer
+//! does the latter; see `nn::unet::train`); the tape *accumulates* (`+=`) each tensor's gradient
+//! (padding stays 0, and Adam leaves zero padding at zero).
 //!
-//! **One optimizer step** ([`Adam::step_dispatches`], one kernel each over the flat buffer):
-//! 1. reset the scaler's `found_inf` flag;
-//! 2. `check` (scaler enabled): `found_inf |= any(!finite(grad / scale))`;
-//! 3. clipping (`max_grad_norm`): the global L2 norm of `grad / scale` (deterministic two-pass
-//!    reduction) and `coef = min(1, max_norm / (norm + 1e-6))` (torch.nn.utils.clip_grad_norm_);
-//! 4. `adam_step`: nothing at all when `found_inf` is set (GradScaler skips optimizer.step), else
-//!    per element `g = grad / scale · coef + weight_decay · p` (L2 as torch.optim.Adam, not
-//!    AdamW), `m = lerp(m, g, 1 − β1)`, `v = β2·v + (1 − β2)·g²`,
-//!    `p −= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)` with `bc = 1 − β^t` for the count t of
-//!    applied steps (computed on the host in f64, passed as uniforms) — torch's formula exactly.
-//!    The gradient buffer itself is left as it is (scaled).
-//!
-//! [`Adam::step`] does all of it with one submission and one u32 readback (found_inf), then
-//! updates the scaler and the step count. A trainer that records the step into its own encoder
-//! calls [`Adam::prepare`] before submitting and [`Adam::finish`] after reading the flag.
-//! [`reference`](mod@reference) is the f64 CPU version.
+//! [`Adam::step`] runs one step (see `ops::adam` for the kernels) with one submission and one u32
+//! readback (found_inf), then updates the scaler and the step count. A trainer that records the
+//! step into its own encoder calls [`Adam::prepare`] before submitting and [`Adam::finish`] after
+//! reading the flag.
 
-use wgpu::util::DeviceExt;
+use num_traits::Float;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Readback, storage};
+use crate::ops::adam::reference::{self, State};
+use crate::ops::adam::{AdamBuffers, AdamKernels};
 use crate::optim::scaler::LossScaler;
-use crate::tensor::check_binding;
 
-pub static SHADER: Shader = Shader { name: "adam", body: include_str!("../../shaders/adam.wgsl") };
-pub static FILL: Kernel = Kernel { shader: &SHADER, entry: "fill" };
-pub static CHECK: Kernel = Kernel { shader: &SHADER, entry: "check" };
-pub static NORM_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "norm_partial" };
-pub static NORM_FINISH: Kernel = Kernel { shader: &SHADER, entry: "norm_finish" };
-pub static ADAM_STEP: Kernel = Kernel { shader: &SHADER, entry: "adam_step" };
+pub use crate::ops::adam::AdamConfig;
 
 /// Alignment (elements) of every tensor's offset in the flat buffer, and of its total length:
 /// 64 f32 = 256 bytes, the largest `min_storage_buffer_offset_alignment` WebGPU allows.
 pub const PARAM_ALIGN: usize = 64;
-const WG: usize = 256;
 
 /// One tensor of a [`ParamLayout`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,15 +109,6 @@ impl ParamLayout {
     }
 }
 
-fn storage_buffer(gpu: &Gpu, label: &str, contents: &[u8]) -> Result<wgpu::Buffer> {
-    check_binding(gpu, contents.len() as u64, label)?;
-    Ok(gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    }))
-}
-
 /// The flat f32 parameter and gradient buffers of a model.
 pub struct Params {
     pub layout: ParamLayout,
@@ -154,8 +131,8 @@ impl Params {
                 layout.len()
             )));
         }
-        let values = storage_buffer(gpu, "parameters", bytemuck::cast_slice(values))?;
-        let grads = storage_buffer(gpu, "gradients", bytemuck::cast_slice(&vec![0f32; layout.len()]))?;
+        let values = storage(gpu, "parameters", bytemuck::cast_slice(values))?;
+        let grads = storage(gpu, "gradients", bytemuck::cast_slice(&vec![0f32; layout.len()]))?;
         Ok(Params { layout, values, grads })
     }
 
@@ -190,66 +167,6 @@ impl Params {
     }
 }
 
-/// torch.optim.Adam's hyper-parameters (f64 as PyTorch's Python floats; the kernel gets f32).
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdamConfig {
-    /// Base learning rate (a schedule may override it per step; see [`Adam::step`]).
-    pub lr: f64,
-    pub betas: (f64, f64),
-    pub eps: f64,
-    /// L2 penalty added to the gradient (torch.optim.Adam's `weight_decay`, not AdamW).
-    pub weight_decay: f64,
-    /// Clip the unscaled gradients to this global L2 norm before the step.
-    pub max_grad_norm: Option<f64>,
-}
-
-impl Default for AdamConfig {
-    fn default() -> Self {
-        AdamConfig { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, max_grad_norm: None }
-    }
-}
-
-impl AdamConfig {
-    pub fn validate(&self) -> Result<()> {
-        let (b1, b2) = self.betas;
-        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
-            return Err(Error::Invalid(format!("Adam betas ({b1}, {b2}) must be in [0, 1)")));
-        }
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return Err(Error::Invalid(format!("learning rate {} must be finite and at least 0", self.lr)));
-        }
-        if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(Error::Invalid(format!("Adam eps {} must be finite and at least 0", self.eps)));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::Invalid(format!("weight decay {} must be finite and at least 0", self.weight_decay)));
-        }
-        if let Some(c) = self.max_grad_norm
-            && !(c.is_finite() && c > 0.0)
-        {
-            return Err(Error::Invalid(format!("gradient clipping norm {c} must be positive and finite")));
-        }
-        Ok(())
-    }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamParams {
-    count: u32,
-    clip: u32,
-    partials: u32,
-    fill: u32,
-    step_size: f32,
-    bc2_sqrt: f32,
-    lerp_w: f32,
-    beta2: f32,
-    beta2_c: f32,
-    eps: f32,
-    weight_decay: f32,
-    max_norm: f32,
-}
-
 /// What one [`Adam::step`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
@@ -270,18 +187,12 @@ pub struct Adam {
     /// Applied steps (torch's `state['step']`).
     steps: u64,
     scaler_enabled: bool,
-    params: AdamParams,
+    kernels: AdamKernels,
     m: wgpu::Buffer,
     v: wgpu::Buffer,
     /// `[norm, coef]` of the last clipping.
     clip: wgpu::Buffer,
     _partials: wgpu::Buffer,
-    zero_grad: Dispatch,
-    reset_inf: Dispatch,
-    check: Dispatch,
-    norm_partial: Dispatch,
-    norm_finish: Dispatch,
-    step: Dispatch,
 }
 
 impl Adam {
@@ -289,87 +200,35 @@ impl Adam {
     pub fn new(gpu: &Gpu, config: AdamConfig, params: &Params, scaler: &LossScaler) -> Result<Adam> {
         config.validate()?;
         let len = params.len();
-        let len4 = len / 4;
         let zeros = vec![0f32; len];
-        let m = storage_buffer(gpu, "adam m", bytemuck::cast_slice(&zeros))?;
-        let v = storage_buffer(gpu, "adam v", bytemuck::cast_slice(&zeros))?;
-        let clip = storage_buffer(gpu, "grad norm", bytemuck::cast_slice(&[0f32, 1.0]))?;
-        let [gx, gy] = grid_1d(gpu, len4, WG);
-        let groups = gx as usize * gy as usize;
-        let partials = storage_buffer(gpu, "grad norm partials", bytemuck::cast_slice(&vec![0f32; groups]))?;
-        let (b1, b2) = config.betas;
-        let base = AdamParams {
-            count: len4 as u32,
-            clip: config.max_grad_norm.is_some() as u32,
-            partials: groups as u32,
-            fill: 0,
-            step_size: 0.0,
-            bc2_sqrt: 1.0,
-            lerp_w: (1.0 - b1) as f32,
-            beta2: b2 as f32,
-            beta2_c: (1.0 - b2) as f32,
-            eps: config.eps as f32,
-            weight_decay: config.weight_decay as f32,
-            max_norm: config.max_grad_norm.unwrap_or(0.0) as f32,
+        let m = storage(gpu, "adam m", bytemuck::cast_slice(&zeros))?;
+        let v = storage(gpu, "adam v", bytemuck::cast_slice(&zeros))?;
+        let clip = storage(gpu, "grad norm", bytemuck::cast_slice(&[0f32, 1.0]))?;
+        let groups = AdamKernels::partials(gpu, len);
+        let partials = storage(gpu, "grad norm partials", bytemuck::cast_slice(&vec![0f32; groups]))?;
+        let buffers = AdamBuffers {
+            values: &params.values,
+            grads: &params.grads,
+            m: &m,
+            v: &v,
+            clip: &clip,
+            partials: &partials,
+            scale: scaler.scale_buffer(),
+            found_inf: scaler.found_inf_buffer(),
         };
-        let grid = [gx, gy, 1];
-        let f32p = Precision::F32;
-        let [fx, fy] = grid_1d(gpu, len, WG);
-        let zero_grad = Dispatch::new(
-            gpu,
-            &FILL,
-            f32p,
-            &AdamParams { count: len as u32, ..base },
-            &[(8, &params.grads)],
-            [fx, fy, 1],
-        )?;
-        let found = scaler.found_inf_buffer();
-        let reset_inf = Dispatch::new(gpu, &FILL, f32p, &AdamParams { count: 1, ..base }, &[(8, found)], [1, 1, 1])?;
-        let scale = scaler.scale_buffer();
-        let check = Dispatch::new(gpu, &CHECK, f32p, &base, &[(2, &params.grads), (5, scale), (6, found)], grid)?;
-        let norm_partial =
-            Dispatch::new(gpu, &NORM_PARTIAL, f32p, &base, &[(2, &params.grads), (5, scale), (7, &partials)], grid)?;
-        let norm_finish = Dispatch::new(gpu, &NORM_FINISH, f32p, &base, &[(7, &partials), (9, &clip)], [1, 1, 1])?;
-        let step_buffers =
-            [(1, &params.values), (2, &params.grads), (3, &m), (4, &v), (5, scale), (6, found), (9, &clip)];
-        let step = Dispatch::new(gpu, &ADAM_STEP, f32p, &base, &step_buffers, grid)?;
-        Ok(Adam {
-            config,
-            len,
-            steps: 0,
-            scaler_enabled: scaler.enabled(),
-            params: base,
-            m,
-            v,
-            clip,
-            _partials: partials,
-            zero_grad,
-            reset_inf,
-            check,
-            norm_partial,
-            norm_finish,
-            step,
-        })
+        let kernels = AdamKernels::new(gpu, &config, len, buffers)?;
+        Ok(Adam { config, len, steps: 0, scaler_enabled: scaler.enabled(), kernels, m, v, clip, _partials: partials })
     }
 
     /// Fill the gradients with zeros: record at the start of each accumulation cycle.
     pub fn zero_grad(&self) -> &Dispatch {
-        &self.zero_grad
+        self.kernels.zero_grad()
     }
 
-    /// The kernels of one optimizer step, in order (see the module notes). Call
-    /// [`Adam::prepare`] before submitting them and [`Adam::finish`] after.
+    /// The kernels of one optimizer step, in order (see `ops::adam`). Call [`Adam::prepare`]
+    /// before submitting them and [`Adam::finish`] after.
     pub fn step_dispatches(&self) -> Vec<&Dispatch> {
-        let mut d = vec![&self.reset_inf];
-        if self.scaler_enabled {
-            d.push(&self.check);
-        }
-        if self.config.max_grad_norm.is_some() {
-            d.push(&self.norm_partial);
-            d.push(&self.norm_finish);
-        }
-        d.push(&self.step);
-        d
+        self.kernels.step(self.scaler_enabled, self.config.max_grad_norm.is_some())
     }
 
     /// Write the step kernel's uniforms for learning rate `lr` at step t = [`Adam::steps`] + 1
@@ -379,9 +238,7 @@ impl Adam {
         let (b1, b2) = self.config.betas;
         let bc1 = 1.0 - b1.powi(t);
         let bc2 = 1.0 - b2.powi(t);
-        self.params.step_size = (lr / bc1) as f32;
-        self.params.bc2_sqrt = bc2.sqrt() as f32;
-        self.step.update(gpu, &self.params);
+        self.kernels.set_step(gpu, (lr / bc1) as f32, bc2.sqrt() as f32);
     }
 
     /// Count the step if it was applied (found_inf was clear).
@@ -443,55 +300,23 @@ impl Adam {
     }
 }
 
-/// f64 CPU versions of the optimizer step and of gradient clipping.
-pub mod reference {
-    use super::AdamConfig;
+/// torch.optim.Adam on host vectors (f32 or f64): the update of `ops::adam::reference`, for
+/// models whose parameters live on the host (a Scaled-cPIKAN has a few thousand).
+pub struct HostAdam<T> {
+    pub config: AdamConfig,
+    lr: T,
+    state: State<T>,
+}
 
-    /// Adam's moments and applied-step count.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct State {
-        pub m: Vec<f64>,
-        pub v: Vec<f64>,
-        pub steps: u64,
+impl<T: Float + std::iter::Sum> HostAdam<T> {
+    /// Zero moments for `len` parameters, learning rate `lr`, PyTorch's other defaults.
+    pub fn new(len: usize, lr: T) -> HostAdam<T> {
+        HostAdam { config: AdamConfig::default(), lr, state: State::new(len) }
     }
 
-    impl State {
-        pub fn new(len: usize) -> State {
-            State { m: vec![0.0; len], v: vec![0.0; len], steps: 0 }
-        }
-    }
-
-    /// torch.nn.utils.clip_grad_norm_: the global L2 norm and the factor
-    /// `min(1, max_norm / (norm + 1e-6))` the gradients are multiplied by.
-    pub fn clip_coefficient(grads: &[f64], max_norm: f64) -> (f64, f64) {
-        let norm = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
-        (norm, (max_norm / (norm + 1e-6)).min(1.0))
-    }
-
-    /// One step as the GPU does it: gradients `grads` scaled by `scale` are unscaled; any inf/NaN
-    /// skips the step (returns false, nothing changes); else clipping (`cfg.max_grad_norm`) and
-    /// torch.optim.Adam's update with learning rate `lr`.
-    pub fn step(params: &mut [f64], grads: &[f64], scale: f64, state: &mut State, cfg: &AdamConfig, lr: f64) -> bool {
-        assert_eq!(params.len(), grads.len(), "parameter and gradient lengths");
-        let mut g: Vec<f64> = grads.iter().map(|g| g / scale).collect();
-        if g.iter().any(|v| !v.is_finite()) {
-            return false;
-        }
-        if let Some(max_norm) = cfg.max_grad_norm {
-            let (_, coef) = clip_coefficient(&g, max_norm);
-            g.iter_mut().for_each(|v| *v *= coef);
-        }
-        state.steps += 1;
-        let t = state.steps as i32;
-        let (b1, b2) = cfg.betas;
-        let step_size = lr / (1.0 - b1.powi(t));
-        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-        for (i, p) in params.iter_mut().enumerate() {
-            let gi = g[i] + cfg.weight_decay * *p;
-            state.m[i] = b1 * state.m[i] + (1.0 - b1) * gi;
-            state.v[i] = b2 * state.v[i] + (1.0 - b2) * gi * gi;
-            *p -= step_size * state.m[i] / (state.v[i].sqrt() / bc2_sqrt + cfg.eps);
-        }
-        true
+    /// One step on `params` with gradients `grads`; false (nothing changed) when a gradient is
+    /// not finite.
+    pub fn step(&mut self, params: &mut [T], grads: &[T]) -> bool {
+        reference::step(params, grads, T::one(), &mut self.state, &self.config, self.lr)
     }
 }

@@ -1,10 +1,10 @@
-//! Optimization: Adam on flat f32 master weights ([`adam`]), dynamic loss scaling ([`scaler`])
-//! and learning-rate schedules ([`LrSchedule`]).
+//! Optimization: Adam on flat f32 master weights ([`adam`]; its kernels are `ops::adam`), dynamic
+//! loss scaling ([`scaler`]), learning-rate schedules ([`schedule`]) and L-BFGS on the host ([`lbfgs`]).
 //!
 //! One training step with gradient accumulation over `N` micro-batches (PyTorch AMP order):
 //! ```text
 //! record adam.zero_grad()
-//! N times: model forward; loss.backward() (dL/dh · scale · 1/N, see psi::loss); tape backward
+//! N times: model forward; loss.backward() (dL/dh · scale · 1/N, see ops::loss); tape backward
 //!          accumulating into params.grads
 //! adam.step(gpu, &mut scaler, schedule.lr(base_lr, k))   // check → clip → Adam (skipped on inf)
 //! ```
@@ -12,51 +12,8 @@
 pub mod adam;
 pub mod lbfgs;
 pub mod scaler;
+pub mod schedule;
 
-pub use adam::{Adam, AdamConfig, ParamEntry, ParamLayout, Params, StepReport};
+pub use adam::{Adam, AdamConfig, HostAdam, ParamEntry, ParamLayout, Params, StepReport};
 pub use scaler::{LossScaler, ScalerConfig};
-
-/// Learning-rate schedules as PyTorch's `lr_scheduler` computes them (closed form).
-#[derive(Clone, Debug, PartialEq)]
-pub enum LrSchedule {
-    /// The base rate throughout.
-    Constant,
-    /// `StepLR(step_size, gamma)`: `base · gamma^(k / step_size)` (integer division).
-    Step { step_size: usize, gamma: f64 },
-    /// `ExponentialLR(gamma)`: `base · gamma^k`.
-    Exponential { gamma: f64 },
-}
-
-impl LrSchedule {
-    /// The learning rate after `k` calls of the scheduler's `step()` (k = 0 gives `base`). Whether
-    /// k counts optimizer steps or epochs is the trainer's choice, as in PyTorch.
-    pub fn lr(&self, base: f64, k: usize) -> f64 {
-        match *self {
-            LrSchedule::Constant => base,
-            LrSchedule::Step { step_size, gamma } => base * gamma.powi((k / step_size.max(1)) as i32),
-            LrSchedule::Exponential { gamma } => base * gamma.powi(k as i32),
-        }
-    }
-
-    pub fn validate(&self) -> crate::Result<()> {
-        let bad = |m: String| Err(crate::Error::Invalid(m));
-        match *self {
-            LrSchedule::Constant => Ok(()),
-            LrSchedule::Step { step_size, gamma } => {
-                if step_size == 0 {
-                    return bad("StepLR: step_size must be at least 1".into());
-                }
-                if !(gamma.is_finite() && gamma > 0.0) {
-                    return bad(format!("StepLR: gamma {gamma} must be positive and finite"));
-                }
-                Ok(())
-            }
-            LrSchedule::Exponential { gamma } => {
-                if !(gamma.is_finite() && gamma > 0.0) {
-                    return bad(format!("ExponentialLR: gamma {gamma} must be positive and finite"));
-                }
-                Ok(())
-            }
-        }
-    }
-}
+pub use schedule::LrSchedule;

@@ -11,10 +11,8 @@
 //! For f32 training the scaler can be disabled: the scale stays 1, the check is not recorded and
 //! every step is applied (as PyTorch without a GradScaler).
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Readback};
+use crate::gpu::{Gpu, Readback, storage};
 
 /// GradScaler's parameters (PyTorch's defaults).
 #[derive(Clone, Debug, PartialEq)]
@@ -72,15 +70,8 @@ impl LossScaler {
     pub fn new(gpu: &Gpu, config: ScalerConfig) -> Result<LossScaler> {
         config.validate()?;
         let scale = if config.enabled { config.init_scale } else { 1.0 };
-        let buffer = |label: &str, contents: &[u8]| {
-            gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            })
-        };
-        let scale_buf = buffer("loss scale", bytemuck::bytes_of(&scale));
-        let found_inf = buffer("found inf", bytemuck::bytes_of(&0u32));
+        let scale_buf = storage(gpu, "loss scale", bytemuck::bytes_of(&scale))?;
+        let found_inf = storage(gpu, "found inf", bytemuck::bytes_of(&0u32))?;
         Ok(LossScaler { config, scale, growth_tracker: 0, scale_buf, found_inf })
     }
 

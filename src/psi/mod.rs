@@ -1,8 +1,10 @@
-//! Physics: the classical solver (and later synthesis, losses).
+//! CPU-only physics: the frame's configuration ([`PsiConfig`]), the bucket model, phase helpers,
+//! and synthetic surfaces and frames. What every model, generator and reference reads.
 
-pub mod classical;
-pub mod generate;
-pub mod loss;
-pub mod pde;
-pub mod pinn_fit;
-pub mod synth;
+pub mod buckets;
+pub mod config;
+pub mod phase;
+pub mod surface;
+pub mod synthetic;
+
+pub use config::PsiConfig;

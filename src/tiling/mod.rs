@@ -1,11 +1,8 @@
-//! Tiled, streaming inference: the tile grid, the gather of tiles from row bands, the blending
-//! window and atomic accumulation, and the band-by-band driver.
+//! Tiled, streaming inference: the tile grid, and the band-by-band driver that gathers tiles,
+//! runs the model on batches of them and blends them back into finished rows.
 
-pub mod blend;
-pub mod gather;
-pub mod plan;
+pub mod grid;
 pub mod stream;
-pub mod window;
 
-pub use plan::TileGrid;
+pub use grid::TileGrid;
 pub use stream::{StreamOptions, StreamStats, stream};

@@ -9,13 +9,13 @@ use std::time::Instant;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
+use crate::gpu::check_binding;
 use crate::gpu::{Gpu, Readback};
 use crate::io::npy::NpyReader;
 use crate::nn::Model;
-use crate::tensor::check_binding;
-use crate::tiling::blend::Blender;
-use crate::tiling::gather::{GatherParams, gather};
-use crate::tiling::plan::TileGrid;
+use crate::ops::blend::Blender;
+use crate::ops::gather::{GatherParams, gather};
+use crate::tiling::grid::TileGrid;
 
 #[derive(Clone, Debug)]
 pub struct StreamOptions {

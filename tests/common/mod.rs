@@ -103,3 +103,13 @@ pub fn round_to(p: Precision, v: &[f32]) -> Vec<f32> {
         Precision::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
     }
 }
+
+/// Channel concatenation of two NCHW tensors of the same n, h, w.
+pub fn concat(a: &[f32], ca: usize, b: &[f32], cb: usize, n: usize, hw: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(a.len() + b.len());
+    for i in 0..n {
+        y.extend_from_slice(&a[i * ca * hw..(i + 1) * ca * hw]);
+        y.extend_from_slice(&b[i * cb * hw..(i + 1) * cb * hw]);
+    }
+    y
+}

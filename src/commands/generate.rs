@@ -1,0 +1,149 @@
+//! `psi-gpu generate`: a synthetic frame made on the GPU (`ops::synth`) band by band into a
+//! `(L·N, H, W)` bucket stack `.npy` (channel `laser * N + bucket`), optionally with the true
+//! heights `(H, W)` f32 beside it. Two band slots: the GPU computes one while the host writes the
+//! other, so memory depends on the band and the width, never on the height.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::dtype::HostType;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::npy::NpyWriter;
+use crate::ops::synth::{BandSlot, SynthInputs, band_rows, words_per_channel};
+use crate::psi::synthetic::GenerateOptions;
+
+/// What [`generate`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateStats {
+    /// `(channels, height, width)` of the bucket file.
+    pub shape: [usize; 3],
+    pub dtype: HostType,
+    /// Rows per band and number of bands.
+    pub band_rows: usize,
+    pub bands: usize,
+    /// Bytes of bucket data written (without the header).
+    pub bytes: u64,
+    /// Least and greatest height, µm.
+    pub height_range: (f32, f32),
+    pub seconds: f64,
+}
+
+/// A band submitted and being mapped for reading.
+struct Pending {
+    slot: usize,
+    row0: usize,
+    rows: usize,
+    submission: wgpu::SubmissionIndex,
+    mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
+/// Where a finished band goes: the bucket file (each channel's rows at their offset) and the
+/// optional truth file, plus the height range seen so far.
+struct Sink<'a> {
+    opts: &'a GenerateOptions,
+    writer: NpyWriter,
+    truth: Option<NpyWriter>,
+    range: (f32, f32),
+}
+
+impl Sink<'_> {
+    /// Wait for the band of `job`, write it, release the staging buffer.
+    fn finish(&mut self, gpu: &Gpu, job: Pending, slots: &[BandSlot]) -> Result<()> {
+        let (h, w, ty) = (self.opts.height, self.opts.width, self.opts.dtype);
+        gpu.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(job.submission), timeout: None })
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        job.mapped
+            .recv()
+            .map_err(|e| Error::Gpu(e.to_string()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let slot = &slots[job.slot];
+        let band_wpc = words_per_channel(job.rows, w, ty);
+        let plane = job.rows * w;
+        let itemsize = ty.size();
+        {
+            let view = slot
+                .staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+            let channels = self.opts.channels();
+            for c in 0..channels {
+                let src = c * band_wpc * 4;
+                let offset = ((c * h + job.row0) * w * itemsize) as u64;
+                self.writer.write_at(offset, &view[src..src + plane * itemsize])?;
+            }
+            let hb = channels * band_wpc * 4;
+            let heights: &[f32] = bytemuck::cast_slice(&view[hb..hb + plane * 4]);
+            for &v in heights {
+                self.range = (self.range.0.min(v), self.range.1.max(v));
+            }
+            if let Some(t) = self.truth.as_mut() {
+                t.write(&view[hb..hb + plane * 4])?;
+            }
+        }
+        slot.staging.unmap();
+        Ok(())
+    }
+}
+
+/// Generate the frame of `opts` on the GPU into the `.npy` file `out` (`(L·N, H, W)` of
+/// `opts.dtype`) and, if `truth` is given, its heights `(H, W)` f32 (µm). `on_rows(done, total)`
+/// reports progress in rows. Files appear under their names only when complete.
+pub fn generate(
+    gpu: &Gpu,
+    opts: &GenerateOptions,
+    out: &Path,
+    truth: Option<&Path>,
+    mut on_rows: impl FnMut(usize, usize),
+) -> Result<GenerateStats> {
+    opts.validate()?;
+    let start = Instant::now();
+    let (h, w, channels, ty) = (opts.height, opts.width, opts.channels(), opts.dtype);
+    let band = band_rows(gpu, opts)?;
+    let inputs = SynthInputs::new(gpu, opts)?;
+    let bands = h.div_ceil(band);
+    let slots = (0..bands.min(2)).map(|_| BandSlot::new(gpu, &inputs, band)).collect::<Result<Vec<_>>>()?;
+    let mut sink = Sink {
+        opts,
+        writer: NpyWriter::new(out, ty, &[channels, h, w])?,
+        truth: truth.map(|p| NpyWriter::new(p, HostType::F32, &[h, w])).transpose()?,
+        range: (f32::INFINITY, f32::NEG_INFINITY),
+    };
+    let mut pending: Option<Pending> = None;
+    for b in 0..bands {
+        let (row0, rows) = (b * band, band.min(h - b * band));
+        let si = b % slots.len();
+        let submission = gpu.queue.submit([slots[si].encode(gpu, &inputs, row0, rows)]);
+        let (tx, rx) = mpsc::channel();
+        slots[si].staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let job = Pending { slot: si, row0, rows, submission, mapped: rx };
+        if let Some(prev) = pending.replace(job) {
+            let done = prev.row0 + prev.rows;
+            sink.finish(gpu, prev, &slots)?;
+            on_rows(done, h);
+        }
+    }
+    if let Some(last) = pending.take() {
+        let done = last.row0 + last.rows;
+        sink.finish(gpu, last, &slots)?;
+        on_rows(done, h);
+    }
+    sink.writer.finish()?;
+    if let Some(t) = sink.truth {
+        t.finish()?;
+    }
+    Ok(GenerateStats {
+        shape: [channels, h, w],
+        dtype: ty,
+        band_rows: band,
+        bands,
+        bytes: (channels * h * w * ty.size()) as u64,
+        height_range: sink.range,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

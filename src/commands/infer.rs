@@ -1,0 +1,173 @@
+//! `psi-gpu infer`: a bucket frame in, a height map (or the model's output channels) out.
+//!
+//! read bands → tiles → model → blend → write rows (see `tiling::stream`). The model is the
+//! U-Net when weights are given, else the classical multi-wavelength solver.
+
+use std::path::PathBuf;
+
+use crate::dtype::HostType;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Precision};
+use crate::io::npy::{NpyReader, NpyWriter};
+use crate::io::weights::Weights;
+use crate::nn::Model;
+use crate::nn::classical::Classical;
+use crate::nn::unet::UNet;
+use crate::ops::classical::ClassicalConfig;
+use crate::tiling::{StreamOptions, StreamStats, stream};
+
+#[derive(Clone, Debug)]
+pub struct InferOptions {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// U-Net weights; `None` runs the classical solver.
+    pub weights: Option<PathBuf>,
+    /// Classical solver settings (used when `weights` is `None`).
+    pub classical: ClassicalConfig,
+    /// Where to write the classical solver's fringe-contrast map, if wanted.
+    pub quality: Option<PathBuf>,
+    pub tile: usize,
+    pub overlap: usize,
+    pub batch: Option<usize>,
+    /// Requested precision; `None` = auto (f16 where the device has it).
+    pub precision: Option<Precision>,
+    /// Overrides the input scale (metadata `input_scale`, else 1/255 for u8, 1/65535 for u16, 1).
+    pub input_scale: Option<f32>,
+    /// GPU memory the automatic batch may use for activations.
+    pub memory_budget: u64,
+}
+
+impl InferOptions {
+    pub fn new(input: PathBuf, output: PathBuf) -> InferOptions {
+        InferOptions {
+            input,
+            output,
+            weights: None,
+            classical: ClassicalConfig::default(),
+            quality: None,
+            tile: 512,
+            overlap: 128,
+            batch: None,
+            precision: None,
+            input_scale: None,
+            memory_budget: 2 << 30,
+        }
+    }
+}
+
+/// What a run did, for logs and `--stats-json`.
+#[derive(Clone, Debug)]
+pub struct InferStats {
+    pub model: String,
+    pub shape: [usize; 3],
+    pub input_type: HostType,
+    pub input_scale: f32,
+    pub precision: Precision,
+    pub output_shape: Vec<usize>,
+    pub overlap: usize,
+    pub stream: StreamStats,
+}
+
+impl InferStats {
+    pub fn megapixels_per_s(&self) -> f64 {
+        (self.shape[1] * self.shape[2]) as f64 / 1e6 / self.stream.seconds.max(1e-9)
+    }
+}
+
+/// The scale a frame of `ty` gets: the user's, else the weights' metadata, else the type's default.
+pub fn input_scale(user: Option<f32>, metadata: Option<f32>, ty: HostType) -> f32 {
+    user.or(metadata).unwrap_or(ty.default_scale())
+}
+
+/// Load the model the options ask for.
+pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
+    match &opts.weights {
+        Some(path) => {
+            let weights = Weights::load(path)?;
+            UNet::config(&weights)?;
+            let precision = gpu.resolve_precision(opts.precision)?;
+            Ok(Model::UNet(UNet::new(gpu, &weights, precision)?))
+        }
+        None => {
+            let mut config = opts.classical.clone();
+            config.quality = opts.quality.is_some();
+            Ok(Model::Classical(Classical::new(gpu, config)?))
+        }
+    }
+}
+
+pub fn infer(gpu: &Gpu, opts: &InferOptions, on_tiles: impl FnMut(usize, usize)) -> Result<InferStats> {
+    NpyReader::open(&opts.input)?;
+    let model = load_model(gpu, opts)?;
+    infer_with(gpu, &model, opts, on_tiles)
+}
+
+/// `infer` with a model already loaded (benchmarks run several over one frame).
+pub fn infer_with(
+    gpu: &Gpu,
+    model: &Model,
+    opts: &InferOptions,
+    on_tiles: impl FnMut(usize, usize),
+) -> Result<InferStats> {
+    let mut reader = NpyReader::open(&opts.input)?;
+    let header = reader.header().clone();
+    let [c, h, w] = match header.shape[..] {
+        [c, h, w] if c > 0 && h > 0 && w > 0 => [c, h, w],
+        _ => {
+            return Err(Error::Npy {
+                path: opts.input.clone(),
+                message: format!("expected a non-empty (channels, height, width) array, got shape {:?}", header.shape),
+            });
+        }
+    };
+    // Channels of the main output; the classical solver's quality map goes to its own file.
+    let quality = matches!(model, Model::Classical(_)) && opts.quality.is_some();
+    let main_c = model.out_channels() - quality as usize;
+    let output_shape = if main_c == 1 { vec![h, w] } else { vec![main_c, h, w] };
+    let mut out = NpyWriter::new(&opts.output, HostType::F32, &output_shape)?;
+    let mut qual = match (&opts.quality, quality) {
+        (Some(q), true) => Some(NpyWriter::new(q, HostType::F32, &[h, w])?),
+        _ => None,
+    };
+    let scale = input_scale(opts.input_scale, model.input_scale(), header.ty);
+    let sopts = StreamOptions {
+        tile: opts.tile,
+        overlap: opts.overlap,
+        batch: opts.batch,
+        input_scale: scale,
+        memory_budget: opts.memory_budget,
+    };
+    let plane = (h * w * 4) as u64;
+    let stats = stream(
+        gpu,
+        model,
+        &mut reader,
+        &sopts,
+        |row0, rows, data| {
+            let block = rows * w;
+            for ch in 0..main_c {
+                let bytes = bytemuck::cast_slice(&data[ch * block..(ch + 1) * block]);
+                out.write_at(ch as u64 * plane + (row0 * w * 4) as u64, bytes)?;
+            }
+            if let Some(q) = qual.as_mut() {
+                q.write(bytemuck::cast_slice(&data[main_c * block..(main_c + 1) * block]))?;
+            }
+            Ok(())
+        },
+        on_tiles,
+    )?;
+    out.finish()?;
+    if let Some(q) = qual {
+        q.finish()?;
+    }
+    Ok(InferStats {
+        model: model.name(),
+        shape: [c, h, w],
+        input_type: header.ty,
+        input_scale: scale,
+        precision: model.precision(),
+        output_shape,
+        overlap: if stats.tiles > 1 { opts.overlap } else { 0 },
+        stream: stats,
+    })
+}

@@ -1,0 +1,51 @@
+//! Gather a batch of tiles from a block of frame rows, converting the raw dtype to the model's
+//! storage type and scaling (`shaders/gather.wgsl`).
+
+use crate::dtype::HostType;
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu, Kernel, Shader, Tensor, grid_1d};
+
+pub static SHADER: Shader = Shader {
+    name: "gather",
+    body: concat!(include_str!("../../shaders/decode.wgsl"), include_str!("../../shaders/gather.wgsl")),
+};
+static GATHER_U8: Kernel = Kernel { shader: &SHADER, entry: "gather_u8" };
+static GATHER_U16: Kernel = Kernel { shader: &SHADER, entry: "gather_u16" };
+static GATHER_F16: Kernel = Kernel { shader: &SHADER, entry: "gather_f16" };
+static GATHER_F32: Kernel = Kernel { shader: &SHADER, entry: "gather_f32" };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GatherParams {
+    pub c: u32,
+    pub th: u32,
+    pub tw: u32,
+    /// Columns of the block.
+    pub bw: u32,
+    /// Tiles of the batch that are real (the rest of the plan's slots are skipped).
+    pub count: u32,
+    pub scale: f32,
+    pub _pad: [u32; 2],
+}
+
+/// `output[k] = block[:, :, tiles[k].z ..][.. th, .. tw] * scale` for the batch's tiles.
+/// `output` is the model's `[n, c, th, tw]` input; `tiles` holds `vec4<u32>` descriptors.
+pub fn gather(
+    gpu: &Gpu,
+    ty: HostType,
+    block: &wgpu::Buffer,
+    tiles: &wgpu::Buffer,
+    params: &GatherParams,
+    output: &Tensor,
+) -> Result<Dispatch> {
+    let kernel = match ty {
+        HostType::U8 => &GATHER_U8,
+        HostType::U16 => &GATHER_U16,
+        HostType::F16 => &GATHER_F16,
+        HostType::F32 => &GATHER_F32,
+    };
+    let [n, c, th, tw] = output.shape;
+    let [gx, gy] = grid_1d(gpu, th * tw, 256);
+    let bufs = [(1, block), (2, tiles), (3, &output.buffer)];
+    Dispatch::new(gpu, kernel, output.precision, params, &bufs, [gx, gy, (n * c) as u32])
+}

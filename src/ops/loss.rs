@@ -1,0 +1,542 @@
+//! Training losses on the GPU (`shaders/loss.wgsl`): the seed's physics-consistency loss and a
+//! supervised MSE, each with its value (for the progress bar) and its gradient w.r.t. the model's
+//! output (for the autograd tape).
+//!
+//! **Physics loss** of a height map `h` `[n, 1, H, W]` (the model output, storage T) against the raw
+//! frame `I` `[n, L·N, H, W]` (f32, channel `laser * N + bucket`):
+//!
+//! ```text
+//! L = mean_{img,l,k,y,x} (A + B·cos(4π·h/λ_l + δ_k) − I)²  +  w_s · mean_{img,y,x} (∇²h)²
+//! ```
+//!
+//! with δ_k = 2πk/N and ∇² the 5-point Laplacian with zero padding (the seed's `conv2d(h, [[0,1,0],
+//! [1,−4,1],[0,1,0]], padding=1)`). A and B are constants (128, 100 by default) or, with
+//! [`PhysicsConfig::per_pixel_ab`], estimated per pixel and laser from the frame
+//! (`A = mean_k I_k`, `B = (2/N)·sqrt(S² + C²)`, S, C the sine and cosine sums) by a kernel that
+//! runs once per frame ([`Loss::estimate`]); they are constants of the loss (no gradient). The
+//! model sees `I × input_scale`, the loss compares raw intensities: pass the raw frame, or a
+//! scaled f32 frame with [`PhysicsConfig::frame_scale`] = 1 / input_scale.
+//!
+//! The gradient, written in T with the loss scaler's current scale (a GPU f32 buffer, so no
+//! host round trip) and a host weight (1/N for N accumulated micro-batches):
+//!
+//! ```text
+//! dL/dh · scale · weight,  dL/dh = (2/M)·Σ_{l,k} r·(−B·sin θ)·(4π/λ_l) + w_s·(2/P)·∇²(∇²h)
+//! ```
+//!
+//! (M = n·L·N·H·W, P = n·H·W, r the residual; the zero-padded Laplacian is self-adjoint).
+//! **Supervised MSE**: `mean((h − truth)²)` (truth f32), gradient `2(h − truth)/P · scale · weight`.
+//!
+//! Values: each workgroup writes its partial sums (a fixed tree, so the result is deterministic),
+//! a second one-workgroup pass reduces them into a small f32 buffer `[total, data, w_s·mean(∇²h)²,
+//! mean(∇²h)²]` ([`LossValue`]) that the host reads only when it wants to print.
+//!
+//! Precision: f32 arithmetic; the phase is formed in turns with host-split constants, so heights
+//! of ±100 µm keep about 1e-7 turns of phase error (see the shader's header).
+//! [`reference`](mod@reference) is the f64 CPU version the tests check against finite differences
+//! and the GPU against.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, Tensor, grid_1d, storage, zeroed};
+use crate::psi::PsiConfig;
+use crate::psi::phase::split12;
+
+pub static SHADER: Shader = Shader {
+    name: "loss",
+    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/loss.wgsl")),
+};
+pub static LOSS_AB: Kernel = Kernel { shader: &SHADER, entry: "loss_ab" };
+pub static PHYSICS: Kernel = Kernel { shader: &SHADER, entry: "physics" };
+pub static MSE: Kernel = Kernel { shader: &SHADER, entry: "mse" };
+pub static REDUCE: Kernel = Kernel { shader: &SHADER, entry: "reduce" };
+
+const WG: usize = 256;
+
+/// The physics loss's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhysicsConfig {
+    /// Lasers, buckets, and the constant offset A and modulation B (counts) used unless
+    /// `per_pixel_ab`.
+    pub psi: PsiConfig,
+    /// Estimate A and B per pixel and laser from the frame instead (needs N ≥ 3).
+    pub per_pixel_ab: bool,
+    /// Weight w_s of the Laplacian smoothness term (0 = off).
+    pub smoothness: f32,
+    /// Raw intensity = frame value × `frame_scale` (1 when the frame buffer holds raw counts).
+    pub frame_scale: f32,
+}
+
+impl Default for PhysicsConfig {
+    fn default() -> Self {
+        PhysicsConfig { psi: PsiConfig::default(), per_pixel_ab: false, smoothness: 0.0, frame_scale: 1.0 }
+    }
+}
+
+impl PhysicsConfig {
+    pub fn lasers(&self) -> usize {
+        self.psi.lasers()
+    }
+
+    /// Frame channels: lasers × buckets.
+    pub fn channels(&self) -> usize {
+        self.psi.channels()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.psi.validate_wavelengths("the physics loss")?;
+        if self.psi.buckets == 0 {
+            return Err(Error::Invalid("the physics loss needs at least one bucket per laser; got 0".into()));
+        }
+        if self.per_pixel_ab && self.psi.buckets < 3 {
+            return Err(Error::Invalid(format!(
+                "estimating A and B per pixel needs at least 3 buckets per laser; got {}",
+                self.psi.buckets
+            )));
+        }
+        self.psi.validate_ab()?;
+        if !(self.smoothness.is_finite() && self.smoothness >= 0.0) {
+            return Err(Error::Invalid(format!("smoothness weight {} must be finite and at least 0", self.smoothness)));
+        }
+        if !(self.frame_scale.is_finite() && self.frame_scale != 0.0) {
+            return Err(Error::Invalid(format!("frame scale {} must be finite and non-zero", self.frame_scale)));
+        }
+        Ok(())
+    }
+}
+
+/// Which loss a [`Loss`] computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LossKind {
+    Physics(PhysicsConfig),
+    /// Supervised mean squared error against a truth map.
+    Mse,
+}
+
+/// A loss value as read back: `total = data + smoothness`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossValue {
+    pub total: f32,
+    /// The data term (physics: mean squared bucket residual; MSE: the MSE).
+    pub data: f32,
+    /// `w_s · mean((∇²h)²)` (0 for MSE).
+    pub smoothness: f32,
+    /// `mean((∇²h)²)` without the weight (0 for MSE).
+    pub laplacian: f32,
+}
+
+impl LossValue {
+    /// Read the `[total, data, smoothness, laplacian]` buffer of a [`Loss`] (waits for queued work).
+    pub fn read(gpu: &Gpu, value: &wgpu::Buffer) -> Result<LossValue> {
+        let v = Readback::f32(gpu, value, 4)?;
+        Ok(LossValue { total: v[0], data: v[1], smoothness: v[2], laplacian: v[3] })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct LossParams {
+    n: u32,
+    h: u32,
+    w: u32,
+    lasers: u32,
+    buckets: u32,
+    per_pixel: u32,
+    grad: u32,
+    count: u32,
+    a: f32,
+    b: f32,
+    w_smooth: f32,
+    frame_scale: f32,
+    inv_m: f32,
+    inv_p: f32,
+    weight: f32,
+    _pad: u32,
+}
+
+/// The shader's constant table (computed in f64): per laser `[2/λ hi, 2/λ lo, 4π/λ, 0]` (hi with
+/// 12 significant bits, hi + lo = 2/λ), then per bucket `[k/N, cos δ_k, sin δ_k, 0]`.
+fn constants(config: &PhysicsConfig) -> Vec<[f32; 4]> {
+    let tau = 2.0 * std::f64::consts::PI;
+    let psi = &config.psi;
+    let mut c = Vec::with_capacity(psi.lasers() + psi.buckets);
+    for &wl in &psi.wavelengths {
+        let [hi, lo] = split12(2.0 / wl as f64);
+        c.push([hi, lo, (2.0 * tau / wl as f64) as f32, 0.0]);
+    }
+    for k in 0..psi.buckets {
+        let t = k as f64 / psi.buckets as f64;
+        c.push([t as f32, (tau * t).cos() as f32, (tau * t).sin() as f32, 0.0]);
+    }
+    c
+}
+
+/// A loss bound to its buffers, with its recorded dispatches: [`Loss::estimate`] (per-pixel A/B
+/// only, once per frame), then [`Loss::forward`] (value only) or [`Loss::backward`] (gradient
+/// and value in one pass over the frame). All of them can go into the tape's encoder.
+pub struct Loss {
+    pub kind: LossKind,
+    /// Storage precision of the prediction and its gradient.
+    pub precision: Precision,
+    /// `[n, h, w]` of the prediction (`[n, 1, h, w]`).
+    pub shape: [usize; 3],
+    params: LossParams,
+    estimate: Option<Dispatch>,
+    forward: Dispatch,
+    backward: Option<Dispatch>,
+    reduce: Dispatch,
+    value: wgpu::Buffer,
+    ab: Option<wgpu::Buffer>,
+    /// Constants, partial sums and placeholders the bind groups use.
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+fn check_prediction(pred: &Tensor, grad: Option<&Tensor>, scale: &wgpu::Buffer) -> Result<[usize; 3]> {
+    let [n, c, h, w] = pred.shape;
+    if c != 1 || n * h * w == 0 {
+        return Err(Error::Shape(format!("a loss needs a non-empty [n, 1, h, w] prediction; got {:?}", pred.shape)));
+    }
+    if let Some(g) = grad
+        && (g.shape != pred.shape || g.precision != pred.precision)
+    {
+        return Err(Error::Shape(format!(
+            "the loss gradient {:?} ({}) must match the prediction {:?} ({})",
+            g.shape, g.precision, pred.shape, pred.precision
+        )));
+    }
+    if scale.size() < 4 {
+        return Err(Error::Shape("the loss-scale buffer must hold one f32".into()));
+    }
+    Ok([n, h, w])
+}
+
+impl Loss {
+    /// The physics loss of `height` `[n, 1, h, w]` (any precision) against `frame`
+    /// `[n, L·N, h, w]` (f32). `grad` (shape and precision of `height`) receives
+    /// `dL/dh · scale[0] · weight` when [`Loss::backward`] runs; `None` makes a value-only loss.
+    /// `scale` is the loss scaler's f32 buffer.
+    pub fn physics(
+        gpu: &Gpu,
+        config: &PhysicsConfig,
+        height: &Tensor,
+        frame: &Tensor,
+        grad: Option<&Tensor>,
+        scale: &wgpu::Buffer,
+    ) -> Result<Loss> {
+        config.validate()?;
+        let [n, h, w] = check_prediction(height, grad, scale)?;
+        let want = [n, config.channels(), h, w];
+        if frame.shape != want || frame.precision != Precision::F32 {
+            return Err(Error::Shape(format!(
+                "the physics loss needs an f32 frame {want:?} for a {:?} height map; got {:?} ({})",
+                height.shape, frame.shape, frame.precision
+            )));
+        }
+        let (nl, nb) = (config.lasers(), config.psi.buckets);
+        let (m, pix) = ((n * nl * nb * h * w) as f64, (n * h * w) as f64);
+        let [gx, gy] = grid_1d(gpu, n * h * w, WG);
+        let groups = gx as usize * gy as usize;
+        let params = LossParams {
+            n: n as u32,
+            h: h as u32,
+            w: w as u32,
+            lasers: nl as u32,
+            buckets: nb as u32,
+            per_pixel: config.per_pixel_ab as u32,
+            grad: 0,
+            count: (n * h * w) as u32,
+            a: config.psi.a,
+            b: config.psi.b,
+            w_smooth: config.smoothness,
+            frame_scale: config.frame_scale,
+            inv_m: (1.0 / m) as f32,
+            inv_p: (1.0 / pix) as f32,
+            weight: 1.0,
+            _pad: 0,
+        };
+        let consts = storage(gpu, "loss constants", bytemuck::cast_slice(&constants(config)))?;
+        let ab = zeroed(gpu, "loss A/B", if config.per_pixel_ab { (n * nl * 2 * h * w * 4) as u64 } else { 4 })?;
+        let partials = zeroed(gpu, "loss partials", (2 * groups * 4) as u64)?;
+        let value = zeroed(gpu, "loss value", 16)?;
+        let dummy_grad = zeroed(gpu, "loss gradient placeholder", 4)?;
+        let grid = [gx, gy, 1];
+
+        let estimate = if config.per_pixel_ab {
+            let b = [(2, &frame.buffer), (3, &consts), (8, &ab)];
+            Some(Dispatch::new(gpu, &LOSS_AB, Precision::F32, &params, &b, grid)?)
+        } else {
+            None
+        };
+        let physics = |p: &LossParams, g: &wgpu::Buffer| {
+            let b =
+                [(1, &height.buffer), (2, &frame.buffer), (3, &consts), (4, &ab), (5, scale), (6, g), (7, &partials)];
+            Dispatch::new(gpu, &PHYSICS, height.precision, p, &b, grid)
+        };
+        let forward = physics(&params, &dummy_grad)?;
+        let backward = match grad {
+            Some(g) => Some(physics(&LossParams { grad: 1, ..params }, &g.buffer)?),
+            None => None,
+        };
+        let reduce = reduce_dispatch(gpu, &params, groups, &partials, &value)?;
+        Ok(Loss {
+            kind: LossKind::Physics(config.clone()),
+            precision: height.precision,
+            shape: [n, h, w],
+            params,
+            estimate,
+            forward,
+            backward,
+            reduce,
+            value,
+            ab: config.per_pixel_ab.then_some(ab),
+            _buffers: vec![consts, partials, dummy_grad],
+        })
+    }
+
+    /// Supervised `mean((pred − truth)²)` of `pred` `[n, 1, h, w]` (any precision) against `truth`
+    /// (f32, same shape). `grad` and `scale` as for [`Loss::physics`].
+    pub fn mse(gpu: &Gpu, pred: &Tensor, truth: &Tensor, grad: Option<&Tensor>, scale: &wgpu::Buffer) -> Result<Loss> {
+        let [n, h, w] = check_prediction(pred, grad, scale)?;
+        if truth.shape != pred.shape || truth.precision != Precision::F32 {
+            return Err(Error::Shape(format!(
+                "the MSE needs an f32 truth map {:?}; got {:?} ({})",
+                pred.shape, truth.shape, truth.precision
+            )));
+        }
+        let len = n * h * w;
+        let [gx, gy] = grid_1d(gpu, len, WG);
+        let groups = gx as usize * gy as usize;
+        let params = LossParams {
+            n: n as u32,
+            h: h as u32,
+            w: w as u32,
+            lasers: 0,
+            buckets: 0,
+            per_pixel: 0,
+            grad: 0,
+            count: len as u32,
+            a: 0.0,
+            b: 0.0,
+            w_smooth: 0.0,
+            frame_scale: 1.0,
+            inv_m: (1.0 / len as f64) as f32,
+            inv_p: 0.0,
+            weight: 1.0,
+            _pad: 0,
+        };
+        let partials = zeroed(gpu, "loss partials", (2 * groups * 4) as u64)?;
+        let value = zeroed(gpu, "loss value", 16)?;
+        let dummy_grad = zeroed(gpu, "loss gradient placeholder", 4)?;
+        let grid = [gx, gy, 1];
+        let mse = |p: &LossParams, g: &wgpu::Buffer| {
+            let b = [(1, &pred.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, &partials)];
+            Dispatch::new(gpu, &MSE, pred.precision, p, &b, grid)
+        };
+        let forward = mse(&params, &dummy_grad)?;
+        let backward = match grad {
+            Some(g) => Some(mse(&LossParams { grad: 1, ..params }, &g.buffer)?),
+            None => None,
+        };
+        let reduce = reduce_dispatch(gpu, &params, groups, &partials, &value)?;
+        Ok(Loss {
+            kind: LossKind::Mse,
+            precision: pred.precision,
+            shape: [n, h, w],
+            params,
+            estimate: None,
+            forward,
+            backward,
+            reduce,
+            value,
+            ab: None,
+            _buffers: vec![partials, dummy_grad],
+        })
+    }
+
+    /// The per-pixel A/B estimate: record it once after each new frame is in the frame buffer,
+    /// before [`Loss::forward`] / [`Loss::backward`]. `None` when A and B are constants.
+    pub fn estimate(&self) -> Option<&Dispatch> {
+        self.estimate.as_ref()
+    }
+
+    /// Value only: the partial sums and their reduction into [`Loss::value`].
+    pub fn forward(&self) -> [&Dispatch; 2] {
+        [&self.forward, &self.reduce]
+    }
+
+    /// Gradient and value in one pass (no need to record [`Loss::forward`] as well). Fails for a
+    /// loss made without a gradient tensor.
+    pub fn backward(&self) -> Result<[&Dispatch; 2]> {
+        match &self.backward {
+            Some(b) => Ok([b, &self.reduce]),
+            None => Err(Error::Invalid("this loss was made without a gradient tensor; pass one to backward".into())),
+        }
+    }
+
+    /// Set the host multiplier of the gradient (e.g. 1/N for N accumulated micro-batches; 1 by
+    /// default). Takes effect at the next submission.
+    pub fn set_grad_weight(&mut self, gpu: &Gpu, weight: f32) {
+        self.params.weight = weight;
+        if let Some(b) = &self.backward {
+            b.update(gpu, &LossParams { grad: 1, ..self.params });
+        }
+    }
+
+    /// The f32 `[total, data, smoothness, laplacian]` buffer the reduction writes.
+    pub fn value(&self) -> &wgpu::Buffer {
+        &self.value
+    }
+
+    /// Read the last computed value (waits for queued work).
+    pub fn read(&self, gpu: &Gpu) -> Result<LossValue> {
+        LossValue::read(gpu, &self.value)
+    }
+
+    /// The per-pixel A/B estimate, f32 `[n, L, 2, h, w]` (A then B per laser); `None` with
+    /// constant A/B.
+    pub fn read_ab(&self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
+        match (&self.ab, &self.kind) {
+            (Some(ab), LossKind::Physics(c)) => {
+                let [n, h, w] = self.shape;
+                Ok(Some(Readback::f32(gpu, ab, n * c.lasers() * 2 * h * w)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Run (estimate, then backward if `with_grad` else forward) in one submission and read the
+    /// value: for tests and small jobs; training records the dispatches into its own encoder.
+    pub fn evaluate(&self, gpu: &Gpu, with_grad: bool) -> Result<LossValue> {
+        let mut d: Vec<&Dispatch> = self.estimate.iter().collect();
+        if with_grad {
+            d.extend(self.backward()?);
+        } else {
+            d.extend(self.forward());
+        }
+        gpu.run(&d)?;
+        self.read(gpu)
+    }
+}
+
+fn reduce_dispatch(
+    gpu: &Gpu,
+    params: &LossParams,
+    groups: usize,
+    partials: &wgpu::Buffer,
+    value: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let p = LossParams { count: groups as u32, ..*params };
+    Dispatch::new(gpu, &REDUCE, Precision::F32, &p, &[(7, partials), (10, value)], [1, 1, 1])
+}
+
+/// f64 CPU versions of the losses and their gradients.
+pub mod reference {
+    use super::PhysicsConfig;
+    use crate::psi::{buckets, phase};
+
+    /// A loss value in f64 (fields as [`super::LossValue`]).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Value {
+        pub total: f64,
+        pub data: f64,
+        pub smoothness: f64,
+        pub laplacian: f64,
+    }
+
+    /// Per pixel and laser `[n, L, 2, h, w]`: `A = mean_k I_k`, `B = (2/N)·sqrt(S² + C²)` of the
+    /// raw intensities (`frame × frame_scale`).
+    pub fn estimate_ab(frame: &[f32], [n, h, w]: [usize; 3], config: &PhysicsConfig) -> Vec<f64> {
+        let (nl, nb, hw) = (config.lasers(), config.psi.buckets, h * w);
+        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        let fs = config.frame_scale as f64;
+        let mut out = vec![0f64; n * nl * 2 * hw];
+        for img in 0..n {
+            for l in 0..nl {
+                for px in 0..hw {
+                    let values = (0..nb).map(|k| frame[((img * nl + l) * nb + k) * hw + px] as f64 * fs);
+                    let o = (img * nl + l) * 2 * hw + px;
+                    (out[o], out[o + hw]) = phase::estimate_ab(values);
+                }
+            }
+        }
+        out
+    }
+
+    /// The zero-padded 5-point Laplacian of each image of `field` `[n, h, w]`.
+    pub fn laplacian(field: &[f64], [n, h, w]: [usize; 3]) -> Vec<f64> {
+        assert_eq!(field.len(), n * h * w, "field size");
+        let at = |img: usize, y: isize, x: isize| {
+            if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+                0.0
+            } else {
+                field[(img * h + y as usize) * w + x as usize]
+            }
+        };
+        let mut out = vec![0f64; field.len()];
+        for img in 0..n {
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    out[(img * h + y as usize) * w + x as usize] =
+                        at(img, y - 1, x) + at(img, y + 1, x) + at(img, y, x - 1) + at(img, y, x + 1)
+                            - 4.0 * at(img, y, x);
+                }
+            }
+        }
+        out
+    }
+
+    /// The physics loss of `height` `[n, h, w]` against `frame` `[n, L·N, h, w]` and its
+    /// gradient dL/dh (unscaled), in f64.
+    pub fn physics(height: &[f64], frame: &[f32], shape: [usize; 3], config: &PhysicsConfig) -> (Value, Vec<f64>) {
+        let [n, h, w] = shape;
+        let (nl, nb, hw) = (config.lasers(), config.psi.buckets, h * w);
+        assert_eq!(height.len(), n * hw, "height size");
+        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        let tau = 2.0 * std::f64::consts::PI;
+        let fs = config.frame_scale as f64;
+        let ab = config.per_pixel_ab.then(|| estimate_ab(frame, shape, config));
+        let m = (n * nl * nb * hw) as f64;
+        let pix = (n * hw) as f64;
+        let mut data = 0.0;
+        let mut grad = vec![0f64; n * hw];
+        for img in 0..n {
+            for l in 0..nl {
+                let wl = config.psi.wavelengths[l] as f64;
+                for px in 0..hw {
+                    let (a, b) = match &ab {
+                        Some(ab) => {
+                            let o = (img * nl + l) * 2 * hw + px;
+                            (ab[o], ab[o + hw])
+                        }
+                        None => (config.psi.a as f64, config.psi.b as f64),
+                    };
+                    let hv = height[img * hw + px];
+                    for k in 0..nb {
+                        let theta = 2.0 * tau * hv / wl + config.psi.phase_step(k);
+                        let r = buckets::intensity(a, b, hv, wl, config.psi.phase_step(k))
+                            - frame[((img * nl + l) * nb + k) * hw + px] as f64 * fs;
+                        data += r * r;
+                        grad[img * hw + px] += 2.0 / m * r * (-b * theta.sin()) * (2.0 * tau / wl);
+                    }
+                }
+            }
+        }
+        let lap = laplacian(height, shape);
+        let lap2 = lap.iter().map(|v| v * v).sum::<f64>() / pix;
+        let ws = config.smoothness as f64;
+        if ws != 0.0 {
+            for (g, bl) in grad.iter_mut().zip(laplacian(&lap, shape)) {
+                *g += ws * 2.0 / pix * bl;
+            }
+        }
+        let data = data / m;
+        (Value { total: data + ws * lap2, data, smoothness: ws * lap2, laplacian: lap2 }, grad)
+    }
+
+    /// `mean((pred − truth)²)` and its gradient, in f64.
+    pub fn mse(pred: &[f64], truth: &[f32]) -> (f64, Vec<f64>) {
+        assert_eq!(pred.len(), truth.len(), "prediction and truth sizes");
+        let n = pred.len() as f64;
+        let value = pred.iter().zip(truth).map(|(p, t)| (p - *t as f64).powi(2)).sum::<f64>() / n;
+        (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - *t as f64)).collect())
+    }
+}

@@ -1,0 +1,12 @@
+//! The commands and file formats: the CLI and its errors, image conversion, eval, generate, previews, checkpoints.
+//! One test binary per group (one link, one GPU context per process).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod checkpoint;
+mod cli;
+mod convert;
+mod eval;
+mod generate;
+mod preview;

@@ -1,0 +1,169 @@
+//! Tiled, streaming inference: identity stitching is exact, the U-Net tiled matches the whole
+//! frame, and the classical solver gives the same heights tiled and whole.
+
+use std::path::PathBuf;
+
+use crate::common::{Rng, gpus, rel_l2};
+use psi_gpu::HostType;
+use psi_gpu::gpu::{Gpu, Precision};
+use psi_gpu::io::npy::{NpyReader, NpyWriter};
+use psi_gpu::io::weights::Weights;
+use psi_gpu::nn::Model;
+use psi_gpu::nn::classical::Classical;
+use psi_gpu::nn::unet::UNet;
+use psi_gpu::ops::classical::ClassicalConfig;
+use psi_gpu::psi::buckets as synth;
+use psi_gpu::psi::surface::seed_heights;
+use psi_gpu::tiling::{StreamOptions, stream};
+
+/// A temporary npy file removed on drop.
+struct TempNpy(PathBuf);
+
+impl TempNpy {
+    fn new(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempNpy {
+        let path = std::env::temp_dir().join(format!("psi-gpu-tiling-{}-{name}.npy", std::process::id()));
+        let mut w = NpyWriter::new(&path, ty, shape).unwrap();
+        w.write(bytes).unwrap();
+        w.finish().unwrap();
+        TempNpy(path)
+    }
+}
+
+impl Drop for TempNpy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Run `model` over `file` and return the `(out_c, H, W)` result assembled from the row bands.
+fn run(
+    gpu: &Gpu,
+    model: &Model,
+    file: &TempNpy,
+    tile: usize,
+    overlap: usize,
+    batch: Option<usize>,
+    scale: f32,
+) -> Vec<f32> {
+    let mut reader = NpyReader::open(&file.0).unwrap();
+    let [_, h, w] = reader.header().shape[..] else { panic!("rank") };
+    let oc = model.out_channels();
+    let mut out = vec![f32::NAN; oc * h * w];
+    let mut next_row = 0;
+    let opts = StreamOptions { tile, overlap, batch, input_scale: scale, memory_budget: 64 << 20 };
+    stream(
+        gpu,
+        model,
+        &mut reader,
+        &opts,
+        |row0, rows, data| {
+            assert_eq!(row0, next_row, "rows arrive in order, once");
+            next_row += rows;
+            for c in 0..oc {
+                out[(c * h + row0) * w..(c * h + row0 + rows) * w]
+                    .copy_from_slice(&data[c * rows * w..(c + 1) * rows * w]);
+            }
+            Ok(())
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(next_row, h);
+    out
+}
+
+#[test]
+fn identity_model_stitches_exactly() {
+    let mut rng = Rng::new(11);
+    let (c, h, w) = (3, 97, 131);
+    let values = rng.vec(c * h * w, 0.5, 2.0);
+    let f32_file = TempNpy::new("id-f32", HostType::F32, &[c, h, w], bytemuck::cast_slice(&values));
+    let bytes: Vec<u8> = (0..c * h * w).map(|_| rng.int(1, 255) as u8).collect();
+    let u8_file = TempNpy::new("id-u8", HostType::U8, &[c, h, w], &bytes);
+    for gpu in gpus() {
+        let model = Model::first_channel(gpu, c, Precision::F32).unwrap();
+        // (tile, overlap, batch): square, odd, overlap = tile / 2, larger than the frame, whole.
+        for (tile, overlap, batch) in [
+            (32, 8, None),
+            (40, 13, Some(1)),
+            (40, 13, Some(3)),
+            (64, 32, None),
+            (50, 0, None),
+            (200, 20, None),
+            (0, 0, None),
+        ] {
+            let got = run(gpu, &model, &f32_file, tile, overlap, batch, 1.0);
+            let e = rel_l2(&got, &values[..h * w]);
+            assert!(e < 1e-6, "{} tile {tile}/{overlap} batch {batch:?}: relative L2 {e:e}", gpu.describe());
+            let got = run(gpu, &model, &u8_file, tile, overlap, batch, 1.0 / 255.0);
+            let want: Vec<f32> = bytes[..h * w].iter().map(|&b| b as f32 / 255.0).collect();
+            let e = rel_l2(&got, &want);
+            assert!(e < 1e-6, "{} u8 tile {tile}/{overlap}: relative L2 {e:e}", gpu.describe());
+        }
+    }
+}
+
+fn seed_frame(h: usize, w: usize, noise: f32) -> (Vec<f32>, Vec<f32>) {
+    let truth = seed_heights(h, w);
+    let cfg = synth::SynthConfig { noise, ..Default::default() };
+    (truth.clone(), synth::buckets(&truth, h, w, &cfg))
+}
+
+#[test]
+fn unet_tiled_matches_whole_frame() {
+    let (h, w) = (384, 320);
+    let (_, frame) = seed_frame(h, w, 0.0);
+    let file = TempNpy::new("unet-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
+    let mut weights =
+        Weights::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_b8.safetensors")).unwrap();
+    let gpu = &gpus()[0];
+    // The fixture's 3x3 convolutions are He-initialised (std sqrt(2 / fan_in)); PyTorch's default
+    // initialisation, which the benchmark's random weights use (../shared/bench/torch_tiled.py
+    // --init), has std 1 / sqrt(3 fan_in): scale by 1/sqrt(6). With the He weights deep features
+    // stay strong and tiles of 128 see less context than the receptive field: tiled vs whole is
+    // then 1.5e-2 here and in the PyTorch peer's exact blend alike (a property of the model).
+    for (name, t) in weights.tensors.iter_mut() {
+        if name.ends_with(".weight") && t.shape.len() == 4 && t.shape[2] == 3 {
+            t.data.iter_mut().for_each(|v| *v /= 6f32.sqrt());
+        }
+    }
+    let model = Model::UNet(UNet::new(gpu, &weights, Precision::F32).unwrap());
+    let whole = run(gpu, &model, &file, 0, 0, None, 1.0 / 255.0);
+    let tiled = run(gpu, &model, &file, 128, 32, None, 1.0 / 255.0);
+    let e = rel_l2(&tiled, &whole);
+    eprintln!("U-Net b8 (default-init scale) tiled 128/32 vs whole frame, {h} x {w}: relative L2 {e:.2e}");
+    assert!(e < 1e-3, "relative L2 {e:e}");
+}
+
+#[test]
+fn classical_heights_are_identical_tiled_and_whole() {
+    let (h, w) = (120, 150);
+    let (truth, frame) = seed_frame(h, w, 0.0);
+    let file = TempNpy::new("classical-f32", HostType::F32, &[16, h, w], bytemuck::cast_slice(&frame));
+    for gpu in gpus() {
+        let model = Model::Classical(Classical::new(gpu, ClassicalConfig::default()).unwrap());
+        let whole = run(gpu, &model, &file, 0, 0, None, 1.0);
+        let tiled = run(gpu, &model, &file, 48, 12, None, 1.0);
+        let max_diff = whole.iter().zip(&tiled).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let rmse =
+            (whole.iter().zip(&truth).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / (h * w) as f64).sqrt();
+        eprintln!("{}: classical RMSE {rmse:.2e} µm, tiled vs whole max diff {max_diff:.2e} µm", gpu.describe());
+        assert!(max_diff < 1e-5, "tiled vs whole: {max_diff}");
+        assert!(rmse < 1e-4, "RMSE {rmse}");
+    }
+}
+
+#[test]
+fn classical_on_noisy_u8_frame() {
+    let (h, w) = (96, 128);
+    let (truth, frame) = seed_frame(h, w, 2.0);
+    let file = TempNpy::new("classical-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
+    let gpu = &gpus()[0];
+    let model = Model::Classical(Classical::new(gpu, ClassicalConfig::default()).unwrap());
+    let got = run(gpu, &model, &file, 64, 16, None, 1.0 / 255.0);
+    let err: Vec<f64> = got.iter().zip(&truth).map(|(a, b)| (a - b) as f64).collect();
+    let rmse = (err.iter().map(|e| e * e).sum::<f64>() / err.len() as f64).sqrt();
+    let max = err.iter().fold(0f64, |m, e| m.max(e.abs()));
+    eprintln!("classical, u8 with noise σ = 2 counts: RMSE {rmse:.2e} µm, max {max:.2e} µm");
+    assert!(rmse < 1e-2 && max < 0.5, "RMSE {rmse}, max {max} (a fringe-order jump is ≥ 2.5 µm)");
+}

@@ -1,0 +1,107 @@
+//! The U-Net against outputs PyTorch computed (tests/fixtures/make_unet_fixtures.py): widths 8
+//! and 16, square, odd and wide frames, another channel/class count, on every adapter and
+//! precision. Tolerances: relative L2 < 1e-4 in f32, < 3e-2 in f16.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{rel_l2, targets};
+use psi_gpu::commands::infer::input_scale;
+use psi_gpu::gpu::{Gpu, Precision};
+use psi_gpu::io::npy;
+use psi_gpu::io::weights::Weights;
+use psi_gpu::nn::unet::{UNet, UNetConfig};
+use psi_gpu::ops::convert::{RawBuffer, from_raw};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Run `weights` on the u8 `frames` (one batch) and return the output values.
+fn run(gpu: &Gpu, p: Precision, weights: &Weights, frames: &[&str]) -> (Vec<usize>, Vec<f32>) {
+    let model = UNet::new(gpu, weights, p).unwrap();
+    let mut bytes = Vec::new();
+    let mut shape = Vec::new();
+    for f in frames {
+        let mut r = npy::NpyReader::open(&fixture(f)).unwrap();
+        shape = r.header().shape.clone();
+        bytes.extend(r.read_all().unwrap());
+    }
+    let (c, h, w) = (shape[0], shape[1], shape[2]);
+    assert_eq!(c, model.config.n_channels);
+    let plan = model.plan(gpu, frames.len(), h, w).unwrap();
+    let raw = RawBuffer::upload(gpu, psi_gpu::HostType::U8, &bytes).unwrap();
+    let scale = input_scale(None, model.input_scale, psi_gpu::HostType::U8);
+    assert!((scale - 1.0 / 255.0).abs() < 1e-9);
+    let convert = from_raw(gpu, &raw, scale, &plan.input).unwrap();
+    let mut all: Vec<_> = vec![&convert];
+    all.extend(&plan.dispatches);
+    gpu.run(&all).unwrap();
+    (plan.output.shape.to_vec(), plan.output.to_f32(gpu).unwrap())
+}
+
+fn limit(p: Precision) -> f64 {
+    match p {
+        Precision::F32 => 1e-4,
+        Precision::F16 => 3e-2,
+    }
+}
+
+#[test]
+fn unet_matches_pytorch() {
+    let cases = [
+        ("unet_b8.safetensors", "frame_64x64.npy", "out_b8_64x64.npy"),
+        ("unet_b8.safetensors", "frame_100x75.npy", "out_b8_100x75.npy"),
+        ("unet_b8.safetensors", "frame_48x160.npy", "out_b8_48x160.npy"),
+        ("unet_b16.safetensors", "frame_64x64.npy", "out_b16_64x64.npy"),
+        ("unet_b16.safetensors", "frame_100x75.npy", "out_b16_100x75.npy"),
+        ("unet_b16.safetensors", "frame_48x160.npy", "out_b16_48x160.npy"),
+        ("unet_b8_c3.safetensors", "frame3_37x50.npy", "out_b8_c3_37x50.npy"),
+    ];
+    for (gpu, p) in targets() {
+        for (w, f, o) in cases {
+            let weights = Weights::load(&fixture(w)).unwrap();
+            let (_, want) = npy::read_f32(&fixture(o)).unwrap();
+            let (_, got) = run(gpu, p, &weights, &[f]);
+            let e = rel_l2(&got, &want);
+            eprintln!("{} {p} {w} {f}: relative L2 {e:.2e}", gpu.describe());
+            assert!(e < limit(p), "{} {p} {w} {f}: relative L2 {e:e} over {:e}", gpu.describe(), limit(p));
+        }
+    }
+}
+
+#[test]
+fn batch_of_two_equals_two_runs() {
+    let weights = Weights::load(&fixture("unet_b8.safetensors")).unwrap();
+    let (gpu, p) = targets()[0];
+    let (shape, both) = run(gpu, p, &weights, &["frame_64x64.npy", "frame_64x64.npy"]);
+    assert_eq!(shape, vec![2, 1, 64, 64]);
+    let (_, want) = npy::read_f32(&fixture("out_b8_64x64.npy")).unwrap();
+    let (a, b) = both.split_at(64 * 64);
+    assert!(rel_l2(a, &want) < limit(p) && rel_l2(b, &want) < limit(p));
+}
+
+#[test]
+fn config_is_read_from_shapes_and_metadata() {
+    let (gpu, _) = targets()[0];
+    let w = Weights::load(&fixture("unet_b8_c3.safetensors")).unwrap();
+    assert_eq!(UNet::config(&w).unwrap(), UNetConfig { n_channels: 3, n_classes: 2, base: 8 });
+    assert_eq!(UNet::new(gpu, &w, Precision::F32).unwrap().input_scale, None);
+    let w16 = Weights::load(&fixture("unet_b16.safetensors")).unwrap();
+    assert_eq!(UNet::config(&w16).unwrap(), UNetConfig { n_channels: 16, n_classes: 1, base: 16 });
+    let scale = UNet::new(gpu, &w16, Precision::F32).unwrap().input_scale.unwrap();
+    assert!((scale - 1.0 / 255.0).abs() < 1e-9);
+    // The user's scale wins over metadata, metadata over the dtype's default.
+    assert_eq!(input_scale(Some(0.5), Some(0.25), psi_gpu::HostType::U8), 0.5);
+    assert_eq!(input_scale(None, Some(0.25), psi_gpu::HostType::U8), 0.25);
+    assert_eq!(input_scale(None, None, psi_gpu::HostType::U16), 1.0 / 65535.0);
+    assert_eq!(input_scale(None, None, psi_gpu::HostType::F32), 1.0);
+}
+
+#[test]
+fn too_small_frames_are_rejected() {
+    let (gpu, p) = targets()[0];
+    let w = Weights::load(&fixture("unet_b8.safetensors")).unwrap();
+    let model = UNet::new(gpu, &w, p).unwrap();
+    let err = model.plan(gpu, 1, 15, 64).err().expect("15 rows must be rejected").to_string();
+    assert!(err.contains("at least 16 x 16"), "{err}");
+}

@@ -1,0 +1,14 @@
+//! Kernels against their CPU references and PyTorch, the optimizers, and the naga cross-compile.
+//! One test binary per group (one link, one GPU context per process).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod adam;
+mod classical;
+mod grad_conv;
+mod grad_layers;
+mod kernels;
+mod lbfgs;
+mod loss;
+mod shaders;
