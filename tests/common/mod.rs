@@ -1,8 +1,10 @@
 //! Shared test helpers: one GPU context per adapter (Vulkan and GL on the software drivers), a
-//! deterministic random source, and the tolerance checks.
+//! deterministic random source, the tolerance checks, fixtures and temporary paths.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use psi_gpu::{Gpu, Precision};
 
@@ -112,4 +114,51 @@ pub fn concat(a: &[f32], ca: usize, b: &[f32], cb: usize, n: usize, hw: usize) -
         y.extend_from_slice(&b[i * cb * hw..(i + 1) * cb * hw]);
     }
     y
+}
+
+/// A committed fixture: `tests/fixtures/NAME` (made by the `make_*.py` scripts beside it).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A unique path in the temporary directory (`psi-gpu-test-PID-N-NAME`), removed with everything
+/// under it when dropped. [`TempPath::dir`] creates it as a folder.
+pub struct TempPath(pub PathBuf);
+
+impl TempPath {
+    /// A path that does not exist yet (a file to write).
+    pub fn new(name: &str) -> TempPath {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("psi-gpu-test-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    /// A fresh, empty folder.
+    pub fn dir(name: &str) -> TempPath {
+        let t = TempPath::new(name);
+        std::fs::create_dir_all(&t.0).unwrap();
+        t
+    }
+
+    /// `NAME` inside the folder.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
