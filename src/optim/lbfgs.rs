@@ -192,50 +192,7 @@ impl Lbfgs {
             n_iter += 1;
             self.n_iter += 1;
 
-            // ---- direction
-            if self.n_iter == 1 {
-                self.d = flat_grad.iter().map(|g| -g).collect();
-                self.old_dirs.clear();
-                self.old_stps.clear();
-                self.ro.clear();
-                self.h_diag = 1.0;
-            } else {
-                let prev = self.prev_flat_grad.as_ref().expect("prev_flat_grad is set after the first iteration");
-                let y: Vec<f32> = flat_grad.iter().zip(prev).map(|(g, p)| g - p).collect();
-                let t32 = self.t.f32();
-                let s: Vec<f32> = self.d.iter().map(|d| d * t32).collect();
-                let ys = dot(&y, &s);
-                if ys > 1e-10 {
-                    if self.old_dirs.len() == cfg.history_size {
-                        self.old_dirs.pop_front();
-                        self.old_stps.pop_front();
-                        self.ro.pop_front();
-                    }
-                    self.h_diag = ys / dot(&y, &y);
-                    self.old_dirs.push_back(y);
-                    self.old_stps.push_back(s);
-                    self.ro.push_back(1.0 / ys);
-                }
-
-                // two-loop recursion
-                let num_old = self.old_dirs.len();
-                let mut q: Vec<f32> = flat_grad.iter().map(|g| -g).collect();
-                for i in (0..num_old).rev() {
-                    let al = dot(&self.old_stps[i], &q) * self.ro[i];
-                    self.al[i] = al;
-                    axpy(&mut q, -al, &self.old_dirs[i]);
-                }
-                let h = self.h_diag;
-                for v in q.iter_mut() {
-                    *v *= h;
-                }
-                for i in 0..num_old {
-                    let be_i = dot(&self.old_dirs[i], &q) * self.ro[i];
-                    axpy(&mut q, self.al[i] - be_i, &self.old_stps[i]);
-                }
-                self.d = q;
-            }
-
+            self.update_direction(&flat_grad, cfg.history_size);
             match &mut self.prev_flat_grad {
                 Some(p) => p.copy_from_slice(&flat_grad),
                 None => self.prev_flat_grad = Some(flat_grad.clone()),
@@ -298,6 +255,54 @@ impl Lbfgs {
         Ok(orig_loss)
     }
 
+    /// The search direction `d` for gradient `flat_grad`: steepest descent on the first
+    /// iteration, else the history update (a curvature pair when `y·s > 1e-10`, at most
+    /// `history_size` kept) and torch's two-loop recursion.
+    fn update_direction(&mut self, flat_grad: &[f32], history_size: usize) {
+        if self.n_iter == 1 {
+            self.d = flat_grad.iter().map(|g| -g).collect();
+            self.old_dirs.clear();
+            self.old_stps.clear();
+            self.ro.clear();
+            self.h_diag = 1.0;
+            return;
+        }
+        let prev = self.prev_flat_grad.as_ref().expect("prev_flat_grad is set after the first iteration");
+        let y: Vec<f32> = flat_grad.iter().zip(prev).map(|(g, p)| g - p).collect();
+        let t32 = self.t.f32();
+        let s: Vec<f32> = self.d.iter().map(|d| d * t32).collect();
+        let ys = dot(&y, &s);
+        if ys > 1e-10 {
+            if self.old_dirs.len() == history_size {
+                self.old_dirs.pop_front();
+                self.old_stps.pop_front();
+                self.ro.pop_front();
+            }
+            self.h_diag = ys / dot(&y, &y);
+            self.old_dirs.push_back(y);
+            self.old_stps.push_back(s);
+            self.ro.push_back(1.0 / ys);
+        }
+
+        // two-loop recursion
+        let num_old = self.old_dirs.len();
+        let mut q: Vec<f32> = flat_grad.iter().map(|g| -g).collect();
+        for i in (0..num_old).rev() {
+            let al = dot(&self.old_stps[i], &q) * self.ro[i];
+            self.al[i] = al;
+            axpy(&mut q, -al, &self.old_dirs[i]);
+        }
+        let h = self.h_diag;
+        for v in q.iter_mut() {
+            *v *= h;
+        }
+        for i in 0..num_old {
+            let be_i = dot(&self.old_dirs[i], &q) * self.ro[i];
+            axpy(&mut q, self.al[i] - be_i, &self.old_stps[i]);
+        }
+        self.d = q;
+    }
+
     /// Loss and gradient at `x + t·d` (torch's `_directional_evaluate`), `x` left unchanged.
     fn eval_at(&mut self, x: &[f32], t: Py, closure: &mut Closure<'_>) -> Result<Eval> {
         let t32 = t.f32();
@@ -318,58 +323,57 @@ impl Lbfgs {
         &mut self,
         x: &[f32],
         closure: &mut Closure<'_>,
-        mut t: Py,
+        t: Py,
         f: f64,
         g: &[f32],
         gtd: f32,
         max_ls: usize,
     ) -> Result<(f64, Vec<f32>, Py, usize)> {
         // Python floats: F64, 0-dim float32 tensors: F32 (losses are floats, gtd tensors)
-        let c1 = Py::F64(1e-4);
-        let c2 = Py::F64(0.9);
-        let tol_change = Py::F64(1e-9);
-        let (f, gtd) = (Py::F64(f), Py::F32(gtd));
-        let d_norm = Py::F32(abs_max(&self.d));
-        let armijo = |t: Py| f + c1 * t * gtd;
-        let wolfe = |gtd_new: Py| gtd_new.abs().le(-c2 * gtd);
+        let w = Wolfe { f: Py::F64(f), gtd: Py::F32(gtd), c1: Py::F64(1e-4), c2: Py::F64(0.9) };
+        let mut search = self.bracket(x, closure, &w, t, g, max_ls)?;
+        let low = self.zoom(x, closure, &w, &mut search, max_ls)?;
+        let g_out = std::mem::take(&mut search.g[low]);
+        Ok((search.f[low].f64(), g_out, search.t[low], search.evals))
+    }
 
+    /// The bracketing phase of the strong-Wolfe search from step `t`: extrapolate until an
+    /// interval holds a point that satisfies the conditions (or one does outright: `done`).
+    fn bracket(
+        &mut self,
+        x: &[f32],
+        closure: &mut Closure<'_>,
+        w: &Wolfe,
+        mut t: Py,
+        g: &[f32],
+        max_ls: usize,
+    ) -> Result<LineSearchState> {
         let mut new = self.eval_at(x, t, closure)?;
-        let mut ls_func_evals = 1usize;
-
-        let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) = (Py::F64(0.0), f, g.to_vec(), gtd);
-        let mut done = false;
+        let mut evals = 1usize;
+        let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) = (Py::F64(0.0), w.f, g.to_vec(), w.gtd);
         let mut ls_iter = 0usize;
-        // bracket: positions, losses, gradients, directional derivatives
-        let mut bracket = [Py::F64(0.0); 2];
-        let mut bracket_f = [Py::F64(0.0); 2];
-        let mut bracket_g: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
-        let mut bracket_gtd = [Py::F32(0.0); 2];
-        let mut bracketed = false;
         while ls_iter < max_ls {
             let (f_new, gtd_new) = (Py::F64(new.f), Py::F32(new.gtd));
-            if f_new.gt(armijo(t)) || (ls_iter > 1 && f_new.ge(f_prev)) {
-                bracket = [t_prev, t];
-                bracket_f = [f_prev, f_new];
-                bracket_gtd = [gtd_prev, gtd_new];
-                bracket_g = [g_prev, std::mem::take(&mut new.g)];
-                bracketed = true;
-                break;
+            let state = |t2: [Py; 2], f2: [Py; 2], g2: [Vec<f32>; 2], gtd2: [Py; 2], done: bool| LineSearchState {
+                t: t2,
+                f: f2,
+                g: g2,
+                gtd: gtd2,
+                done,
+                ls_iter,
+                evals,
+            };
+            if f_new.gt(w.armijo(t)) || (ls_iter > 1 && f_new.ge(f_prev)) {
+                let g2 = [g_prev, std::mem::take(&mut new.g)];
+                return Ok(state([t_prev, t], [f_prev, f_new], g2, [gtd_prev, gtd_new], false));
             }
-            if wolfe(gtd_new) {
-                bracket = [t, t];
-                bracket_f = [f_new, f_new];
-                bracket_g = [new.g.clone(), std::mem::take(&mut new.g)];
-                done = true;
-                bracketed = true;
-                break;
+            if w.curvature(gtd_new) {
+                let g2 = [new.g.clone(), std::mem::take(&mut new.g)];
+                return Ok(state([t, t], [f_new, f_new], g2, [Py::F32(0.0); 2], true));
             }
             if gtd_new.ge(Py::F64(0.0)) {
-                bracket = [t_prev, t];
-                bracket_f = [f_prev, f_new];
-                bracket_gtd = [gtd_prev, gtd_new];
-                bracket_g = [g_prev, std::mem::take(&mut new.g)];
-                bracketed = true;
-                break;
+                let g2 = [g_prev, std::mem::take(&mut new.g)];
+                return Ok(state([t_prev, t], [f_prev, f_new], g2, [gtd_prev, gtd_new], false));
             }
 
             // extrapolate
@@ -383,36 +387,45 @@ impl Lbfgs {
             g_prev = std::mem::take(&mut new.g);
             gtd_prev = gtd_new;
             new = self.eval_at(x, t, closure)?;
-            ls_func_evals += 1;
+            evals += 1;
             ls_iter += 1;
         }
+        // ls_iter == max_ls; torch leaves bracket_gtd as it was, the zoom never runs
+        Ok(LineSearchState {
+            t: [Py::F64(0.0), t],
+            f: [w.f, Py::F64(new.f)],
+            g: [g.to_vec(), new.g],
+            gtd: [Py::F32(0.0); 2],
+            done: false,
+            ls_iter,
+            evals,
+        })
+    }
 
-        if !bracketed {
-            // ls_iter == max_ls; torch leaves bracket_gtd as it was, the zoom below never runs
-            bracket = [Py::F64(0.0), t];
-            bracket_f = [f, Py::F64(new.f)];
-            bracket_g = [g.to_vec(), new.g];
-        }
-
+    /// The zoom phase: shrink the bracket by cubic interpolation until a point satisfies the
+    /// strong-Wolfe conditions, the evaluations run out or the bracket is too small. Returns the
+    /// index of the low (best) end.
+    fn zoom(
+        &mut self,
+        x: &[f32],
+        closure: &mut Closure<'_>,
+        w: &Wolfe,
+        s: &mut LineSearchState,
+        max_ls: usize,
+    ) -> Result<usize> {
+        let tol_change = Py::F64(1e-9);
+        let d_norm = Py::F32(abs_max(&self.d));
         let mut insuf_progress = false;
         let order = |bf: &[Py; 2]| if bf[0].le(bf[1]) { (0, 1) } else { (1, 0) };
-        let (mut low, mut high) = order(&bracket_f);
-        while !done && ls_iter < max_ls {
-            if ((bracket[1] - bracket[0]).abs() * d_norm).lt(tol_change) {
+        let (mut low, mut high) = order(&s.f);
+        while !s.done && s.ls_iter < max_ls {
+            if ((s.t[1] - s.t[0]).abs() * d_norm).lt(tol_change) {
                 break;
             }
-            t = cubic_interpolate(
-                bracket[0],
-                bracket_f[0],
-                bracket_gtd[0],
-                bracket[1],
-                bracket_f[1],
-                bracket_gtd[1],
-                None,
-            );
+            let mut t = cubic_interpolate(s.t[0], s.f[0], s.gtd[0], s.t[1], s.f[1], s.gtd[1], None);
 
-            let b_max = Py::max(bracket[0], bracket[1]);
-            let b_min = Py::min(bracket[0], bracket[1]);
+            let b_max = Py::max(s.t[0], s.t[1]);
+            let b_min = Py::min(s.t[0], s.t[1]);
             let eps = Py::F64(0.1) * (b_max - b_min);
             if Py::min(b_max - t, t - b_min).lt(eps) {
                 if insuf_progress || t.ge(b_max) || t.le(b_min) {
@@ -426,36 +439,62 @@ impl Lbfgs {
             }
 
             let new = self.eval_at(x, t, closure)?;
-            ls_func_evals += 1;
-            ls_iter += 1;
+            s.evals += 1;
+            s.ls_iter += 1;
             let (f_new, gtd_new) = (Py::F64(new.f), Py::F32(new.gtd));
 
-            if f_new.gt(armijo(t)) || f_new.ge(bracket_f[low]) {
-                bracket[high] = t;
-                bracket_f[high] = f_new;
-                bracket_g[high] = new.g;
-                bracket_gtd[high] = gtd_new;
-                (low, high) = order(&bracket_f);
+            if f_new.gt(w.armijo(t)) || f_new.ge(s.f[low]) {
+                (s.t[high], s.f[high], s.g[high], s.gtd[high]) = (t, f_new, new.g, gtd_new);
+                (low, high) = order(&s.f);
             } else {
-                if wolfe(gtd_new) {
-                    done = true;
-                } else if (gtd_new * (bracket[high] - bracket[low])).ge(Py::F64(0.0)) {
+                if w.curvature(gtd_new) {
+                    s.done = true;
+                } else if (gtd_new * (s.t[high] - s.t[low])).ge(Py::F64(0.0)) {
                     // old high becomes new low
-                    bracket[high] = bracket[low];
-                    bracket_f[high] = bracket_f[low];
-                    bracket_gtd[high] = bracket_gtd[low];
-                    bracket_g.swap(high, low);
+                    s.t[high] = s.t[low];
+                    s.f[high] = s.f[low];
+                    s.gtd[high] = s.gtd[low];
+                    s.g.swap(high, low);
                 }
-                bracket[low] = t;
-                bracket_f[low] = f_new;
-                bracket_g[low] = new.g;
-                bracket_gtd[low] = gtd_new;
+                (s.t[low], s.f[low], s.g[low], s.gtd[low]) = (t, f_new, new.g, gtd_new);
             }
         }
-
-        let g_out = std::mem::take(&mut bracket_g[low]);
-        Ok((bracket_f[low].f64(), g_out, bracket[low], ls_func_evals))
+        Ok(low)
     }
+}
+
+/// The strong-Wolfe conditions at the start of a line search (loss `f`, directional derivative
+/// `gtd`).
+struct Wolfe {
+    f: Py,
+    gtd: Py,
+    c1: Py,
+    c2: Py,
+}
+
+impl Wolfe {
+    /// Sufficient decrease: the loss bound at step `t`.
+    fn armijo(&self, t: Py) -> Py {
+        self.f + self.c1 * t * self.gtd
+    }
+
+    /// The curvature condition `|gtd_new| <= -c2·gtd`.
+    fn curvature(&self, gtd_new: Py) -> bool {
+        gtd_new.abs().le(-self.c2 * self.gtd)
+    }
+}
+
+/// The line search's bracket — two steps with their losses, gradients and directional
+/// derivatives — and its progress.
+struct LineSearchState {
+    t: [Py; 2],
+    f: [Py; 2],
+    g: [Vec<f32>; 2],
+    gtd: [Py; 2],
+    /// A point satisfying both conditions was found.
+    done: bool,
+    ls_iter: usize,
+    evals: usize,
 }
 
 /// torch's `_cubic_interpolate`: minimiser of the cubic through `(x1, f1, g1)` and `(x2, f2, g2)`,

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
+use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::check_binding;
-use crate::gpu::{Gpu, Readback};
+use crate::gpu::{Dispatch, Gpu, Plan, Readback, check_binding};
 use crate::io::npy::NpyReader;
 use crate::nn::Model;
 use crate::ops::blend::Blender;
@@ -72,19 +72,9 @@ fn choose_batch(gpu: &Gpu, model: &Model, g: &TileGrid, opts: &StreamOptions, it
     Ok(batch)
 }
 
-/// Run `model` over the `(C, H, W)` frame of `reader`. `on_rows(row0, rows, data)` receives each
-/// finished band of rows as `(out_channels, rows, W)` f32 values, top to bottom; `on_tiles(done,
-/// total)` reports progress.
-pub fn stream(
-    gpu: &Gpu,
-    model: &Model,
-    reader: &mut NpyReader,
-    opts: &StreamOptions,
-    mut on_rows: impl FnMut(usize, usize, &[f32]) -> Result<()>,
-    mut on_tiles: impl FnMut(usize, usize),
-) -> Result<StreamStats> {
-    let t0 = Instant::now();
-    let header = reader.header().clone();
+/// The frame's `(C, H, W)`, checked against the model.
+fn frame_shape(reader: &NpyReader, model: &Model) -> Result<[usize; 3]> {
+    let header = reader.header();
     let path = reader.path().to_path_buf();
     let [c, h, w] = match header.shape[..] {
         [c, h, w] => [c, h, w],
@@ -106,101 +96,151 @@ pub fn stream(
             model.in_channels()
         )));
     }
-    let g = TileGrid::new(h, w, opts.tile, opts.overlap)?;
-    let itemsize = header.ty.size();
-    let batch = choose_batch(gpu, model, &g, opts, itemsize)?;
-    let plan = model.plan(gpu, batch, g.th, g.tw)?;
+    Ok([c, h, w])
+}
 
-    // The widest block a batch reads: columns of `batch` consecutive tiles.
-    let max_bw = (0..g.xs.len())
-        .map(|j| {
-            let last = (j + batch - 1).min(g.xs.len() - 1);
-            g.xs[last] + g.tw - g.xs[j]
-        })
-        .max()
-        .unwrap_or(g.tw);
-    let block_bytes = ((c * g.th * max_bw * itemsize) as u64).div_ceil(4) * 4;
-    check_binding(gpu, block_bytes, "the input block of one batch")?;
-    let block = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("input block"),
-        size: block_bytes,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let tiles = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("tile descriptors"),
-        contents: bytemuck::cast_slice(&vec![[0u32; 4]; batch]),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-    });
-    let mut gp = GatherParams {
-        c: c as u32,
-        th: g.th as u32,
-        tw: g.tw as u32,
-        bw: max_bw as u32,
-        count: batch as u32,
-        scale: opts.input_scale,
-        _pad: [0; 2],
-    };
-    let gather = gather(gpu, header.ty, &block, &tiles, &gp, &plan.input)?;
-    let mut blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap)?;
-    let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
+/// Everything one run keeps on the GPU: the model's plan for a batch of tiles, the raw input
+/// block of a batch, the tile descriptors, the gather and the blender.
+struct Pipeline {
+    grid: TileGrid,
+    batch: usize,
+    plan: Plan,
+    block: wgpu::Buffer,
+    tiles: wgpu::Buffer,
+    gather: Dispatch,
+    gp: GatherParams,
+    blender: Blender,
+    itemsize: usize,
+    peak_gpu_bytes: u64,
+}
 
+impl Pipeline {
+    fn new(gpu: &Gpu, model: &Model, grid: TileGrid, opts: &StreamOptions, ty: HostType, w: usize) -> Result<Self> {
+        let (c, itemsize) = (model.in_channels(), ty.size());
+        let g = &grid;
+        let batch = choose_batch(gpu, model, g, opts, itemsize)?;
+        let plan = model.plan(gpu, batch, g.th, g.tw)?;
+        // The widest block a batch reads: columns of `batch` consecutive tiles.
+        let max_bw = (0..g.xs.len())
+            .map(|j| {
+                let last = (j + batch - 1).min(g.xs.len() - 1);
+                g.xs[last] + g.tw - g.xs[j]
+            })
+            .max()
+            .unwrap_or(g.tw);
+        let block_bytes = ((c * g.th * max_bw * itemsize) as u64).div_ceil(4) * 4;
+        check_binding(gpu, block_bytes, "the input block of one batch")?;
+        let block = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("input block"),
+            size: block_bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let tiles = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("tile descriptors"),
+            contents: bytemuck::cast_slice(&vec![[0u32; 4]; batch]),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        });
+        let gp = GatherParams {
+            c: c as u32,
+            th: g.th as u32,
+            tw: g.tw as u32,
+            bw: max_bw as u32,
+            count: batch as u32,
+            scale: opts.input_scale,
+            _pad: [0; 2],
+        };
+        let gather = gather(gpu, ty, &block, &tiles, &gp, &plan.input)?;
+        let blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap)?;
+        let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
+        Ok(Pipeline { grid, batch, plan, block, tiles, gather, gp, blender, itemsize, peak_gpu_bytes })
+    }
+
+    /// Tiles `j0..j1` of tile row `i` from `band` (rows `[ys[i], ys[i] + th)` of every channel of
+    /// a `w`-wide frame, raw bytes): upload their block, gather, model, accumulate; submitted.
+    fn run_batch(&mut self, gpu: &Gpu, band: &[u8], w: usize, i: usize, j0: usize, j1: usize) -> Result<()> {
+        let (g, s) = (&self.grid, self.itemsize);
+        let (xa, xb) = (g.xs[j0], g.xs[j1 - 1] + g.tw);
+        let bw = xb - xa;
+        // The batch's block: columns [xa, xb) of the band, every channel, raw bytes.
+        let mut bytes = Vec::with_capacity(band.len() / w * bw);
+        for row in band.chunks_exact(w * s) {
+            bytes.extend_from_slice(&row[xa * s..xb * s]);
+        }
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        gpu.queue.write_buffer(&self.block, 0, &bytes);
+        let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(g, i, j, g.xs[j] - xa)).collect();
+        gpu.queue.write_buffer(&self.tiles, 0, bytemuck::cast_slice(&desc));
+        self.gp.bw = bw as u32;
+        self.gp.count = (j1 - j0) as u32;
+        self.gather.update(gpu, &self.gp);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.gather.record(&mut pass);
+            self.plan.record(&mut pass);
+            self.blender.accumulate(gpu, j1 - j0).record(&mut pass);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Submit the normalisation of the rows no tile after tile row `i` touches; returns them.
+    fn normalize_finished(&mut self, gpu: &Gpu, i: usize) -> std::ops::Range<usize> {
+        let rows = self.grid.finished_rows(i);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.blender.normalize(gpu, rows.start, rows.len()).record(&mut pass);
+        }
+        gpu.queue.submit([enc.finish()]);
+        rows
+    }
+}
+
+/// Run `model` over the `(C, H, W)` frame of `reader`. `on_rows(row0, rows, data)` receives each
+/// finished band of rows as `(out_channels, rows, W)` f32 values, top to bottom; `on_tiles(done,
+/// total)` reports progress.
+pub fn stream(
+    gpu: &Gpu,
+    model: &Model,
+    reader: &mut NpyReader,
+    opts: &StreamOptions,
+    mut on_rows: impl FnMut(usize, usize, &[f32]) -> Result<()>,
+    mut on_tiles: impl FnMut(usize, usize),
+) -> Result<StreamStats> {
+    let t0 = Instant::now();
+    let [_, h, w] = frame_shape(reader, model)?;
+    let grid = TileGrid::new(h, w, opts.tile, opts.overlap)?;
+    let mut p = Pipeline::new(gpu, model, grid.clone(), opts, reader.header().ty, w)?;
+    let g = &grid;
     let out_c = model.out_channels();
     let total = g.len();
     let mut done = 0;
     let mut band = reader.read_rows(g.ys[0]..g.ys[0] + g.th)?;
     for i in 0..g.ys.len() {
-        for j0 in (0..g.xs.len()).step_by(batch) {
-            let j1 = (j0 + batch).min(g.xs.len());
-            let (xa, xb) = (g.xs[j0], g.xs[j1 - 1] + g.tw);
-            let bw = xb - xa;
-            // The batch's block: columns [xa, xb) of the band, every channel, raw bytes.
-            let mut bytes = Vec::with_capacity(c * g.th * bw * itemsize);
-            for row in band.chunks_exact(w * itemsize) {
-                bytes.extend_from_slice(&row[xa * itemsize..xb * itemsize]);
-            }
-            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-            gpu.queue.write_buffer(&block, 0, &bytes);
-            let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(&g, i, j, g.xs[j] - xa)).collect();
-            gpu.queue.write_buffer(&tiles, 0, bytemuck::cast_slice(&desc));
-            gp.bw = bw as u32;
-            gp.count = (j1 - j0) as u32;
-            gather.update(gpu, &gp);
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                gather.record(&mut pass);
-                plan.record(&mut pass);
-                blender.accumulate(gpu, j1 - j0).record(&mut pass);
-            }
-            gpu.queue.submit([enc.finish()]);
-            gpu.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
+        for j0 in (0..g.xs.len()).step_by(p.batch) {
+            let j1 = (j0 + p.batch).min(g.xs.len());
+            p.run_batch(gpu, &band, w, i, j0, j1)?;
             done += j1 - j0;
             on_tiles(done, total);
         }
-        // Rows no later tile touches are final.
-        let rows = g.finished_rows(i);
-        let n_rows = rows.len();
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            blender.normalize(gpu, rows.start, n_rows).record(&mut pass);
-        }
-        gpu.queue.submit([enc.finish()]);
+        let rows = p.normalize_finished(gpu, i);
         // Read the next band while the GPU works (the old one is dropped first: one band in memory).
         if i + 1 < g.ys.len() {
             drop(std::mem::take(&mut band));
             band = reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th)?;
         }
-        let data = Readback::f32(gpu, &blender.rows_out.buffer, out_c * n_rows * w)?;
-        on_rows(rows.start, n_rows, &data)?;
+        let data = Readback::f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w)?;
+        on_rows(rows.start, rows.len(), &data)?;
     }
     Ok(StreamStats {
         tiles: total,
-        batch,
+        batch: p.batch,
         tile_h: g.th,
         tile_w: g.tw,
         seconds: t0.elapsed().as_secs_f64(),
-        peak_gpu_bytes,
+        peak_gpu_bytes: p.peak_gpu_bytes,
     })
 }
