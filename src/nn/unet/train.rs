@@ -276,8 +276,13 @@ impl UNetTrainer {
             let layer = &layers[li];
             let (gamma, beta) = (par(format!("{}.weight", layer.prefix_bn)), par(format!("{}.bias", layer.prefix_bn)));
             let frozen = train.frozen_bn;
-            let bn =
-                BnLayer { gamma: &gamma.value, beta: &beta.value, stats: &layer.stats, eps: batchnorm::EPS, frozen };
+            let bn = BnLayer {
+                gamma: (&gamma.value).into(),
+                beta: (&beta.value).into(),
+                stats: &layer.stats,
+                eps: batchnorm::EPS,
+                frozen,
+            };
             let (rm, rv) = (
                 &running[&format!("{}.running_mean", layer.prefix_bn)],
                 &running[&format!("{}.running_var", layer.prefix_bn)],
@@ -293,7 +298,7 @@ impl UNetTrainer {
                 let [zn, _, zh, zw] = layer.z.shape;
                 fwd.push(batchnorm::bn_update_running(gpu, &layer.stats, zn * zh * zw, batchnorm::MOMENTUM, rm, rv)?);
             }
-            let grads = BnParamGrads { dgamma: &gamma.grad, dbeta: &beta.grad, accumulate: true };
+            let grads = BnParamGrads { dgamma: (&gamma.grad).into(), dbeta: (&beta.grad).into(), accumulate: true };
             let dzv = dz[level].channels(0, layer.conv.cout);
             let mut bwd =
                 batchnorm::bn_backward(gpu, dy, view(&layer.z), ReluMask::Output(y), &bn, &grads, dzv, false)?;
