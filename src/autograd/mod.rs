@@ -1,20 +1,25 @@
-//! The autograd tape: forward launches recorded in order, each with the backward launches that
-//! turn the gradient of its outputs into the gradients of its inputs and parameters; backward
-//! replays them in reverse. Gradients stay on the GPU. Small and explicit: the graph is fixed
-//! for a tile shape (a training plan builds it once and replays it every step).
+//! The autograd tape: operations recorded in forward order, each an [`Op`] holding its forward
+//! launches and the backward launches that turn the gradient of its outputs into the gradients of
+//! its inputs and parameters; the backward replays the ops in reverse. Gradients stay on the GPU.
+//! Small and explicit: the graph is fixed for a tile shape (a training plan builds it once and
+//! replays it every step). The trainable ops themselves are units in [`layers`], each keeping
+//! the state its backward needs from its forward.
+
+pub mod layers;
 
 use crate::gpu::Dispatch;
 
 /// One recorded operation: its forward dispatches and its backward dispatches.
-struct Entry {
-    label: &'static str,
-    forward: Vec<Dispatch>,
-    backward: Vec<Dispatch>,
+pub struct Op {
+    pub label: &'static str,
+    pub forward: Vec<Dispatch>,
+    /// Run, in their own order, when the tape is replayed in reverse.
+    pub backward: Vec<Dispatch>,
 }
 
 #[derive(Default)]
 pub struct Tape {
-    entries: Vec<Entry>,
+    ops: Vec<Op>,
 }
 
 impl Tape {
@@ -22,37 +27,35 @@ impl Tape {
         Tape::default()
     }
 
-    /// Record an op. `backward` runs, in its own order, when the tape is replayed in reverse.
-    pub fn push(&mut self, label: &'static str, forward: Vec<Dispatch>, backward: Vec<Dispatch>) {
-        self.entries.push(Entry { label, forward, backward });
+    /// Record an op after the ones recorded so far.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ops.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ops.is_empty()
     }
 
     /// Labels in forward order (for debugging and tests).
     pub fn labels(&self) -> Vec<&'static str> {
-        self.entries.iter().map(|e| e.label).collect()
+        self.ops.iter().map(|op| op.label).collect()
     }
 
+    /// Every op's forward dispatches, in recording order.
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for e in &self.entries {
-            for d in &e.forward {
-                d.record(pass);
-            }
+        for d in self.ops.iter().flat_map(|op| &op.forward) {
+            d.record(pass);
         }
     }
 
+    /// Every op's backward dispatches, the ops in reverse recording order.
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for e in self.entries.iter().rev() {
-            for d in &e.backward {
-                d.record(pass);
-            }
+        for d in self.ops.iter().rev().flat_map(|op| &op.backward) {
+            d.record(pass);
         }
     }
 }

@@ -4,8 +4,8 @@
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::gpu::tensor::check_binding;
+use crate::gpu::{Binding, Gpu};
 
 /// What every storage buffer of the engine may be used for: bound by kernels, copied from (read
 /// back) and written to (uploads, clears).
@@ -81,17 +81,18 @@ impl Readback {
         Self::concat(gpu, &[(src, bytes)])
     }
 
-    /// The first `bytes` bytes of each buffer, concatenated (4-byte multiples except the last):
-    /// one staging buffer, one submit, one wait.
-    pub fn concat(gpu: &Gpu, parts: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
+    /// The first `bytes` bytes of each buffer (or buffer range), concatenated (4-byte multiples
+    /// except the last): one staging buffer, one submit, one wait.
+    pub fn concat<'b, B: Into<Binding<'b>> + Copy>(gpu: &Gpu, parts: &[(B, u64)]) -> Result<Vec<u8>> {
         let sizes: Vec<u64> = parts.iter().map(|(_, b)| b.div_ceil(4) * 4).collect();
         let total: u64 = sizes.iter().sum();
         let staging = staging(gpu, "readback", total);
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         let mut at = 0;
-        for ((src, _), &size) in parts.iter().zip(&sizes) {
+        for (&(src, _), &size) in parts.iter().zip(&sizes) {
             if size > 0 {
-                enc.copy_buffer_to_buffer(src, 0, &staging, at, size);
+                let src = src.into();
+                enc.copy_buffer_to_buffer(src.buffer, src.offset(), &staging, at, size);
             }
             at += size;
         }

@@ -1,9 +1,74 @@
-//! A recorded kernel launch: pipeline + bind group + workgroup counts, built once and replayed.
+//! A recorded kernel launch: pipeline + bind group + workgroup counts, built once and replayed;
+//! and [`Binding`], what a kernel binds: a whole buffer or a byte range of one.
 
+use std::num::NonZeroU64;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Kernel, Precision};
+use crate::gpu::{Gpu, Kernel, Precision, Tensor};
+
+/// A storage buffer as a kernel sees it: the whole buffer, or a byte range of it (a tensor inside
+/// a flat parameter buffer). [`Dispatch::new`] checks that a range is not empty, lies inside the
+/// buffer and starts at a multiple of the adapter's `min_storage_buffer_offset_alignment`.
+#[derive(Clone, Copy, Debug)]
+pub struct Binding<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte range; `None`: the whole buffer.
+    range: Option<(u64, u64)>,
+}
+
+impl<'a> Binding<'a> {
+    /// The bytes `range` of `buffer`.
+    pub fn range(buffer: &'a wgpu::Buffer, range: Range<u64>) -> Binding<'a> {
+        Binding { buffer, range: Some((range.start, range.end.saturating_sub(range.start))) }
+    }
+
+    /// First byte the kernel sees.
+    pub fn offset(&self) -> u64 {
+        self.range.map_or(0, |(offset, _)| offset)
+    }
+
+    /// Bytes the kernel sees.
+    pub fn size(&self) -> u64 {
+        self.range.map_or(self.buffer.size(), |(_, size)| size)
+    }
+
+    /// Whether the two share a byte of the same buffer.
+    pub fn overlaps(&self, other: &Binding) -> bool {
+        let (a, b) = (self.offset()..self.offset() + self.size(), other.offset()..other.offset() + other.size());
+        self.buffer == other.buffer && a.start < b.end && b.start < a.end
+    }
+
+    fn resource(&self, gpu: &Gpu, what: &str) -> Result<wgpu::BindingResource<'a>> {
+        let Some((offset, size)) = self.range else {
+            return Ok(self.buffer.as_entire_binding());
+        };
+        let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+        let size = NonZeroU64::new(size).filter(|s| offset + s.get() <= self.buffer.size() && offset % align == 0);
+        let Some(size) = size else {
+            return Err(Error::Shape(format!(
+                "{what}: bytes {offset}..{} of a {}-byte buffer cannot be bound (empty, outside the buffer, or \
+                 not at a multiple of this adapter's {align}-byte storage offset alignment)",
+                offset + self.size(),
+                self.buffer.size()
+            )));
+        };
+        Ok(wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: self.buffer, offset, size: Some(size) }))
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for Binding<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Binding<'a> {
+        Binding { buffer, range: None }
+    }
+}
+
+impl<'a> From<&'a Tensor> for Binding<'a> {
+    fn from(tensor: &'a Tensor) -> Binding<'a> {
+        Binding::from(&tensor.buffer)
+    }
+}
 
 pub struct Dispatch {
     pub label: &'static str,
@@ -15,14 +80,14 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// Bind `buffers` as `(binding, buffer)` to group 0 of `kernel` in `precision`; binding 0 is the
-    /// uniform `params` block.
-    pub fn new<P: bytemuck::Pod>(
+    /// Bind `buffers` as `(binding, buffer or buffer range)` to group 0 of `kernel` in
+    /// `precision`; binding 0 is the uniform `params` block.
+    pub fn new<'b, P: bytemuck::Pod, B: Into<Binding<'b>> + Copy>(
         gpu: &Gpu,
         kernel: &Kernel,
         precision: Precision,
         params: &P,
-        buffers: &[(u32, &wgpu::Buffer)],
+        buffers: &[(u32, B)],
         groups: [u32; 3],
     ) -> Result<Dispatch> {
         let max = gpu.limits.max_compute_workgroups_per_dimension;
@@ -35,9 +100,10 @@ impl Dispatch {
         let pipeline = gpu.pipeline(kernel, precision)?;
         let uniform = crate::gpu::uniform(gpu, kernel.entry, params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(
-            buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }),
-        );
+        for &(binding, buffer) in buffers {
+            let resource = buffer.into().resource(gpu, kernel.entry)?;
+            entries.push(wgpu::BindGroupEntry { binding, resource });
+        }
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.entry),
             layout: &pipeline.get_bind_group_layout(0),

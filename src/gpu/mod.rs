@@ -11,7 +11,7 @@ mod tensor;
 
 pub use buffers::{Readback, staging, storage, storage_f32, uniform, zeroed, zeroed_f32};
 pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends};
-pub use dispatch::{Dispatch, grid_1d};
+pub use dispatch::{Binding, Dispatch, grid_1d};
 pub use pipeline::{Kernel, Precision, Shader};
 pub use plan::Plan;
 pub use tensor::{ChannelView, Tensor, buffer_bytes, check_binding, encode};

@@ -4,7 +4,8 @@
 //! (frozen) mode, for fine-tuning: the running statistics, constants for the backward.
 //!
 //! Activations and their gradients are channel views in the storage precision; the per-channel
-//! buffers (γ, β, statistics, running statistics, dγ, dβ) are f32 tensors. Reductions are
+//! buffers are f32: statistics and running statistics as tensors, γ, β, dγ and dβ as bindings
+//! (a tensor's buffer, or a range of a flat parameter buffer). Reductions are
 //! deterministic (fixed-order workgroup trees, no atomics). Operations that need more than one
 //! launch return their dispatches in order; scratch buffers they allocate are owned by the
 //! dispatches' bind groups.
@@ -14,7 +15,7 @@
 //! `y` when the ReLU mask is taken from it; `relu_backward` needs `y`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d, zeroed};
+use crate::gpu::{Binding, ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d, zeroed};
 
 pub static SHADER: Shader = Shader { name: "batchnorm", body: include_str!("../../shaders/batchnorm.wgsl") };
 static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partial" };
@@ -81,9 +82,9 @@ impl BnParams {
 #[derive(Clone, Copy)]
 pub struct BnLayer<'a> {
     /// γ (`weight`), f32, one value per channel.
-    pub gamma: &'a Tensor,
+    pub gamma: Binding<'a>,
     /// β (`bias`), f32, one value per channel.
-    pub beta: &'a Tensor,
+    pub beta: Binding<'a>,
     /// This batch's statistics from `bn_stats`: f32, mean[c] followed by the biased variance[c];
     /// in eval mode the running statistics, from `bn_stats_from_running`.
     pub stats: &'a Tensor,
@@ -106,8 +107,8 @@ pub enum ReluMask<'a> {
 /// dγ and dβ of a layer (f32, one value per channel); `accumulate` adds into them.
 #[derive(Clone, Copy)]
 pub struct BnParamGrads<'a> {
-    pub dgamma: &'a Tensor,
-    pub dbeta: &'a Tensor,
+    pub dgamma: Binding<'a>,
+    pub dbeta: Binding<'a>,
     pub accumulate: bool,
 }
 
@@ -117,6 +118,18 @@ fn check_f32(t: &Tensor, len: usize, what: &str) -> Result<()> {
             "BatchNorm {what} must be an f32 tensor of {len} values, got {} values in {}",
             t.len(),
             t.precision
+        )));
+    }
+    Ok(())
+}
+
+/// A per-channel f32 binding of exactly `len` values.
+fn check_f32_binding(b: Binding, len: usize, what: &str) -> Result<()> {
+    if b.size() != len as u64 * 4 {
+        return Err(Error::Shape(format!(
+            "BatchNorm {what} must be {len} f32 values ({} bytes), got {} bytes",
+            len * 4,
+            b.size()
         )));
     }
     Ok(())
@@ -156,8 +169,8 @@ fn check_distinct(out: &ChannelView, inputs: &[&ChannelView], what: &str) -> Res
 
 fn check_layer(x: &ChannelView, bn: &BnLayer) -> Result<()> {
     let c = x.channels;
-    check_f32(bn.gamma, c, "gamma")?;
-    check_f32(bn.beta, c, "beta")?;
+    check_f32_binding(bn.gamma, c, "gamma")?;
+    check_f32_binding(bn.beta, c, "beta")?;
     check_f32(bn.stats, 2 * c, "statistics")
 }
 
@@ -247,13 +260,7 @@ pub fn bn_forward_relu(gpu: &Gpu, x: ChannelView, bn: &BnLayer, relu: bool, y: C
         eps: bn.eps,
         ..BnParams::of(&x)
     };
-    let bufs = [
-        (1, &x.tensor.buffer),
-        (5, &bn.stats.buffer),
-        (7, &bn.gamma.buffer),
-        (8, &bn.beta.buffer),
-        (4, &y.tensor.buffer),
-    ];
+    let bufs = [(1, x.tensor.into()), (5, bn.stats.into()), (7, bn.gamma), (8, bn.beta), (4, y.tensor.into())];
     Dispatch::new(gpu, &FORWARD, x.tensor.precision, &p, &bufs, planes(gpu, &x))
 }
 
@@ -300,10 +307,10 @@ pub fn bn_backward(
     check_like(&x, &dy, "BatchNorm dy")?;
     check_like(&x, &dx, "BatchNorm dx")?;
     let c = x.channels;
-    check_f32(grads.dgamma, c, "dgamma")?;
-    check_f32(grads.dbeta, c, "dbeta")?;
-    if std::ptr::eq(grads.dgamma, grads.dbeta) {
-        return Err(Error::Shape("BatchNorm backward: dgamma and dbeta must be different tensors".into()));
+    check_f32_binding(grads.dgamma, c, "dgamma")?;
+    check_f32_binding(grads.dbeta, c, "dbeta")?;
+    if grads.dgamma.overlaps(&grads.dbeta) {
+        return Err(Error::Shape("BatchNorm backward: dgamma and dbeta must not overlap".into()));
     }
     if !bn.frozen {
         check_count(&x)?;
@@ -339,7 +346,7 @@ pub fn bn_backward(
         &BACKWARD_PREP,
         precision,
         &p,
-        &[(5, &bn.stats.buffer), (7, &bn.gamma.buffer), (8, &bn.beta.buffer), (11, &coef)],
+        &[(5, bn.stats.into()), (7, bn.gamma), (8, bn.beta), (11, (&coef).into())],
         [c.div_ceil(64) as u32, 1, 1],
     )?;
     let (xb, yb, db) = (&x.tensor.buffer, &yv.tensor.buffer, &dy.tensor.buffer);
@@ -356,7 +363,7 @@ pub fn bn_backward(
         &BACKWARD_COMBINE,
         precision,
         &p,
-        &[(10, &partials), (11, &coef), (13, &grads.dgamma.buffer), (14, &grads.dbeta.buffer)],
+        &[(10, (&partials).into()), (11, (&coef).into()), (13, grads.dgamma), (14, grads.dbeta)],
         [c as u32, 1, 1],
     )?;
     let dxd = Dispatch::new(

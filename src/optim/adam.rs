@@ -5,11 +5,13 @@
 //!
 //! **Parameters** live in one flat packed f32 buffer ([`Params::values`]), each tensor in its
 //! PyTorch layout at an offset of the [`ParamLayout`] (aligned to [`PARAM_ALIGN`] elements =
-//! 256 bytes, so a tensor can also be bound on its own as a buffer range on every device); the
-//! gradients ([`Params::grads`]) and Adam's moments share that layout. A model either binds
-//! those ranges directly or copies its own per-tensor buffers in and out (the U-Net trainer
-//! does the latter; see `nn::unet::train`); the tape *accumulates* (`+=`) each tensor's gradient
-//! (padding stays 0, and Adam leaves zero padding at zero).
+//! 256 bytes, so a tensor can be bound on its own as a buffer range on every device); the
+//! gradients ([`Params::grads`]) and Adam's moments share that layout. A model's kernels bind
+//! those ranges directly ([`Params::value`], [`Params::grad`]; the U-Net trainer does): they read
+//! each parameter from its range of the values and *accumulate* (`+=`) its gradient into its
+//! range of the gradients, and Adam updates both whole buffers in place, so no copies travel
+//! between a model and its optimizer. Padding is never bound: it stays 0 in the gradients, and
+//! Adam leaves zero padding at zero.
 //!
 //! [`Adam::step`] runs one step (see `ops::adam` for the kernels) with one submission and one u32
 //! readback (found_inf), then updates the scaler and the step count. A trainer that records the
@@ -19,7 +21,7 @@
 use num_traits::Float;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Readback, storage};
+use crate::gpu::{Binding, Dispatch, Gpu, Readback, storage};
 use crate::ops::adam::reference::{self, State};
 use crate::ops::adam::{AdamBuffers, AdamKernels};
 use crate::optim::scaler::LossScaler;
@@ -164,6 +166,47 @@ impl Params {
     pub fn upload_grads(&self, gpu: &Gpu, grads: &[f32]) {
         assert_eq!(grads.len(), self.len(), "flat gradient length");
         gpu.queue.write_buffer(&self.grads, 0, bytemuck::cast_slice(grads));
+    }
+
+    fn entry(&self, name: &str) -> Result<&ParamEntry> {
+        self.layout.get(name).ok_or_else(|| Error::Invalid(format!("no parameter '{name}' in this model")))
+    }
+
+    /// Parameter `name` in the flat values: the range a kernel reads it from.
+    pub fn value(&self, name: &str) -> Result<Binding<'_>> {
+        Ok(Binding::range(&self.values, self.entry(name)?.byte_range()))
+    }
+
+    /// The gradient of `name` in the flat gradients: the range a kernel accumulates it into.
+    pub fn grad(&self, name: &str) -> Result<Binding<'_>> {
+        Ok(Binding::range(&self.grads, self.entry(name)?.byte_range()))
+    }
+
+    /// Overwrite the tensors named by `entries` with `values`, their concatenation; only those
+    /// bytes travel.
+    pub fn upload_entries(&self, gpu: &Gpu, entries: &[ParamEntry], values: &[f32]) -> Result<()> {
+        let need: usize = entries.iter().map(|e| e.len).sum();
+        if values.len() != need {
+            return Err(Error::Shape(format!("{} values for parameters of {need}", values.len())));
+        }
+        let mut at = 0;
+        for e in entries {
+            let entry = self.entry(&e.name)?;
+            if entry.len != e.len {
+                return Err(Error::Shape(format!("parameter {}: {} values, not {}", e.name, entry.len, e.len)));
+            }
+            let v = bytemuck::cast_slice(&values[at..at + e.len]);
+            gpu.queue.write_buffer(&self.values, entry.offset as u64 * 4, v);
+            at += e.len;
+        }
+        Ok(())
+    }
+
+    /// The gradients of the tensors named by `entries`, concatenated (one readback).
+    pub fn read_grad_entries(&self, gpu: &Gpu, entries: &[ParamEntry]) -> Result<Vec<f32>> {
+        let parts: Vec<(Binding, u64)> =
+            entries.iter().map(|e| self.grad(&e.name).map(|b| (b, b.size()))).collect::<Result<_>>()?;
+        Ok(bytemuck::pod_collect_to_vec(&Readback::concat(gpu, &parts)?))
     }
 }
 

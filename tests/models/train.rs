@@ -4,9 +4,7 @@
 //! eval-mode (frozen BatchNorm) gradient fine-tuning uses, against PyTorch's
 //! (tests/fixtures/make_finetune_fixture.py).
 
-use std::path::{Path, PathBuf};
-
-use crate::common::gpus;
+use crate::common::{fixture, gpus};
 use psi_gpu::HostType;
 use psi_gpu::gpu::Precision;
 use psi_gpu::io::npy::NpyReader;
@@ -14,10 +12,6 @@ use psi_gpu::io::weights::Weights;
 use psi_gpu::nn::unet::train::{TrainConfig, UNetTrainer};
 use psi_gpu::ops::loss::{LossKind, PhysicsConfig};
 use psi_gpu::optim::AdamConfig;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 fn config(precision: Precision) -> TrainConfig {
     TrainConfig {

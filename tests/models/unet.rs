@@ -2,19 +2,13 @@
 //! and 16, square, odd and wide frames, another channel/class count, on every adapter and
 //! precision. Tolerances: relative L2 < 1e-4 in f32, < 3e-2 in f16.
 
-use std::path::{Path, PathBuf};
-
-use crate::common::{rel_l2, targets};
+use crate::common::{fixture, rel_l2, targets};
 use psi_gpu::commands::infer::input_scale;
 use psi_gpu::gpu::{Gpu, Precision};
 use psi_gpu::io::npy;
 use psi_gpu::io::weights::Weights;
-use psi_gpu::nn::unet::{UNet, UNetConfig};
+use psi_gpu::nn::unet::{self, Role, UNet, UNetConfig};
 use psi_gpu::ops::convert::{RawBuffer, from_raw};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// Run `weights` on the u8 `frames` (one batch) and return the output values.
 fn run(gpu: &Gpu, p: Precision, weights: &Weights, frames: &[&str]) -> (Vec<usize>, Vec<f32>) {
@@ -104,4 +98,47 @@ fn too_small_frames_are_rejected() {
     let model = UNet::new(gpu, &w, p).unwrap();
     let err = model.plan(gpu, 1, 15, 64).err().expect("15 rows must be rejected").to_string();
     assert!(err.contains("at least 16 x 16"), "{err}");
+}
+
+/// The architecture table names every floating tensor of PyTorch's state_dict with its shape
+/// (three widths and channel counts), and its levels follow the U-Net: encoder block `l` and
+/// decoder block `8 - l` at level `l`, each decoder reading the concatenation of its level.
+#[test]
+fn architecture_table_matches_the_pytorch_state_dicts() {
+    for name in ["unet_b8.safetensors", "unet_b16.safetensors", "unet_b8_c3.safetensors"] {
+        let w = Weights::load(&fixture(name)).unwrap();
+        let config = UNet::config(&w).unwrap();
+        let specs = unet::state_dict(&config);
+        let got: Vec<(&str, &[usize])> = specs.iter().map(|t| (t.name.as_str(), t.shape.as_slice())).collect();
+        let mut want: Vec<(&str, &[usize])> = w.tensors.iter().map(|(n, t)| (n.as_str(), t.shape.as_slice())).collect();
+        let mut sorted = got.clone();
+        sorted.sort();
+        want.sort();
+        assert_eq!(sorted, want, "{name}");
+        let parameters = specs.iter().filter(|t| t.role.is_parameter()).count();
+        assert_eq!(parameters, specs.len() - 2 * 18, "{name}: two running statistics per BatchNorm");
+        for t in &specs {
+            let suffix = match t.role {
+                Role::ConvWeight | Role::BnWeight => ".weight",
+                Role::ConvBias | Role::BnBias => ".bias",
+                Role::RunningMean => ".running_mean",
+                Role::RunningVar => ".running_var",
+            };
+            assert!(t.name.ends_with(suffix), "{name}: {} as {:?}", t.name, t.role);
+            assert_eq!(t.shape.len() == 4, t.role == Role::ConvWeight, "{name}: {}", t.name);
+        }
+        let blocks = unet::blocks(&config);
+        let c = unet::widths(config.base);
+        assert_eq!(blocks.len(), 9);
+        for (l, block) in blocks[..5].iter().enumerate() {
+            assert!(block.iter().all(|layer| layer.level == l), "{name}: encoder block {l}");
+            assert!(block[0].conv.starts_with(if l == 0 { "inc" } else { "down" }));
+        }
+        for l in 0..4 {
+            let up = &blocks[8 - l];
+            assert!(up.iter().all(|layer| layer.level == l), "{name}: decoder block at level {l}");
+            assert_eq!(up[0].cin, 2 * c[l], "{name}: up block at level {l} reads [skip, upsampled]");
+            assert_eq!(up[1].cout, if l == 0 { config.base } else { c[l - 1] });
+        }
+    }
 }

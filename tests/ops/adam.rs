@@ -338,3 +338,60 @@ fn bad_configurations_are_errors() {
     let adam = Adam::new(gpu, AdamConfig::default(), &params, &sc).unwrap();
     assert!(adam.upload_moments(gpu, &[0.0; 3], &[0.0; 3]).is_err());
 }
+
+/// A tensor of the flat layout bound on its own (what the U-Net trainer does): a kernel adds
+/// into exactly its range of the gradients, the entry read/write touch only their ranges, and a
+/// range the adapter cannot bind is an error, not a device failure.
+#[test]
+fn tensors_bind_as_ranges_of_the_flat_buffers() {
+    use psi_gpu::gpu::{Binding, Precision, Tensor};
+    use psi_gpu::ops::conv::{self, reference as conv_ref};
+    let mut rng = Rng::new(11);
+    let l = layout(&[vec![5], vec![3], vec![70]]);
+    for gpu in gpus() {
+        let align = gpu.limits.min_storage_buffer_offset_alignment as usize;
+        eprintln!("{}: min_storage_buffer_offset_alignment {align} bytes", gpu.describe());
+        assert_eq!(PARAM_ALIGN * 4 % align, 0, "{}: offset alignment {align}", gpu.describe());
+        let params = Params::new(gpu, l.clone(), &flat(&mut rng, &l, -1.0, 1.0)).unwrap();
+        let grads = flat(&mut rng, &l, -1.0, 1.0);
+        params.upload_grads(gpu, &grads);
+        let dy_host = rng.vec(2 * 3 * 4 * 5, -1.0, 1.0);
+        let dy = Tensor::from_f32(gpu, [2, 3, 4, 5], Precision::F32, &dy_host).unwrap();
+        let add = conv::conv_grad_bias(gpu, dy.view(), params.grad(&l.entries()[1].name).unwrap(), true).unwrap();
+        gpu.run(&[&add]).unwrap();
+        let mut want = grads.clone();
+        let b = &l.entries()[1];
+        for (w, s) in want[b.offset..b.offset + b.len].iter_mut().zip(conv_ref::grad_bias(&dy_host, [2, 3, 4, 5])) {
+            *w += s;
+        }
+        let got = params.read_grads(gpu).unwrap();
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-5, "{}: bias gradient in its range off by {err}", gpu.describe());
+        assert_eq!(got[..b.offset], grads[..b.offset], "{}: before the range", gpu.describe());
+        assert_eq!(got[b.offset + b.len..], grads[b.offset + b.len..], "{}: after the range", gpu.describe());
+        // Entry read/write by name: only those ranges.
+        let sub = [l.entries()[2].clone(), l.entries()[0].clone()];
+        let sub_grads: Vec<f32> = sub.iter().flat_map(|e| got[e.offset..e.offset + e.len].to_vec()).collect();
+        assert_eq!(params.read_grad_entries(gpu, &sub).unwrap(), sub_grads);
+        let before = params.read(gpu).unwrap();
+        params.upload_entries(gpu, &sub, &vec![7.0; 75]).unwrap();
+        let after = params.read(gpu).unwrap();
+        for e in l.entries() {
+            let written = sub.iter().any(|s| s.name == e.name);
+            let (a, b) = (&after[e.offset..e.offset + e.len], &before[e.offset..e.offset + e.len]);
+            assert!(if written { a.iter().all(|&v| v == 7.0) } else { a == b }, "{}", e.name);
+        }
+        assert!(params.upload_entries(gpu, &sub, &[0.0; 74]).is_err());
+        assert!(params.grad("nope").is_err());
+        // Ranges that cannot be bound: past the end, empty, misaligned.
+        let end = params.grads.size();
+        for range in [end - 8..end + 8, 256..256] {
+            assert!(conv::conv_grad_bias(gpu, dy.view(), Binding::range(&params.grads, range), true).is_err());
+        }
+        if align >= 8 {
+            let off = (align / 2) as u64;
+            let r = Binding::range(&params.grads, off..off + 12);
+            assert!(conv::conv_grad_bias(gpu, dy.view(), r, true).is_err(), "{}: offset {off}", gpu.describe());
+        }
+    }
+}

@@ -144,7 +144,13 @@ fn batchnorm_matches_reference() {
                 let (gt, bt) = (vector(gpu, &gamma), vector(gpu, &beta));
                 let stats = Tensor::new(gpu, [1, 1, 2, c], Precision::F32, "stats").unwrap();
                 let (rm, rv) = (vector(gpu, &rm0), vector(gpu, &rv0));
-                let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS, frozen: false };
+                let bn = BnLayer {
+                    gamma: (&gt).into(),
+                    beta: (&bt).into(),
+                    stats: &stats,
+                    eps: batchnorm::EPS,
+                    frozen: false,
+                };
                 let mut ds_fwd = batchnorm::bn_stats(gpu, x.channels(1, c), &stats).unwrap();
                 ds_fwd.push(batchnorm::bn_forward_relu(gpu, x.channels(1, c), &bn, relu, y.channels(2, c)).unwrap());
                 ds_fwd.push(batchnorm::bn_update_running(gpu, &stats, count, batchnorm::MOMENTUM, &rm, &rv).unwrap());
@@ -174,7 +180,7 @@ fn batchnorm_matches_reference() {
                     let dy = Tensor::from_f32(gpu, ds, p, &dy_all).unwrap();
                     let dx = Tensor::from_f32(gpu, gs, p, &dx_fill).unwrap();
                     let (dg, db) = (vector(gpu, &dg0), vector(gpu, &db0));
-                    let grads = BnParamGrads { dgamma: &dg, dbeta: &db, accumulate: acc_params };
+                    let grads = BnParamGrads { dgamma: (&dg).into(), dbeta: (&db).into(), accumulate: acc_params };
                     let d = batchnorm::bn_backward(
                         gpu,
                         dy.channels(1, c),
@@ -274,8 +280,9 @@ fn frozen_batchnorm_matches_reference() {
             let (rm, rv) = (vector(gpu, &rm0), vector(gpu, &rv0));
             let (dg, db) = (vector(gpu, &vec![0.0; c]), vector(gpu, &vec![0.0; c]));
             let stats = Tensor::new(gpu, [1, 1, 2, c], Precision::F32, "stats").unwrap();
-            let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS, frozen: true };
-            let grads = BnParamGrads { dgamma: &dg, dbeta: &db, accumulate: false };
+            let bn =
+                BnLayer { gamma: (&gt).into(), beta: (&bt).into(), stats: &stats, eps: batchnorm::EPS, frozen: true };
+            let grads = BnParamGrads { dgamma: (&dg).into(), dbeta: (&db).into(), accumulate: false };
             let mut d = vec![batchnorm::bn_stats_from_running(gpu, &rm, &rv, &stats).unwrap()];
             d.push(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, y.view()).unwrap());
             d.extend(
@@ -566,7 +573,8 @@ fn batchnorm_matches_pytorch() {
             let (gt, bt) = (vector(gpu, &get(&k("gamma"))), vector(gpu, &get(&k("beta"))));
             let (rm, rv) = (vector(gpu, &get(&k("running_mean"))), vector(gpu, &get(&k("running_var"))));
             let stats = Tensor::new(gpu, [1, 1, 2, c], Precision::F32, "stats").unwrap();
-            let bn = BnLayer { gamma: &gt, beta: &bt, stats: &stats, eps: batchnorm::EPS, frozen: false };
+            let bn =
+                BnLayer { gamma: (&gt).into(), beta: (&bt).into(), stats: &stats, eps: batchnorm::EPS, frozen: false };
             let mut ds = batchnorm::bn_stats(gpu, x.view(), &stats).unwrap();
             ds.push(batchnorm::bn_forward_relu(gpu, x.view(), &bn, relu, y.view()).unwrap());
             ds.push(batchnorm::bn_update_running(gpu, &stats, n * h * w, batchnorm::MOMENTUM, &rm, &rv).unwrap());
@@ -583,7 +591,7 @@ fn batchnorm_matches_pytorch() {
                 let dy = Tensor::from_f32(gpu, shape, p, &get(&k("dy"))).unwrap();
                 let dx = Tensor::new(gpu, shape, p, "dx").unwrap();
                 let (dg, db) = (vector(gpu, &vec![0.0; c]), vector(gpu, &vec![0.0; c]));
-                let grads = BnParamGrads { dgamma: &dg, dbeta: &db, accumulate: false };
+                let grads = BnParamGrads { dgamma: (&dg).into(), dbeta: (&db).into(), accumulate: false };
                 run(
                     gpu,
                     &batchnorm::bn_backward(gpu, dy.view(), x.view(), mask, &bn, &grads, dx.view(), false).unwrap(),
@@ -649,12 +657,12 @@ fn bad_shapes_are_rejected() {
     let x = t([2, 3, 4, 4]);
     assert!(batchnorm::bn_stats(gpu, x.view(), &v(5)).is_err());
     let (g, b) = (v(3), v(3));
-    let bn = BnLayer { gamma: &g, beta: &b, stats: &stats, eps: batchnorm::EPS, frozen: false };
+    let bn = BnLayer { gamma: (&g).into(), beta: (&b).into(), stats: &stats, eps: batchnorm::EPS, frozen: false };
     let y_small = t([2, 3, 4, 3]);
     assert!(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, y_small.view()).is_err());
     assert!(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, x.view()).is_err(), "in place");
     let (dg, db) = (v(3), v(2));
-    let grads = BnParamGrads { dgamma: &dg, dbeta: &db, accumulate: false };
+    let grads = BnParamGrads { dgamma: (&dg).into(), dbeta: (&db).into(), accumulate: false };
     let (dy, dx) = (t([2, 3, 4, 4]), t([2, 3, 4, 4]));
     assert!(batchnorm::bn_backward(gpu, dy.view(), x.view(), ReluMask::None, &bn, &grads, dx.view(), false).is_err());
     assert!(batchnorm::bn_update_running(gpu, &stats, 1, 0.1, &v(3), &v(3)).is_err());

@@ -4,49 +4,39 @@
 //! weight 1, bias 0, running_mean 0, running_var 1, and the 1x1 head's bias is 0. The Gaussian
 //! draws come from a splitmix64 stream and Box–Muller, so a seed gives the same weights everywhere.
 
-use crate::rng::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::io::weights::{HostTensor, Weights};
+use crate::nn::unet::{Role, UNetConfig, state_dict};
+use crate::rng::Rng;
 
 /// A fresh state_dict of `UNet(n_channels, n_classes, base)` in the order PyTorch's
-/// `UNet.state_dict()` lists it (without the integer `num_batches_tracked` buffers, which
-/// [`crate::io::checkpoint::save`] adds). Deterministic in `seed`.
+/// `UNet.state_dict()` lists it ([`state_dict`]; without the integer `num_batches_tracked`
+/// buffers, which [`crate::io::checkpoint::save`] adds). Deterministic in `seed`: the draws go to
+/// the convolution weights in that order.
 pub fn he_init(n_channels: usize, n_classes: usize, base: usize, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let b = base;
     let mut rng = Rng::new(seed);
-    let mut out = Vec::new();
-    let mut conv = |out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: String, cout: usize, cin: usize, k: usize| {
-        let fan_in = cin * k * k;
-        let std = if fan_in == 0 { 0.0 } else { (2.0 / fan_in as f64).sqrt() };
-        let data = (0..cout * fan_in).map(|_| (rng.normal() * std) as f32).collect();
-        out.push((name, vec![cout, cin, k, k], data));
-    };
-    let bn = |out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, c: usize| {
-        for (stat, value) in [("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)] {
-            out.push((format!("{prefix}.{stat}"), vec![c], vec![value; c]));
+    let config = UNetConfig { n_channels, n_classes, base };
+    let init = |role: Role, shape: &[usize], rng: &mut Rng| -> Vec<f32> {
+        let len = shape.iter().product();
+        match role {
+            Role::ConvWeight => {
+                let fan_in: usize = shape[1..].iter().product();
+                let std = if fan_in == 0 { 0.0 } else { (2.0 / fan_in as f64).sqrt() };
+                (0..len).map(|_| (rng.normal() * std) as f32).collect()
+            }
+            Role::BnWeight | Role::RunningVar => vec![1.0; len],
+            Role::BnBias | Role::RunningMean | Role::ConvBias => vec![0.0; len],
         }
     };
-    let mut double_conv = |out: &mut Vec<_>, prefix: &str, cin: usize, mid: usize, cout: usize| {
-        let d = format!("{prefix}.double_conv");
-        conv(out, format!("{d}.0.weight"), mid, cin, 3);
-        bn(out, &format!("{d}.1"), mid);
-        conv(out, format!("{d}.3.weight"), cout, mid, 3);
-        bn(out, &format!("{d}.4"), cout);
-    };
-    double_conv(&mut out, "inc", n_channels, b, b);
-    let widths = [b, 2 * b, 4 * b, 8 * b, 8 * b];
-    for i in 1..=4 {
-        let (cin, cout) = (widths[i - 1], widths[i]);
-        double_conv(&mut out, &format!("down{i}.maxpool_conv.1"), cin, cout, cout);
-    }
-    for (i, (cin, cout)) in [(16 * b, 4 * b), (8 * b, 2 * b), (4 * b, b), (2 * b, b)].into_iter().enumerate() {
-        double_conv(&mut out, &format!("up{}.conv", i + 1), cin, cin / 2, cout);
-    }
-    conv(&mut out, "outc.conv.weight".into(), n_classes, b, 1);
-    out.push(("outc.conv.bias".into(), vec![n_classes], vec![0.0; n_classes]));
-    out
+    state_dict(&config)
+        .into_iter()
+        .map(|t| {
+            let data = init(t.role, &t.shape, &mut rng);
+            (t.name, t.shape, data)
+        })
+        .collect()
 }
 
 /// An in-memory [`Weights`] (path `<memory>`) from a state_dict such as [`he_init`]'s or a

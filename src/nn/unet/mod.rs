@@ -10,7 +10,11 @@
 //! ```
 //!
 //! `C`, `classes` and `b` come from the shapes in the weights (PyTorch state_dict names).
-//! Eval-mode BatchNorm is folded into each convolution's scale/shift epilogue.
+//! The architecture is written once, as a table: [`blocks`] (the nine DoubleConv blocks with
+//! their state_dict names, widths and resolution level), the head [`HEAD`], and [`state_dict`]
+//! (every tensor in PyTorch's order). Inference ([`UNet`]), training ([`train`]) and
+//! initialisation ([`init`]) all read it. Eval-mode BatchNorm is folded into each convolution's
+//! scale/shift epilogue.
 //!
 //! A [`Plan`] holds every activation buffer and recorded dispatch for one input size, so a
 //! tile size is planned once and replayed for every tile. Concatenations cost nothing: the skip's
@@ -40,9 +44,119 @@ pub struct UNetConfig {
     pub base: usize,
 }
 
-struct DoubleConv {
-    a: ConvWeights,
-    b: ConvWeights,
+/// Skip width of each resolution level 0..=4 (level `l` works at `h >> l` x `w >> l`).
+pub fn widths(base: usize) -> [usize; 5] {
+    [base, 2 * base, 4 * base, 8 * base, 8 * base]
+}
+
+/// One conv3x3–BatchNorm–ReLU layer: `{conv}.weight` `[cout, cin, 3, 3]` (no bias) and the
+/// BatchNorm2d `{bn}.weight`, `.bias`, `.running_mean`, `.running_var` of `cout` channels,
+/// working at resolution level `level`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvLayer {
+    pub conv: String,
+    pub bn: String,
+    pub cin: usize,
+    pub cout: usize,
+    pub level: usize,
+}
+
+/// What a state_dict tensor is (how it is initialised, whether the optimizer trains it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    ConvWeight,
+    ConvBias,
+    BnWeight,
+    BnBias,
+    RunningMean,
+    RunningVar,
+}
+
+impl Role {
+    /// Trained by the optimizer; the running statistics are buffers.
+    pub fn is_parameter(self) -> bool {
+        !matches!(self, Role::RunningMean | Role::RunningVar)
+    }
+}
+
+/// One floating-point tensor of the state_dict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: Role,
+}
+
+impl ConvLayer {
+    /// `{conv}.weight`.
+    pub fn weight(&self) -> String {
+        format!("{}.weight", self.conv)
+    }
+
+    /// `{bn}.{field}` (`weight`, `bias`, `running_mean` or `running_var`).
+    pub fn bn(&self, field: &str) -> String {
+        format!("{}.{field}", self.bn)
+    }
+
+    /// The layer's tensors in state_dict order.
+    pub fn tensors(&self) -> [TensorSpec; 5] {
+        let spec = |name: String, shape: Vec<usize>, role| TensorSpec { name, shape, role };
+        let c = self.cout;
+        [
+            spec(self.weight(), vec![c, self.cin, 3, 3], Role::ConvWeight),
+            spec(self.bn("weight"), vec![c], Role::BnWeight),
+            spec(self.bn("bias"), vec![c], Role::BnBias),
+            spec(self.bn("running_mean"), vec![c], Role::RunningMean),
+            spec(self.bn("running_var"), vec![c], Role::RunningVar),
+        ]
+    }
+}
+
+/// `DoubleConv(cin, cout, mid)` named `{prefix}.double_conv`: layers `.0`/`.1` (cin -> mid) and
+/// `.3`/`.4` (mid -> cout), both at `level`.
+pub type Block = [ConvLayer; 2];
+
+fn double_conv(prefix: &str, level: usize, cin: usize, mid: usize, cout: usize) -> Block {
+    let d = format!("{prefix}.double_conv");
+    let layer =
+        |i: usize, cin, cout| ConvLayer { conv: format!("{d}.{i}"), bn: format!("{d}.{}", i + 1), cin, cout, level };
+    [layer(0, cin, mid), layer(3, mid, cout)]
+}
+
+/// The nine DoubleConv blocks in state_dict order: `inc`, `down1..4`, `up1..4`. The encoder
+/// block at level `l` is `blocks[l]` (`inc` at 0), the decoder block at level `l` is
+/// `blocks[8 - l]`.
+pub fn blocks(config: &UNetConfig) -> Vec<Block> {
+    let (c, b) = (config.n_channels, config.base);
+    let w = widths(b);
+    let mut out = vec![double_conv("inc", 0, c, b, b)];
+    for l in 1..=4 {
+        out.push(double_conv(&format!("down{l}.maxpool_conv.1"), l, w[l - 1], w[l], w[l]));
+    }
+    // Up(cin, cout): cin = [skip, upsampled] channels, mid = cin / 2; up1 works at level 3.
+    for (i, (cin, cout)) in [(16 * b, 4 * b), (8 * b, 2 * b), (4 * b, b), (2 * b, b)].into_iter().enumerate() {
+        out.push(double_conv(&format!("up{}.conv", i + 1), 3 - i, cin, cin / 2, cout));
+    }
+    out
+}
+
+/// The 1x1 head: `{HEAD}.weight` `[classes, base, 1, 1]` and `{HEAD}.bias` `[classes]`.
+pub const HEAD: &str = "outc.conv";
+
+/// The head's tensors in state_dict order.
+pub fn head(config: &UNetConfig) -> [TensorSpec; 2] {
+    let (k, b) = (config.n_classes, config.base);
+    [
+        TensorSpec { name: format!("{HEAD}.weight"), shape: vec![k, b, 1, 1], role: Role::ConvWeight },
+        TensorSpec { name: format!("{HEAD}.bias"), shape: vec![k], role: Role::ConvBias },
+    ]
+}
+
+/// Every floating-point tensor of PyTorch's `UNet.state_dict()`, in its order (the integer
+/// `num_batches_tracked` buffers left out).
+pub fn state_dict(config: &UNetConfig) -> Vec<TensorSpec> {
+    let layers = blocks(config).into_iter().flatten();
+    layers.flat_map(|l| l.tensors()).chain(head(config)).collect()
 }
 
 /// A U-Net's weights on the GPU in one precision.
@@ -53,27 +167,16 @@ pub struct UNet {
     pub input_scale: Option<f32>,
     /// `height_range` (µm, "lo,hi") the model was trained on, from the metadata, if recorded.
     pub trained_heights: Option<String>,
-    inc: DoubleConv,
-    downs: Vec<DoubleConv>,
-    ups: Vec<DoubleConv>,
+    /// The convolutions of [`blocks`], in its order.
+    blocks: Vec<[ConvWeights; 2]>,
     outc: ConvWeights,
 }
 
-/// One 3x3 convolution followed by eval-mode BatchNorm and ReLU: `{conv}.weight`, `{bn}.*`.
-fn conv_bn_relu(
-    gpu: &Gpu,
-    p: Precision,
-    wts: &Weights,
-    conv: &str,
-    bn: &str,
-    cin: usize,
-    cout: usize,
-) -> Result<ConvWeights> {
-    let w = wts.get(&format!("{conv}.weight"), &[cout, cin, 3, 3])?;
-    let g = wts.get(&format!("{bn}.weight"), &[cout])?;
-    let beta = wts.get(&format!("{bn}.bias"), &[cout])?;
-    let mean = wts.get(&format!("{bn}.running_mean"), &[cout])?;
-    let var = wts.get(&format!("{bn}.running_var"), &[cout])?;
+/// One 3x3 convolution followed by eval-mode BatchNorm and ReLU.
+fn conv_bn_relu(gpu: &Gpu, p: Precision, wts: &Weights, layer: &ConvLayer) -> Result<ConvWeights> {
+    let [w, g, beta, mean, var] = layer.tensors().map(|t| wts.get(&t.name, &t.shape));
+    let (w, g, beta, mean, var) = (w?, g?, beta?, mean?, var?);
+    let (cin, cout) = (layer.cin, layer.cout);
     let mut scale = vec![0f32; cout];
     let mut shift = vec![0f32; cout];
     for o in 0..cout {
@@ -82,22 +185,6 @@ fn conv_bn_relu(
         shift[o] = (beta.data[o] as f64 - mean.data[o] as f64 * s) as f32;
     }
     ConvWeights::new(gpu, p, &w.data, [cout, cin, 3], &scale, &shift, true)
-}
-
-fn double_conv(
-    gpu: &Gpu,
-    p: Precision,
-    wts: &Weights,
-    prefix: &str,
-    cin: usize,
-    mid: usize,
-    cout: usize,
-) -> Result<DoubleConv> {
-    let d = format!("{prefix}.double_conv");
-    Ok(DoubleConv {
-        a: conv_bn_relu(gpu, p, wts, &format!("{d}.0"), &format!("{d}.1"), cin, mid)?,
-        b: conv_bn_relu(gpu, p, wts, &format!("{d}.3"), &format!("{d}.4"), mid, cout)?,
-    })
 }
 
 impl UNet {
@@ -117,32 +204,21 @@ impl UNet {
     /// Upload a U-Net from its state_dict, checking every tensor's presence and shape.
     pub fn new(gpu: &Gpu, wts: &Weights, precision: Precision) -> Result<UNet> {
         let config = Self::config(wts)?;
-        let (c, b) = (config.n_channels, config.base);
-        let inc = double_conv(gpu, precision, wts, "inc", c, b, b)?;
-        let widths = [b, 2 * b, 4 * b, 8 * b, 8 * b];
-        let mut downs = Vec::new();
-        for i in 1..=4 {
-            let (cin, cout) = (widths[i - 1], widths[i]);
-            downs.push(double_conv(gpu, precision, wts, &format!("down{i}.maxpool_conv.1"), cin, cout, cout)?);
-        }
-        let up_io = [(16 * b, 4 * b), (8 * b, 2 * b), (4 * b, b), (2 * b, b)];
-        let mut ups = Vec::new();
-        for (i, &(cin, cout)) in up_io.iter().enumerate() {
-            ups.push(double_conv(gpu, precision, wts, &format!("up{}.conv", i + 1), cin, cin / 2, cout)?);
-        }
-        let k = config.n_classes;
-        let w = wts.get("outc.conv.weight", &[k, b, 1, 1])?;
-        let bias = wts.get("outc.conv.bias", &[k])?;
-        let outc = ConvWeights::new(gpu, precision, &w.data, [k, b, 1], &vec![1.0; k], &bias.data, false)?;
+        let blocks = blocks(&config)
+            .iter()
+            .map(|[a, b]| Ok([conv_bn_relu(gpu, precision, wts, a)?, conv_bn_relu(gpu, precision, wts, b)?]))
+            .collect::<Result<_>>()?;
+        let [w, bias] = head(&config).map(|t| wts.get(&t.name, &t.shape));
+        let (w, bias, k) = (w?, bias?, config.n_classes);
+        let outc = ConvWeights::new(gpu, precision, &w.data, [k, config.base, 1], &vec![1.0; k], &bias.data, false)?;
         let input_scale = wts.metadata_f32("input_scale")?;
         let trained_heights = wts.metadata.get("height_range").cloned();
-        Ok(UNet { config, precision, input_scale, trained_heights, inc, downs, ups, outc })
+        Ok(UNet { config, precision, input_scale, trained_heights, blocks, outc })
     }
 
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> u64 {
-        let dc = |d: &DoubleConv| d.a.bytes() + d.b.bytes();
-        dc(&self.inc) + self.downs.iter().chain(&self.ups).map(dc).sum::<u64>() + self.outc.bytes()
+        self.blocks.iter().flatten().map(ConvWeights::bytes).sum::<u64>() + self.outc.bytes()
     }
 
     /// Allocate activations and record the forward pass for `n` images of `h` x `w`.
@@ -156,7 +232,7 @@ impl UNet {
         let UNetConfig { n_channels, n_classes, base: b } = self.config;
         let t = |c: usize, l: usize, label: &str| Tensor::new(gpu, [n, c, h >> l, w >> l], p, label);
         // Level l (0..4) has size (h >> l, w >> l) and skip width c[l].
-        let c = [b, 2 * b, 4 * b, 8 * b, 8 * b];
+        let c = widths(b);
         let input = t(n_channels, 0, "unet input")?;
         let mut cat = Vec::new();
         let mut mid = Vec::new();
@@ -172,30 +248,32 @@ impl UNet {
         let up_out = t(b, 0, "unet up4 out")?;
         let output = t(n_classes, 0, "unet output")?;
 
+        // The encoder block at level l is blocks[l], the decoder block blocks[8 - l].
         let mut d: Vec<Dispatch> = Vec::new();
-        d.push(conv(gpu, &self.inc.a, input.view(), mid[0].view())?);
-        d.push(conv(gpu, &self.inc.b, mid[0].view(), cat[0].channels(0, c[0]))?);
+        let [first, second] = &self.blocks[0];
+        d.push(conv(gpu, first, input.view(), mid[0].view())?);
+        d.push(conv(gpu, second, mid[0].view(), cat[0].channels(0, c[0]))?);
         for l in 1..=4 {
             let skip = cat[l - 1].channels(0, c[l - 1]);
             d.push(maxpool2x2(gpu, skip, pooled[l - 1].view())?);
-            let dc = &self.downs[l - 1];
+            let [first, second] = &self.blocks[l];
             if l < 4 {
-                d.push(conv(gpu, &dc.a, pooled[l - 1].view(), mid[l].view())?);
-                d.push(conv(gpu, &dc.b, mid[l].view(), cat[l].channels(0, c[l]))?);
+                d.push(conv(gpu, first, pooled[l - 1].view(), mid[l].view())?);
+                d.push(conv(gpu, second, mid[l].view(), cat[l].channels(0, c[l]))?);
             } else {
-                d.push(conv(gpu, &dc.a, pooled[3].view(), mid5.view())?);
-                d.push(conv(gpu, &dc.b, mid5.view(), x5.view())?);
+                d.push(conv(gpu, first, pooled[3].view(), mid5.view())?);
+                d.push(conv(gpu, second, mid5.view(), x5.view())?);
             }
         }
         // up1..up4 work at levels 3..0; their input is x5, then the previous up block's output.
         // Up at level l reads 2 c[l] channels and its middle width is c[l], the size of mid[l].
-        for (i, l) in (0..4).rev().enumerate() {
+        for l in (0..4).rev() {
             let below = if l == 3 { x5.view() } else { pooled[l].view() };
             d.push(upsample2x_pad(gpu, below, cat[l].channels(c[l], below.channels))?);
-            let dc = &self.ups[i];
-            d.push(conv(gpu, &dc.a, cat[l].view(), mid[l].view())?);
+            let [first, second] = &self.blocks[8 - l];
+            d.push(conv(gpu, first, cat[l].view(), mid[l].view())?);
             let out = if l == 0 { up_out.view() } else { pooled[l - 1].view() };
-            d.push(conv(gpu, &dc.b, mid[l].view(), out)?);
+            d.push(conv(gpu, second, mid[l].view(), out)?);
         }
         d.push(conv(gpu, &self.outc, up_out.view(), output.view())?);
 

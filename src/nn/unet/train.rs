@@ -1,52 +1,29 @@
 //! Training the seed U-Net on the GPU: BatchNorm in training mode (or frozen in eval mode, for
-//! fine-tuning), the backward pass recorded on an autograd [`Tape`], the physics (or supervised)
-//! loss, and Adam with the loss scaler (or a host optimizer through the flat parameter and
-//! gradient read/write).
+//! fine-tuning), the forward and backward recorded once on an autograd [`Tape`] from the units
+//! of [`crate::autograd::layers`], the physics (or supervised) loss, and Adam with the loss
+//! scaler (or a host optimizer through the flat parameter and gradient read/write).
 //!
-//! Parameters keep PyTorch's state_dict names and layouts. Each lives in its own f32 buffer (what
-//! the kernels bind) and in the optimizer's flat buffer: after the backward the per-parameter
-//! gradients are copied into the flat gradient buffer, Adam updates the flat parameters, and they
-//! are copied back; `relayout` then refreshes the convolutions' storage-precision copies. All of it
-//! stays on the GPU. One step per call of [`UNetTrainer::step`] (batch = the frames uploaded).
-
-use std::collections::BTreeMap;
+//! Parameters keep PyTorch's state_dict names and layouts and live only in the optimizer's flat
+//! buffers ([`Params`]): each kernel binds its parameter's range of the flat values and adds its
+//! gradient into that parameter's range of the flat gradients, and Adam updates the flat values
+//! in place, so nothing is copied between the model and its optimizer. Before each forward,
+//! relayout kernels refresh the convolutions' storage-precision weights from the flat values.
+//! All of it stays on the GPU. One step per call of [`UNetTrainer::step`] (batch = the frames
+//! uploaded).
 
 use crate::autograd::Tape;
+use crate::autograd::layers::{self, ConvBias, ConvBiasParams, ConvBnRelu, ConvBnReluParams, Io, Param};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::Readback;
-use crate::gpu::{ChannelView, Tensor};
+use crate::gpu::{ChannelView, Tensor, zeroed};
 use crate::gpu::{Dispatch, Gpu, Precision};
 use crate::io::checkpoint::OptimizerState;
 use crate::io::weights::{NamedTensor, Weights};
-use crate::nn::unet::{UNet, UNetConfig};
-use crate::ops::batchnorm::{self, BnLayer, BnParamGrads, ReluMask};
-use crate::ops::conv::{self, ConvWeights};
+use crate::nn::unet::{self, Block, ConvLayer, UNet, UNetConfig, widths};
+use crate::ops::conv;
 use crate::ops::convert::{RawBuffer, from_raw};
 use crate::ops::loss::{Loss, LossKind, LossValue};
-use crate::ops::pool::{maxpool2x2, maxpool2x2_backward};
-use crate::ops::upsample::{upsample2x_pad, upsample2x_pad_backward};
 use crate::optim::{Adam, AdamConfig, LossScaler, ParamEntry, ParamLayout, Params, StepReport};
-
-/// An f32 parameter (or running statistic) with its gradient buffer.
-struct Param {
-    value: Tensor,
-    grad: Tensor,
-    /// Element offset in the optimizer's flat buffers (`None` for running statistics).
-    flat: Option<usize>,
-}
-
-/// One conv3x3–BN–ReLU layer: weights, BN parameters, running statistics, activations.
-struct Layer {
-    prefix_conv: String,
-    prefix_bn: String,
-    conv: ConvWeights,
-    /// Raw convolution output, its batch statistics, and the BN+ReLU output (owned unless it is
-    /// written into a concatenation slot).
-    z: Tensor,
-    stats: Tensor,
-    y: Option<Tensor>,
-}
 
 /// The raw frame buffer of a batch and the conversions into the model input and the loss frame.
 struct FrameUpload {
@@ -76,22 +53,18 @@ pub struct UNetTrainer {
     pub config: UNetConfig,
     pub train: TrainConfig,
     shape: [usize; 3],
-    params: BTreeMap<String, Param>,
-    running: BTreeMap<String, Tensor>,
-    num_batches_tracked: u64,
+    /// Parameters, gradients (flat, state_dict order) and the optimizer over them.
     flat: Params,
     adam: Adam,
     scaler: LossScaler,
+    net: Net,
+    bufs: Buffers,
+    num_batches_tracked: u64,
     /// Raw frame upload (u8/u16/f16/f32) and its two conversions: model input and loss frame.
     upload: Option<FrameUpload>,
-    input: Tensor,
-    frame: Tensor,
-    truth: Tensor,
-    output: Tensor,
     loss: Loss,
     relayouts: Vec<Dispatch>,
     tape: Tape,
-    _keep: Vec<Tensor>,
     _scratch: Option<wgpu::Buffer>,
     memory: MemoryUse,
 }
@@ -105,8 +78,8 @@ pub struct MemoryUse {
     /// Gradients of activations: one set of buffers per resolution level, shared by the encoder and
     /// decoder blocks of that level (their backward launches never overlap).
     pub gradients: u64,
-    /// Parameters and their gradients (per-tensor buffers), running statistics, and the optimizer's
-    /// flat values, gradients and two moments.
+    /// The optimizer's flat parameters, gradients and two moments, the running statistics, and
+    /// the convolutions' weights in the kernels' layout and storage precision.
     pub parameters: u64,
     /// Partial sums of the weight gradients: one buffer shared by every layer.
     pub scratch: u64,
@@ -116,16 +89,281 @@ impl MemoryUse {
     pub fn total(&self) -> u64 {
         self.activations + self.gradients + self.parameters + self.scratch
     }
+
+    fn of(net: &Net, bufs: &Buffers, flat: &Params, scratch: Option<&wgpu::Buffer>) -> MemoryUse {
+        fn size<'a>(ts: impl Iterator<Item = &'a Tensor>) -> u64 {
+            ts.map(|t| t.buffer.size()).sum()
+        }
+        let (saved, state) = net.bytes();
+        MemoryUse {
+            activations: size(bufs.activations()) + saved,
+            gradients: size(bufs.gradients()),
+            // The flat values, gradients and Adam's two moments share one length.
+            parameters: 4 * flat.values.size() + state,
+            scratch: scratch.map_or(0, |b| b.size()),
+        }
+    }
 }
 
-fn f32_tensor(gpu: &Gpu, data: &[f32], label: &str) -> Result<Tensor> {
-    let t = Tensor::new(gpu, [1, 1, 1, data.len()], Precision::F32, label)?;
-    t.upload(gpu, data);
-    Ok(t)
+/// One DoubleConv block being trained: its two layers and the first one's output, which the
+/// second reads (and the first one's backward, as its ReLU mask).
+struct TrainBlock {
+    spec: Block,
+    layers: [ConvBnRelu; 2],
+    mid: Tensor,
 }
 
-fn view(t: &Tensor) -> ChannelView<'_> {
-    t.view()
+/// The trainable layers: the blocks in [`unet::blocks`] order and the head.
+struct Net {
+    blocks: Vec<TrainBlock>,
+    head: ConvBias,
+}
+
+impl Net {
+    fn new(
+        gpu: &Gpu,
+        weights: &Weights,
+        config: &UNetConfig,
+        [n, h, w]: [usize; 3],
+        train: &TrainConfig,
+    ) -> Result<Net> {
+        let p = train.precision;
+        let layer = |l: &ConvLayer| -> Result<ConvBnRelu> {
+            let mean = &weights.get(&l.bn("running_mean"), &[l.cout])?.data;
+            let var = &weights.get(&l.bn("running_var"), &[l.cout])?.data;
+            let size = [n, h >> l.level, w >> l.level];
+            ConvBnRelu::new(gpu, p, [l.cin, l.cout], size, (mean, var), train.frozen_bn)
+        };
+        let block = |spec: Block| -> Result<TrainBlock> {
+            let [a, b] = &spec;
+            let mid = Tensor::new(gpu, [n, a.cout, h >> a.level, w >> a.level], p, "bn out")?;
+            Ok(TrainBlock { layers: [layer(a)?, layer(b)?], mid, spec })
+        };
+        let blocks = unet::blocks(config).into_iter().map(block).collect::<Result<_>>()?;
+        let head = ConvBias::new(gpu, p, [config.base, config.n_classes, 1])?;
+        Ok(Net { blocks, head })
+    }
+
+    /// The relayouts that refresh every convolution's storage-precision weights from `flat`.
+    fn relayouts(&self, gpu: &Gpu, flat: &Params, config: &UNetConfig) -> Result<Vec<Dispatch>> {
+        let mut d = Vec::new();
+        for block in &self.blocks {
+            for (layer, spec) in block.layers.iter().zip(&block.spec) {
+                d.push(layer.relayout(gpu, flat.value(&spec.weight())?)?);
+            }
+        }
+        d.extend(self.head.relayout(gpu, &head_params(flat, config)?)?);
+        Ok(d)
+    }
+
+    /// (saved activations, running statistics and storage-precision weights) in bytes.
+    fn bytes(&self) -> (u64, u64) {
+        let layers = || self.blocks.iter().flat_map(|b| &b.layers);
+        let mids: u64 = self.blocks.iter().map(|b| b.mid.buffer.size()).sum();
+        let saved = mids + layers().map(ConvBnRelu::saved_bytes).sum::<u64>();
+        (saved, layers().map(ConvBnRelu::state_bytes).sum::<u64>() + self.head.conv.bytes())
+    }
+}
+
+/// The tensors the ops read and write that no unit owns, by resolution level (level `l`:
+/// `h >> l` x `w >> l`, skip width `c[l]`). The gradient buffers of a level are shared by its
+/// encoder and decoder blocks (their backward launches never overlap).
+struct Buffers {
+    /// Model input (storage precision), loss frame and truth (f32), output and its gradient.
+    input: Tensor,
+    frame: Tensor,
+    truth: Tensor,
+    output: Tensor,
+    doutput: Tensor,
+    /// Levels 0..4: the concatenation [skip, upsampled] the decoder block reads.
+    cat: Vec<Tensor>,
+    dcat: Vec<Tensor>,
+    /// Levels 1..=4 (index `l - 1`): the max-pooled skip of level `l - 1`.
+    pooled: Vec<Tensor>,
+    dpooled: Vec<Tensor>,
+    /// Levels 0..=4: gradients of a convolution output and of a block's middle, widest use.
+    dz: Vec<Tensor>,
+    dmid: Vec<Tensor>,
+    /// The bottom block's output (level 4).
+    x5: Tensor,
+    dx5: Tensor,
+    /// Levels 0..4: the decoder block's output.
+    up_out: Vec<Tensor>,
+    dup_out: Vec<Tensor>,
+}
+
+impl Buffers {
+    fn new(gpu: &Gpu, config: &UNetConfig, [n, h, w]: [usize; 3], p: Precision) -> Result<Buffers> {
+        let UNetConfig { n_channels, n_classes, base: b } = *config;
+        let c = widths(b);
+        let t = |ch: usize, l: usize, label: &str| Tensor::new(gpu, [n, ch, h >> l, w >> l], p, label);
+        let per_level = |levels: std::ops::Range<usize>, ch: &dyn Fn(usize) -> usize, label: &str| {
+            levels.map(|l| t(ch(l), l, label)).collect::<Result<Vec<_>>>()
+        };
+        let up_width = |l: usize| if l == 0 { b } else { c[l - 1] };
+        Ok(Buffers {
+            input: t(n_channels, 0, "input")?,
+            frame: Tensor::new(gpu, [n, n_channels, h, w], Precision::F32, "loss frame")?,
+            truth: Tensor::new(gpu, [n, n_classes, h, w], Precision::F32, "truth")?,
+            output: t(n_classes, 0, "output")?,
+            doutput: t(n_classes, 0, "output grad")?,
+            cat: per_level(0..4, &|l| 2 * c[l], "concat")?,
+            dcat: per_level(0..4, &|l| 2 * c[l], "concat grad")?,
+            pooled: per_level(1..5, &|l| c[l - 1], "pooled")?,
+            dpooled: per_level(1..5, &|l| c[l - 1], "pooled grad")?,
+            dz: per_level(0..5, &|l| c[l], "dz")?,
+            dmid: per_level(0..5, &|l| c[l], "dmid")?,
+            x5: t(c[4], 4, "bottom")?,
+            dx5: t(c[4], 4, "bottom grad")?,
+            up_out: per_level(0..4, &up_width, "up out")?,
+            dup_out: per_level(0..4, &up_width, "up out grad")?,
+        })
+    }
+
+    fn activations(&self) -> impl Iterator<Item = &Tensor> {
+        let single = [&self.input, &self.frame, &self.truth, &self.output, &self.x5];
+        single.into_iter().chain(self.cat.iter().chain(&self.pooled).chain(&self.up_out))
+    }
+
+    fn gradients(&self) -> impl Iterator<Item = &Tensor> {
+        let levels = self.dcat.iter().chain(&self.dpooled).chain(&self.dz).chain(&self.dmid).chain(&self.dup_out);
+        [&self.dx5, &self.doutput].into_iter().chain(levels)
+    }
+}
+
+/// The optimizer's flat parameters (state_dict order), after checking that every tensor of the
+/// state_dict (running statistics too) is in `weights` with its shape.
+fn load_params(gpu: &Gpu, weights: &Weights, config: &UNetConfig) -> Result<Params> {
+    let mut layout = ParamLayout::new();
+    let mut values = Vec::new();
+    for t in unet::state_dict(config) {
+        let data = &weights.get(&t.name, &t.shape)?.data;
+        if t.role.is_parameter() {
+            layout.push(&t.name, &t.shape);
+            values.push(data.as_slice());
+        }
+    }
+    let packed = layout.pack(&values)?;
+    Params::new(gpu, layout, &packed)
+}
+
+fn param<'a>(flat: &'a Params, name: &str) -> Result<Param<'a>> {
+    Ok(Param { value: flat.value(name)?, grad: flat.grad(name)? })
+}
+
+fn layer_params<'a>(flat: &'a Params, l: &ConvLayer) -> Result<ConvBnReluParams<'a>> {
+    let [weight, gamma, beta] = [l.weight(), l.bn("weight"), l.bn("bias")].map(|name| param(flat, &name));
+    Ok(ConvBnReluParams { weight: weight?, gamma: gamma?, beta: beta? })
+}
+
+fn head_params<'a>(flat: &'a Params, config: &UNetConfig) -> Result<ConvBiasParams<'a>> {
+    let [weight, bias] = unet::head(config).map(|t| param(flat, &t.name));
+    Ok(ConvBiasParams { weight: weight?, bias: bias? })
+}
+
+/// One partial-sum buffer for every weight gradient (they run one after another), of the largest
+/// size a layer needs; `None` when no layer splits its pixels.
+fn weight_grad_scratch(gpu: &Gpu, config: &UNetConfig, [n, h, w]: [usize; 3]) -> Result<Option<wgpu::Buffer>> {
+    let head = conv::grad_weight_scratch_bytes(gpu, [config.n_classes, config.base, 1], [n, h, w]);
+    let layers = unet::blocks(config).into_iter().flatten();
+    let bytes = layers
+        .map(|l| conv::grad_weight_scratch_bytes(gpu, [l.cout, l.cin, 3], [n, h >> l.level, w >> l.level]))
+        .fold(head, u64::max);
+    (bytes > 0).then(|| zeroed(gpu, "conv weight gradient partial sums (shared)", bytes)).transpose()
+}
+
+/// What recording the ops needs besides their own views.
+struct Recorder<'a> {
+    gpu: &'a Gpu,
+    flat: &'a Params,
+    bufs: &'a Buffers,
+    scratch: Option<&'a wgpu::Buffer>,
+    /// Skip width per level.
+    c: [usize; 5],
+}
+
+impl Recorder<'_> {
+    /// Forward and backward of one step: the encoder (levels 0..=4), the decoder (3..=0), the head.
+    fn record(&self, net: &Net, config: &UNetConfig) -> Result<Tape> {
+        let mut tape = Tape::new();
+        for l in 0..5 {
+            self.down(&mut tape, &net.blocks[l], l)?;
+        }
+        for l in (0..4).rev() {
+            self.up(&mut tape, &net.blocks[8 - l], l)?;
+        }
+        let b = self.bufs;
+        let io = Io {
+            x: b.up_out[0].view(),
+            y: b.output.view(),
+            dy: b.doutput.view(),
+            dx: Some((b.dup_out[0].view(), false)),
+        };
+        tape.push(net.head.op(self.gpu, io, &head_params(self.flat, config)?, self.scratch)?);
+        Ok(tape)
+    }
+
+    /// Encoder block `l`: max-pool of the skip of level `l - 1` (none for `inc`), then the block,
+    /// writing its skip (channels `[0, c[l])` of the concatenation) or, at the bottom, x5.
+    fn down(&self, tape: &mut Tape, block: &TrainBlock, l: usize) -> Result<()> {
+        let (b, c) = (self.bufs, self.c);
+        let (x, dx) = if l == 0 {
+            (b.input.view(), None)
+        } else {
+            let (skip, dskip) = (b.cat[l - 1].channels(0, c[l - 1]), b.dcat[l - 1].channels(0, c[l - 1]));
+            let (pooled, dpooled) = (b.pooled[l - 1].view(), b.dpooled[l - 1].view());
+            // The skip's gradient also comes from the decoder: add to it.
+            tape.push(layers::maxpool2x2(self.gpu, Io { x: skip, y: pooled, dy: dpooled, dx: Some((dskip, true)) })?);
+            (pooled, Some((dpooled, false)))
+        };
+        let (out, dout) =
+            if l < 4 { (b.cat[l].channels(0, c[l]), b.dcat[l].channels(0, c[l])) } else { (b.x5.view(), b.dx5.view()) };
+        self.double_conv(tape, block, x, dx, out, dout)
+    }
+
+    /// Decoder block at level `l`: upsample the block below into channels `[c[l], 2 c[l])` of the
+    /// concatenation, then the block over the whole concatenation.
+    fn up(&self, tape: &mut Tape, block: &TrainBlock, l: usize) -> Result<()> {
+        let (b, c) = (self.bufs, self.c);
+        let (below, dbelow) =
+            if l == 3 { (b.x5.view(), b.dx5.view()) } else { (b.up_out[l + 1].view(), b.dup_out[l + 1].view()) };
+        let (slot, dslot) = (b.cat[l].channels(c[l], below.channels), b.dcat[l].channels(c[l], below.channels));
+        tape.push(layers::upsample2x(self.gpu, Io { x: below, y: slot, dy: dslot, dx: Some((dbelow, false)) })?);
+        let dx = Some((b.dcat[l].view(), false));
+        self.double_conv(tape, block, b.cat[l].view(), dx, b.up_out[l].view(), b.dup_out[l].view())
+    }
+
+    /// A block's two layers: `x -> mid -> out`; backward `dout -> dmid -> dx`.
+    fn double_conv(
+        &self,
+        tape: &mut Tape,
+        block: &TrainBlock,
+        x: ChannelView,
+        dx: Option<(ChannelView, bool)>,
+        out: ChannelView,
+        dout: ChannelView,
+    ) -> Result<()> {
+        let level = block.spec[0].level;
+        let (mid, dmid) = (block.mid.view(), self.bufs.dmid[level].channels(0, block.spec[0].cout));
+        let ios = [Io { x, y: mid, dy: dmid, dx }, Io { x: mid, y: out, dy: dout, dx: Some((dmid, false)) }];
+        for ((layer, spec), io) in block.layers.iter().zip(&block.spec).zip(ios) {
+            let dz = self.bufs.dz[level].channels(0, spec.cout);
+            tape.push(layer.op(self.gpu, io, &layer_params(self.flat, spec)?, dz, self.scratch)?);
+        }
+        Ok(())
+    }
+}
+
+fn make_loss(gpu: &Gpu, kind: &LossKind, bufs: &Buffers, scaler: &LossScaler) -> Result<Loss> {
+    let (output, grad, scale) = (&bufs.output, Some(&bufs.doutput), scaler.scale_buffer());
+    match kind {
+        LossKind::Physics(cfg) => {
+            let mut cfg = cfg.clone();
+            cfg.frame_scale = 1.0;
+            Loss::physics(gpu, &cfg, output, &bufs.frame, grad, scale)
+        }
+        LossKind::Mse => Loss::mse(gpu, output, &bufs.truth, grad, scale),
+    }
 }
 
 impl UNetTrainer {
@@ -135,283 +373,33 @@ impl UNetTrainer {
             return Err(Error::Shape(format!("the U-Net needs patches of at least 16 x 16 pixels; got {h} x {w}")));
         }
         let config = UNet::config(weights)?;
-        let UNetConfig { n_channels, n_classes, base: b } = config;
-        let p = train.precision;
-        let c = [b, 2 * b, 4 * b, 8 * b, 8 * b];
-
-        // Parameters in state_dict order, each in its own buffer and in the flat optimizer layout.
-        let mut layout = ParamLayout::new();
-        let mut host: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
-        let mut running = BTreeMap::new();
-        let mut add = |name: String, shape: Vec<usize>| -> Result<()> {
-            let t = weights.get(&name, &shape)?;
-            host.push((name, t.data.clone(), shape));
-            Ok(())
-        };
-        let mut layer_specs: Vec<(String, String, usize, usize)> = Vec::new(); // (conv, bn, cin, cout)
-        let mut block = |prefix: &str, cin: usize, mid: usize, cout: usize| {
-            let d = format!("{prefix}.double_conv");
-            layer_specs.push((format!("{d}.0"), format!("{d}.1"), cin, mid));
-            layer_specs.push((format!("{d}.3"), format!("{d}.4"), mid, cout));
-        };
-        block("inc", n_channels, b, b);
-        for i in 1..=4 {
-            block(&format!("down{i}.maxpool_conv.1"), c[i - 1], c[i], c[i]);
-        }
-        for (i, (cin, cout)) in [(16 * b, 4 * b), (8 * b, 2 * b), (4 * b, b), (2 * b, b)].into_iter().enumerate() {
-            block(&format!("up{}.conv", i + 1), cin, cin / 2, cout);
-        }
-        for (conv, bn, cin, cout) in &layer_specs {
-            add(format!("{conv}.weight"), vec![*cout, *cin, 3, 3])?;
-            add(format!("{bn}.weight"), vec![*cout])?;
-            add(format!("{bn}.bias"), vec![*cout])?;
-            for stat in ["running_mean", "running_var"] {
-                let t = weights.get(&format!("{bn}.{stat}"), &[*cout])?;
-                running.insert(format!("{bn}.{stat}"), f32_tensor(gpu, &t.data, stat)?);
-            }
-        }
-        add("outc.conv.weight".into(), vec![n_classes, b, 1, 1])?;
-        add("outc.conv.bias".into(), vec![n_classes])?;
-        let mut params = BTreeMap::new();
-        let mut flat_values = Vec::new();
-        for (name, data, shape) in &host {
-            let offset = layout.push(name, shape);
-            if flat_values.len() < offset {
-                flat_values.resize(offset, 0.0);
-            }
-            flat_values.extend_from_slice(data);
-            let value = f32_tensor(gpu, data, name)?;
-            let grad = Tensor::new(gpu, [1, 1, 1, data.len()], Precision::F32, "grad")?;
-            params.insert(name.clone(), Param { value, grad, flat: Some(offset) });
-        }
-        flat_values.resize(layout.len(), 0.0);
-        let flat = Params::new(gpu, layout, &flat_values)?;
+        let flat = load_params(gpu, weights, &config)?;
         let scaler =
             if train.loss_scaling { LossScaler::new(gpu, Default::default())? } else { LossScaler::disabled(gpu) };
         let adam = Adam::new(gpu, train.adam.clone(), &flat, &scaler)?;
-
-        // Activations.
-        let t = |ch: usize, l: usize, label: &str| Tensor::new(gpu, [n, ch, h >> l, w >> l], p, label);
-        let input = t(n_channels, 0, "input")?;
-        let frame = Tensor::new(gpu, [n, n_channels, h, w], Precision::F32, "loss frame")?;
-        let truth = Tensor::new(gpu, [n, n_classes, h, w], Precision::F32, "truth")?;
-        let cat: Vec<Tensor> = (0..4).map(|l| t(2 * c[l], l, "concat")).collect::<Result<_>>()?;
-        let dcat: Vec<Tensor> = (0..4).map(|l| t(2 * c[l], l, "concat grad")).collect::<Result<_>>()?;
-        let pooled: Vec<Tensor> = (1..=4).map(|l| t(c[l - 1], l, "pooled")).collect::<Result<_>>()?;
-        let dpooled: Vec<Tensor> = (1..=4).map(|l| t(c[l - 1], l, "pooled grad")).collect::<Result<_>>()?;
-        // Per level: BN-backward output (dz) and the middle gradient (dy1), sized for the widest use.
-        let dz: Vec<Tensor> = (0..5).map(|l| t(c[l.min(4)], l, "dz")).collect::<Result<_>>()?;
-        let dmid: Vec<Tensor> = (0..5).map(|l| t(c[l.min(4)], l, "dmid")).collect::<Result<_>>()?;
-        let x5 = t(c[4], 4, "bottom")?;
-        let dx5 = t(c[4], 4, "bottom grad")?;
-        let up_out: Vec<Tensor> =
-            (0..4).map(|l| t(if l == 0 { b } else { c[l - 1] }, l, "up out")).collect::<Result<_>>()?;
-        let dup_out: Vec<Tensor> = (0..4).map(|l| t(up_out[l].shape[1], l, "up out grad")).collect::<Result<_>>()?;
-        let output = t(n_classes, 0, "output")?;
-        let doutput = t(n_classes, 0, "output grad")?;
-
-        // Layers (conv + BN), with activations at their level.
-        let levels = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0];
-        let mut layers = Vec::new();
-        for ((conv, bn, cin, cout), &l) in layer_specs.iter().zip(&levels) {
-            let cw = ConvWeights::trainable(gpu, p, [*cout, *cin, 3])?;
-            let z = t(*cout, l, "conv out")?;
-            let stats = Tensor::new(gpu, [1, 1, 1, 2 * cout], Precision::F32, "bn stats")?;
-            layers.push(Layer { prefix_conv: conv.clone(), prefix_bn: bn.clone(), conv: cw, z, stats, y: None });
-        }
-        // The first layer of each block owns its output; the second writes into a slot or buffer.
-        for (i, layer) in layers.iter_mut().enumerate() {
-            if i % 2 == 0 {
-                layer.y = Some(t(layer.conv.cout, levels[i], "bn out")?);
-            }
-        }
-        let outc = ConvWeights::trainable(gpu, p, [n_classes, b, 1])?;
-        // One partial-sum scratch for every weight gradient: they run one after another.
-        let mut scratch_bytes = conv::grad_weight_scratch_bytes(gpu, [n_classes, b, 1], [n, h, w]);
-        for ((_, _, cin, cout), &l) in layer_specs.iter().zip(&levels) {
-            scratch_bytes =
-                scratch_bytes.max(conv::grad_weight_scratch_bytes(gpu, [*cout, *cin, 3], [n, h >> l, w >> l]));
-        }
-        let gw_scratch = (scratch_bytes > 0).then(|| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("conv weight gradient partial sums (shared)"),
-                size: scratch_bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
-        });
-
-        let mut relayouts = Vec::new();
-        for layer in &layers {
-            relayouts.push(conv::relayout(
-                gpu,
-                &params[&format!("{}.weight", layer.prefix_conv)].value.buffer,
-                &layer.conv,
-            )?);
-        }
-        relayouts.push(conv::relayout(gpu, &params["outc.conv.weight"].value.buffer, &outc)?);
-        relayouts.push(conv::relayout_bias(gpu, &params["outc.conv.bias"].value.buffer, &outc)?);
-
-        let loss = match &train.loss {
-            LossKind::Physics(cfg) => {
-                let mut cfg = cfg.clone();
-                cfg.frame_scale = 1.0;
-                Loss::physics(gpu, &cfg, &output, &frame, Some(&doutput), scaler.scale_buffer())?
-            }
-            LossKind::Mse => Loss::mse(gpu, &output, &truth, Some(&doutput), scaler.scale_buffer())?,
-        };
-
-        // Record forward and backward on the tape.
-        let mut tape = Tape::new();
-        let par = |name: String| &params[&name];
-        // A conv–BN–ReLU layer reading `x` and writing `y`; its backward reads dy and writes dx.
-        let layer_op = |tape: &mut Tape,
-                        li: usize,
-                        x: ChannelView,
-                        y: ChannelView,
-                        dy: ChannelView,
-                        dx: Option<(ChannelView, bool)>,
-                        level: usize|
-         -> Result<()> {
-            let layer = &layers[li];
-            let (gamma, beta) = (par(format!("{}.weight", layer.prefix_bn)), par(format!("{}.bias", layer.prefix_bn)));
-            let frozen = train.frozen_bn;
-            let bn =
-                BnLayer { gamma: &gamma.value, beta: &beta.value, stats: &layer.stats, eps: batchnorm::EPS, frozen };
-            let (rm, rv) = (
-                &running[&format!("{}.running_mean", layer.prefix_bn)],
-                &running[&format!("{}.running_var", layer.prefix_bn)],
-            );
-            let mut fwd = vec![conv::conv(gpu, &layer.conv, x, view(&layer.z))?];
-            if frozen {
-                fwd.push(batchnorm::bn_stats_from_running(gpu, rm, rv, &layer.stats)?);
-            } else {
-                fwd.extend(batchnorm::bn_stats(gpu, view(&layer.z), &layer.stats)?);
-            }
-            fwd.push(batchnorm::bn_forward_relu(gpu, view(&layer.z), &bn, true, y)?);
-            if !frozen {
-                let [zn, _, zh, zw] = layer.z.shape;
-                fwd.push(batchnorm::bn_update_running(gpu, &layer.stats, zn * zh * zw, batchnorm::MOMENTUM, rm, rv)?);
-            }
-            let grads = BnParamGrads { dgamma: &gamma.grad, dbeta: &beta.grad, accumulate: true };
-            let dzv = dz[level].channels(0, layer.conv.cout);
-            let mut bwd =
-                batchnorm::bn_backward(gpu, dy, view(&layer.z), ReluMask::Output(y), &bn, &grads, dzv, false)?;
-            let wgrad = &par(format!("{}.weight", layer.prefix_conv)).grad;
-            bwd.extend(conv::conv_grad_weight_in(gpu, &layer.conv, x, dzv, &wgrad.buffer, true, gw_scratch.as_ref())?);
-            if let Some((dxv, acc)) = dx {
-                bwd.push(conv::conv_grad_input(gpu, &layer.conv, dzv, dxv, acc)?);
-            }
-            tape.push("conv-bn-relu", fwd, bwd);
-            Ok(())
-        };
-
-        // Down path: block l reads `src`, its middle goes to layers[2l].y, its output to cat[l].
-        for l in 0..5 {
-            let (la, lb) = (2 * l, 2 * l + 1);
-            let mid_y = layers[la].y.as_ref().unwrap();
-            let (src, dsrc): (ChannelView, Option<(ChannelView, bool)>) = if l == 0 {
-                (view(&input), None)
-            } else {
-                let skip = cat[l - 1].channels(0, c[l - 1]);
-                let pool = maxpool2x2(gpu, skip, view(&pooled[l - 1]))?;
-                let dskip = dcat[l - 1].channels(0, c[l - 1]);
-                let unpool = maxpool2x2_backward(gpu, skip, view(&dpooled[l - 1]), dskip, true)?;
-                tape.push("maxpool", vec![pool], vec![unpool]);
-                (view(&pooled[l - 1]), Some((view(&dpooled[l - 1]), false)))
-            };
-            let (out, dout) =
-                if l < 4 { (cat[l].channels(0, c[l]), dcat[l].channels(0, c[l])) } else { (view(&x5), view(&dx5)) };
-            let dmid_v = dmid[l].channels(0, layers[la].conv.cout);
-            layer_op(&mut tape, la, src, view(mid_y), dmid_v, dsrc, l)?;
-            layer_op(&mut tape, lb, view(mid_y), out, dout, Some((dmid_v, false)), l)?;
-        }
-        // Up path: up block i at level l = 3 - i reads the concat [skip, upsample(below)].
-        for i in 0..4 {
-            let l = 3 - i;
-            let (la, lb) = (10 + 2 * i, 11 + 2 * i);
-            let (below, dbelow) =
-                if l == 3 { (view(&x5), view(&dx5)) } else { (view(&up_out[l + 1]), view(&dup_out[l + 1])) };
-            let slot = cat[l].channels(c[l], below.channels);
-            let dslot = dcat[l].channels(c[l], below.channels);
-            tape.push(
-                "upsample",
-                vec![upsample2x_pad(gpu, below, slot)?],
-                vec![upsample2x_pad_backward(gpu, dslot, dbelow, false)?],
-            );
-            let mid_y = layers[la].y.as_ref().unwrap();
-            let dmid_v = dmid[l].channels(0, layers[la].conv.cout);
-            layer_op(&mut tape, la, view(&cat[l]), view(mid_y), dmid_v, Some((view(&dcat[l]), false)), l)?;
-            layer_op(&mut tape, lb, view(mid_y), view(&up_out[l]), view(&dup_out[l]), Some((dmid_v, false)), l)?;
-        }
-        // Output convolution with bias.
-        let fwd = vec![conv::conv(gpu, &outc, view(&up_out[0]), view(&output))?];
-        let mut bwd = conv::conv_grad_weight_in(
-            gpu,
-            &outc,
-            view(&up_out[0]),
-            view(&doutput),
-            &params["outc.conv.weight"].grad.buffer,
-            true,
-            gw_scratch.as_ref(),
-        )?;
-        bwd.push(conv::conv_grad_bias(gpu, view(&doutput), &params["outc.conv.bias"].grad.buffer, true)?);
-        bwd.push(conv::conv_grad_input(gpu, &outc, view(&doutput), view(&dup_out[0]), false)?);
-        tape.push("outc", fwd, bwd);
-
-        let size = |ts: &[&Tensor]| ts.iter().map(|t| t.buffer.size()).sum::<u64>();
-        let mut acts: Vec<&Tensor> = vec![&input, &frame, &truth, &output, &x5];
-        acts.extend(cat.iter().chain(&pooled).chain(&up_out));
-        for layer in &layers {
-            acts.extend([&layer.z, &layer.stats].into_iter().chain(layer.y.as_ref()));
-        }
-        let mut grads: Vec<&Tensor> = vec![&dx5, &doutput];
-        grads.extend(dcat.iter().chain(&dpooled).chain(&dz).chain(&dmid).chain(&dup_out));
-        let param_tensors: Vec<&Tensor> =
-            params.values().flat_map(|p| [&p.value, &p.grad]).chain(running.values()).collect();
-        let memory = MemoryUse {
-            activations: size(&acts),
-            gradients: size(&grads),
-            parameters: size(&param_tensors) + 4 * flat.values.size(),
-            scratch: gw_scratch.as_ref().map_or(0, |b| b.size()),
-        };
-
-        let mut keep = vec![x5, dx5, doutput];
-        keep.extend(cat);
-        keep.extend(dcat);
-        keep.extend(pooled);
-        keep.extend(dpooled);
-        keep.extend(dz);
-        keep.extend(dmid);
-        keep.extend(up_out);
-        keep.extend(dup_out);
-        for layer in layers {
-            keep.push(layer.z);
-            keep.push(layer.stats);
-            keep.extend(layer.y);
-        }
-        let num_batches_tracked = 0;
-        let _scratch = gw_scratch;
+        let bufs = Buffers::new(gpu, &config, [n, h, w], train.precision)?;
+        let net = Net::new(gpu, weights, &config, [n, h, w], &train)?;
+        let scratch = weight_grad_scratch(gpu, &config, [n, h, w])?;
+        let relayouts = net.relayouts(gpu, &flat, &config)?;
+        let loss = make_loss(gpu, &train.loss, &bufs, &scaler)?;
+        let recorder = Recorder { gpu, flat: &flat, bufs: &bufs, scratch: scratch.as_ref(), c: widths(config.base) };
+        let tape = recorder.record(&net, &config)?;
+        let memory = MemoryUse::of(&net, &bufs, &flat, scratch.as_ref());
         Ok(UNetTrainer {
             config,
             train,
             shape: [n, h, w],
-            params,
-            running,
-            num_batches_tracked,
             flat,
             adam,
             scaler,
+            net,
+            bufs,
+            num_batches_tracked: 0,
             upload: None,
-            input,
-            frame,
-            truth,
-            output,
             loss,
             relayouts,
             tape,
-            _keep: keep,
-            _scratch,
+            _scratch: scratch,
             memory,
         })
     }
@@ -432,8 +420,8 @@ impl UNetTrainer {
             }
             _ => {
                 let raw = RawBuffer::upload(gpu, ty, bytes)?;
-                let to_input = from_raw(gpu, &raw, self.train.input_scale, &self.input)?;
-                let to_frame = from_raw(gpu, &raw, 1.0, &self.frame)?;
+                let to_input = from_raw(gpu, &raw, self.train.input_scale, &self.bufs.input)?;
+                let to_frame = from_raw(gpu, &raw, 1.0, &self.bufs.frame)?;
                 self.upload = Some(FrameUpload { raw, to_input, to_frame });
             }
         }
@@ -447,10 +435,11 @@ impl UNetTrainer {
 
     /// Upload the truth maps `[n, classes, h, w]` for the supervised loss.
     pub fn set_truth(&mut self, gpu: &Gpu, truth: &[f32]) -> Result<()> {
-        if truth.len() != self.truth.len() {
-            return Err(Error::Shape(format!("{} truth values for a {:?} batch", truth.len(), self.truth.shape)));
+        let t = &self.bufs.truth;
+        if truth.len() != t.len() {
+            return Err(Error::Shape(format!("{} truth values for a {:?} batch", truth.len(), t.shape)));
         }
-        self.truth.upload(gpu, truth);
+        t.upload(gpu, truth);
         Ok(())
     }
 
@@ -477,44 +466,17 @@ impl UNetTrainer {
         self.loss.read(gpu)
     }
 
-    /// Zero every parameter gradient.
+    /// Zero every parameter gradient (the flat gradient buffer).
     pub fn zero_grad(&self, gpu: &Gpu) {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for p in self.params.values() {
-            enc.clear_buffer(&p.grad.buffer, 0, None);
-        }
-        gpu.queue.submit([enc.finish()]);
-    }
-
-    /// Copy every parameter's gradient into the optimizer's flat gradient buffer.
-    fn gather_grads(&self, gpu: &Gpu) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&self.flat.grads, 0, None);
-        for p in self.params.values() {
-            if let Some(off) = p.flat {
-                enc.copy_buffer_to_buffer(&p.grad.buffer, 0, &self.flat.grads, off as u64 * 4, p.grad.buffer.size());
-            }
-        }
         gpu.queue.submit([enc.finish()]);
     }
 
-    /// Copy the optimizer's flat parameters back into every parameter's own buffer.
-    fn scatter_values(&self, gpu: &Gpu) {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for p in self.params.values() {
-            if let Some(off) = p.flat {
-                enc.copy_buffer_to_buffer(&self.flat.values, off as u64 * 4, &p.value.buffer, 0, p.value.buffer.size());
-            }
-        }
-        gpu.queue.submit([enc.finish()]);
-    }
-
-    /// Apply the optimizer to the accumulated gradients with learning rate `lr`.
+    /// Apply the optimizer to the accumulated gradients with learning rate `lr` (in place on the
+    /// flat parameters, which the next forward reads).
     pub fn apply(&mut self, gpu: &Gpu, lr: f64) -> Result<StepReport> {
-        self.gather_grads(gpu);
-        let report = self.adam.step(gpu, &mut self.scaler, lr)?;
-        self.scatter_values(gpu);
-        Ok(report)
+        self.adam.step(gpu, &mut self.scaler, lr)
     }
 
     /// Where each parameter lives in the flat vectors of [`Self::read_params`] and
@@ -534,43 +496,23 @@ impl UNetTrainer {
             return Err(Error::Shape(format!("{} parameter values for a model of {}", values.len(), self.flat.len())));
         }
         self.flat.upload(gpu, values);
-        self.scatter_values(gpu);
         Ok(())
     }
 
     /// Replace the parameters of `entries` (from [`Self::layout`]) with `values`, their
     /// concatenation; only those bytes travel (an optimizer over a subset of a large model).
     pub fn write_param_entries(&mut self, gpu: &Gpu, entries: &[ParamEntry], values: &[f32]) -> Result<()> {
-        let need: usize = entries.iter().map(|e| e.len).sum();
-        if values.len() != need {
-            return Err(Error::Shape(format!("{} values for parameters of {need}", values.len())));
-        }
-        let mut at = 0;
-        for e in entries {
-            let p = self.param(&e.name)?;
-            let v = bytemuck::cast_slice(&values[at..at + e.len]);
-            gpu.queue.write_buffer(&p.value.buffer, 0, v);
-            gpu.queue.write_buffer(&self.flat.values, e.offset as u64 * 4, v);
-            at += e.len;
-        }
-        Ok(())
+        self.flat.upload_entries(gpu, entries, values)
     }
 
     /// The accumulated gradients of `entries`, concatenated (one readback).
     pub fn read_grad_entries(&self, gpu: &Gpu, entries: &[ParamEntry]) -> Result<Vec<f32>> {
-        let parts: Vec<(&wgpu::Buffer, u64)> =
-            entries.iter().map(|e| Ok((&self.param(&e.name)?.grad.buffer, e.len as u64 * 4))).collect::<Result<_>>()?;
-        Ok(bytemuck::pod_collect_to_vec(&Readback::concat(gpu, &parts)?))
-    }
-
-    fn param(&self, name: &str) -> Result<&Param> {
-        self.params.get(name).ok_or_else(|| Error::Invalid(format!("the U-Net has no parameter '{name}'")))
+        self.flat.read_grad_entries(gpu, entries)
     }
 
     /// The accumulated gradients, flat ([`Self::layout`] order), multiplied by the loss scale when
     /// loss scaling is on.
     pub fn read_grads(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        self.gather_grads(gpu);
         self.flat.read_grads(gpu)
     }
 
@@ -584,7 +526,7 @@ impl UNetTrainer {
 
     /// The model's output for the uploaded batch after the last forward (`[n, classes, h, w]`).
     pub fn output(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        self.output.to_f32(gpu)
+        self.bufs.output.to_f32(gpu)
     }
 
     /// The current state_dict: parameters, running statistics, `num_batches_tracked` (as a count).
@@ -594,8 +536,15 @@ impl UNetTrainer {
         for entry in self.flat.layout.entries() {
             out.push((entry.name.clone(), entry.shape.clone(), flat[entry.offset..entry.offset + entry.len].to_vec()));
         }
-        for (name, t) in &self.running {
-            out.push((name.clone(), vec![t.len()], t.to_f32(gpu)?));
+        // The running statistics by name, as a sorted map lists them.
+        let mut running: Vec<(String, &Tensor)> = Vec::new();
+        for (spec, layer) in self.net.blocks.iter().flat_map(|b| b.spec.iter().zip(&b.layers)) {
+            running.push((spec.bn("running_mean"), &layer.running_mean));
+            running.push((spec.bn("running_var"), &layer.running_var));
+        }
+        running.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, t) in running {
+            out.push((name, vec![t.len()], t.to_f32(gpu)?));
         }
         Ok(out)
     }
@@ -609,9 +558,11 @@ impl UNetTrainer {
         self.shape
     }
 
-    /// Bytes of every buffer the trainer allocated (activations kept for the backward, gradients,
-    /// parameters with the optimizer's flat copies and moments, scratch); fixed for the trainer's
-    /// lifetime. Small per-launch reduction buffers (BatchNorm partials, a few KiB) are not counted.
+    /// Bytes of the trainer's buffers by [`MemoryUse`] role (activations kept for the backward,
+    /// their gradients, parameters with the optimizer's gradients and moments and the
+    /// convolutions' storage copies, scratch); fixed for the trainer's lifetime. Not counted: the
+    /// raw frame upload, the loss's buffers, uniform blocks and the small per-launch reduction
+    /// buffers (BatchNorm and gradient-norm partials, a few KiB).
     pub fn bytes(&self) -> u64 {
         self.memory.total()
     }

@@ -2,8 +2,8 @@
 //! and their backward passes for training.
 //!
 //! Training uses the plain convolution `y = conv(x, W) + b` (BatchNorm and ReLU are separate ops):
-//! the weights live as f32 master weights `[cout, cin, k, k]` in a GPU buffer that the optimizer
-//! updates; [`ConvWeights::trainable`] holds the kernel-layout copies, refreshed from the master
+//! the weights live as f32 master weights `[cout, cin, k, k]` in a GPU buffer (or a range of one)
+//! that the optimizer updates; [`ConvWeights::trainable`] holds the kernel-layout copies, refreshed from the master
 //! by [`relayout`] (and the bias by [`relayout_bias`]) at the start of each step, on the GPU.
 //! Backward: [`conv_grad_input`] (dx, storage precision, may accumulate into a channel view),
 //! [`conv_grad_weight`] (dW, f32 `[cout, cin, k, k]`), [`conv_grad_bias`] (db, f32 `[cout]`).
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub mod reference;
 
 use crate::gpu::{
-    ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
+    Binding, ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
 };
 
 pub static SHADER: Shader = Shader { name: "conv", body: include_str!("../../../shaders/conv.wgsl") };
@@ -256,27 +256,30 @@ pub fn flops(n: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize) ->
     2.0 * (n * cin * cout * h * w * k * k) as f64
 }
 
-/// Fill trainable weights from f32 master weights `[cout, cin, k, k]` (a GPU buffer of at least
-/// `cout * cin * k * k` floats): the forward copy and the transposed copy for [`conv_grad_input`],
-/// converted to the storage precision. Record it after each optimizer step, before the forward.
-pub fn relayout(gpu: &Gpu, master: &wgpu::Buffer, w: &ConvWeights) -> Result<Dispatch> {
-    let kk = w.k * w.k;
+/// Fill trainable weights from f32 master weights `[cout, cin, k, k]` (a GPU buffer, or a range of
+/// one, of at least `cout * cin * k * k` floats): the forward copy and the transposed copy for
+/// [`conv_grad_input`], converted to the storage precision. Record it after each optimizer step,
+/// before the forward.
+pub fn relayout<'a>(gpu: &Gpu, master: impl Into<Binding<'a>>, w: &ConvWeights) -> Result<Dispatch> {
+    let (master, kk) = (master.into(), w.k * w.k);
     check_trainable(w, "relayout")?;
     check_f32_buffer(master, w.cout * w.cin * kk, &format!("master weights {}", w.shape()))?;
     let p = ConvParams { cin: w.cin as u32, cout: w.cout as u32, kk: kk as u32, ..Zeroable::zeroed() };
     let count = (w.cout.div_ceil(4) * w.cin + w.cin.div_ceil(4) * w.cout) * kk;
     let [gx, gy] = grid_1d(gpu, count, 64);
     let wtt = w.wtt.get().expect("trainable weights have a transposed copy");
-    Dispatch::new(gpu, &RELAYOUT, w.precision, &p, &[(5, master), (6, &w.wt), (7, wtt)], [gx, gy, 1])
+    Dispatch::new(gpu, &RELAYOUT, w.precision, &p, &[(5, master), (6, (&w.wt).into()), (7, wtt.into())], [gx, gy, 1])
 }
 
-/// Set the epilogue of trainable weights to `conv + bias[oc]` from an f32 GPU buffer of `cout`
-/// floats (scale 1, no activation). Without it a trainable convolution has no bias.
-pub fn relayout_bias(gpu: &Gpu, bias: &wgpu::Buffer, w: &ConvWeights) -> Result<Dispatch> {
+/// Set the epilogue of trainable weights to `conv + bias[oc]` from an f32 GPU buffer (or range)
+/// of `cout` floats (scale 1, no activation). Without it a trainable convolution has no bias.
+pub fn relayout_bias<'a>(gpu: &Gpu, bias: impl Into<Binding<'a>>, w: &ConvWeights) -> Result<Dispatch> {
+    let bias = bias.into();
     check_trainable(w, "relayout_bias")?;
     check_f32_buffer(bias, w.cout, &format!("bias of {}", w.shape()))?;
     let p = ConvParams { cout: w.cout as u32, ..Zeroable::zeroed() };
-    Dispatch::new(gpu, &RELAYOUT_BIAS, w.precision, &p, &[(8, bias), (9, &w.ss)], [w.cout.div_ceil(64) as u32, 1, 1])
+    let groups = [w.cout.div_ceil(64) as u32, 1, 1];
+    Dispatch::new(gpu, &RELAYOUT_BIAS, w.precision, &p, &[(8, bias), (9, (&w.ss).into())], groups)
 }
 
 fn check_trainable(w: &ConvWeights, what: &str) -> Result<()> {
@@ -290,7 +293,7 @@ fn check_trainable(w: &ConvWeights, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_f32_buffer(b: &wgpu::Buffer, floats: usize, what: &str) -> Result<()> {
+fn check_f32_buffer(b: Binding, floats: usize, what: &str) -> Result<()> {
     if b.size() < floats as u64 * 4 {
         return Err(Error::Shape(format!("{what}: needs {floats} f32 values, the buffer holds {} bytes", b.size())));
     }
@@ -316,18 +319,19 @@ pub fn conv_grad_input(
 }
 
 /// `dW (+)= sum over images and pixels of dy x x-window`: the weight gradient as f32 in PyTorch's
-/// layout `[cout, cin, k, k]`, into `dw` (at least `cout * cin * k * k` floats). `x` is the
+/// layout `[cout, cin, k, k]`, into `dw` (a buffer or range of at least `cout * cin * k * k`
+/// floats). `x` is the
 /// convolution's input, `dy` the gradient of its output. With `accumulate`, adds into `dw`
 /// (gradient accumulation over micro-batches).
 ///
 /// Returns one dispatch, or two when the pixels are split across workgroups (partial sums in a
 /// scratch buffer the dispatches keep alive, summed in a fixed order: deterministic).
-pub fn conv_grad_weight(
+pub fn conv_grad_weight<'a>(
     gpu: &Gpu,
     w: &ConvWeights,
     x: ChannelView,
     dy: ChannelView,
-    dw: &wgpu::Buffer,
+    dw: impl Into<Binding<'a>>,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
     let bytes = grad_weight_scratch_bytes(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
@@ -363,15 +367,16 @@ pub fn grad_weight_scratch_bytes(gpu: &Gpu, shape: [usize; 3], input: [usize; 3]
 
 /// [`conv_grad_weight`] with a caller-owned `scratch` of at least [`grad_weight_scratch_bytes`]
 /// (may be shared with other launches that do not run concurrently).
-pub fn conv_grad_weight_in(
+pub fn conv_grad_weight_in<'a>(
     gpu: &Gpu,
     w: &ConvWeights,
     x: ChannelView,
     dy: ChannelView,
-    dw: &wgpu::Buffer,
+    dw: impl Into<Binding<'a>>,
     accumulate: bool,
     scratch: Option<&wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
+    let dw = dw.into();
     let p = view_params(w.precision, [w.cin, w.cout], &x, &dy, "convolution weight gradient")?;
     let kk = w.k * w.k;
     let total = w.cout * w.cin * kk;
@@ -381,7 +386,7 @@ pub fn conv_grad_weight_in(
     let (chunks, per, strips) = grad_weight_split(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
     let p = ConvParams { kk: kk as u32, strips: strips as u32, chunk: per as u32, ..p };
     let groups = [w.cin.div_ceil(tile[1]) as u32, w.cout.div_ceil(tile[2]) as u32, chunks as u32];
-    let (xb, dyb) = (&x.tensor.buffer, &dy.tensor.buffer);
+    let (xb, dyb) = (Binding::from(x.tensor), Binding::from(dy.tensor));
     if chunks == 1 {
         let p = ConvParams { accumulate: accumulate as u32, ..p };
         return Ok(vec![Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, dw)], groups)?]);
@@ -396,17 +401,24 @@ pub fn conv_grad_weight_in(
             )));
         }
     };
-    let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, scratch)], groups)?;
+    let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, scratch.into())], groups)?;
     let rp = ConvParams { accumulate: accumulate as u32, chunk: chunks as u32, ..p };
     let [gx, gy] = grid_1d(gpu, total, 64);
-    let reduce = Dispatch::new(gpu, &GRAD_WEIGHT_REDUCE, w.precision, &rp, &[(12, scratch), (11, dw)], [gx, gy, 1])?;
+    let bufs = [(12, scratch.into()), (11, dw)];
+    let reduce = Dispatch::new(gpu, &GRAD_WEIGHT_REDUCE, w.precision, &rp, &bufs, [gx, gy, 1])?;
     Ok(vec![partial, reduce])
 }
 
-/// `db (+)= sum over images and pixels of dy`: the bias gradient, f32 `[channels]`, into `db` (at
-/// least `dy.channels` floats). Deterministic (fixed-order workgroup reduction).
-pub fn conv_grad_bias(gpu: &Gpu, dy: ChannelView, db: &wgpu::Buffer, accumulate: bool) -> Result<Dispatch> {
-    let c = dy.channels;
+/// `db (+)= sum over images and pixels of dy`: the bias gradient, f32 `[channels]`, into `db` (a
+/// buffer or range of at least `dy.channels` floats). Deterministic (fixed-order workgroup
+/// reduction).
+pub fn conv_grad_bias<'a>(
+    gpu: &Gpu,
+    dy: ChannelView,
+    db: impl Into<Binding<'a>>,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let (c, db) = (dy.channels, db.into());
     check_f32_buffer(db, c, "bias gradient")?;
     let p = ConvParams {
         n: dy.n() as u32,
@@ -418,5 +430,5 @@ pub fn conv_grad_bias(gpu: &Gpu, dy: ChannelView, db: &wgpu::Buffer, accumulate:
         accumulate: accumulate as u32,
         ..Zeroable::zeroed()
     };
-    Dispatch::new(gpu, &GRAD_BIAS, dy.tensor.precision, &p, &[(10, &dy.tensor.buffer), (11, db)], [c as u32, 1, 1])
+    Dispatch::new(gpu, &GRAD_BIAS, dy.tensor.precision, &p, &[(10, dy.tensor.into()), (11, db)], [c as u32, 1, 1])
 }
