@@ -2,6 +2,7 @@
 //! runs the model on batches of them and blends them back into finished rows.
 
 pub mod grid;
+pub mod region;
 pub mod stream;
 
 pub use grid::TileGrid;

@@ -10,3 +10,4 @@ mod convert;
 mod eval;
 mod generate;
 mod preview;
+mod region;
