@@ -2,17 +2,20 @@
 //! the time spent outside the model (reading, gathering, blending, writing), measured by running
 //! the same tiles through a model that only copies its first channel.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::commands::generate::generate;
 use crate::commands::infer::{InferOptions, InferStats, infer_with, load_model};
+use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
 use crate::nn::Model;
 use crate::psi::synthetic::GenerateOptions;
 
-pub struct BenchOptions {
+#[derive(Clone, Debug)]
+pub struct Options {
     pub height: usize,
     pub width: usize,
     pub weights: Option<PathBuf>,
@@ -22,20 +25,64 @@ pub struct BenchOptions {
     pub precision: Option<Precision>,
     /// Folder for the generated frame and outputs (removed afterwards).
     pub dir: PathBuf,
+    /// Write the figures ([`Report::to_json`]) here.
+    pub json: Option<PathBuf>,
 }
 
-pub struct BenchReport {
+impl Options {
+    /// A scratch folder for the frame, unique to this process.
+    pub fn scratch_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("psi-gpu-bench-{}", std::process::id()))
+    }
+}
+
+pub struct Report {
+    pub device: Device,
     pub model: InferStats,
     /// The same run with the first-channel model: everything but the model.
     pub pipeline: InferStats,
     pub generate_seconds: f64,
 }
 
-impl BenchReport {
+impl Report {
     /// Fraction of the model run's time that the pipeline alone takes (an upper bound on the
     /// time outside the model: the first-channel model is a tiny 1x1 convolution).
     pub fn share_outside_model(&self) -> f64 {
         self.pipeline.stream.seconds / self.model.stream.seconds.max(1e-12)
+    }
+
+    /// The figures `--json` writes.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (m, d) = (&self.model, &self.device);
+        serde_json::json!({
+            "device": d.name, "backend": d.backend, "device_type": d.device_type,
+            "frame": m.shape, "model": m.model, "precision": m.precision.to_string(),
+            "tile": [m.stream.tile_h, m.stream.tile_w], "overlap": m.overlap, "batch": m.stream.batch,
+            "tiles": m.stream.tiles, "seconds": m.stream.seconds, "megapixels_per_s": m.megapixels_per_s(),
+            "pipeline_seconds": self.pipeline.stream.seconds, "share_outside_model": self.share_outside_model(),
+            "peak_gpu_bytes": m.stream.peak_gpu_bytes,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (m, s) = (&self.model, &self.model.stream);
+        writeln!(f, "device    {} | driver {}", self.device, self.device.driver)?;
+        let [c, h, w] = m.shape;
+        writeln!(
+            f,
+            "frame     {c} x {h} x {w} u8 | model {} | precision {} | {} tiles of {}x{}, overlap {}, batch {}",
+            m.model, m.precision, s.tiles, s.tile_h, s.tile_w, m.overlap, s.batch
+        )?;
+        let gpu_mib = s.peak_gpu_bytes as f64 / 1048576.0;
+        writeln!(f, "infer     {:.3} s, {:.3} MP/s (GPU {gpu_mib:.1} MiB)", s.seconds, m.megapixels_per_s())?;
+        write!(
+            f,
+            "pipeline  {:.3} s with a copy-first-channel model: {:.1} % of the infer time is outside the model",
+            self.pipeline.stream.seconds,
+            100.0 * self.share_outside_model()
+        )
     }
 }
 
@@ -47,9 +94,11 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-pub fn bench(gpu: &Gpu, opts: &BenchOptions) -> Result<BenchReport> {
+/// Generate a u8 frame (noise σ = 2 counts), time infer on it with the model and with the
+/// first-channel model (each after an untimed warm-up run), write the JSON if asked.
+pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
-    let _cleanup = Cleanup(&opts.dir);
+    let cleanup = Cleanup(&opts.dir);
     let frame = opts.dir.join("frame.npy");
     let gopts = GenerateOptions {
         height: opts.height,
@@ -73,5 +122,10 @@ pub fn bench(gpu: &Gpu, opts: &BenchOptions) -> Result<BenchReport> {
     iopts.batch = Some(timed.stream.batch);
     infer_with(gpu, &copy, &iopts, |_, _| {})?;
     let pipeline = infer_with(gpu, &copy, &iopts, |_, _| {})?;
-    Ok(BenchReport { model: timed, pipeline, generate_seconds: generated.seconds })
+    drop(cleanup);
+    let report = Report { device: Device::of(gpu), model: timed, pipeline, generate_seconds: generated.seconds };
+    if let Some(path) = &opts.json {
+        write_json(path, &report.to_json())?;
+    }
+    Ok(report)
 }

@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::commands::write_json;
 use crate::error::{Error, Result};
 use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, band_rows, write_error_preview_masked};
 
@@ -89,6 +90,11 @@ pub fn eval(pred: &Path, truth: &Path, opts: &EvalOptions) -> Result<Metrics> {
     eval_in_bands(pred, truth, opts, None)
 }
 
+/// The preview style of error maps (labelled `|error| µm`).
+pub fn error_preview() -> PreviewOptions {
+    PreviewOptions { label: "|error| µm".into(), ..Default::default() }
+}
+
 /// Write a colour-mapped PNG of `|pred - truth|` (masked pixels shown as no data); see
 /// [`crate::io::preview::write_error_preview`].
 pub fn error_map(
@@ -99,6 +105,56 @@ pub fn error_map(
     preview: &PreviewOptions,
 ) -> Result<PreviewInfo> {
     write_error_preview_masked(pred, truth, opts.mask.as_deref(), output, preview)
+}
+
+/// `psi-gpu eval`: the maps to compare and the files to write.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Predicted and true height maps, `(H, W)` npy.
+    pub pred: PathBuf,
+    pub truth: PathBuf,
+    pub eval: EvalOptions,
+    /// Write the metrics ([`Metrics::to_json`]) here.
+    pub json: Option<PathBuf>,
+    /// Write a colour-mapped PNG of `|pred - truth|` here.
+    pub error_map: Option<PathBuf>,
+}
+
+/// What `psi-gpu eval` found and wrote.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub metrics: Metrics,
+    pub error_map: Option<(PathBuf, PreviewInfo)>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        self.metrics.to_json()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.metrics)?;
+        if let Some((png, info)) = &self.error_map {
+            let (w, h, min, max) = (info.width, info.height, info.min, info.max);
+            write!(f, "\nerror map: {} ({w}x{h}, |error| {min:.3e}..{max:.3e} µm)", png.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluate, then write the JSON and the error map if asked.
+pub fn run(opts: &Options) -> Result<Report> {
+    let metrics = eval(&opts.pred, &opts.truth, &opts.eval)?;
+    if let Some(path) = &opts.json {
+        write_json(path, &metrics.to_json())?;
+    }
+    let error_map = match &opts.error_map {
+        Some(png) => Some((png.clone(), error_map(&opts.pred, &opts.truth, png, &opts.eval, &error_preview())?)),
+        None => None,
+    };
+    Ok(Report { metrics, error_map })
 }
 
 /// [`eval`] with `band` rows per band (the default sizes bands by [`band_rows`]).

@@ -9,20 +9,24 @@
 //! travel between host and GPU).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::commands::Device;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::io::frames::{Frame, load_frames};
+use crate::io::weights::Weights;
 use crate::nn::unet::UNet;
 use crate::nn::unet::train::{TrainConfig, UNetTrainer};
 use crate::ops::loss::{LossKind, PhysicsConfig};
-use crate::optim::AdamConfig;
 use crate::optim::lbfgs::{Lbfgs, LbfgsConfig, LineSearch};
+use crate::optim::{AdamConfig, ParamEntry};
 use crate::rng::Rng;
+use crate::tiling::region;
 
 /// Which parameters L-BFGS changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,18 +40,6 @@ pub enum Layers {
 }
 
 impl Layers {
-    /// `head`, `all`, or comma-separated state_dict name prefixes (`up3,up4,outc`).
-    pub fn parse(s: &str) -> Option<Layers> {
-        match s {
-            "head" => Some(Layers::Head),
-            "all" => Some(Layers::All),
-            _ => {
-                let p: Vec<String> = s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
-                (!p.is_empty()).then_some(Layers::Prefixes(p))
-            }
-        }
-    }
-
     fn selects(&self, name: &str) -> bool {
         match self {
             Layers::Head => name.starts_with("up4.") || name.starts_with("outc."),
@@ -58,7 +50,7 @@ impl Layers {
 }
 
 #[derive(Clone, Debug)]
-pub struct FinetuneOptions {
+pub struct Options {
     /// The pretrained U-Net (safetensors state_dict or psi-gpu checkpoint).
     pub weights: PathBuf,
     /// Frames to adapt to: `(C, H, W)` npy files or folders of them.
@@ -87,9 +79,9 @@ pub struct FinetuneOptions {
     pub seed: u64,
 }
 
-impl Default for FinetuneOptions {
+impl Default for Options {
     fn default() -> Self {
-        FinetuneOptions {
+        Options {
             weights: PathBuf::new(),
             frames: vec![],
             holdout: vec![],
@@ -110,7 +102,10 @@ impl Default for FinetuneOptions {
 }
 
 #[derive(Clone, Debug)]
-pub struct FinetuneReport {
+pub struct Report {
+    pub device: Device,
+    /// The fine-tuned weights.
+    pub output: PathBuf,
     /// Parameters L-BFGS changed, of all the model has.
     pub selected: usize,
     pub total: usize,
@@ -219,49 +214,51 @@ fn check_frames(frames: &[Frame], channels: usize, ty: HostType, patch: [usize; 
     Ok(())
 }
 
-/// Fine-tune; `progress(iteration, loss)` is called after every closure evaluation.
-pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usize, f32)) -> Result<FinetuneReport> {
-    if opts.batch == 0 || opts.crops == 0 || opts.iterations == 0 {
-        return Err(Error::Invalid("--batch, --crops and --iterations must be at least 1".into()));
-    }
-    let (weights, _, nbt) = checkpoint::load(&opts.weights)?;
-    let config = UNet::config(&weights)?;
-    let frames = load_frames(&opts.frames, &[])?;
-    let holdout = if opts.holdout.is_empty() { vec![] } else { load_frames(&opts.holdout, &[])? };
-    let ty = frames[0].ty;
-    let patch = if opts.patch == 0 {
-        let (h, w) = (frames[0].h, frames[0].w);
-        if frames.iter().chain(&holdout).any(|f| (f.h, f.w) != (h, w)) {
-            return Err(Error::Invalid("--patch 0 (whole frames) needs frames of one size".into()));
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [ph, pw] = self.patch;
+        writeln!(
+            f,
+            "finetuned {} of {} parameters on {} ({} crops of {ph} x {pw}, eval-mode BatchNorm, f32): physics loss {:.4} -> {:.4}",
+            self.selected, self.total, self.device, self.crops, self.loss_before, self.loss_after
+        )?;
+        if let Some((before, after)) = self.holdout {
+            writeln!(f, "held-out frames: physics loss {before:.4} -> {after:.4}")?;
         }
-        [h, w]
-    } else {
-        [opts.patch, opts.patch]
-    };
-    check_frames(&frames, config.n_channels, ty, patch, "fine-tuning frames")?;
-    check_frames(&holdout, config.n_channels, ty, patch, "held-out frames")?;
-    let set = crop_set(&frames, patch, opts.crops, opts.seed);
-    let hold_set = crop_set(&holdout, patch, opts.crops, opts.seed ^ 0x4015);
-    // One micro-batch size (the trainer's) that divides both crop sets.
-    let batch = micro_batch(gcd(set.len(), hold_set.len()), opts.batch);
-
-    let input_scale = opts.input_scale.or(weights.metadata_f32("input_scale")?).unwrap_or(ty.default_scale());
-    let physics = PhysicsConfig { smoothness: opts.smoothness, per_pixel_ab: opts.per_pixel_ab, ..Default::default() };
-    let tcfg = TrainConfig {
-        loss: LossKind::Physics(physics),
-        adam: AdamConfig::default(),
-        input_scale,
-        precision: Precision::F32,
-        loss_scaling: false,
-        frozen_bn: true,
-    };
-    let mut trainer = UNetTrainer::new(gpu, &weights, batch, patch[0], patch[1], tcfg)?;
-    let entries: Vec<_> = trainer.layout().entries().iter().filter(|e| opts.layers.selects(&e.name)).cloned().collect();
-    if entries.is_empty() {
-        return Err(Error::Invalid(format!("--layers {:?} selects no parameter of the model", opts.layers)));
+        let gpu_mib = self.gpu_bytes as f64 / 1048576.0;
+        writeln!(
+            f,
+            "L-BFGS: {} iterations, {} evaluations, history {}, {:.1} s; GPU {gpu_mib:.1} MiB",
+            self.iterations, self.evaluations, self.history, self.seconds
+        )?;
+        write!(f, "wrote {}", self.output.display())
     }
-    let selected: usize = entries.iter().map(|e| e.len).sum();
-    let total = trainer.layout().entries().iter().map(|e| e.len).sum();
+}
+
+/// The crop size: `patch` x `patch`, or with `patch` 0 the one size of every frame.
+fn patch_size(patch: usize, frames: &[Frame], holdout: &[Frame]) -> Result<[usize; 2]> {
+    if patch > 0 {
+        return Ok([patch, patch]);
+    }
+    let (h, w) = (frames[0].h, frames[0].w);
+    if frames.iter().chain(holdout).any(|f| (f.h, f.w) != (h, w)) {
+        return Err(Error::Invalid("--patch 0 (whole frames) needs frames of one size".into()));
+    }
+    Ok([h, w])
+}
+
+/// The parameters `layers` selects, and the model's parameter count.
+fn select(trainer: &UNetTrainer, layers: &Layers) -> Result<(Vec<ParamEntry>, usize)> {
+    let all = trainer.layout().entries();
+    let entries: Vec<ParamEntry> = all.iter().filter(|e| layers.selects(&e.name)).cloned().collect();
+    if entries.is_empty() {
+        return Err(Error::Invalid(format!("--layers {layers:?} selects no parameter of the model")));
+    }
+    Ok((entries, all.iter().map(|e| e.len).sum()))
+}
+
+/// Curvature pairs kept: the requested number (default 100), at most what `memory_mib` holds.
+fn history_size(opts: &Options, selected: usize) -> Result<usize> {
     let fits = (opts.memory_mib << 20) / (8 * selected).max(1);
     let history = opts.history.unwrap_or(100).min(fits);
     if history == 0 {
@@ -271,17 +268,87 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
             (8 * selected) as f64 / 1048576.0
         )));
     }
+    Ok(history)
+}
+
+/// The frames and their fixed crop sets, cut into micro-batches.
+struct Data {
+    train: Batches,
+    holdout: Option<Batches>,
+    crops: usize,
+    patch: [usize; 2],
+    batch: usize,
+}
+
+impl Data {
+    fn load(opts: &Options, channels: usize) -> Result<Data> {
+        let frames = load_frames(&opts.frames, &[])?;
+        let holdout = if opts.holdout.is_empty() { vec![] } else { load_frames(&opts.holdout, &[])? };
+        let ty = frames[0].ty;
+        let patch = patch_size(opts.patch, &frames, &holdout)?;
+        check_frames(&frames, channels, ty, patch, "fine-tuning frames")?;
+        check_frames(&holdout, channels, ty, patch, "held-out frames")?;
+        let set = crop_set(&frames, patch, opts.crops, opts.seed);
+        let hold_set = crop_set(&holdout, patch, opts.crops, opts.seed ^ 0x4015);
+        // One micro-batch size (the trainer's) that divides both crop sets.
+        let batch = micro_batch(gcd(set.len(), hold_set.len()), opts.batch);
+        let train = Batches::new(&frames, &set, batch, patch);
+        let holdout = (!hold_set.is_empty()).then(|| Batches::new(&holdout, &hold_set, batch, patch));
+        Ok(Data { train, holdout, crops: set.len(), patch, batch })
+    }
+}
+
+/// The trainer in eval mode on the physics loss, at the data's micro-batch and patch size.
+fn eval_mode_trainer(
+    gpu: &Gpu,
+    weights: &Weights,
+    opts: &Options,
+    data: &Data,
+    input_scale: f32,
+) -> Result<UNetTrainer> {
+    let physics = PhysicsConfig { smoothness: opts.smoothness, per_pixel_ab: opts.per_pixel_ab, ..Default::default() };
+    let tcfg = TrainConfig {
+        loss: LossKind::Physics(physics),
+        adam: AdamConfig::default(),
+        input_scale,
+        precision: Precision::F32,
+        loss_scaling: false,
+        frozen_bn: true,
+    };
+    UNetTrainer::new(gpu, weights, data.batch, data.patch[0], data.patch[1], tcfg)
+}
+
+/// The physics loss on the held-out crops, if there are any.
+fn holdout_loss(
+    gpu: &Gpu,
+    trainer: &mut UNetTrainer,
+    data: &Data,
+    resident: &mut Option<(usize, usize)>,
+) -> Result<Option<f32>> {
+    data.holdout.as_ref().map(|h| evaluate(gpu, trainer, h, 1, resident)).transpose()
+}
+
+/// Fine-tune; `progress(evaluations, loss)` is called after every closure evaluation.
+pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, f32)) -> Result<Report> {
+    if opts.batch == 0 || opts.crops == 0 || opts.iterations == 0 {
+        return Err(Error::Invalid("--batch, --crops and --iterations must be at least 1".into()));
+    }
+    let (weights, _, nbt) = checkpoint::load(&opts.weights)?;
+    let config = UNet::config(&weights)?;
+    let data = Data::load(opts, config.n_channels)?;
+    let input_scale = region::input_scale(opts.input_scale, weights.metadata_f32("input_scale")?, data.train.ty);
+    let mut trainer = eval_mode_trainer(gpu, &weights, opts, &data, input_scale)?;
+    let (entries, total) = select(&trainer, &opts.layers)?;
+    let selected: usize = entries.iter().map(|e| e.len).sum();
+    let history = history_size(opts, selected)?;
 
     let full = trainer.read_params(gpu)?;
     let mut x: Vec<f32> = entries.iter().flat_map(|e| full[e.offset..e.offset + e.len].iter().copied()).collect();
     drop(full);
     let t0 = Instant::now();
-    let (train_batches, hold_batches) =
-        (Batches::new(&frames, &set, batch, patch), Batches::new(&holdout, &hold_set, batch, patch));
     let mut resident = None;
-    let holdout_before =
-        if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &hold_batches, 1, &mut resident)?) };
-    let loss_before = evaluate(gpu, &mut trainer, &train_batches, 0, &mut resident)?;
+    let holdout_before = holdout_loss(gpu, &mut trainer, &data, &mut resident)?;
+    let loss_before = evaluate(gpu, &mut trainer, &data.train, 0, &mut resident)?;
     if !loss_before.is_finite() {
         return Err(Error::Invalid(format!("the physics loss of the given weights is {loss_before}")));
     }
@@ -299,25 +366,21 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     )?;
     let mut best = (loss_before, x.clone());
     let mut evals = 0;
-    {
-        let mut closure = |p: &[f32], g: &mut [f32]| -> Result<f32> {
-            trainer.write_param_entries(gpu, &entries, p)?;
-            let loss = evaluate(gpu, &mut trainer, &train_batches, 0, &mut resident)?;
-            g.copy_from_slice(&trainer.read_grad_entries(gpu, &entries)?);
-            evals += 1;
-            if loss < best.0 {
-                best = (loss, p.to_vec());
-            }
-            progress(evals, loss);
-            Ok(loss)
-        };
-        lbfgs.step(&mut x, &mut closure)?;
-    }
+    lbfgs.step(&mut x, &mut |p: &[f32], g: &mut [f32]| -> Result<f32> {
+        trainer.write_param_entries(gpu, &entries, p)?;
+        let loss = evaluate(gpu, &mut trainer, &data.train, 0, &mut resident)?;
+        g.copy_from_slice(&trainer.read_grad_entries(gpu, &entries)?);
+        evals += 1;
+        if loss < best.0 {
+            best = (loss, p.to_vec());
+        }
+        progress(evals, loss);
+        Ok(loss)
+    })?;
     // Keep the best parameters evaluated (L-BFGS's last point can be a rejected trial).
     let (loss_after, x) = best;
     trainer.write_param_entries(gpu, &entries, &x)?;
-    let holdout_after =
-        if hold_set.is_empty() { None } else { Some(evaluate(gpu, &mut trainer, &hold_batches, 1, &mut resident)?) };
+    let holdout_after = holdout_loss(gpu, &mut trainer, &data, &mut resident)?;
 
     let mut metadata: BTreeMap<String, String> = weights.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     metadata.insert("input_scale".into(), format!("{input_scale}"));
@@ -327,15 +390,17 @@ pub fn finetune(gpu: &Gpu, opts: &FinetuneOptions, mut progress: impl FnMut(usiz
     metadata.insert("trained_by".into(), format!("psi-gpu {}", env!("CARGO_PKG_VERSION")));
     let ck = Checkpoint { tensors: trainer.state_dict(gpu)?, num_batches_tracked: nbt, metadata, optimizer: None };
     checkpoint::save(&opts.output, &ck)?;
-    Ok(FinetuneReport {
+    Ok(Report {
+        device: Device::of(gpu),
+        output: opts.output.clone(),
         selected,
         total,
         history,
         loss_before,
         loss_after,
         holdout: holdout_before.zip(holdout_after),
-        crops: set.len(),
-        patch,
+        crops: data.crops,
+        patch: data.patch,
         iterations: lbfgs.iterations(),
         evaluations: lbfgs.evaluations(),
         seconds: t0.elapsed().as_secs_f64(),

@@ -3,14 +3,17 @@
 //! heights `(H, W)` f32 beside it. Two band slots: the GPU computes one while the host writes the
 //! other, so memory depends on the band and the width, never on the height.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
+use crate::commands::Device;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::npy::NpyWriter;
+use crate::io::preview::{PreviewOptions, write_preview};
 use crate::ops::synth::{BandSlot, SynthInputs, band_rows, words_per_channel};
 use crate::psi::synthetic::GenerateOptions;
 
@@ -146,4 +149,69 @@ pub fn generate(
         height_range: sink.range,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// `psi-gpu generate`: the frame to make and where its files go.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub generate: GenerateOptions,
+    /// The bucket stack `(L·N, H, W)` npy.
+    pub output: PathBuf,
+    /// Also write the true heights `(H, W)` f32 here.
+    pub truth: Option<PathBuf>,
+    /// Write a colour-mapped PNG of the true heights here.
+    pub preview: Option<PathBuf>,
+}
+
+/// What `psi-gpu generate` wrote.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub options: Options,
+    pub stats: GenerateStats,
+    pub device: Device,
+    /// The preview's width and height.
+    pub preview: Option<(usize, usize)>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (o, s) = (&self.options, &self.stats);
+        let (lo, hi) = s.height_range;
+        write!(
+            f,
+            "wrote {} {:?} {} | {} surface, ",
+            o.output.display(),
+            s.shape,
+            s.dtype.name(),
+            o.generate.shape.name()
+        )?;
+        write!(f, "heights {lo:.3}..{hi:.3} µm | {:.2} s on {}", s.seconds, self.device)?;
+        if let Some(t) = &o.truth {
+            write!(f, "\ntruth: {}", t.display())?;
+        }
+        if let (Some(png), Some((w, h))) = (&o.preview, self.preview) {
+            write!(f, "\npreview: {} ({w}x{h})", png.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Generate the frame, its truth if asked, and the preview (drawn from the truth, which is
+/// written beside the output for the purpose and removed when `truth` is not asked for).
+pub fn run(gpu: &Gpu, opts: &Options, on_rows: impl FnMut(usize, usize)) -> Result<Report> {
+    let truth =
+        opts.truth.clone().or_else(|| opts.preview.as_ref().map(|_| opts.output.with_extension("truth.tmp.npy")));
+    let stats = generate(gpu, &opts.generate, &opts.output, truth.as_deref(), on_rows)?;
+    let preview = match (&opts.preview, &truth) {
+        (Some(png), Some(t)) => {
+            let info = write_preview(t, png, &PreviewOptions::default());
+            if opts.truth.is_none() {
+                let _ = std::fs::remove_file(t);
+            }
+            let info = info?;
+            Some((info.width, info.height))
+        }
+        _ => None,
+    };
+    Ok(Report { options: opts.clone(), stats, device: Device::of(gpu), preview })
 }

@@ -1,19 +1,25 @@
 //! `psi-gpu infer`: a bucket frame in, a height map (or the model's output channels) out.
 //!
 //! read bands → tiles → model → blend → write rows (see `tiling::stream`). The model is the
-//! U-Net when weights are given, else the classical multi-wavelength solver.
+//! U-Net when weights are given, else the classical multi-wavelength solver. [`infer`] is the
+//! engine (benchmarks and the demo call it); [`run`] is the command: infer, then the optional
+//! preview PNG and statistics JSON.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
+use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
 use crate::io::npy::{NpyReader, NpyWriter};
+use crate::io::preview::{PreviewInfo, PreviewOptions, write_preview};
 use crate::io::weights::Weights;
 use crate::nn::Model;
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
 use crate::ops::classical::ClassicalConfig;
+pub use crate::tiling::region::input_scale;
 use crate::tiling::{StreamOptions, StreamStats, stream};
 
 #[derive(Clone, Debug)]
@@ -74,20 +80,24 @@ impl InferStats {
     }
 }
 
-/// The scale a frame of `ty` gets: the user's, else the weights' metadata, else the type's default.
-pub fn input_scale(user: Option<f32>, metadata: Option<f32>, ty: HostType) -> f32 {
-    user.or(metadata).unwrap_or(ty.default_scale())
+/// Where infer writes without `-o`: `INPUT.height.npy` beside the input.
+pub fn default_output(input: &Path) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "frame".into());
+    input.with_file_name(format!("{stem}.height.npy"))
+}
+
+/// The U-Net of the weights at `path` in `precision` (`None`: f16 where the device has it).
+pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result<Model> {
+    let weights = Weights::load(path)?;
+    UNet::config(&weights)?;
+    let precision = gpu.resolve_precision(precision)?;
+    Ok(Model::UNet(UNet::new(gpu, &weights, precision)?))
 }
 
 /// Load the model the options ask for.
 pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
     match &opts.weights {
-        Some(path) => {
-            let weights = Weights::load(path)?;
-            UNet::config(&weights)?;
-            let precision = gpu.resolve_precision(opts.precision)?;
-            Ok(Model::UNet(UNet::new(gpu, &weights, precision)?))
-        }
+        Some(path) => load_unet(gpu, path, opts.precision),
         None => {
             let mut config = opts.classical.clone();
             config.quality = opts.quality.is_some();
@@ -170,4 +180,100 @@ pub fn infer_with(
         overlap: if stats.tiles > 1 { opts.overlap } else { 0 },
         stream: stats,
     })
+}
+
+/// `psi-gpu infer`: the run and the extra files it writes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub infer: InferOptions,
+    /// Write a colour-mapped PNG of the height map here.
+    pub preview: Option<PathBuf>,
+    /// Write the run statistics ([`Report::to_json`]) here.
+    pub stats_json: Option<PathBuf>,
+}
+
+/// What `psi-gpu infer` did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub output: PathBuf,
+    pub stats: InferStats,
+    pub device: Device,
+    pub preview: Option<(PathBuf, PreviewInfo)>,
+}
+
+impl Report {
+    /// The statistics `--stats-json` writes.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (s, d) = (&self.stats, &self.device);
+        serde_json::json!({
+            "seconds": s.stream.seconds,
+            "tiles": s.stream.tiles,
+            "megapixels_per_s": s.megapixels_per_s(),
+            "device": d.name,
+            "backend": d.backend,
+            "device_type": d.device_type,
+            "precision": s.precision.to_string(),
+            "model": s.model,
+            "frame": s.shape,
+            "input_dtype": s.input_type.name(),
+            "input_scale": s.input_scale,
+            "tile": [s.stream.tile_h, s.stream.tile_w],
+            "overlap": s.overlap,
+            "batch": s.stream.batch,
+            "peak_gpu_bytes": s.stream.peak_gpu_bytes,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "wrote {} {:?} f32 | {} | frame {:?} {} x{} | {} tiles of {}x{} (batch {}) | {} on {} | {:.3} s, {:.2} MP/s | GPU {:.1} MiB",
+            self.output.display(),
+            s.output_shape,
+            s.model,
+            s.shape,
+            s.input_type.name(),
+            s.input_scale,
+            s.stream.tiles,
+            s.stream.tile_h,
+            s.stream.tile_w,
+            s.stream.batch,
+            s.precision,
+            self.device,
+            s.stream.seconds,
+            s.megapixels_per_s(),
+            s.stream.peak_gpu_bytes as f64 / 1048576.0
+        )?;
+        if let Some((png, info)) = &self.preview {
+            write!(
+                f,
+                "\npreview: {} ({}x{}, {:.3}..{:.3} µm)",
+                png.display(),
+                info.width,
+                info.height,
+                info.min,
+                info.max
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Infer, then write the preview and the statistics if asked; `on_tiles(done, total)` reports
+/// progress.
+pub fn run(gpu: &Gpu, opts: &Options, on_tiles: impl FnMut(usize, usize)) -> Result<Report> {
+    let stats = infer(gpu, &opts.infer, on_tiles)?;
+    let output = opts.infer.output.clone();
+    let preview = match &opts.preview {
+        Some(png) => Some((png.clone(), write_preview(&output, png, &PreviewOptions::default())?)),
+        None => None,
+    };
+    let report = Report { output, stats, device: Device::of(gpu), preview };
+    if let Some(path) = &opts.stats_json {
+        write_json(path, &report.to_json())?;
+    }
+    Ok(report)
 }

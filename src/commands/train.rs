@@ -2,27 +2,32 @@
 //! frames made on the fly), random crops, gradient accumulation, learning-rate schedules,
 //! validation on held-out synthetic frames, loss history, checkpoints and resume.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::commands::Device;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
-use crate::io::checkpoint::{self, Checkpoint};
+use crate::io::atomic::AtomicFile;
+use crate::io::checkpoint::{self, Checkpoint, OptimizerState};
 use crate::io::frames::{Frame, load_frames};
 use crate::io::weights::Weights;
+use crate::nn::Model;
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
 use crate::nn::unet::init::{he_init, to_weights};
 use crate::nn::unet::train::{MemoryUse, TrainConfig, UNetTrainer};
 use crate::ops::classical::ClassicalConfig;
-use crate::ops::convert::{RawBuffer, from_raw};
 use crate::ops::loss::{LossKind, PhysicsConfig};
-use crate::optim::{AdamConfig, LrSchedule};
+use crate::optim::{AdamConfig, LrSchedule, StepReport};
 use crate::psi::buckets::{self, SynthConfig};
 use crate::psi::surface::random_heights_cpu;
 use crate::rng::Rng;
+use crate::tiling::region;
 
 const NO_METADATA: [(&str, &str); 0] = [];
 
@@ -37,7 +42,7 @@ pub enum LossChoice {
 }
 
 #[derive(Clone, Debug)]
-pub struct TrainOptions {
+pub struct Options {
     /// Start from these weights (a safetensors state_dict or a psi-gpu checkpoint).
     pub init: Option<PathBuf>,
     /// Base width of fresh He-initialised weights (without `init`).
@@ -83,9 +88,9 @@ pub struct TrainOptions {
     pub validation: usize,
 }
 
-impl Default for TrainOptions {
+impl Default for Options {
     fn default() -> Self {
-        TrainOptions {
+        Options {
             init: None,
             base: 8,
             frames: vec![],
@@ -146,7 +151,11 @@ pub struct Validation {
     pub classical_range_rmse: Option<f64>,
 }
 
-pub struct TrainReport {
+/// What a training run did.
+pub struct Report {
+    pub device: Device,
+    /// The trained weights.
+    pub output: PathBuf,
     pub steps: usize,
     pub seconds_per_step: f64,
     pub first_loss: f32,
@@ -160,12 +169,55 @@ pub struct TrainReport {
     pub loss: LossChoice,
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.memory;
+        write!(
+            f,
+            "trained {} steps on {} ({}, {} loss): {:.3} s/step, loss {:.4} -> {:.4}, {} skipped (overflow), ",
+            self.steps,
+            self.device,
+            self.precision,
+            format!("{:?}", self.loss).to_lowercase(),
+            self.seconds_per_step,
+            self.first_loss,
+            self.last_loss,
+            self.skipped_steps,
+        )?;
+        writeln!(
+            f,
+            "GPU {:.1} MiB per step (activations {:.1}, their gradients {:.1}, parameters + Adam {:.1}, scratch {:.1})",
+            mib(m.total()),
+            mib(m.activations),
+            mib(m.gradients),
+            mib(m.parameters),
+            mib(m.scratch)
+        )?;
+        for v in &self.validations {
+            let restricted = match v.classical_range_rmse {
+                Some(c) => format!("; searching only the training height range: {c:.4} µm"),
+                None => String::new(),
+            };
+            writeln!(
+                f,
+                "validation at step {}: height RMSE {:.4} µm (classical solver on the same frames: {:.4} µm{restricted})",
+                v.step, v.rmse, v.classical_rmse
+            )?;
+        }
+        write!(f, "wrote {}", self.output.display())
+    }
+}
+
 fn rmse(a: &[f32], b: &[f32]) -> f64 {
     (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64).sqrt()
 }
 
 /// Height RMSE of `weights` (eval mode) and of the classical solver (with each configuration in
-/// `classical`) on `frames`.
+/// `classical`) on `frames`, each frame run in memory as one tile.
 fn validate(
     gpu: &Gpu,
     weights: &Weights,
@@ -173,39 +225,28 @@ fn validate(
     scale: f32,
     classical: &[ClassicalConfig],
 ) -> Result<(f64, Vec<f64>)> {
-    let model = UNet::new(gpu, weights, Precision::F32)?;
-    let solvers = classical.iter().map(|c| Classical::new(gpu, c.clone())).collect::<Result<Vec<_>>>()?;
+    let model = Model::UNet(UNet::new(gpu, weights, Precision::F32)?);
+    let solvers =
+        classical.iter().map(|c| Ok(Model::Classical(Classical::new(gpu, c.clone())?))).collect::<Result<Vec<_>>>()?;
+    // Squared error of the height map (the first output channel) of `model` on `f`.
+    let squared_error = |model: &Model, f: &Frame, scale: f32| -> Result<f64> {
+        let truth = f.truth.as_ref().expect("validation frames are synthetic");
+        let (out, _) =
+            region::run_raw(gpu, model, f.ty, [f.c, f.h, f.w], &f.bytes, Some(scale))?.into_raw_vec_and_offset();
+        Ok(rmse(&out[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64)
+    };
     let (mut se, mut se_c, mut n) = (0.0, vec![0.0; solvers.len()], 0usize);
     for f in frames {
-        let truth = f.truth.as_ref().expect("validation frames are synthetic");
-        let raw = RawBuffer::upload(gpu, f.ty, &f.bytes)?;
-        let plan = model.plan(gpu, 1, f.h, f.w)?;
-        let d1 = from_raw(gpu, &raw, scale, &plan.input)?;
-        let mut all = vec![&d1];
-        all.extend(&plan.dispatches);
-        gpu.run(&all)?;
-        let out = plan.output.to_f32(gpu)?;
-        se += rmse(&out[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
+        se += squared_error(&model, f, scale)?;
         for (solver, acc) in solvers.iter().zip(&mut se_c) {
-            let cplan = solver.plan(gpu, 1, f.h, f.w)?;
-            let d2 = from_raw(gpu, &raw, 1.0, &cplan.input)?;
-            let mut all = vec![&d2];
-            all.extend(&cplan.dispatches);
-            gpu.run(&all)?;
-            let cout = cplan.output.to_f32(gpu)?;
-            *acc += rmse(&cout[..f.h * f.w], truth).powi(2) * (f.h * f.w) as f64;
+            *acc += squared_error(solver, f, 1.0)?;
         }
         n += f.h * f.w;
     }
     Ok(((se / n as f64).sqrt(), se_c.iter().map(|s| (s / n as f64).sqrt()).collect()))
 }
 
-/// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step.
-pub fn train(
-    gpu: &Gpu,
-    opts: &TrainOptions,
-    mut progress: impl FnMut(usize, usize, (f32, f32, f32), f32),
-) -> Result<TrainReport> {
+fn check_options(opts: &Options) -> Result<()> {
     if opts.batch == 0 || opts.grad_accum == 0 {
         return Err(Error::Invalid("--batch and --grad-accum must be at least 1".into()));
     }
@@ -214,204 +255,293 @@ pub fn train(
     {
         return Err(Error::Invalid(format!("--height-range {lo},{hi}: expected LO,HI with LO < HI")));
     }
-    // Weights: resume > init > fresh.
-    let (weights, optim, nbt) = match (&opts.resume, &opts.init) {
-        (Some(p), _) | (None, Some(p)) => checkpoint::load(p)?,
-        (None, None) => (to_weights(&he_init(16, 1, opts.base, opts.seed), NO_METADATA), None, 0),
-    };
-    let config = UNet::config(&weights)?;
-    let precision = gpu.resolve_precision(opts.precision)?;
+    Ok(())
+}
 
+/// The weights to start from: `resume` > `init` > fresh He-initialised ones; with the optimizer
+/// state and `num_batches_tracked` a checkpoint carries.
+fn starting_weights(opts: &Options) -> Result<(Weights, Option<OptimizerState>, i64)> {
+    match (&opts.resume, &opts.init) {
+        (Some(p), _) | (None, Some(p)) => checkpoint::load(p),
+        (None, None) => Ok((to_weights(&he_init(16, 1, opts.base, opts.seed), NO_METADATA), None, 0)),
+    }
+}
+
+/// The training frames (files, or synthetic ones) and the held-out synthetic validation frames.
+fn frame_sets(opts: &Options) -> Result<(Vec<Frame>, Vec<Frame>)> {
+    let synthetic = |seed: u64| synthetic_frame(seed, opts.synthetic_size, opts.noise, opts.height_range);
     let frames = if opts.frames.is_empty() {
-        (0..opts.synthetic.max(1))
-            .map(|i| {
-                synthetic_frame(opts.seed * 1_000_003 + i as u64, opts.synthetic_size, opts.noise, opts.height_range)
-            })
-            .collect()
+        (0..opts.synthetic.max(1)).map(|i| synthetic(opts.seed * 1_000_003 + i as u64)).collect()
     } else {
         load_frames(&opts.frames, &opts.truth)?
     };
-    let val: Vec<Frame> = (0..opts.validation)
-        .map(|i| {
-            synthetic_frame(u64::MAX - opts.seed * 7919 - i as u64, opts.synthetic_size, opts.noise, opts.height_range)
-        })
-        .collect();
-    let steps = match opts.epochs {
-        Some(e) => e * frames.len().div_ceil(opts.batch * opts.grad_accum),
-        None => opts.steps,
-    };
-    let ty = frames[0].ty;
-    if frames.iter().any(|f| f.ty != ty || f.c != config.n_channels) {
-        return Err(Error::Invalid(format!(
-            "training frames must all be {} with {} channels (the model's input)",
-            ty.name(),
-            config.n_channels
-        )));
-    }
+    let validation = (0..opts.validation).map(|i| synthetic(u64::MAX - opts.seed * 7919 - i as u64)).collect();
+    Ok((frames, validation))
+}
+
+/// `Auto` resolved: supervised when every frame has a truth map.
+fn resolve_loss(choice: &LossChoice, frames: &[Frame]) -> Result<LossChoice> {
     let all_truth = frames.iter().all(|f| f.truth.is_some());
-    let loss_choice = match opts.loss {
+    let loss = match choice {
         LossChoice::Auto if all_truth => LossChoice::Supervised,
         LossChoice::Auto => LossChoice::Physics,
-        ref l => l.clone(),
+        l => l.clone(),
     };
-    if loss_choice == LossChoice::Supervised && !all_truth {
+    if loss == LossChoice::Supervised && !all_truth {
         return Err(Error::Invalid("--loss supervised needs --truth for every frame (or synthetic frames)".into()));
     }
-    let (ph, pw) = if opts.patch == 0 {
+    Ok(loss)
+}
+
+/// The crop size: `patch` x `patch`, or the frames' one size with `patch` 0.
+fn patch_size(patch: usize, frames: &[Frame]) -> Result<(usize, usize)> {
+    if patch == 0 {
         let (h, w) = (frames[0].h, frames[0].w);
         if frames.iter().any(|f| (f.h, f.w) != (h, w)) {
             return Err(Error::Invalid("--patch 0 (whole frames) needs frames of one size".into()));
         }
-        (h, w)
-    } else {
-        if frames.iter().any(|f| f.h < opts.patch || f.w < opts.patch) {
-            return Err(Error::Invalid(format!("--patch {} is larger than a training frame", opts.patch)));
-        }
-        (opts.patch, opts.patch)
-    };
-    let input_scale = opts.input_scale.or(weights.metadata_f32("input_scale")?).unwrap_or(ty.default_scale());
-    let loss = match loss_choice {
-        LossChoice::Supervised => LossKind::Mse,
-        _ => LossKind::Physics(PhysicsConfig { smoothness: opts.smoothness, ..Default::default() }),
-    };
-    let tcfg = TrainConfig {
-        loss,
-        adam: AdamConfig {
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            max_grad_norm: opts.clip,
-            ..Default::default()
-        },
-        input_scale,
-        precision,
-        loss_scaling: precision == Precision::F16,
-        frozen_bn: false,
-    };
-    let mut trainer = UNetTrainer::new(gpu, &weights, opts.batch, ph, pw, tcfg)?;
-    if let Some(o) = &optim {
-        trainer.restore_optimizer(gpu, o)?;
+        return Ok((h, w));
     }
-    // Steps taken so far: the checkpoint's loop count (skipped f16 steps included), not Adam's.
-    let start_step = match (&optim, weights.metadata.get("steps")) {
-        (Some(_), Some(s)) => s.parse().unwrap_or(0),
-        (Some(o), None) => o.step as usize,
-        (None, _) => 0,
-    };
-    let mut history = match &opts.history {
-        Some(p) => {
-            let mut f = std::fs::File::create(p).map_err(|e| Error::io(p, e))?;
-            writeln!(f, "step,lr,loss,data,smoothness,scale,applied").map_err(|e| Error::io(p, e))?;
-            Some((p.clone(), f))
+    if frames.iter().any(|f| f.h < patch || f.w < patch) {
+        return Err(Error::Invalid(format!("--patch {patch} is larger than a training frame")));
+    }
+    Ok((patch, patch))
+}
+
+/// The loss history CSV, written atomically: complete when the run ends, absent if it fails.
+struct History(AtomicFile);
+
+impl History {
+    fn create(path: &Path) -> Result<History> {
+        let mut h = History(AtomicFile::create(path)?);
+        h.line(format_args!("step,lr,loss,data,smoothness,scale,applied"))?;
+        Ok(h)
+    }
+
+    fn line(&mut self, text: fmt::Arguments) -> Result<()> {
+        let path = self.0.path().to_path_buf();
+        writeln!(self.0.writer()?, "{text}").map_err(|e| Error::io(path, e))
+    }
+}
+
+/// A training run: the data, the trainer and what is fixed for the whole run.
+struct Session<'a> {
+    gpu: &'a Gpu,
+    opts: &'a Options,
+    frames: Vec<Frame>,
+    validation: Vec<Frame>,
+    ty: HostType,
+    patch: (usize, usize),
+    loss: LossChoice,
+    input_scale: f32,
+    precision: Precision,
+    base: usize,
+    /// `num_batches_tracked` of the starting weights.
+    nbt: i64,
+    /// The classical solvers validation compares with.
+    classical: Vec<ClassicalConfig>,
+    trainer: UNetTrainer,
+    /// Scratch for one micro-batch's crops and their truth.
+    bytes: Vec<u8>,
+    truth: Vec<f32>,
+}
+
+impl<'a> Session<'a> {
+    /// Check the options and the data, build the trainer; also returns the step to start from.
+    fn new(gpu: &'a Gpu, opts: &'a Options) -> Result<(Session<'a>, usize)> {
+        check_options(opts)?;
+        let (weights, optim, nbt) = starting_weights(opts)?;
+        let config = UNet::config(&weights)?;
+        let precision = gpu.resolve_precision(opts.precision)?;
+        let (frames, validation) = frame_sets(opts)?;
+        let ty = frames[0].ty;
+        if frames.iter().any(|f| f.ty != ty || f.c != config.n_channels) {
+            return Err(Error::Invalid(format!(
+                "training frames must all be {} with {} channels (the model's input)",
+                ty.name(),
+                config.n_channels
+            )));
         }
-        None => None,
-    };
-    let metadata = |step: usize| {
-        let mut m = std::collections::BTreeMap::new();
-        m.insert("input_scale".to_string(), format!("{input_scale}"));
-        m.insert("base".into(), config.base.to_string());
-        m.insert("loss".into(), format!("{loss_choice:?}").to_lowercase());
-        m.insert("smoothness".into(), opts.smoothness.to_string());
-        m.insert("lr".into(), opts.lr.to_string());
+        let loss = resolve_loss(&opts.loss, &frames)?;
+        let patch = patch_size(opts.patch, &frames)?;
+        let input_scale = region::input_scale(opts.input_scale, weights.metadata_f32("input_scale")?, ty);
+        let kind = match loss {
+            LossChoice::Supervised => LossKind::Mse,
+            _ => LossKind::Physics(PhysicsConfig { smoothness: opts.smoothness, ..Default::default() }),
+        };
+        let adam =
+            AdamConfig { lr: opts.lr, weight_decay: opts.weight_decay, max_grad_norm: opts.clip, ..Default::default() };
+        let loss_scaling = precision == Precision::F16;
+        let tcfg = TrainConfig { loss: kind, adam, input_scale, precision, loss_scaling, frozen_bn: false };
+        let mut trainer = UNetTrainer::new(gpu, &weights, opts.batch, patch.0, patch.1, tcfg)?;
+        if let Some(o) = &optim {
+            trainer.restore_optimizer(gpu, o)?;
+        }
+        // Steps taken so far: the checkpoint's loop count (skipped f16 steps included), not Adam's.
+        let start_step = match (&optim, weights.metadata.get("steps")) {
+            (Some(_), Some(s)) => s.parse().unwrap_or(0),
+            (Some(o), None) => o.step as usize,
+            (None, _) => 0,
+        };
+        // The classical solver as it is, and searching only the synthetic height range (the
+        // network's prior; 0.1 µm margins so that noise at the range's ends still finds its
+        // fringe order).
+        let mut classical = vec![ClassicalConfig::default()];
+        if let (Some((lo, hi)), true) = (opts.height_range, opts.frames.is_empty()) {
+            classical.push(ClassicalConfig { height_range: (lo - 0.1, hi + 0.1), ..Default::default() });
+        }
+        let (bytes, truth) = (Vec::new(), Vec::new());
+        let base = config.base;
+        let s = Session {
+            gpu,
+            opts,
+            frames,
+            validation,
+            ty,
+            patch,
+            loss,
+            input_scale,
+            precision,
+            base,
+            nbt,
+            classical,
+            trainer,
+            bytes,
+            truth,
+        };
+        Ok((s, start_step))
+    }
+
+    /// Total steps: `steps`, or `epochs` passes over the frames.
+    fn steps(&self) -> usize {
+        let o = self.opts;
+        match o.epochs {
+            Some(e) => e * self.frames.len().div_ceil(o.batch * o.grad_accum),
+            None => o.steps,
+        }
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches of random crops: the mean (loss, data,
+    /// smoothness), the learning rate and Adam's report.
+    fn step(&mut self, step: usize) -> Result<((f32, f32, f32), f64, StepReport)> {
+        let (gpu, opts, (ph, pw)) = (self.gpu, self.opts, self.patch);
+        // Crops depend only on (seed, step): a resumed run sees the batches it would have seen.
+        let mut rng = Rng::new(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
+        self.trainer.zero_grad(gpu);
+        let mut sum = (0f32, 0f32, 0f32);
+        for _ in 0..opts.grad_accum {
+            self.bytes.clear();
+            self.truth.clear();
+            for _ in 0..opts.batch {
+                let f = &self.frames[rng.below(self.frames.len())];
+                let (y0, x0) = (rng.below(f.h - ph + 1), rng.below(f.w - pw + 1));
+                f.crop(y0, x0, ph, pw, &mut self.bytes);
+                if let Some(t) = &f.truth {
+                    for y in y0..y0 + ph {
+                        self.truth.extend_from_slice(&t[y * f.w + x0..y * f.w + x0 + pw]);
+                    }
+                }
+            }
+            self.trainer.set_frames(gpu, self.ty, &self.bytes)?;
+            if self.loss == LossChoice::Supervised {
+                self.trainer.set_truth(gpu, &self.truth)?;
+            }
+            let l = self.trainer.accumulate(gpu, 1.0 / opts.grad_accum as f32)?;
+            sum = (sum.0 + l.total, sum.1 + l.data, sum.2 + l.smoothness);
+        }
+        let k = opts.grad_accum as f32;
+        let lr = opts.schedule.lr(opts.lr, step);
+        let report = self.trainer.apply(gpu, lr)?;
+        Ok(((sum.0 / k, sum.1 / k, sum.2 / k), lr, report))
+    }
+
+    /// The weights' metadata after `step` steps.
+    fn metadata(&self, step: usize) -> BTreeMap<String, String> {
+        let o = self.opts;
+        let mut m = BTreeMap::new();
+        m.insert("input_scale".to_string(), format!("{}", self.input_scale));
+        m.insert("base".into(), self.base.to_string());
+        m.insert("loss".into(), format!("{:?}", self.loss).to_lowercase());
+        m.insert("smoothness".into(), o.smoothness.to_string());
+        m.insert("lr".into(), o.lr.to_string());
         m.insert("steps".into(), step.to_string());
-        m.insert("batch".into(), opts.batch.to_string());
-        m.insert("patch".into(), opts.patch.to_string());
-        m.insert("precision".into(), precision.to_string());
-        if let Some((lo, hi)) = opts.height_range {
+        m.insert("batch".into(), o.batch.to_string());
+        m.insert("patch".into(), o.patch.to_string());
+        m.insert("precision".into(), self.precision.to_string());
+        if let Some((lo, hi)) = o.height_range {
             m.insert("height_range".into(), format!("{lo},{hi}"));
         }
         m.insert("trained_by".into(), format!("psi-gpu {}", env!("CARGO_PKG_VERSION")));
         m
-    };
-    let save = |trainer: &UNetTrainer, path: &Path, step: usize, with_optimizer: bool| -> Result<()> {
-        let optimizer = if with_optimizer { Some(trainer.optimizer_state(gpu)?) } else { None };
+    }
+
+    /// Save the weights after `step` steps (with the optimizer state: a resumable checkpoint).
+    fn save(&self, path: &Path, step: usize, with_optimizer: bool) -> Result<()> {
+        let gpu = self.gpu;
+        let optimizer = if with_optimizer { Some(self.trainer.optimizer_state(gpu)?) } else { None };
         let ck = Checkpoint {
-            tensors: trainer.state_dict(gpu)?,
-            num_batches_tracked: nbt + trainer.batches() as i64,
-            metadata: metadata(step),
+            tensors: self.trainer.state_dict(gpu)?,
+            num_batches_tracked: self.nbt + self.trainer.batches() as i64,
+            metadata: self.metadata(step),
             optimizer,
         };
         checkpoint::save(path, &ck)
-    };
-    // The classical solver as it is, and searching only the synthetic height range (the network's
-    // prior; 0.1 µm margins so that noise at the range's ends still finds its fringe order).
-    let mut classical = vec![ClassicalConfig::default()];
-    if let (Some((lo, hi)), true) = (opts.height_range, opts.frames.is_empty()) {
-        classical.push(ClassicalConfig { height_range: (lo - 0.1, hi + 0.1), ..Default::default() });
     }
-    let validate_now = |trainer: &UNetTrainer, step: usize| -> Result<Validation> {
-        let w = to_weights(&trainer.state_dict(gpu)?, NO_METADATA);
-        let (rmse, c) = validate(gpu, &w, &val, input_scale, &classical)?;
-        Ok(Validation { step, rmse, classical_rmse: c[0], classical_range_rmse: c.get(1).copied() })
-    };
 
+    fn validate(&self, step: usize) -> Result<Validation> {
+        let w = to_weights(&self.trainer.state_dict(self.gpu)?, NO_METADATA);
+        let (rmse, c) = validate(self.gpu, &w, &self.validation, self.input_scale, &self.classical)?;
+        Ok(Validation { step, rmse, classical_rmse: c[0], classical_range_rmse: c.get(1).copied() })
+    }
+}
+
+/// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step.
+pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f32, f32, f32), f32)) -> Result<Report> {
+    let (mut session, start_step) = Session::new(gpu, opts)?;
+    let steps = session.steps();
+    let mut history = opts.history.as_deref().map(History::create).transpose()?;
     let mut validations = Vec::new();
     let (mut first_loss, mut last_loss, mut skipped) = (f32::NAN, f32::NAN, 0);
     let t0 = Instant::now();
-    let mut bytes = Vec::new();
-    let mut truth = Vec::new();
     for step in start_step..steps {
-        // Crops depend only on (seed, step): a resumed run sees the batches it would have seen.
-        let mut rng = Rng::new(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
-        trainer.zero_grad(gpu);
-        let mut loss_sum = (0f32, 0f32, 0f32);
-        for _ in 0..opts.grad_accum {
-            bytes.clear();
-            truth.clear();
-            for _ in 0..opts.batch {
-                let f = &frames[rng.below(frames.len())];
-                let (y0, x0) = (rng.below(f.h - ph + 1), rng.below(f.w - pw + 1));
-                f.crop(y0, x0, ph, pw, &mut bytes);
-                if let Some(t) = &f.truth {
-                    for y in y0..y0 + ph {
-                        truth.extend_from_slice(&t[y * f.w + x0..y * f.w + x0 + pw]);
-                    }
-                }
-            }
-            trainer.set_frames(gpu, ty, &bytes)?;
-            if loss_choice == LossChoice::Supervised {
-                trainer.set_truth(gpu, &truth)?;
-            }
-            let l = trainer.accumulate(gpu, 1.0 / opts.grad_accum as f32)?;
-            loss_sum = (loss_sum.0 + l.total, loss_sum.1 + l.data, loss_sum.2 + l.smoothness);
-        }
-        let k = opts.grad_accum as f32;
-        let loss = (loss_sum.0 / k, loss_sum.1 / k, loss_sum.2 / k);
-        let lr = opts.schedule.lr(opts.lr, step);
-        let report = trainer.apply(gpu, lr)?;
-        if !report.applied {
-            skipped += 1;
-        }
+        let (loss, lr, report) = session.step(step)?;
+        skipped += !report.applied as usize;
         if first_loss.is_nan() {
             first_loss = loss.0;
         }
         last_loss = loss.0;
-        if let Some((p, f)) = history.as_mut() {
-            writeln!(f, "{},{lr},{},{},{},{},{}", step + 1, loss.0, loss.1, loss.2, report.scale, report.applied)
-                .map_err(|e| Error::io(&*p, e))?;
+        if let Some(h) = history.as_mut() {
+            let (n, scale, applied) = (step + 1, report.scale, report.applied);
+            h.line(format_args!("{n},{lr},{},{},{},{scale},{applied}", loss.0, loss.1, loss.2))?;
         }
         progress(step + 1, steps, loss, lr as f32);
         if opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0 {
-            save(&trainer, &opts.output.with_extension("ckpt.safetensors"), step + 1, true)?;
+            session.save(&opts.output.with_extension("ckpt.safetensors"), step + 1, true)?;
         }
         if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < steps {
-            validations.push(validate_now(&trainer, step + 1)?);
+            validations.push(session.validate(step + 1)?);
         }
     }
     let trained = steps.saturating_sub(start_step);
     let seconds_per_step = t0.elapsed().as_secs_f64() / trained.max(1) as f64;
     if opts.validation > 0 {
-        validations.push(validate_now(&trainer, steps)?);
+        validations.push(session.validate(steps)?);
     }
-    save(&trainer, &opts.output, steps, false)?;
-    Ok(TrainReport {
+    session.save(&opts.output, steps, false)?;
+    if let Some(h) = history {
+        h.0.commit()?;
+    }
+    Ok(Report {
+        device: Device::of(gpu),
+        output: opts.output.clone(),
         steps: trained,
         seconds_per_step,
         first_loss,
         last_loss,
         validations,
-        memory: trainer.memory(),
-        precision,
+        memory: session.trainer.memory(),
+        precision: session.precision,
         skipped_steps: skipped,
-        loss: loss_choice,
+        loss: session.loss,
     })
 }

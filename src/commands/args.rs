@@ -1,0 +1,331 @@
+//! Values the command line spells as text, one parser each: `FromStr` (and `Display` where a
+//! default is shown in `--help`). A parse error is an [`ArgError`] whose message names the flag;
+//! the CLI prints it as its one `error:` line.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::commands::finetune::Layers;
+use crate::commands::pinn::{FitInit, Problem};
+use crate::commands::train::LossChoice;
+use crate::dtype::HostType;
+use crate::gpu::Precision;
+use crate::io::weights::parse_scale;
+use crate::optim::LrSchedule;
+use crate::psi::config::{DEFAULT_A, DEFAULT_B, DEFAULT_WAVELENGTHS};
+use crate::psi::surface::Shape;
+
+/// A value the command line could not parse; the message names the flag and what it expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgError(pub String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+fn fail<T>(message: String) -> Result<T, ArgError> {
+    Err(ArgError(message))
+}
+
+/// `LO,HI` as two numbers (spaces around them allowed).
+fn pair<T: FromStr>(s: &str) -> Option<(T, T)> {
+    let (a, b) = s.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// `--precision`: `auto` (f16 where the GPU has it: `None`), `f32` or `f16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrecisionArg(pub Option<Precision>);
+
+impl FromStr for PrecisionArg {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        Precision::parse(s)
+            .map(PrecisionArg)
+            .ok_or_else(|| ArgError(format!("--precision '{s}': expected auto, f32 or f16")))
+    }
+}
+
+/// `--input-scale`: a positive number such as `0.5`, `1e-3` or `1/255`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputScale(pub f32);
+
+impl FromStr for InputScale {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        parse_scale(s)
+            .map(InputScale)
+            .ok_or_else(|| ArgError(format!("--input-scale '{s}': expected a positive number like 1/255")))
+    }
+}
+
+/// `--height-range LO,HI` in µm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeightRange(pub (f32, f32));
+
+const HEIGHT_RANGE: &str = "expected LO,HI in µm (like 0.1,2.4)";
+
+impl FromStr for HeightRange {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        pair(s).map(HeightRange).ok_or_else(|| ArgError(format!("--height-range '{s}': {HEIGHT_RANGE}")))
+    }
+}
+
+impl fmt::Display for HeightRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{}", self.0.0, self.0.1)
+    }
+}
+
+/// Training's `--height-range`: `LO,HI` in µm, or `full` (`None`: the surfaces' own range).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyntheticRange(pub Option<(f32, f32)>);
+
+impl FromStr for SyntheticRange {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s {
+            "full" => Ok(SyntheticRange(None)),
+            _ => match pair(s) {
+                Some(r) => Ok(SyntheticRange(Some(r))),
+                None => fail(format!("--height-range '{s}': {HEIGHT_RANGE} or full")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for SyntheticRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("full"),
+            Some(r) => HeightRange(r).fmt(f),
+        }
+    }
+}
+
+/// `--schedule`: `constant`, `step:SIZE:GAMMA` (StepLR) or `exp:GAMMA` (ExponentialLR).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule(pub LrSchedule);
+
+impl FromStr for Schedule {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let schedule = match s.split(':').collect::<Vec<_>>()[..] {
+            ["constant"] => Some(LrSchedule::Constant),
+            ["step", size, gamma] => size
+                .parse()
+                .ok()
+                .zip(gamma.parse().ok())
+                .map(|(step_size, gamma)| LrSchedule::Step { step_size, gamma }),
+            ["exp", gamma] => gamma.parse().ok().map(|gamma| LrSchedule::Exponential { gamma }),
+            _ => None,
+        };
+        schedule
+            .map(Schedule)
+            .ok_or_else(|| ArgError(format!("--schedule '{s}': expected constant, step:SIZE:GAMMA or exp:GAMMA")))
+    }
+}
+
+/// `--dtype`: `f32`, `f16`, `u8` or `u16` (numpy's `float32`, `float16`, `uint8`, `uint16` too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dtype(pub HostType);
+
+impl FromStr for Dtype {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Dtype(HostType::F32)),
+            "f16" | "float16" => Ok(Dtype(HostType::F16)),
+            "u8" | "uint8" => Ok(Dtype(HostType::U8)),
+            "u16" | "uint16" => Ok(Dtype(HostType::U16)),
+            other => fail(format!("--dtype '{other}': expected f32, f16, u8 or u16")),
+        }
+    }
+}
+
+/// `--shape`: `seed` or `random`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SurfaceShape(pub Shape);
+
+impl FromStr for SurfaceShape {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        Shape::parse(s).map(SurfaceShape).ok_or_else(|| ArgError(format!("--shape '{s}': expected seed or random")))
+    }
+}
+
+/// `--wavelengths`: the lasers' wavelengths in µm, comma-separated; the default is
+/// [`DEFAULT_WAVELENGTHS`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wavelengths(pub Vec<f32>);
+
+impl Default for Wavelengths {
+    fn default() -> Self {
+        Wavelengths(DEFAULT_WAVELENGTHS.to_vec())
+    }
+}
+
+impl FromStr for Wavelengths {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let values: Option<Vec<f32>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
+        values
+            .map(Wavelengths)
+            .ok_or_else(|| ArgError(format!("--wavelengths '{s}': expected wavelengths in µm like 5.0,5.5")))
+    }
+}
+
+impl fmt::Display for Wavelengths {
+    /// Each value as Rust's shortest round-trip form with a decimal point (`5.0,5.5,6.05,6.655`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text: Vec<String> = self.0.iter().map(|v| format!("{v:?}")).collect();
+        f.write_str(&text.join(","))
+    }
+}
+
+/// `--ab A,B`: the bucket model's offset and modulation; the default is [`DEFAULT_A`],
+/// [`DEFAULT_B`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ab(pub f32, pub f32);
+
+impl Default for Ab {
+    fn default() -> Self {
+        Ab(DEFAULT_A, DEFAULT_B)
+    }
+}
+
+impl FromStr for Ab {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        pair(s).map(|(a, b)| Ab(a, b)).ok_or_else(|| ArgError("--ab: expected A,B".into()))
+    }
+}
+
+impl fmt::Display for Ab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{}", self.0, self.1)
+    }
+}
+
+/// `--region y,x,h,w` in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region(pub [usize; 4]);
+
+impl FromStr for Region {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let values: Option<Vec<usize>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
+        match values.as_deref() {
+            Some(&[y, x, h, w]) => Ok(Region([y, x, h, w])),
+            _ => fail("--region: expected y,x,h,w".into()),
+        }
+    }
+}
+
+impl FromStr for LossChoice {
+    type Err = ArgError;
+    /// `--loss`: `physics`, `supervised` or `auto`.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s {
+            "physics" => Ok(LossChoice::Physics),
+            "supervised" => Ok(LossChoice::Supervised),
+            "auto" => Ok(LossChoice::Auto),
+            other => fail(format!("--loss '{other}': expected auto, physics or supervised")),
+        }
+    }
+}
+
+impl FromStr for Layers {
+    type Err = ArgError;
+    /// `--layers`: `head`, `all`, or comma-separated state_dict name prefixes (`up3,up4,outc`).
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s {
+            "head" => Ok(Layers::Head),
+            "all" => Ok(Layers::All),
+            _ => {
+                let p: Vec<String> = s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+                if p.is_empty() {
+                    return fail(format!("--layers '{s}': expected head, all or name prefixes like up4,outc"));
+                }
+                Ok(Layers::Prefixes(p))
+            }
+        }
+    }
+}
+
+impl FromStr for FitInit {
+    type Err = ArgError;
+    /// `--init`: `classical` or `unet:W.safetensors`.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s.split_once(':') {
+            None if s == "classical" => Ok(FitInit::Classical),
+            Some(("unet", weights)) => Ok(FitInit::UNet(weights.into())),
+            _ => fail(format!("--init '{s}': expected classical or unet:W.safetensors")),
+        }
+    }
+}
+
+impl FromStr for Problem {
+    type Err = ArgError;
+    /// `pinn bench PROBLEM`: `helmholtz`.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s {
+            "helmholtz" => Ok(Problem::Helmholtz),
+            _ => fail(format!("pinn bench '{s}': the available problem is helmholtz")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_print_as_help_shows_them_and_parse_back() {
+        assert_eq!(Wavelengths::default().to_string(), "5.0,5.5,6.05,6.655");
+        assert_eq!(Wavelengths::default().to_string().parse::<Wavelengths>(), Ok(Wavelengths::default()));
+        assert_eq!(Ab::default().to_string(), "128,100");
+        assert_eq!(HeightRange((-100.0, 100.0)).to_string(), "-100,100");
+        assert_eq!(SyntheticRange(Some((0.1, 2.4))).to_string(), "0.1,2.4");
+        assert_eq!("full".parse::<SyntheticRange>(), Ok(SyntheticRange(None)));
+        assert_eq!(" 0.1 , 2.4".parse::<HeightRange>(), Ok(HeightRange((0.1, 2.4))));
+    }
+
+    #[test]
+    fn each_parser_accepts_its_forms_and_names_its_flag_on_error() {
+        assert_eq!("auto".parse::<PrecisionArg>(), Ok(PrecisionArg(None)));
+        assert_eq!("F16".parse::<PrecisionArg>(), Ok(PrecisionArg(Some(Precision::F16))));
+        assert_eq!("1/255".parse::<InputScale>(), Ok(InputScale(1.0 / 255.0)));
+        assert_eq!("step:10:0.5".parse::<Schedule>(), Ok(Schedule(LrSchedule::Step { step_size: 10, gamma: 0.5 })));
+        assert_eq!("exp:0.9".parse::<Schedule>(), Ok(Schedule(LrSchedule::Exponential { gamma: 0.9 })));
+        assert_eq!("UINT16".parse::<Dtype>(), Ok(Dtype(HostType::U16)));
+        assert_eq!("3,4,5,6".parse::<Region>(), Ok(Region([3, 4, 5, 6])));
+        assert_eq!("up3, outc".parse::<Layers>(), Ok(Layers::Prefixes(vec!["up3".into(), "outc".into()])));
+        assert_eq!("unet:w.safetensors".parse::<FitInit>(), Ok(FitInit::UNet("w.safetensors".into())));
+        let errors = [
+            ("--precision", "f64".parse::<PrecisionArg>().err()),
+            ("--input-scale", "0".parse::<InputScale>().err()),
+            ("--height-range", "1".parse::<HeightRange>().err()),
+            ("or full", "x,1".parse::<SyntheticRange>().err()),
+            ("--schedule", "step:x:1".parse::<Schedule>().err()),
+            ("--dtype 'i32'", "I32".parse::<Dtype>().err()),
+            ("--shape", "cube".parse::<SurfaceShape>().err()),
+            ("--wavelengths", "5,x".parse::<Wavelengths>().err()),
+            ("--ab", "1".parse::<Ab>().err()),
+            ("--region", "1,2,3".parse::<Region>().err()),
+            ("--loss", "l1".parse::<LossChoice>().err()),
+            ("--layers", ",".parse::<Layers>().err()),
+            ("--init", "foo".parse::<FitInit>().err()),
+            ("helmholtz", "poisson".parse::<Problem>().err()),
+        ];
+        for (needle, e) in errors {
+            let e = e.unwrap_or_else(|| panic!("{needle}: accepted"));
+            assert!(e.0.contains(needle), "{needle}: {e}");
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The command line's flags: one clap struct per subcommand (its docs are the `--help` text),
+//! each followed by its conversion into the command's `Options`. Values spelled as text are
+//! parsed by `psi_gpu::commands::args`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use psi_gpu::commands::args::{
+    Ab, ArgError, Dtype, HeightRange, InputScale, PrecisionArg, Region, Schedule, SurfaceShape, SyntheticRange,
+    Wavelengths,
+};
+use psi_gpu::commands::finetune::Layers;
+use psi_gpu::commands::pinn::{FitInit, Problem};
+use psi_gpu::commands::train::LossChoice;
+use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, pinn, train};
+use psi_gpu::io::images::ImageFormat;
+use psi_gpu::ops::classical::ClassicalConfig;
+use psi_gpu::psi::PsiConfig;
+use psi_gpu::psi::config::DEFAULT_BUCKETS;
+use psi_gpu::psi::synthetic::GenerateOptions;
+
+#[derive(Parser)]
+#[command(name = "psi-gpu", version, about = "Phase-shifting-interferometry bucket images to height maps on any GPU")]
+pub struct Cli {
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct GpuArgs {
+    /// Graphics backend: auto, vulkan, dx12, metal or gl.
+    #[arg(long, global = true, env = "PSI_GPU_BACKEND", default_value = "auto")]
+    pub backend: String,
+    /// Adapter index among those of the backend (see `psi-gpu info`).
+    #[arg(long, global = true, env = "PSI_GPU_ADAPTER")]
+    pub adapter: Option<usize>,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+pub enum Command {
+    /// List adapters with their features and limits.
+    Info,
+    /// Run a model over a (C, H, W) npy frame.
+    Infer(InferArgs),
+    /// Compare a height map with the truth: RMSE, MAE, max, MAPE, bias, detrended RMSE.
+    Eval(EvalArgs),
+    /// Write a synthetic bucket frame (and its true heights), generated on the GPU in bands.
+    Generate(GenerateArgs),
+    /// First run in one command: generate a noisy frame, infer it, evaluate it, draw previews.
+    Demo(DemoArgs),
+    /// Time the whole infer path on a generated frame (megapixels/s, share outside the model).
+    Bench(BenchArgs),
+    /// Convert a folder of bucket_NN.bmp/png images to a (C, H, W) npy stack, or back.
+    Convert(ConvertArgs),
+    /// Train the U-Net on the GPU (physics or supervised loss, Adam, f32 or f16 with loss scaling).
+    Train(TrainArgs),
+    /// Adapt a trained U-Net to frames without truth: L-BFGS on the physics loss (eval-mode
+    /// BatchNorm, as infer) over chosen layers.
+    Finetune(FinetuneArgs),
+    /// Scaled-cPIKAN (Chebyshev KAN) networks.
+    #[command(subcommand)]
+    Pinn(PinnCommand),
+}
+
+#[derive(Args)]
+pub struct InferArgs {
+    /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32.
+    input: PathBuf,
+    /// Output npy (default: INPUT.height.npy next to the input).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
+    /// multi-wavelength solver runs.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Tile size in pixels; 0 runs the whole frame as one tile.
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    /// Overlap between neighbouring tiles, blended with sin² ramps.
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+    /// Tiles per GPU batch (default: from the adapter's limits and --gpu-memory).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// GPU memory (MiB) the automatic batch may give to model activations.
+    #[arg(long, default_value_t = 2048)]
+    gpu_memory: u64,
+    /// Storage precision of the U-Net: auto (f16 where the GPU has it), f32 or f16.
+    #[arg(long, default_value = "auto")]
+    precision: PrecisionArg,
+    /// Factor applied to the input before the model (e.g. 1/255); default from the weights'
+    /// metadata, else 1/255 for u8, 1/65535 for u16, 1 for floats.
+    #[arg(long)]
+    input_scale: Option<InputScale>,
+    /// Classical solver: laser wavelengths in µm.
+    #[arg(long, default_value_t)]
+    wavelengths: Wavelengths,
+    /// Classical solver: phase steps per laser (channel = laser * buckets + bucket).
+    #[arg(long, default_value_t = DEFAULT_BUCKETS)]
+    buckets: usize,
+    /// Classical solver: height search range in µm, as MIN,MAX.
+    #[arg(long, default_value_t = HeightRange(ClassicalConfig::default().height_range), allow_hyphen_values = true)]
+    height_range: HeightRange,
+    /// Classical solver: also write the fringe-contrast (quality) map here.
+    #[arg(long)]
+    quality: Option<PathBuf>,
+    /// Write run statistics (time, tiles, throughput, device, memory) as JSON here.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Write a colour-mapped PNG of the height map here.
+    #[arg(long)]
+    preview: Option<PathBuf>,
+}
+
+impl From<InferArgs> for infer::Options {
+    fn from(a: InferArgs) -> Self {
+        let output = a.output.unwrap_or_else(|| infer::default_output(&a.input));
+        let mut o = infer::InferOptions::new(a.input, output);
+        (o.weights, o.quality, o.tile, o.overlap, o.batch) = (a.weights, a.quality, a.tile, a.overlap, a.batch);
+        (o.precision, o.input_scale, o.memory_budget) = (a.precision.0, a.input_scale.map(|s| s.0), a.gpu_memory << 20);
+        o.classical.psi = PsiConfig::with(a.wavelengths.0, a.buckets);
+        o.classical.height_range = a.height_range.0;
+        infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }
+    }
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Predicted height map, (H, W) npy.
+    pred: PathBuf,
+    /// True height map, (H, W) npy.
+    truth: PathBuf,
+    /// Write the metrics as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a colour-mapped PNG of |pred - truth| here.
+    #[arg(long)]
+    error_map: Option<PathBuf>,
+    /// Evaluate only pixels where this (H, W) npy is non-zero.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+}
+
+impl From<EvalArgs> for eval::Options {
+    fn from(a: EvalArgs) -> Self {
+        let eval = eval::EvalOptions { mask: a.mask };
+        Self { pred: a.pred, truth: a.truth, eval, json: a.json, error_map: a.error_map }
+    }
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Output bucket stack (L·N, H, W) npy.
+    output: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    /// Element type: f32, u8, u16 or f16 (integers are rounded and clipped).
+    #[arg(long, default_value = "f32")]
+    dtype: Dtype,
+    /// Also write the true heights (H, W) f32 here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Surface: seed (the seed's peak + plane + cone) or random (smooth caps, tilts, steps, ripples).
+    #[arg(long, default_value = "seed")]
+    shape: SurfaceShape,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Random surfaces only: heights × this (e.g. 0.02 with --height-offset 1.25 keeps them within
+    /// one 2.5 µm fringe of 5 µm light).
+    #[arg(long, default_value_t = 1.0)]
+    height_scale: f32,
+    /// Random surfaces only: added to the heights, µm.
+    #[arg(long, default_value_t = 0.0)]
+    height_offset: f32,
+    /// Gaussian noise σ in counts.
+    #[arg(long, default_value_t = 0.0)]
+    noise: f32,
+    /// Offset and modulation A,B of I = A + B·cos(4π·h/λ + δ).
+    #[arg(long, default_value_t)]
+    ab: Ab,
+    /// Relative smooth per-pixel variation of A and B.
+    #[arg(long, default_value_t = 0.0)]
+    ab_variation: f32,
+    #[arg(long, default_value_t)]
+    wavelengths: Wavelengths,
+    #[arg(long, default_value_t = DEFAULT_BUCKETS)]
+    buckets: usize,
+    /// Write a colour-mapped PNG of the true heights here.
+    #[arg(long)]
+    preview: Option<PathBuf>,
+}
+
+impl From<GenerateArgs> for generate::Options {
+    fn from(a: GenerateArgs) -> Self {
+        let generate = GenerateOptions {
+            height: a.height,
+            width: a.width,
+            dtype: a.dtype.0,
+            psi: PsiConfig { wavelengths: a.wavelengths.0, buckets: a.buckets, a: a.ab.0, b: a.ab.1 },
+            ab_variation: a.ab_variation,
+            noise: a.noise,
+            seed: a.seed,
+            shape: a.shape.0,
+            height_scale: a.height_scale,
+            height_offset: a.height_offset,
+            ..Default::default()
+        };
+        Self { generate, output: a.output, truth: a.truth, preview: a.preview }
+    }
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Frame size (square).
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Folder for the files.
+    #[arg(long, default_value = "psi-demo")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+}
+
+impl From<DemoArgs> for demo::Options {
+    fn from(a: DemoArgs) -> Self {
+        Self { dir: a.dir, size: a.size, tile: a.tile, overlap: a.overlap }
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 2048)]
+    height: usize,
+    #[arg(long, default_value_t = 2048)]
+    width: usize,
+    /// U-Net weights; without them the classical solver is timed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    precision: PrecisionArg,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl From<BenchArgs> for bench::Options {
+    fn from(a: BenchArgs) -> Self {
+        Self {
+            height: a.height,
+            width: a.width,
+            weights: a.weights,
+            tile: a.tile,
+            overlap: a.overlap,
+            batch: a.batch,
+            precision: a.precision.0,
+            dir: bench::Options::scratch_dir(),
+            json: a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// A folder of bucket images (to npy) or a (C, H, W) u8/u16 npy (to images).
+    input: PathBuf,
+    /// The npy to write, or the folder for the images.
+    output: PathBuf,
+    /// Image format when writing images: bmp (8-bit) or png (8- or 16-bit).
+    #[arg(long, default_value = "bmp")]
+    format: ImageFormat,
+    /// File name pattern of the images, `{}` standing for the index (default bucket_{}).
+    #[arg(long)]
+    pattern: Option<String>,
+}
+
+impl From<ConvertArgs> for convert::Options {
+    fn from(a: ConvertArgs) -> Self {
+        Self { input: a.input, output: a.output, format: a.format, pattern: a.pattern }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Start from these weights (safetensors state_dict or a psi-gpu checkpoint); default: fresh
+    /// He-initialised weights of width --base.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    base: usize,
+    /// Training frames: (C, H, W) npy files or folders of them; default: --synthetic frames.
+    #[arg(long, num_args = 1..)]
+    frames: Vec<PathBuf>,
+    /// Truth maps (H, W) npy for the frames, same order (supervised loss).
+    #[arg(long, num_args = 1..)]
+    truth: Vec<PathBuf>,
+    /// Synthetic training frames (random smooth surfaces, u8, noise --noise) made on the fly.
+    #[arg(long, default_value_t = 16)]
+    synthetic: usize,
+    /// Size of synthetic training and validation frames.
+    #[arg(long, default_value_t = 128)]
+    synthetic_size: usize,
+    #[arg(long, default_value_t = 2.0)]
+    noise: f32,
+    /// Map each synthetic surface onto LO,HI µm; the default stays within one 2.5 µm fringe of
+    /// 5 µm light, where a small U-Net learns height. `full`: the random surfaces' own ±60 µm.
+    #[arg(long, default_value_t = SyntheticRange(train::Options::default().height_range))]
+    height_range: SyntheticRange,
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Passes over the training frames (replaces --steps).
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Random PATCH x PATCH crops; 0 = whole frames.
+    #[arg(long, default_value_t = 64)]
+    patch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning-rate schedule: constant, step:SIZE:GAMMA (StepLR) or exp:GAMMA (ExponentialLR).
+    #[arg(long, default_value = "constant")]
+    schedule: Schedule,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Clip the gradient's global L2 norm to this.
+    #[arg(long)]
+    clip: Option<f64>,
+    /// physics (bucket consistency + smoothness, no truth needed), supervised (MSE to truth), or
+    /// auto: supervised when every frame has a truth map (synthetic frames do), else physics.
+    #[arg(long, default_value = "auto")]
+    loss: LossChoice,
+    /// Weight of the Laplacian smoothness term.
+    #[arg(long, default_value_t = 1e-4)]
+    smoothness: f32,
+    /// Input scale (saved in the weights' metadata, used by infer); default 1/255 for u8.
+    #[arg(long)]
+    input_scale: Option<InputScale>,
+    /// f32, f16 (activations in f16 with dynamic loss scaling) or auto.
+    #[arg(long, default_value = "f32")]
+    precision: PrecisionArg,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(short, long, default_value = "unet.safetensors")]
+    output: PathBuf,
+    /// Save a resumable checkpoint (OUTPUT.ckpt.safetensors) every N steps.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Resume from a checkpoint written by --checkpoint-every.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Write the loss history as CSV here.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Validate every N steps (and at the end) on --validation held-out synthetic frames.
+    #[arg(long, default_value_t = 0)]
+    validate_every: usize,
+    #[arg(long, default_value_t = 4)]
+    validation: usize,
+}
+
+impl From<TrainArgs> for train::Options {
+    fn from(a: TrainArgs) -> Self {
+        Self {
+            init: a.init,
+            base: a.base,
+            frames: a.frames,
+            truth: a.truth,
+            synthetic: a.synthetic,
+            synthetic_size: a.synthetic_size,
+            noise: a.noise,
+            height_range: a.height_range.0,
+            steps: a.steps,
+            epochs: a.epochs,
+            batch: a.batch,
+            patch: a.patch,
+            lr: a.lr,
+            schedule: a.schedule.0,
+            weight_decay: a.weight_decay,
+            clip: a.clip,
+            loss: a.loss,
+            smoothness: a.smoothness,
+            input_scale: a.input_scale.map(|s| s.0),
+            precision: a.precision.0,
+            grad_accum: a.grad_accum,
+            seed: a.seed,
+            output: a.output,
+            checkpoint_every: a.checkpoint_every,
+            resume: a.resume,
+            history: a.history,
+            validate_every: a.validate_every,
+            validation: a.validation,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// The pretrained U-Net (safetensors state_dict or psi-gpu checkpoint).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Frames to adapt to: (C, H, W) npy files or folders of them.
+    #[arg(long, num_args = 1.., required = true)]
+    frames: Vec<PathBuf>,
+    /// Frames to report the physics loss on before and after (never optimised on).
+    #[arg(long, num_args = 1..)]
+    holdout: Vec<PathBuf>,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Parameters to optimise: head (up4 + outc), all, or comma-separated name prefixes.
+    #[arg(long, default_value = "head")]
+    layers: Layers,
+    /// PATCH x PATCH crops (--crops per frame, positions fixed by --seed); 0 = whole frames.
+    #[arg(long, default_value_t = 64)]
+    patch: usize,
+    #[arg(long, default_value_t = 4)]
+    crops: usize,
+    /// Crops per GPU micro-batch (gradients accumulate over micro-batches).
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// L-BFGS iterations (strong-Wolfe line search; at most 5/4 as many loss evaluations).
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// L-BFGS history (curvature pairs); default 100, fewer if --lbfgs-memory cannot hold them.
+    #[arg(long)]
+    history: Option<usize>,
+    /// Host memory for the L-BFGS history, MiB.
+    #[arg(long, default_value_t = 1024)]
+    lbfgs_memory: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    smoothness: f32,
+    /// Estimate A and B per pixel from the frame (real frames) instead of A = 128, B = 100.
+    #[arg(long)]
+    per_pixel_ab: bool,
+    /// Input scale; default: the weights' input_scale metadata.
+    #[arg(long)]
+    input_scale: Option<InputScale>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl From<FinetuneArgs> for finetune::Options {
+    fn from(a: FinetuneArgs) -> Self {
+        Self {
+            weights: a.weights,
+            frames: a.frames,
+            holdout: a.holdout,
+            output: a.output,
+            layers: a.layers,
+            patch: a.patch,
+            crops: a.crops,
+            batch: a.batch,
+            iterations: a.iterations,
+            history: a.history,
+            memory_mib: a.lbfgs_memory,
+            smoothness: a.smoothness,
+            per_pixel_ab: a.per_pixel_ab,
+            input_scale: a.input_scale.map(|s| s.0),
+            seed: a.seed,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum PinnCommand {
+    /// Evaluate a Scaled-cPIKAN at every integer pixel (x = column, y = row) -> (H, W) npy.
+    Eval(PinnEvalArgs),
+    /// Fit a Scaled-cPIKAN h(x, y) to a region of a frame with the PINN reconstruction loss
+    /// (bucket consistency + smoothness from the analytic second derivatives): first to an initial
+    /// height (supervised), then Adam, then L-BFGS. Writes the region's heights (h, w).
+    Fit(PinnFitArgs),
+    /// A PDE benchmark from the Scaled-cPIKAN paper: `helmholtz` (u'' + k²u = 0, k = 4π, u(-1) = 0,
+    /// u'(1) = k; Adam then L-BFGS; relative L2 against sin(kx) on 1000 points). Every setting left
+    /// out keeps the benchmark's default ([1,16,16,1], K = 3, 256 points, 1000 Adam steps at 1e-2,
+    /// up to 1000 L-BFGS iterations, seed 0).
+    Bench(PinnBenchArgs),
+}
+
+#[derive(Args)]
+pub struct PinnEvalArgs {
+    /// Network weights (safetensors with the seed's names: domain_min, network.0.cheby_coeffs, ...).
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long)]
+    height: usize,
+    #[arg(long)]
+    width: usize,
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+impl From<PinnEvalArgs> for pinn::EvalOptions {
+    fn from(a: PinnEvalArgs) -> Self {
+        Self { weights: a.weights, height: a.height, width: a.width, output: a.output }
+    }
+}
+
+#[derive(Args)]
+pub struct PinnFitArgs {
+    /// Bucket frame (C, H, W) npy (raw intensities).
+    frame: PathBuf,
+    /// Region as y,x,h,w (pixels).
+    #[arg(long)]
+    region: Option<Region>,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also save the fitted network (safetensors, the seed's names).
+    #[arg(long)]
+    save_model: Option<PathBuf>,
+    /// Initial height: classical (the multi-wavelength solver) or unet:W.safetensors.
+    #[arg(long, default_value = "classical")]
+    init: FitInit,
+    #[arg(long, default_value_t = 1e-3)]
+    smoothness: f32,
+    #[arg(long, default_value_t = 1000)]
+    supervised_steps: usize,
+    #[arg(long, default_value_t = 200)]
+    adam_steps: usize,
+    #[arg(long, default_value_t = 500)]
+    lbfgs_iters: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl TryFrom<PinnFitArgs> for pinn::FitOptions {
+    type Error = ArgError;
+    fn try_from(a: PinnFitArgs) -> Result<Self, ArgError> {
+        // A missing --region is the parser's error for an empty one.
+        let Region(region) = a.region.map_or_else(|| "".parse(), Ok)?;
+        Ok(Self {
+            frame: a.frame,
+            region,
+            output: a.output,
+            save_model: a.save_model,
+            init: a.init,
+            smoothness: a.smoothness,
+            supervised_steps: a.supervised_steps,
+            adam_steps: a.adam_steps,
+            lbfgs_iters: a.lbfgs_iters,
+            seed: a.seed,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct PinnBenchArgs {
+    problem: Problem,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Network widths, input first, e.g. 1,32,32,32,1.
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    /// Chebyshev degree K.
+    #[arg(long)]
+    degree: Option<usize>,
+    /// Collocation points.
+    #[arg(long)]
+    collocation: Option<usize>,
+    #[arg(long)]
+    adam_steps: Option<usize>,
+    #[arg(long)]
+    adam_lr: Option<f32>,
+    #[arg(long)]
+    lbfgs_iters: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl From<PinnBenchArgs> for pinn::BenchOptions {
+    fn from(a: PinnBenchArgs) -> Self {
+        Self {
+            problem: a.problem,
+            json: a.json,
+            layers: a.layers,
+            degree: a.degree,
+            collocation: a.collocation,
+            adam_steps: a.adam_steps,
+            adam_lr: a.adam_lr,
+            lbfgs_iters: a.lbfgs_iters,
+            seed: a.seed,
+        }
+    }
+}
