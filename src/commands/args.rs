@@ -31,6 +31,11 @@ fn fail<T>(message: String) -> Result<T, ArgError> {
     Err(ArgError(message))
 }
 
+/// The value `table` names `s`, else the error `message` gives.
+fn named<T: Clone>(s: &str, table: &[(&str, T)], message: impl FnOnce() -> String) -> Result<T, ArgError> {
+    table.iter().find(|(name, _)| *name == s).map(|(_, v)| v.clone()).ok_or_else(|| ArgError(message()))
+}
+
 /// `LO,HI` as two numbers (spaces around them allowed).
 fn pair<T: FromStr>(s: &str) -> Option<(T, T)> {
     let (a, b) = s.split_once(',')?;
@@ -135,16 +140,22 @@ impl FromStr for Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dtype(pub HostType);
 
+const DTYPES: [(&str, HostType); 8] = [
+    ("f32", HostType::F32),
+    ("float32", HostType::F32),
+    ("f16", HostType::F16),
+    ("float16", HostType::F16),
+    ("u8", HostType::U8),
+    ("uint8", HostType::U8),
+    ("u16", HostType::U16),
+    ("uint16", HostType::U16),
+];
+
 impl FromStr for Dtype {
     type Err = ArgError;
     fn from_str(s: &str) -> Result<Self, ArgError> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => Ok(Dtype(HostType::F32)),
-            "f16" | "float16" => Ok(Dtype(HostType::F16)),
-            "u8" | "uint8" => Ok(Dtype(HostType::U8)),
-            "u16" | "uint16" => Ok(Dtype(HostType::U16)),
-            other => fail(format!("--dtype '{other}': expected f32, f16, u8 or u16")),
-        }
+        let s = s.to_ascii_lowercase();
+        named(&s, &DTYPES, || format!("--dtype '{s}': expected f32, f16, u8 or u16")).map(Dtype)
     }
 }
 
@@ -231,12 +242,9 @@ impl FromStr for LossChoice {
     type Err = ArgError;
     /// `--loss`: `physics`, `supervised` or `auto`.
     fn from_str(s: &str) -> Result<Self, ArgError> {
-        match s {
-            "physics" => Ok(LossChoice::Physics),
-            "supervised" => Ok(LossChoice::Supervised),
-            "auto" => Ok(LossChoice::Auto),
-            other => fail(format!("--loss '{other}': expected auto, physics or supervised")),
-        }
+        let table =
+            [("physics", LossChoice::Physics), ("supervised", LossChoice::Supervised), ("auto", LossChoice::Auto)];
+        named(s, &table, || format!("--loss '{s}': expected auto, physics or supervised"))
     }
 }
 
@@ -274,10 +282,9 @@ impl FromStr for Problem {
     type Err = ArgError;
     /// `pinn bench PROBLEM`: `helmholtz`.
     fn from_str(s: &str) -> Result<Self, ArgError> {
-        match s {
-            "helmholtz" => Ok(Problem::Helmholtz),
-            _ => fail(format!("pinn bench '{s}': the available problem is helmholtz")),
-        }
+        named(s, &[("helmholtz", Problem::Helmholtz)], || {
+            format!("pinn bench '{s}': the available problem is helmholtz")
+        })
     }
 }
 

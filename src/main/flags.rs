@@ -65,6 +65,20 @@ pub enum Command {
     Pinn(PinnCommand),
 }
 
+/// How infer and bench cut a frame into tiles and batch them.
+#[derive(Args)]
+pub struct TileArgs {
+    /// Tile size in pixels; 0 runs the whole frame as one tile.
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
+    /// Overlap between neighbouring tiles, blended with sin² ramps.
+    #[arg(long, default_value_t = 128)]
+    overlap: usize,
+    /// Tiles per GPU batch (default: from the adapter's limits and the GPU memory budget).
+    #[arg(long)]
+    batch: Option<usize>,
+}
+
 #[derive(Args)]
 pub struct InferArgs {
     /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32.
@@ -76,15 +90,8 @@ pub struct InferArgs {
     /// multi-wavelength solver runs.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Tile size in pixels; 0 runs the whole frame as one tile.
-    #[arg(long, default_value_t = 512)]
-    tile: usize,
-    /// Overlap between neighbouring tiles, blended with sin² ramps.
-    #[arg(long, default_value_t = 128)]
-    overlap: usize,
-    /// Tiles per GPU batch (default: from the adapter's limits and --gpu-memory).
-    #[arg(long)]
-    batch: Option<usize>,
+    #[command(flatten)]
+    tiles: TileArgs,
     /// GPU memory (MiB) the automatic batch may give to model activations.
     #[arg(long, default_value_t = 2048)]
     gpu_memory: u64,
@@ -119,7 +126,8 @@ impl From<InferArgs> for infer::Options {
     fn from(a: InferArgs) -> Self {
         let output = a.output.unwrap_or_else(|| infer::default_output(&a.input));
         let mut o = infer::InferOptions::new(a.input, output);
-        (o.weights, o.quality, o.tile, o.overlap, o.batch) = (a.weights, a.quality, a.tile, a.overlap, a.batch);
+        (o.weights, o.quality, o.tile, o.overlap, o.batch) =
+            (a.weights, a.quality, a.tiles.tile, a.tiles.overlap, a.tiles.batch);
         (o.precision, o.input_scale, o.memory_budget) = (a.precision.0, a.input_scale.map(|s| s.0), a.gpu_memory << 20);
         o.classical.psi = PsiConfig::with(a.wavelengths.0, a.buckets);
         o.classical.height_range = a.height_range.0;
@@ -243,12 +251,8 @@ pub struct BenchArgs {
     /// U-Net weights; without them the classical solver is timed.
     #[arg(long)]
     weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 512)]
-    tile: usize,
-    #[arg(long, default_value_t = 128)]
-    overlap: usize,
-    #[arg(long)]
-    batch: Option<usize>,
+    #[command(flatten)]
+    tiles: TileArgs,
     #[arg(long, default_value = "auto")]
     precision: PrecisionArg,
     /// Write the figures as JSON here.
@@ -262,9 +266,9 @@ impl From<BenchArgs> for bench::Options {
             height: a.height,
             width: a.width,
             weights: a.weights,
-            tile: a.tile,
-            overlap: a.overlap,
-            batch: a.batch,
+            tile: a.tiles.tile,
+            overlap: a.tiles.overlap,
+            batch: a.tiles.batch,
             precision: a.precision.0,
             dir: bench::Options::scratch_dir(),
             json: a.json,
