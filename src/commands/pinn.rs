@@ -1,6 +1,6 @@
 //! `psi-gpu pinn`: Scaled-cPIKAN networks ([`crate::nn::cpikan`]) — evaluate one on the pixel
 //! grid ([`eval`]), fit one to a frame region with the PINN reconstruction loss ([`fit`]), or run
-//! a PDE benchmark from the Scaled-cPIKAN paper ([`bench`]).
+//! a PDE benchmark from the Scaled-cPIKAN paper ([`bench()`]).
 
 use std::fmt;
 use std::path::PathBuf;
