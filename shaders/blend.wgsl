@@ -1,5 +1,5 @@
 // Seam-free stitching: each tile's model output is multiplied by its window and added, with its
-// weight, into a ring of accumulator rows (values and weights, atomics from atomic_*.wgsl);
+// weight, into a ring of accumulator rows (values and weights, atomics from lib/atomic_*.wgsl);
 // `normalize` turns finished rows into value / weight and resets them for reuse.
 //
 // Window: separable, sin² ramps of length `overlap` on the sides that have a neighbouring tile,

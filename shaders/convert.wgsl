@@ -1,5 +1,5 @@
 // Element-wise conversions between host data types and the storage type T:
-//   from_u8 / from_u16 / from_f16 / from_f32 decode raw little-endian data (decode.wgsl),
+//   from_u8 / from_u16 / from_f16 / from_f32 decode raw little-endian data (lib/decode.wgsl),
 //   multiply by `scale` and store T; to_f32 widens T back to f32 for readback.
 
 struct ConvertParams {

@@ -1,8 +1,9 @@
 //! Seam-free stitching on the GPU (`shaders/blend.wgsl`): windowed atomic accumulation of tile
 //! outputs into a ring of accumulator rows, and normalisation of finished rows.
 //!
-//! Native f32 atomics where the device has SHADER_FLOAT32_ATOMIC (`atomic_native.wgsl`), a
-//! compare-and-swap loop on u32 bit patterns elsewhere (`atomic_cas.wgsl`, the GL backend).
+//! Native f32 atomics where the device has SHADER_FLOAT32_ATOMIC (`shaders/lib/atomic_native.wgsl`),
+//! a compare-and-swap loop on u32 bit patterns elsewhere (`shaders/lib/atomic_cas.wgsl`, the GL
+//! backend).
 //! [`reference`](mod@reference) is the window on the CPU.
 
 use crate::error::{Error, Result};
@@ -10,11 +11,11 @@ use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, check_binding
 
 pub static SHADER_NATIVE: Shader = Shader {
     name: "blend_native",
-    body: concat!(include_str!("../../shaders/atomic_native.wgsl"), include_str!("../../shaders/blend.wgsl")),
+    body: concat!(include_str!("../../shaders/lib/atomic_native.wgsl"), include_str!("../../shaders/blend.wgsl")),
 };
 pub static SHADER_CAS: Shader = Shader {
     name: "blend_cas",
-    body: concat!(include_str!("../../shaders/atomic_cas.wgsl"), include_str!("../../shaders/blend.wgsl")),
+    body: concat!(include_str!("../../shaders/lib/atomic_cas.wgsl"), include_str!("../../shaders/blend.wgsl")),
 };
 static ACCUMULATE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "accumulate" };
 static NORMALIZE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "normalize" };

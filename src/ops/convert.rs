@@ -10,7 +10,7 @@ use crate::gpu::{Tensor, check_binding};
 
 pub static SHADER: Shader = Shader {
     name: "convert",
-    body: concat!(include_str!("../../shaders/decode.wgsl"), include_str!("../../shaders/convert.wgsl")),
+    body: concat!(include_str!("../../shaders/lib/decode.wgsl"), include_str!("../../shaders/convert.wgsl")),
 };
 pub static FROM_U8: Kernel = Kernel { shader: &SHADER, entry: "from_u8" };
 pub static FROM_U16: Kernel = Kernel { shader: &SHADER, entry: "from_u16" };

@@ -7,7 +7,7 @@ use crate::gpu::{Dispatch, Gpu, Kernel, Shader, Tensor, grid_1d};
 
 pub static SHADER: Shader = Shader {
     name: "gather",
-    body: concat!(include_str!("../../shaders/decode.wgsl"), include_str!("../../shaders/gather.wgsl")),
+    body: concat!(include_str!("../../shaders/lib/decode.wgsl"), include_str!("../../shaders/gather.wgsl")),
 };
 static GATHER_U8: Kernel = Kernel { shader: &SHADER, entry: "gather_u8" };
 static GATHER_U16: Kernel = Kernel { shader: &SHADER, entry: "gather_u16" };

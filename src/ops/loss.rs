@@ -43,7 +43,7 @@ use crate::psi::phase::split12;
 
 pub static SHADER: Shader = Shader {
     name: "loss",
-    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/loss.wgsl")),
+    body: concat!(include_str!("../../shaders/lib/phase.wgsl"), include_str!("../../shaders/loss.wgsl")),
 };
 pub static LOSS_AB: Kernel = Kernel { shader: &SHADER, entry: "loss_ab" };
 pub static PHYSICS: Kernel = Kernel { shader: &SHADER, entry: "physics" };

@@ -23,7 +23,7 @@ use crate::psi::synthetic::{GenerateOptions, ab_fields};
 
 pub static SHADER: Shader = Shader {
     name: "synth",
-    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/synth.wgsl")),
+    body: concat!(include_str!("../../shaders/lib/phase.wgsl"), include_str!("../../shaders/synth.wgsl")),
 };
 pub static SURFACE: Kernel = Kernel { shader: &SHADER, entry: "surface" };
 pub static BUCKETS: Kernel = Kernel { shader: &SHADER, entry: "buckets" };
