@@ -398,91 +398,80 @@ pub fn relu_backward(
     Dispatch::new(gpu, &RELU_BACKWARD, y.tensor.precision, &p, &bufs, planes(gpu, &y))
 }
 
-/// f64 CPU versions of BatchNorm2d in training mode (forward, running statistics, backward
-/// fused with ReLU) and of ReLU backward; f64 in and out, so they also serve finite differences.
+/// BatchNorm2d (batch statistics, forward fused with ReLU, running statistics, backward in training
+/// and frozen mode) and ReLU backward on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
-    /// Output and batch statistics of a training-mode BatchNorm2d.
-    pub struct BnForward {
-        pub y: Vec<f64>,
+    /// Per-channel statistics: what [`bn_stats`] computes and a frozen layer's running statistics.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Stats {
         pub mean: Vec<f64>,
-        /// Biased (divide by N·H·W) batch variance.
+        /// Biased (divide by N·H·W) variance.
         pub var: Vec<f64>,
     }
 
-    /// Gradients of a training-mode BatchNorm2d (+ ReLU).
+    /// A layer as the launchers see it ([`super::BnLayer`]): γ, β, the statistics it normalises
+    /// with (the batch's own from [`bn_stats`] in training mode, the running statistics when
+    /// `frozen`), ε.
+    #[derive(Clone, Copy)]
+    pub struct Layer<'a> {
+        pub gamma: &'a [f64],
+        pub beta: &'a [f64],
+        pub stats: &'a Stats,
+        pub eps: f64,
+        pub frozen: bool,
+    }
+
+    /// Gradients of a BatchNorm2d (+ ReLU).
     pub struct BnGrads {
         pub dx: Vec<f64>,
         pub dgamma: Vec<f64>,
         pub dbeta: Vec<f64>,
     }
 
-    /// Per-channel mean and biased variance over N·H·W (two passes).
-    fn channel_stats(x: &[f64], [n, c, h, w]: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+    /// Per-channel mean and biased variance of `x` `[n, c, h, w]` over N·H·W (two passes).
+    pub fn bn_stats(x: &[f64], [n, c, h, w]: [usize; 4]) -> Stats {
         let hw = h * w;
         let count = (n * hw) as f64;
-        let values = |ch: usize| (0..n).flat_map(move |b| ((b * c + ch) * hw..(b * c + ch + 1) * hw).map(|i| x[i]));
+        let values = |ch: usize| (0..n).flat_map(move |b| x[(b * c + ch) * hw..(b * c + ch + 1) * hw].iter());
         let mean: Vec<f64> = (0..c).map(|ch| values(ch).sum::<f64>() / count).collect();
         let var = (0..c).map(|ch| values(ch).map(|v| (v - mean[ch]).powi(2)).sum::<f64>() / count).collect();
-        (mean, var)
+        Stats { mean, var }
     }
 
-    /// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch's own statistics.
-    pub fn batchnorm_train(
-        x: &[f64],
-        shape: [usize; 4],
-        gamma: &[f64],
-        beta: &[f64],
-        eps: f64,
-        relu: bool,
-    ) -> BnForward {
-        let [_, c, h, w] = shape;
-        let (mean, var) = channel_stats(x, shape);
-        let y = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / (h * w)) % c;
-                let r = gamma[ch] * (v - mean[ch]) / (var[ch] + eps).sqrt() + beta[ch];
-                if relu { r.max(0.0) } else { r }
-            })
-            .collect();
-        BnForward { y, mean, var }
+    /// `γ·(x − mean)/sqrt(var + ε) + β` of every element of `x`, before the ReLU.
+    fn normalized<'a>(x: &'a [f64], [_, c, h, w]: [usize; 4], bn: &'a Layer) -> impl Iterator<Item = f64> + 'a {
+        x.iter().enumerate().map(move |(i, &v)| {
+            let ch = (i / (h * w)) % c;
+            bn.gamma[ch] * (v - bn.stats.mean[ch]) / (bn.stats.var[ch] + bn.eps).sqrt() + bn.beta[ch]
+        })
+    }
+
+    /// `y = relu?(γ·(x − mean)/sqrt(var + ε) + β)` of `x` `[n, c, h, w]` with `bn.stats`.
+    pub fn bn_forward_relu(x: &[f64], shape: [usize; 4], bn: &Layer, relu: bool) -> Vec<f64> {
+        normalized(x, shape, bn).map(|v| if relu { v.max(0.0) } else { v }).collect()
     }
 
     /// PyTorch's running-statistics update: `(1 − m)·running + m·batch`, with the unbiased variance
-    /// `var·count/(count − 1)` (`count` = N·H·W). Returns (running_mean, running_var).
-    pub fn bn_update_running(
-        running_mean: &[f64],
-        running_var: &[f64],
-        mean: &[f64],
-        var: &[f64],
-        count: usize,
-        momentum: f64,
-    ) -> (Vec<f64>, Vec<f64>) {
+    /// `var·count/(count − 1)` (`count` = N·H·W of the batch).
+    pub fn bn_update_running(running: &Stats, batch: &Stats, count: usize, momentum: f64) -> Stats {
         let unbias = count as f64 / (count as f64 - 1.0);
-        let rm = running_mean.iter().zip(mean).map(|(r, m)| (1.0 - momentum) * r + momentum * m).collect();
-        let rv = running_var.iter().zip(var).map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbias).collect();
-        (rm, rv)
+        let lerp = |r: &[f64], b: &[f64], f: f64| -> Vec<f64> {
+            r.iter().zip(b).map(|(r, b)| (1.0 - momentum) * r + momentum * b * f).collect()
+        };
+        Stats { mean: lerp(&running.mean, &batch.mean, 1.0), var: lerp(&running.var, &batch.var, unbias) }
     }
 
-    /// Backward of `batchnorm_train` (with the ReLU mask `y > 0` when `relu`), given `dy`.
-    pub fn batchnorm_train_backward(
-        dy: &[f64],
-        x: &[f64],
-        shape: [usize; 4],
-        gamma: &[f64],
-        beta: &[f64],
-        eps: f64,
-        relu: bool,
-    ) -> BnGrads {
+    /// Backward of [`bn_forward_relu`] (with the ReLU mask `y > 0` when `relu`), given `dy`:
+    /// in training mode the statistics are functions of `x`, frozen they are constants.
+    pub fn bn_backward(dy: &[f64], x: &[f64], shape: [usize; 4], bn: &Layer, relu: bool) -> BnGrads {
         let [n, c, h, w] = shape;
         let hw = h * w;
         let count = (n * hw) as f64;
-        let fwd = batchnorm_train(x, shape, gamma, beta, eps, relu);
-        let inv: Vec<f64> = fwd.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let inv: Vec<f64> = bn.stats.var.iter().map(|v| 1.0 / (v + bn.eps).sqrt()).collect();
         let ch = |i: usize| (i / hw) % c;
-        let xhat = |i: usize| (x[i] - fwd.mean[ch(i)]) * inv[ch(i)];
-        let g: Vec<f64> = dy.iter().enumerate().map(|(i, &d)| if relu && fwd.y[i] <= 0.0 { 0.0 } else { d }).collect();
+        let xhat = |i: usize| (x[i] - bn.stats.mean[ch(i)]) * inv[ch(i)];
+        let g: Vec<f64> =
+            normalized(x, shape, bn).zip(dy).map(|(y, &d)| if relu && y <= 0.0 { 0.0 } else { d }).collect();
         let mut dgamma = vec![0.0; c];
         let mut dbeta = vec![0.0; c];
         for i in 0..x.len() {
@@ -492,7 +481,11 @@ pub mod reference {
         let dx = (0..x.len())
             .map(|i| {
                 let k = ch(i);
-                gamma[k] * inv[k] * (g[i] - dbeta[k] / count - xhat(i) * dgamma[k] / count)
+                if bn.frozen {
+                    bn.gamma[k] * inv[k] * g[i]
+                } else {
+                    bn.gamma[k] * inv[k] * (g[i] - dbeta[k] / count - xhat(i) * dgamma[k] / count)
+                }
             })
             .collect();
         BnGrads { dx, dgamma, dbeta }

@@ -182,7 +182,7 @@ pub fn classical(
     Dispatch::new(gpu, &CLASSICAL, Precision::F32, &params, &buffers, [gx, gy, n as u32])
 }
 
-/// The solver on the CPU in f64.
+/// The solver on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
     use super::ClassicalConfig;
     use crate::psi::phase;
@@ -258,21 +258,20 @@ pub mod reference {
         PixelFit { height: height / nl as f64, quality, cost, runner_up, max_residual }
     }
 
-    /// The classical solver on the CPU in f64 for one image `frame` of `[L·N, h, w]`: output
-    /// `[out_c, h, w]` (height, then quality if `config.quality`).
-    pub fn classical(frame: &[f32], h: usize, w: usize, config: &ClassicalConfig) -> Vec<f32> {
-        let (c, hw) = (config.in_channels(), h * w);
-        assert_eq!(frame.len(), c * hw, "frame size");
-        let mut out = vec![0f32; config.out_channels() * hw];
-        let mut px = vec![0f64; c];
-        for i in 0..hw {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = frame[ch * hw + i] as f64;
-            }
-            let fit = fit_pixel(&px, config);
-            out[i] = fit.height as f32;
-            if config.quality {
-                out[hw + i] = fit.quality as f32;
+    /// The classical solver on the CPU for `frame` `[n, L·N, h, w]`: output `[n, out_c, h, w]`
+    /// (height, then quality if `config.quality`).
+    pub fn classical(frame: &[f64], [n, c, h, w]: [usize; 4], config: &ClassicalConfig) -> Vec<f64> {
+        let (oc, hw) = (config.out_channels(), h * w);
+        assert_eq!((c, frame.len()), (config.in_channels(), n * c * hw), "frame size");
+        let mut out = vec![0f64; n * oc * hw];
+        for (img, o) in (0..n).zip(out.chunks_exact_mut(oc * hw)) {
+            for i in 0..hw {
+                let px: Vec<f64> = (0..c).map(|ch| frame[(img * c + ch) * hw + i]).collect();
+                let fit = fit_pixel(&px, config);
+                o[i] = fit.height;
+                if config.quality {
+                    o[hw + i] = fit.quality;
+                }
             }
         }
         out

@@ -75,3 +75,20 @@ pub fn to_f32(gpu: &Gpu, input: &Tensor, scale: f32, output: &Tensor) -> Result<
     let [gx, gy] = grid_1d(gpu, input.len(), 256);
     Dispatch::new(gpu, &TO_F32, input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)], [gx, gy, 1])
 }
+
+/// The conversions on the CPU (conventions in [`crate::ops`]).
+pub mod reference {
+    use crate::dtype::HostType;
+    use crate::io::npy;
+
+    /// Raw little-endian `bytes` of type `ty` times `scale`: what [`super::from_raw`] stores before
+    /// rounding to the storage type.
+    pub fn from_raw(ty: HostType, bytes: &[u8], scale: f64) -> Vec<f64> {
+        npy::to_f32(ty, bytes).into_iter().map(|v| v as f64 * scale).collect()
+    }
+
+    /// `input · scale`, what [`super::to_f32`] computes from the stored values.
+    pub fn to_f32(input: &[f64], scale: f64) -> Vec<f64> {
+        input.iter().map(|v| v * scale).collect()
+    }
+}

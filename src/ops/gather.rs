@@ -49,3 +49,22 @@ pub fn gather(
     let bufs = [(1, block), (2, tiles), (3, &output.buffer)];
     Dispatch::new(gpu, kernel, output.precision, params, &bufs, [gx, gy, (n * c) as u32])
 }
+
+/// The gather on the CPU (conventions in [`crate::ops`]).
+pub mod reference {
+    /// Tile `k` of the output `[tiles.len(), c, th, tw]` is `block[:, :, tiles[k][2] ..][.., .. tw]
+    /// · scale`, for a block `[c, th, bw]` of frame rows and the batch's tile descriptors.
+    pub fn gather(block: &[f64], [c, th, bw]: [usize; 3], tiles: &[[u32; 4]], tw: usize, scale: f64) -> Vec<f64> {
+        assert_eq!(block.len(), c * th * bw, "block size");
+        let mut out = Vec::with_capacity(tiles.len() * c * th * tw);
+        for t in tiles {
+            for ch in 0..c {
+                for y in 0..th {
+                    let row = (ch * th + y) * bw + t[2] as usize;
+                    out.extend(block[row..row + tw].iter().map(|v| v * scale));
+                }
+            }
+        }
+        out
+    }
+}

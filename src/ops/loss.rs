@@ -428,7 +428,7 @@ fn reduce_dispatch(
     Dispatch::new(gpu, &REDUCE, Precision::F32, &p, &[(7, partials), (10, value)], [1, 1, 1])
 }
 
-/// f64 CPU versions of the losses and their gradients.
+/// The losses and their gradients on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
     use super::PhysicsConfig;
     use crate::psi::{buckets, phase};
@@ -442,17 +442,18 @@ pub mod reference {
         pub laplacian: f64,
     }
 
-    /// Per pixel and laser `[n, L, 2, h, w]`: `A = mean_k I_k`, `B = (2/N)·sqrt(S² + C²)` of the
-    /// raw intensities (`frame × frame_scale`).
-    pub fn estimate_ab(frame: &[f32], [n, h, w]: [usize; 3], config: &PhysicsConfig) -> Vec<f64> {
+    /// Per pixel and laser of `frame` `[n, L·N, h, w]`, `[n, L, 2, h, w]`: `A = mean_k I_k`,
+    /// `B = (2/N)·sqrt(S² + C²)` of the raw intensities (`frame × frame_scale`); the shader's
+    /// `loss_ab`.
+    pub fn loss_ab(frame: &[f64], [n, c, h, w]: [usize; 4], config: &PhysicsConfig) -> Vec<f64> {
         let (nl, nb, hw) = (config.lasers(), config.psi.buckets, h * w);
-        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        assert_eq!((c, frame.len()), (nl * nb, n * c * hw), "frame size");
         let fs = config.frame_scale as f64;
         let mut out = vec![0f64; n * nl * 2 * hw];
         for img in 0..n {
             for l in 0..nl {
                 for px in 0..hw {
-                    let values = (0..nb).map(|k| frame[((img * nl + l) * nb + k) * hw + px] as f64 * fs);
+                    let values = (0..nb).map(|k| frame[((img * nl + l) * nb + k) * hw + px] * fs);
                     let o = (img * nl + l) * 2 * hw + px;
                     (out[o], out[o + hw]) = phase::estimate_ab(values);
                 }
@@ -461,39 +462,38 @@ pub mod reference {
         out
     }
 
-    /// The zero-padded 5-point Laplacian of each image of `field` `[n, h, w]`.
-    pub fn laplacian(field: &[f64], [n, h, w]: [usize; 3]) -> Vec<f64> {
-        assert_eq!(field.len(), n * h * w, "field size");
-        let at = |img: usize, y: isize, x: isize| {
+    /// The zero-padded 5-point Laplacian of each plane of `field` `[n, c, h, w]`.
+    pub fn laplacian(field: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
+        assert_eq!(field.len(), n * c * h * w, "field size");
+        let at = |p: usize, y: isize, x: isize| {
             if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
                 0.0
             } else {
-                field[(img * h + y as usize) * w + x as usize]
+                field[(p * h + y as usize) * w + x as usize]
             }
         };
         let mut out = vec![0f64; field.len()];
-        for img in 0..n {
+        for p in 0..n * c {
             for y in 0..h as isize {
                 for x in 0..w as isize {
-                    out[(img * h + y as usize) * w + x as usize] =
-                        at(img, y - 1, x) + at(img, y + 1, x) + at(img, y, x - 1) + at(img, y, x + 1)
-                            - 4.0 * at(img, y, x);
+                    out[(p * h + y as usize) * w + x as usize] =
+                        at(p, y - 1, x) + at(p, y + 1, x) + at(p, y, x - 1) + at(p, y, x + 1) - 4.0 * at(p, y, x);
                 }
             }
         }
         out
     }
 
-    /// The physics loss of `height` `[n, h, w]` against `frame` `[n, L·N, h, w]` and its
-    /// gradient dL/dh (unscaled), in f64.
-    pub fn physics(height: &[f64], frame: &[f32], shape: [usize; 3], config: &PhysicsConfig) -> (Value, Vec<f64>) {
-        let [n, h, w] = shape;
+    /// The physics loss of `height` `[n, 1, h, w]` against `frame` `[n, L·N, h, w]` and its
+    /// gradient dL/dh (unscaled).
+    pub fn physics(height: &[f64], frame: &[f64], shape: [usize; 4], config: &PhysicsConfig) -> (Value, Vec<f64>) {
+        let [n, one, h, w] = shape;
         let (nl, nb, hw) = (config.lasers(), config.psi.buckets, h * w);
-        assert_eq!(height.len(), n * hw, "height size");
-        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        assert_eq!((one, height.len()), (1, n * hw), "height size");
         let tau = 2.0 * std::f64::consts::PI;
         let fs = config.frame_scale as f64;
-        let ab = config.per_pixel_ab.then(|| estimate_ab(frame, shape, config));
+        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        let ab = config.per_pixel_ab.then(|| loss_ab(frame, [n, nl * nb, h, w], config));
         let m = (n * nl * nb * hw) as f64;
         let pix = (n * hw) as f64;
         let mut data = 0.0;
@@ -513,7 +513,7 @@ pub mod reference {
                     for k in 0..nb {
                         let theta = 2.0 * tau * hv / wl + config.psi.phase_step(k);
                         let r = buckets::intensity(a, b, hv, wl, config.psi.phase_step(k))
-                            - frame[((img * nl + l) * nb + k) * hw + px] as f64 * fs;
+                            - frame[((img * nl + l) * nb + k) * hw + px] * fs;
                         data += r * r;
                         grad[img * hw + px] += 2.0 / m * r * (-b * theta.sin()) * (2.0 * tau / wl);
                     }
@@ -532,11 +532,11 @@ pub mod reference {
         (Value { total: data + ws * lap2, data, smoothness: ws * lap2, laplacian: lap2 }, grad)
     }
 
-    /// `mean((pred − truth)²)` and its gradient, in f64.
-    pub fn mse(pred: &[f64], truth: &[f32]) -> (f64, Vec<f64>) {
+    /// `mean((pred − truth)²)` and its gradient.
+    pub fn mse(pred: &[f64], truth: &[f64]) -> (f64, Vec<f64>) {
         assert_eq!(pred.len(), truth.len(), "prediction and truth sizes");
         let n = pred.len() as f64;
-        let value = pred.iter().zip(truth).map(|(p, t)| (p - *t as f64).powi(2)).sum::<f64>() / n;
-        (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - *t as f64)).collect())
+        let value = pred.iter().zip(truth).map(|(p, t)| (p - t).powi(2)).sum::<f64>() / n;
+        (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - t)).collect())
     }
 }

@@ -1,8 +1,25 @@
 //! One module per shader: every `include_str!` of the crate, each kernel's launcher (parameter
 //! block, shape checks, dispatch construction into buffers the caller owns) and its CPU version
-//! in `mod reference` (plain Rust, f64 accumulation), which the tests compare against.
+//! in `mod reference`, which the tests compare against.
 //!
-//! A kernel is one walk: `shaders/X.wgsl` ↔ `src/ops/X.rs` ↔ `tests/ops/X.rs` ↔ bench group `X`.
+//! A kernel is one walk: `shaders/X.wgsl` ↔ `src/ops/X.rs` ↔ `tests/ops/X.rs` ↔ bench group `X`;
+//! the WGSL pieces several kernels share (phase arithmetic, raw-data decoding, the blend atomics,
+//! the workgroup sum) live in `shaders/lib/`.
+//!
+//! # CPU references
+//!
+//! Every `X::reference` follows one convention, so a test reads the same for every kernel:
+//! - plain Rust in f64: `&[f64]` in, `Vec<f64>` out (a struct of named vectors when a kernel has
+//!   several outputs), so the references also serve finite differences; tests round the GPU's
+//!   inputs to its storage precision and convert at the boundary;
+//! - whole NCHW tensors in C order (no channel views), with the first tensor's shape as an
+//!   `[n, c, h, w]` array and other sizes as named arguments;
+//! - each function named after the launcher (or shader entry point) it mirrors, taking the
+//!   launcher's own configuration types.
+//!
+//! One exception: `adam::reference` is also the optimizer of the host-side models, so it is
+//! generic over the float type (f64 in the tests, f32 in `optim::HostAdam`) and updates the
+//! parameters and moments in place.
 
 pub mod adam;
 pub mod batchnorm;

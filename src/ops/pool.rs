@@ -118,63 +118,34 @@ pub fn maxpool2x2_backward(
     Dispatch::new(gpu, &MAXPOOL2X2_BACKWARD, precision, &p, &bufs, [gx, gy, (n * c) as u32])
 }
 
-/// CPU versions of 2x2 max-pooling (flooring odd sizes) and its backward.
+/// 2x2 max-pooling (flooring odd sizes) and its backward on the CPU in f64 (conventions in
+/// [`crate::ops`]).
 pub mod reference {
-    /// 2x2 max-pooling with stride 2, flooring odd sizes.
-    pub fn maxpool2x2(x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+    /// Each output index of 2x2 pooling of `[n, c, h, w]` (`[n, c, h / 2, w / 2]`) with the index
+    /// in `x` of its window's maximum: the first maximum in row-major window order, a NaN
+    /// replacing the running maximum (PyTorch's CPU max_pool2d).
+    fn argmax_windows(x: &[f64], [n, c, h, w]: [usize; 4]) -> impl Iterator<Item = (usize, usize)> + '_ {
         let (oh, ow) = (h / 2, w / 2);
-        let mut y = vec![0f32; n * c * oh * ow];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let at = |dy: usize, dx: usize| x[(p * h + 2 * oy + dy) * w + 2 * ox + dx];
-                    y[(p * oh + oy) * ow + ox] = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
-                }
-            }
-        }
-        y
+        (0..n * c * oh * ow).map(move |o| {
+            let (p, oy, ox) = (o / (oh * ow), (o / ow) % oh, o % ow);
+            let b = (p * h + 2 * oy) * w + 2 * ox;
+            let best =
+                [b + 1, b + w, b + w + 1].into_iter().fold(b, |m, k| if x[k] > x[m] || x[k].is_nan() { k } else { m });
+            (o, best)
+        })
     }
 
-    /// 2x2 max-pooling with stride 2, flooring odd sizes.
-    pub fn maxpool2x2_forward(x: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
-        let (oh, ow) = (h / 2, w / 2);
-        let mut y = vec![0.0; n * c * oh * ow];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (k, _) = window_argmax(x, p, h, w, oy, ox);
-                    y[(p * oh + oy) * ow + ox] = x[k];
-                }
-            }
-        }
-        y
+    /// 2x2 max-pooling with stride 2 of `x` `[n, c, h, w]`, flooring odd sizes.
+    pub fn maxpool2x2(x: &[f64], shape: [usize; 4]) -> Vec<f64> {
+        argmax_windows(x, shape).map(|(_, k)| x[k]).collect()
     }
 
-    /// Index into `x` of the maximum of window (oy, ox) of plane `p`: the first maximum in row-major
-    /// window order, a NaN replacing the running maximum (PyTorch's CPU max_pool2d).
-    fn window_argmax(x: &[f64], p: usize, h: usize, w: usize, oy: usize, ox: usize) -> (usize, f64) {
-        let b = (p * h + 2 * oy) * w + 2 * ox;
-        let mut best = (b, x[b]);
-        for k in [b + 1, b + w, b + w + 1] {
-            if x[k] > best.1 || x[k].is_nan() {
-                best = (k, x[k]);
-            }
-        }
-        best
-    }
-
-    /// Backward of `maxpool2x2_forward`: each window's `dy` goes to its argmax, 0 elsewhere (the last
+    /// Backward of [`maxpool2x2`]: each window's `dy` goes to its argmax, 0 elsewhere (the last
     /// row / column of odd sizes included).
-    pub fn maxpool2x2_backward(x: &[f64], dy: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
-        let (oh, ow) = (h / 2, w / 2);
+    pub fn maxpool2x2_backward(x: &[f64], dy: &[f64], shape: [usize; 4]) -> Vec<f64> {
         let mut dx = vec![0.0; x.len()];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (k, _) = window_argmax(x, p, h, w, oy, ox);
-                    dx[k] += dy[(p * oh + oy) * ow + ox];
-                }
-            }
+        for (o, k) in argmax_windows(x, shape) {
+            dx[k] += dy[o];
         }
         dx
     }

@@ -1,7 +1,7 @@
 //! The classical multi-wavelength solver (`psi_gpu::psi::classical`) against its f64 CPU
 //! reference and against the true heights of synthetic frames, on every adapter.
 
-use crate::common::{Rng, gpus};
+use crate::common::{Rng, f32s, f64s, gpus};
 use psi_gpu::Error;
 use psi_gpu::gpu::Precision;
 use psi_gpu::nn::classical::Classical;
@@ -93,7 +93,7 @@ fn gpu_matches_reference() {
             let what = format!("{} L{} N{} n{n} {h}x{w} kind {kind}", gpu.describe(), cfg.lasers(), cfg.psi.buckets);
             let (mut checked, mut worst) = (0, 0.0f64);
             for (img, frame) in frames.iter().enumerate() {
-                let want = reference(frame, h, w, cfg);
+                let want = reference(&f64s(frame), [1, cfg.in_channels(), h, w], cfg);
                 let got = &got[img * oc * hw..(img + 1) * oc * hw];
                 let clear = unambiguous(frame, hw, cfg);
                 for i in 0..hw {
@@ -101,13 +101,13 @@ fn gpu_matches_reference() {
                         assert!(clear[i], "{what}: noiseless pixel {i} is ambiguous");
                     }
                     if clear[i] {
-                        let e = (got[i] as f64 - want[i] as f64).abs();
+                        let e = (got[i] as f64 - want[i]).abs();
                         assert!(e < 1e-4, "{what}: image {img} pixel {i}: height {} vs reference {}", got[i], want[i]);
                         worst = worst.max(e);
                         checked += 1;
                     }
                     if oc == 2 {
-                        let (g, q) = (got[hw + i] as f64, want[hw + i] as f64);
+                        let (g, q) = (got[hw + i] as f64, want[hw + i]);
                         assert!((g - q).abs() <= 1e-4 * q.abs().max(1.0), "{what}: pixel {i}: quality {g} vs {q}");
                     }
                 }
@@ -164,8 +164,9 @@ fn noisy_u8_frame() {
     let truth = seed_heights(h, w);
     let cfg = SynthConfig { noise: 2.0, seed: 42, ..Default::default() };
     let frame: Vec<f32> = synth::quantize_u8(&synth::buckets(&truth, h, w, &cfg)).iter().map(|&v| v as f32).collect();
-    let expect = reference(&frame, h, w, &ClassicalConfig::default());
-    let (cpu_rmse, cpu_max) = rmse_max(&expect, &truth);
+    let cfg = ClassicalConfig::default();
+    let expect = reference(&f64s(&frame), [1, cfg.in_channels(), h, w], &cfg);
+    let (cpu_rmse, cpu_max) = rmse_max(&f32s(&expect), &truth);
     eprintln!("CPU reference: u8 frame, noise σ = 2: RMSE {cpu_rmse:.2e} µm, max error {cpu_max:.2e} µm");
     for gpu in gpus() {
         let model = Classical::new(gpu, ClassicalConfig::default()).unwrap();
