@@ -64,16 +64,6 @@ struct LossParams {
 @group(0) @binding(9) var<storage, read> truth: array<f32>;
 @group(0) @binding(10) var<storage, read_write> value: array<f32>;
 
-const WG: u32 = 256u;
-
-var<workgroup> red0: array<f32, 256>;
-var<workgroup> red1: array<f32, 256>;
-
-// Flat index of pixel `i` of the 1-D folded grid.
-fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 // h at (y, x) of the image starting at `base`, zero outside.
 fn height_at(base: u32, y: i32, x: i32) -> f32 {
     if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
@@ -97,22 +87,10 @@ fn laplacian_at(base: u32, y: i32, x: i32) -> f32 {
     return laplacian(base, y, x);
 }
 
-// Tree-sum (a, b) over the workgroup in a fixed order; every invocation gets the sums.
-// Must be reached in uniform control flow.
+// Tree-sum (a, b) over the workgroup in a fixed order (lib/reduce.wgsl); every invocation gets
+// the sums. Must be reached in uniform control flow.
 fn tree_sum2(li: u32, a: f32, b: f32) -> vec2<f32> {
-    red0[li] = a;
-    red1[li] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red0[li] += red0[li + s];
-            red1[li] += red1[li + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red0[0], red1[0]);
-    workgroupBarrier();
-    return r;
+    return wg_sum(li, vec4<f32>(a, b, 0.0, 0.0)).xy;
 }
 
 // Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1].

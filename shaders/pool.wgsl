@@ -2,6 +2,7 @@
 // Input: a channel view (`in_ctot` channels, slice at `in_coff`); output: contiguous NCHW.
 // One invocation per output value; z indexes the (image, channel) plane.
 // Backward: dy and dx are channel views too (`dy_*`, `dx_*`); `accumulate` adds into dx.
+// Bindings x, y, dy, dx and store_dx: lib/views.wgsl.
 
 struct PoolParams {
     c: u32,
@@ -19,14 +20,10 @@ struct PoolParams {
 }
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> y: array<T>;
-@group(0) @binding(3) var<storage, read> dy: array<T>;
-@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 
 @compute @workgroup_size(256, 1, 1)
 fn maxpool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.oh * p.ow) {
         return;
     }
@@ -46,7 +43,7 @@ fn maxpool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 @compute @workgroup_size(256, 1, 1)
 fn maxpool2x2_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let cw = (p.w + 1u) / 2u;
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= ((p.h + 1u) / 2u) * cw) {
         return;
     }
@@ -73,12 +70,7 @@ fn maxpool2x2_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         let yy = 2u * wy + j / 2u;
         let xx = 2u * wx + j % 2u;
         if (yy < p.h && xx < p.w) {
-            let o = ((n * p.dx_ctot + p.dx_coff + c) * p.h + yy) * p.w + xx;
-            var r = select(0.0, g, j == k);
-            if (p.accumulate != 0u) {
-                r += f32(dx[o]);
-            }
-            dx[o] = T(r);
+            store_dx(((n * p.dx_ctot + p.dx_coff + c) * p.h + yy) * p.w + xx, select(0.0, g, j == k));
         }
     }
 }

@@ -5,7 +5,7 @@
 // F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2]) then torch.cat([skip, x], 1).
 // Backward (`upsample2x_pad_backward`): the adjoint, as a gather. In its parameters the `in_*`
 // view is dx (input-shaped) and the `out_*` view is dy (output-shaped, e.g. the concatenation
-// gradient's slot); `accumulate` adds into dx.
+// gradient's slot); `accumulate` adds into dx. Bindings x, y, dy, dx and store_dx: lib/views.wgsl.
 
 struct UpParams {
     c: u32,
@@ -23,10 +23,6 @@ struct UpParams {
 }
 
 @group(0) @binding(0) var<uniform> p: UpParams;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> y: array<T>;
-@group(0) @binding(3) var<storage, read> dy: array<T>;
-@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 
 // Source coordinate and neighbours along one axis (align_corners = true).
 fn axis(o: u32, isz: u32) -> vec3<f32> {
@@ -43,7 +39,7 @@ fn axis(o: u32, isz: u32) -> vec3<f32> {
 
 @compute @workgroup_size(256, 1, 1)
 fn upsample2x_pad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.oh * p.ow) {
         return;
     }
@@ -93,7 +89,7 @@ fn adjoint_weight(u: i32, i: u32, isz: u32, pad: i32, osz: u32) -> f32 {
 // every candidate's weight is recomputed exactly as the forward computes it.
 @compute @workgroup_size(256, 1, 1)
 fn upsample2x_pad_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.ih * p.iw) {
         return;
     }
@@ -122,9 +118,5 @@ fn upsample2x_pad_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
         }
         acc += wy * r;
     }
-    let o = ((n * p.in_ctot + p.in_coff + c) * p.ih + iy) * p.iw + ix;
-    if (p.accumulate != 0u) {
-        acc += f32(dx[o]);
-    }
-    dx[o] = T(acc);
+    store_dx(((n * p.in_ctot + p.in_coff + c) * p.ih + iy) * p.iw + ix, acc);
 }

@@ -1,7 +1,10 @@
-// Decoding raw little-endian frame data packed in u32 words. The including shader declares
-// `raw: array<u32>`; element i of a u8/u16/f16/f32 array is decoded to f32 by raw_<type>(i).
-// f16 is decoded from its bits, so it needs neither SHADER_F16 nor unpack2x16float (which naga
-// gates behind a capability some backends lack).
+// Decoding raw little-endian frame data packed in u32 words, bound as `raw` at binding 1:
+// element i of a u8/u16/f16/f32 array is decoded to f32 by raw_value(kind, i), with the host
+// type's code `kind` (ops::host_type_code: 0 f32, 1 u8, 2 u16, 3 f16). f16 is decoded from its
+// bits, so it needs neither SHADER_F16 nor unpack2x16float (which naga gates behind a capability
+// some backends lack).
+
+@group(0) @binding(1) var<storage, read> raw: array<u32>;
 
 fn raw_u8(i: u32) -> f32 {
     return f32((raw[i / 4u] >> (8u * (i % 4u))) & 0xffu);
@@ -28,4 +31,21 @@ fn raw_f16(i: u32) -> f32 {
 
 fn raw_f32(i: u32) -> f32 {
     return bitcast<f32>(raw[i]);
+}
+
+fn raw_value(kind: u32, i: u32) -> f32 {
+    switch kind {
+        case 1u: {
+            return raw_u8(i);
+        }
+        case 2u: {
+            return raw_u16(i);
+        }
+        case 3u: {
+            return raw_f16(i);
+        }
+        default: {
+            return raw_f32(i);
+        }
+    }
 }

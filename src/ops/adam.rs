@@ -18,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
 
-pub static SHADER: Shader = Shader { name: "adam", body: include_str!("../../shaders/adam.wgsl") };
+pub static SHADER: Shader = wgsl!("adam": "lib/grid.wgsl", "lib/reduce.wgsl", "adam.wgsl");
 pub static FILL: Kernel = Kernel { shader: &SHADER, entry: "fill" };
 pub static CHECK: Kernel = Kernel { shader: &SHADER, entry: "check" };
 pub static NORM_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "norm_partial" };

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d, zeroed};
 
-pub static SHADER: Shader = Shader { name: "batchnorm", body: include_str!("../../shaders/batchnorm.wgsl") };
+pub static SHADER: Shader = wgsl!("batchnorm": "lib/grid.wgsl", "lib/reduce.wgsl", "batchnorm.wgsl");
 static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partial" };
 static STATS_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_combine" };
 static FORWARD: Kernel = Kernel { shader: &SHADER, entry: "bn_forward" };
@@ -63,17 +63,17 @@ struct BnParams {
 impl BnParams {
     /// Shape fields from the view the layer normalises (`x`).
     fn of(x: &ChannelView) -> BnParams {
+        let ([n, c, h, w], [x_ctot, x_coff]) = (super::dims(x), super::slot(x));
         let count = x.n() * x.h() * x.w();
-        BnParams {
-            c: x.channels as u32,
-            hw: (x.h() * x.w()) as u32,
-            n: x.n() as u32,
-            count: count as u32,
-            chunks: count.div_ceil(CHUNK) as u32,
-            x_ctot: x.total() as u32,
-            x_coff: x.offset as u32,
-            ..Default::default()
-        }
+        let chunks = count.div_ceil(CHUNK) as u32;
+        BnParams { c, hw: h * w, n, count: count as u32, chunks, x_ctot, x_coff, ..Default::default() }
+    }
+
+    /// With the views of the ReLU mask's `y`, of `dy` and of the written output.
+    fn with_views(self, y: &ChannelView, dy: &ChannelView, out: &ChannelView) -> BnParams {
+        let ([y_ctot, y_coff], [d_ctot, d_coff], [o_ctot, o_coff]) =
+            (super::slot(y), super::slot(dy), super::slot(out));
+        BnParams { y_ctot, y_coff, d_ctot, d_coff, o_ctot, o_coff, ..self }
     }
 }
 
@@ -189,23 +189,13 @@ pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatc
     check_count(&x)?;
     let p = BnParams::of(&x);
     let partials = zeroed(gpu, "batchnorm statistics partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
-    let pass1 = Dispatch::new(
-        gpu,
-        &STATS_PARTIAL,
-        x.tensor.precision,
-        &p,
-        &[(1, &x.tensor.buffer), (9, &partials)],
-        [p.chunks, c as u32, 1],
-    )?;
-    let pass2 = Dispatch::new(
-        gpu,
-        &STATS_COMBINE,
-        x.tensor.precision,
-        &p,
-        &[(10, &partials), (6, &stats.buffer)],
-        [c as u32, 1, 1],
-    )?;
-    Ok(vec![pass1, pass2])
+    let launch = |kernel, bufs: &[(u32, &wgpu::Buffer)], groups| {
+        Dispatch::new(gpu, kernel, x.tensor.precision, &p, bufs, groups)
+    };
+    Ok(vec![
+        launch(&STATS_PARTIAL, &[(1, &x.tensor.buffer), (9, &partials)], [p.chunks, c as u32, 1])?,
+        launch(&STATS_COMBINE, &[(10, &partials), (6, &stats.buffer)], [c as u32, 1, 1])?,
+    ])
 }
 
 /// Checks the running statistics and the `stats` tensor of one layer; returns the channel count.
@@ -240,13 +230,8 @@ pub fn bn_forward_relu(gpu: &Gpu, x: ChannelView, bn: &BnLayer, relu: bool, y: C
     check_layer(&x, bn)?;
     check_like(&x, &y, "BatchNorm output")?;
     check_distinct(&y, &[&x], "BatchNorm forward")?;
-    let p = BnParams {
-        o_ctot: y.total() as u32,
-        o_coff: y.offset as u32,
-        mode: relu as u32,
-        eps: bn.eps,
-        ..BnParams::of(&x)
-    };
+    let [o_ctot, o_coff] = super::slot(&y);
+    let p = BnParams { o_ctot, o_coff, mode: relu as u32, eps: bn.eps, ..BnParams::of(&x) };
     let bufs = [
         (1, &x.tensor.buffer),
         (5, &bn.stats.buffer),
@@ -318,56 +303,27 @@ pub fn bn_backward(
     };
     check_distinct(&dx, &[&x, &dy, &yv], "BatchNorm backward")?;
     let p = BnParams {
-        y_ctot: yv.total() as u32,
-        y_coff: yv.offset as u32,
-        d_ctot: dy.total() as u32,
-        d_coff: dy.offset as u32,
-        o_ctot: dx.total() as u32,
-        o_coff: dx.offset as u32,
         mode,
         accumulate: accumulate_dx as u32,
         accumulate_params: grads.accumulate as u32,
         eps: bn.eps,
         frozen: bn.frozen as u32,
-        ..BnParams::of(&x)
+        ..BnParams::of(&x).with_views(&yv, &dy, &dx)
     };
-    let precision = x.tensor.precision;
     let coef = zeroed(gpu, "batchnorm backward coefficients", ((c * 32) as u64).max(16))?;
     let partials = zeroed(gpu, "batchnorm backward partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
-    let prep = Dispatch::new(
-        gpu,
-        &BACKWARD_PREP,
-        precision,
-        &p,
-        &[(5, &bn.stats.buffer), (7, &bn.gamma.buffer), (8, &bn.beta.buffer), (11, &coef)],
-        [c.div_ceil(64) as u32, 1, 1],
-    )?;
+    let launch = |kernel, bufs: &[(u32, &wgpu::Buffer)], groups| {
+        Dispatch::new(gpu, kernel, x.tensor.precision, &p, bufs, groups)
+    };
     let (xb, yb, db) = (&x.tensor.buffer, &yv.tensor.buffer, &dy.tensor.buffer);
-    let partial = Dispatch::new(
-        gpu,
-        &BACKWARD_PARTIAL,
-        precision,
-        &p,
-        &[(1, xb), (2, yb), (3, db), (12, &coef), (9, &partials)],
-        [p.chunks, c as u32, 1],
-    )?;
-    let combine = Dispatch::new(
-        gpu,
-        &BACKWARD_COMBINE,
-        precision,
-        &p,
-        &[(10, &partials), (11, &coef), (13, &grads.dgamma.buffer), (14, &grads.dbeta.buffer)],
-        [c as u32, 1, 1],
-    )?;
-    let dxd = Dispatch::new(
-        gpu,
-        &BACKWARD_DX,
-        precision,
-        &p,
-        &[(1, xb), (2, yb), (3, db), (12, &coef), (4, &dx.tensor.buffer)],
-        planes(gpu, &x),
-    )?;
-    Ok(vec![prep, partial, combine, dxd])
+    let (stats, gamma, beta) = (&bn.stats.buffer, &bn.gamma.buffer, &bn.beta.buffer);
+    let (dgamma, dbeta) = (&grads.dgamma.buffer, &grads.dbeta.buffer);
+    Ok(vec![
+        launch(&BACKWARD_PREP, &[(5, stats), (7, gamma), (8, beta), (11, &coef)], [c.div_ceil(64) as u32, 1, 1])?,
+        launch(&BACKWARD_PARTIAL, &[(1, xb), (2, yb), (3, db), (12, &coef), (9, &partials)], [p.chunks, c as u32, 1])?,
+        launch(&BACKWARD_COMBINE, &[(10, &partials), (11, &coef), (13, dgamma), (14, dbeta)], [c as u32, 1, 1])?,
+        launch(&BACKWARD_DX, &[(1, xb), (2, yb), (3, db), (12, &coef), (4, &dx.tensor.buffer)], planes(gpu, &x))?,
+    ])
 }
 
 /// ReLU backward: `dx (+)= dy·[y > 0]`, with `y` the ReLU's output.
@@ -381,19 +337,7 @@ pub fn relu_backward(
     check_like(&y, &dy, "ReLU dy")?;
     check_like(&y, &dx, "ReLU dx")?;
     check_distinct(&dx, &[&y, &dy], "ReLU backward")?;
-    let p = BnParams {
-        c: y.channels as u32,
-        hw: (y.h() * y.w()) as u32,
-        n: y.n() as u32,
-        y_ctot: y.total() as u32,
-        y_coff: y.offset as u32,
-        d_ctot: dy.total() as u32,
-        d_coff: dy.offset as u32,
-        o_ctot: dx.total() as u32,
-        o_coff: dx.offset as u32,
-        accumulate: accumulate as u32,
-        ..Default::default()
-    };
+    let p = BnParams { accumulate: accumulate as u32, ..BnParams::of(&y).with_views(&y, &dy, &dx) };
     let bufs = [(2, &y.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
     Dispatch::new(gpu, &RELU_BACKWARD, y.tensor.precision, &p, &bufs, planes(gpu, &y))
 }

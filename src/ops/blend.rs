@@ -9,14 +9,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, check_binding, grid_1d};
 
-pub static SHADER_NATIVE: Shader = Shader {
-    name: "blend_native",
-    body: concat!(include_str!("../../shaders/lib/atomic_native.wgsl"), include_str!("../../shaders/blend.wgsl")),
-};
-pub static SHADER_CAS: Shader = Shader {
-    name: "blend_cas",
-    body: concat!(include_str!("../../shaders/lib/atomic_cas.wgsl"), include_str!("../../shaders/blend.wgsl")),
-};
+pub static SHADER_NATIVE: Shader = wgsl!("blend_native": "lib/grid.wgsl", "lib/atomic_native.wgsl", "blend.wgsl");
+pub static SHADER_CAS: Shader = wgsl!("blend_cas": "lib/grid.wgsl", "lib/atomic_cas.wgsl", "blend.wgsl");
 static ACCUMULATE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "accumulate" };
 static NORMALIZE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "normalize" };
 static ACCUMULATE_CAS: Kernel = Kernel { shader: &SHADER_CAS, entry: "accumulate" };

@@ -18,7 +18,7 @@ use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d};
 use crate::psi::PsiConfig;
 use crate::psi::phase::split12;
 
-pub static SHADER: Shader = Shader { name: "classical", body: include_str!("../../shaders/classical.wgsl") };
+pub static SHADER: Shader = wgsl!("classical": "lib/grid.wgsl", "classical.wgsl");
 pub static CLASSICAL: Kernel = Kernel { shader: &SHADER, entry: "classical" };
 
 /// Most lasers the shader handles (it caches one phase per laser in a fixed-size array).

@@ -8,22 +8,18 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
 use crate::gpu::{Tensor, check_binding};
 
-pub static SHADER: Shader = Shader {
-    name: "convert",
-    body: concat!(include_str!("../../shaders/lib/decode.wgsl"), include_str!("../../shaders/convert.wgsl")),
-};
-pub static FROM_U8: Kernel = Kernel { shader: &SHADER, entry: "from_u8" };
-pub static FROM_U16: Kernel = Kernel { shader: &SHADER, entry: "from_u16" };
-pub static FROM_F16: Kernel = Kernel { shader: &SHADER, entry: "from_f16" };
-pub static FROM_F32: Kernel = Kernel { shader: &SHADER, entry: "from_f32" };
-pub static TO_F32: Kernel = Kernel { shader: &SHADER, entry: "to_f32" };
+pub static SHADER: Shader = wgsl!("convert": "lib/grid.wgsl", "lib/decode.wgsl", "convert.wgsl");
+static FROM_RAW: Kernel = Kernel { shader: &SHADER, entry: "from_raw" };
+static TO_F32: Kernel = Kernel { shader: &SHADER, entry: "to_f32" };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ConvertParams {
     count: u32,
     scale: f32,
-    _pad: [u32; 2],
+    /// [`super::host_type_code`] of the raw data (`from_raw`).
+    kind: u32,
+    _pad: u32,
 }
 
 /// Raw host data uploaded as is (little-endian, padded to 4 bytes).
@@ -55,15 +51,9 @@ pub fn from_raw(gpu: &Gpu, raw: &RawBuffer, scale: f32, output: &Tensor) -> Resu
     if raw.count != output.len() {
         return Err(Error::Shape(format!("converting {} values into a tensor of {}", raw.count, output.len())));
     }
-    let kernel = match raw.ty {
-        HostType::U8 => &FROM_U8,
-        HostType::U16 => &FROM_U16,
-        HostType::F16 => &FROM_F16,
-        HostType::F32 => &FROM_F32,
-    };
-    let p = ConvertParams { count: raw.count as u32, scale, _pad: [0; 2] };
+    let p = ConvertParams { count: raw.count as u32, scale, kind: super::host_type_code(raw.ty), _pad: 0 };
     let [gx, gy] = grid_1d(gpu, raw.count, 256);
-    Dispatch::new(gpu, kernel, output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
+    Dispatch::new(gpu, &FROM_RAW, output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
 }
 
 /// `output (f32) = input * scale`; `output` must be an f32 tensor with as many values.
@@ -71,7 +61,7 @@ pub fn to_f32(gpu: &Gpu, input: &Tensor, scale: f32, output: &Tensor) -> Result<
     if output.precision != Precision::F32 || output.len() != input.len() {
         return Err(Error::Shape("to_f32 needs an f32 output of the input's size".into()));
     }
-    let p = ConvertParams { count: input.len() as u32, scale, _pad: [0; 2] };
+    let p = ConvertParams { count: input.len() as u32, scale, kind: 0, _pad: 0 };
     let [gx, gy] = grid_1d(gpu, input.len(), 256);
     Dispatch::new(gpu, &TO_F32, input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)], [gx, gy, 1])
 }

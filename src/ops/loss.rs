@@ -36,15 +36,14 @@
 //! [`reference`](mod@reference) is the f64 CPU version the tests check against finite differences
 //! and the GPU against.
 
+use bytemuck::Zeroable;
+
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, Tensor, grid_1d, storage, zeroed};
 use crate::psi::PsiConfig;
 use crate::psi::phase::split12;
 
-pub static SHADER: Shader = Shader {
-    name: "loss",
-    body: concat!(include_str!("../../shaders/lib/phase.wgsl"), include_str!("../../shaders/loss.wgsl")),
-};
+pub static SHADER: Shader = wgsl!("loss": "lib/grid.wgsl", "lib/phase.wgsl", "lib/reduce.wgsl", "loss.wgsl");
 pub static LOSS_AB: Kernel = Kernel { shader: &SHADER, entry: "loss_ab" };
 pub static PHYSICS: Kernel = Kernel { shader: &SHADER, entry: "physics" };
 pub static MSE: Kernel = Kernel { shader: &SHADER, entry: "mse" };
@@ -153,6 +152,14 @@ struct LossParams {
     _pad: u32,
 }
 
+impl LossParams {
+    /// The fields every loss sets for a prediction of `[n, 1, h, w]`; the rest zero.
+    fn of([n, h, w]: [usize; 3]) -> LossParams {
+        let [n, h, w] = [n, h, w].map(|d| d as u32);
+        LossParams { n, h, w, count: n * h * w, frame_scale: 1.0, weight: 1.0, ..Zeroable::zeroed() }
+    }
+}
+
 /// The shader's constant table (computed in f64): per laser `[2/λ hi, 2/λ lo, 4π/λ, 0]` (hi with
 /// 12 significant bits, hi + lo = 2/λ), then per bucket `[k/N, cos δ_k, sin δ_k, 0]`.
 fn constants(config: &PhysicsConfig) -> Vec<[f32; 4]> {
@@ -180,6 +187,8 @@ pub struct Loss {
     /// `[n, h, w]` of the prediction (`[n, 1, h, w]`).
     pub shape: [usize; 3],
     params: LossParams,
+    /// Workgroups of the passes over the pixels.
+    grid: [u32; 3],
     estimate: Option<Dispatch>,
     forward: Dispatch,
     backward: Option<Dispatch>,
@@ -233,63 +242,33 @@ impl Loss {
         }
         let (nl, nb) = (config.lasers(), config.psi.buckets);
         let (m, pix) = ((n * nl * nb * h * w) as f64, (n * h * w) as f64);
-        let [gx, gy] = grid_1d(gpu, n * h * w, WG);
-        let groups = gx as usize * gy as usize;
         let params = LossParams {
-            n: n as u32,
-            h: h as u32,
-            w: w as u32,
             lasers: nl as u32,
             buckets: nb as u32,
             per_pixel: config.per_pixel_ab as u32,
-            grad: 0,
-            count: (n * h * w) as u32,
             a: config.psi.a,
             b: config.psi.b,
             w_smooth: config.smoothness,
             frame_scale: config.frame_scale,
             inv_m: (1.0 / m) as f32,
             inv_p: (1.0 / pix) as f32,
-            weight: 1.0,
-            _pad: 0,
+            ..LossParams::of([n, h, w])
         };
         let consts = storage(gpu, "loss constants", bytemuck::cast_slice(&constants(config)))?;
         let ab = zeroed(gpu, "loss A/B", if config.per_pixel_ab { (n * nl * 2 * h * w * 4) as u64 } else { 4 })?;
-        let partials = zeroed(gpu, "loss partials", (2 * groups * 4) as u64)?;
-        let value = zeroed(gpu, "loss value", 16)?;
-        let dummy_grad = zeroed(gpu, "loss gradient placeholder", 4)?;
-        let grid = [gx, gy, 1];
-
-        let estimate = if config.per_pixel_ab {
-            let b = [(2, &frame.buffer), (3, &consts), (8, &ab)];
-            Some(Dispatch::new(gpu, &LOSS_AB, Precision::F32, &params, &b, grid)?)
-        } else {
-            None
-        };
-        let physics = |p: &LossParams, g: &wgpu::Buffer| {
+        let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
             let b =
-                [(1, &height.buffer), (2, &frame.buffer), (3, &consts), (4, &ab), (5, scale), (6, g), (7, &partials)];
+                [(1, &height.buffer), (2, &frame.buffer), (3, &consts), (4, &ab), (5, scale), (6, g), (7, partials)];
             Dispatch::new(gpu, &PHYSICS, height.precision, p, &b, grid)
         };
-        let forward = physics(&params, &dummy_grad)?;
-        let backward = match grad {
-            Some(g) => Some(physics(&LossParams { grad: 1, ..params }, &g.buffer)?),
-            None => None,
-        };
-        let reduce = reduce_dispatch(gpu, &params, groups, &partials, &value)?;
-        Ok(Loss {
-            kind: LossKind::Physics(config.clone()),
-            precision: height.precision,
-            shape: [n, h, w],
-            params,
-            estimate,
-            forward,
-            backward,
-            reduce,
-            value,
-            ab: config.per_pixel_ab.then_some(ab),
-            _buffers: vec![consts, partials, dummy_grad],
-        })
+        let mut loss = Loss::assemble(gpu, LossKind::Physics(config.clone()), height, grad, params, pass)?;
+        if config.per_pixel_ab {
+            let b = [(2, &frame.buffer), (3, &consts), (8, &ab)];
+            loss.estimate = Some(Dispatch::new(gpu, &LOSS_AB, Precision::F32, &params, &b, loss.grid)?);
+            loss.ab = Some(ab);
+        }
+        loss._buffers.push(consts);
+        Ok(loss)
     }
 
     /// Supervised `mean((pred − truth)²)` of `pred` `[n, 1, h, w]` (any precision) against `truth`
@@ -302,46 +281,41 @@ impl Loss {
                 pred.shape, truth.shape, truth.precision
             )));
         }
-        let len = n * h * w;
-        let [gx, gy] = grid_1d(gpu, len, WG);
-        let groups = gx as usize * gy as usize;
-        let params = LossParams {
-            n: n as u32,
-            h: h as u32,
-            w: w as u32,
-            lasers: 0,
-            buckets: 0,
-            per_pixel: 0,
-            grad: 0,
-            count: len as u32,
-            a: 0.0,
-            b: 0.0,
-            w_smooth: 0.0,
-            frame_scale: 1.0,
-            inv_m: (1.0 / len as f64) as f32,
-            inv_p: 0.0,
-            weight: 1.0,
-            _pad: 0,
+        let params = LossParams { inv_m: (1.0 / (n * h * w) as f64) as f32, ..LossParams::of([n, h, w]) };
+        let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
+            let b = [(1, &pred.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, partials)];
+            Dispatch::new(gpu, &MSE, pred.precision, p, &b, grid)
         };
+        Loss::assemble(gpu, LossKind::Mse, pred, grad, params, pass)
+    }
+
+    /// What every loss has: its pass over the prediction `pred` (`pass(params, gradient buffer,
+    /// partial sums, workgroups)`), recorded without a gradient (forward, into a placeholder) and
+    /// with one (backward, into `grad`), and the reduction of its partial sums into the value.
+    fn assemble(
+        gpu: &Gpu,
+        kind: LossKind,
+        pred: &Tensor,
+        grad: Option<&Tensor>,
+        params: LossParams,
+        pass: impl Fn(&LossParams, &wgpu::Buffer, &wgpu::Buffer, [u32; 3]) -> Result<Dispatch>,
+    ) -> Result<Loss> {
+        let [n, _, h, w] = pred.shape;
+        let [gx, gy] = grid_1d(gpu, n * h * w, WG);
+        let (grid, groups) = ([gx, gy, 1], gx as usize * gy as usize);
         let partials = zeroed(gpu, "loss partials", (2 * groups * 4) as u64)?;
         let value = zeroed(gpu, "loss value", 16)?;
         let dummy_grad = zeroed(gpu, "loss gradient placeholder", 4)?;
-        let grid = [gx, gy, 1];
-        let mse = |p: &LossParams, g: &wgpu::Buffer| {
-            let b = [(1, &pred.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, &partials)];
-            Dispatch::new(gpu, &MSE, pred.precision, p, &b, grid)
-        };
-        let forward = mse(&params, &dummy_grad)?;
-        let backward = match grad {
-            Some(g) => Some(mse(&LossParams { grad: 1, ..params }, &g.buffer)?),
-            None => None,
-        };
-        let reduce = reduce_dispatch(gpu, &params, groups, &partials, &value)?;
+        let forward = pass(&params, &dummy_grad, &partials, grid)?;
+        let backward = grad.map(|g| pass(&LossParams { grad: 1, ..params }, &g.buffer, &partials, grid)).transpose()?;
+        let rp = LossParams { count: groups as u32, ..params };
+        let reduce = Dispatch::new(gpu, &REDUCE, Precision::F32, &rp, &[(7, &partials), (10, &value)], [1, 1, 1])?;
         Ok(Loss {
-            kind: LossKind::Mse,
+            kind,
             precision: pred.precision,
             shape: [n, h, w],
             params,
+            grid,
             estimate: None,
             forward,
             backward,
@@ -415,17 +389,6 @@ impl Loss {
         gpu.run(&d)?;
         self.read(gpu)
     }
-}
-
-fn reduce_dispatch(
-    gpu: &Gpu,
-    params: &LossParams,
-    groups: usize,
-    partials: &wgpu::Buffer,
-    value: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let p = LossParams { count: groups as u32, ..*params };
-    Dispatch::new(gpu, &REDUCE, Precision::F32, &p, &[(7, partials), (10, value)], [1, 1, 1])
 }
 
 /// The losses and their gradients on the CPU in f64 (conventions in [`crate::ops`]).

@@ -21,6 +21,17 @@
 //! generic over the float type (f64 in the tests, f32 in `optim::HostAdam`) and updates the
 //! parameters and moments in place.
 
+/// A [`Shader`](crate::gpu::Shader) named `$name` whose body is the given files of `shaders/`
+/// (shared pieces from `lib/` first), concatenated in order.
+macro_rules! wgsl {
+    ($name:literal: $($file:literal),+ $(,)?) => {
+        crate::gpu::Shader {
+            name: $name,
+            body: concat!($(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))),+),
+        }
+    };
+}
+
 pub mod adam;
 pub mod batchnorm;
 pub mod blend;
@@ -34,6 +45,7 @@ pub mod pool;
 pub mod synth;
 pub mod upsample;
 
+use crate::dtype::HostType;
 use crate::gpu::{ChannelView, Precision, Shader};
 
 /// Every WGSL program the engine compiles (the naga test checks each one in both precisions).
@@ -55,6 +67,16 @@ pub fn shaders() -> Vec<&'static Shader> {
     ]
 }
 
+/// A view's shape as the shaders' u32 fields: `[n, channels, h, w]`.
+fn dims(v: &ChannelView) -> [u32; 4] {
+    [v.n(), v.channels, v.h(), v.w()].map(|d| d as u32)
+}
+
+/// Where a view sits in its tensor, as the shaders' u32 fields: `[total channels, channel offset]`.
+fn slot(v: &ChannelView) -> [u32; 2] {
+    [v.total() as u32, v.offset as u32]
+}
+
 /// Both views must live in tensors of one precision; returns it.
 fn same_precision(a: &ChannelView, b: &ChannelView) -> crate::Result<Precision> {
     if a.tensor.precision != b.tensor.precision {
@@ -64,4 +86,15 @@ fn same_precision(a: &ChannelView, b: &ChannelView) -> crate::Result<Precision> 
         )));
     }
     Ok(a.tensor.precision)
+}
+
+/// The code of a host data type in the shaders' parameters (`kind`): `lib/decode.wgsl`'s
+/// `raw_value` reads it, `synth.wgsl` packs its output by it.
+pub fn host_type_code(ty: HostType) -> u32 {
+    match ty {
+        HostType::F32 => 0,
+        HostType::U8 => 1,
+        HostType::U16 => 2,
+        HostType::F16 => 3,
+    }
 }

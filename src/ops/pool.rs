@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::gpu::ChannelView;
 use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
 
-pub static SHADER: Shader = Shader { name: "pool", body: include_str!("../../shaders/pool.wgsl") };
+pub static SHADER: Shader = wgsl!("pool": "lib/grid.wgsl", "lib/views.wgsl", "pool.wgsl");
 pub static MAXPOOL2X2: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2" };
 pub static MAXPOOL2X2_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2_backward" };
 
@@ -26,6 +26,14 @@ struct PoolParams {
     dx_coff: u32,
 }
 
+impl PoolParams {
+    /// The forward's fields: pooling the view `x` into `[h / 2, w / 2]`.
+    fn of(x: &ChannelView) -> PoolParams {
+        let ([_, c, h, w], [in_ctot, in_coff]) = (super::dims(x), super::slot(x));
+        PoolParams { c, h, w, in_ctot, in_coff, oh: h / 2, ow: w / 2, ..Default::default() }
+    }
+}
+
 /// `output[n, c] = maxpool2x2(input[n, c])`; `output` must be a whole tensor of
 /// `[n, c, h / 2, w / 2]`.
 pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<Dispatch> {
@@ -44,16 +52,7 @@ pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<
             input.channels
         )));
     }
-    let p = PoolParams {
-        c: input.channels as u32,
-        h: input.h() as u32,
-        w: input.w() as u32,
-        in_ctot: input.total() as u32,
-        in_coff: input.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        ..Default::default()
-    };
+    let p = PoolParams::of(&input);
     let [gx, gy] = grid_1d(gpu, oh * ow, 256);
     let planes = (input.n() * input.channels) as u32;
     Dispatch::new(
@@ -99,20 +98,8 @@ pub fn maxpool2x2_backward(
     if std::ptr::eq(dx.tensor, x.tensor) || std::ptr::eq(dx.tensor, dy.tensor) {
         return Err(Error::Shape("max-pool backward: dx must not share a tensor with x or dy".into()));
     }
-    let p = PoolParams {
-        c: c as u32,
-        h: h as u32,
-        w: w as u32,
-        in_ctot: x.total() as u32,
-        in_coff: x.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        accumulate: accumulate as u32,
-        dy_ctot: dy.total() as u32,
-        dy_coff: dy.offset as u32,
-        dx_ctot: dx.total() as u32,
-        dx_coff: dx.offset as u32,
-    };
+    let ([dy_ctot, dy_coff], [dx_ctot, dx_coff]) = (super::slot(&dy), super::slot(&dx));
+    let p = PoolParams { accumulate: accumulate as u32, dy_ctot, dy_coff, dx_ctot, dx_coff, ..PoolParams::of(&x) };
     let [gx, gy] = grid_1d(gpu, h.div_ceil(2) * w.div_ceil(2), 256);
     let bufs = [(1, &x.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
     Dispatch::new(gpu, &MAXPOOL2X2_BACKWARD, precision, &p, &bufs, [gx, gy, (n * c) as u32])

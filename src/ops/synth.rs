@@ -21,10 +21,7 @@ use crate::psi::phase::split12;
 use crate::psi::surface::{Shape, coord};
 use crate::psi::synthetic::{GenerateOptions, ab_fields};
 
-pub static SHADER: Shader = Shader {
-    name: "synth",
-    body: concat!(include_str!("../../shaders/lib/phase.wgsl"), include_str!("../../shaders/synth.wgsl")),
-};
+pub static SHADER: Shader = wgsl!("synth": "lib/grid.wgsl", "lib/phase.wgsl", "synth.wgsl");
 pub static SURFACE: Kernel = Kernel { shader: &SHADER, entry: "surface" };
 pub static BUCKETS: Kernel = Kernel { shader: &SHADER, entry: "buckets" };
 
@@ -145,12 +142,7 @@ impl SynthInputs {
                 Shape::Random => 1,
             },
             terms: self.terms as u32,
-            kind: match o.dtype {
-                HostType::F32 => 0,
-                HostType::U8 => 1,
-                HostType::U16 => 2,
-                HostType::F16 => 3,
-            },
+            kind: super::host_type_code(o.dtype),
             wpc: words_per_channel(rows, o.width, o.dtype) as u32,
             seed_lo: o.seed as u32,
             seed_hi: (o.seed >> 32) as u32,

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::ChannelView;
 use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
 
-pub static SHADER: Shader = Shader { name: "upsample", body: include_str!("../../shaders/upsample.wgsl") };
+pub static SHADER: Shader = wgsl!("upsample": "lib/grid.wgsl", "lib/views.wgsl", "upsample.wgsl");
 pub static UPSAMPLE2X_PAD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad" };
 pub static UPSAMPLE2X_PAD_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad_backward" };
 
@@ -27,6 +27,31 @@ struct UpParams {
     accumulate: u32,
 }
 
+impl UpParams {
+    /// Upsampling the view `small` into the view `big` (forward: input and output; backward: dx
+    /// and dy), with PyTorch's pad `d // 2` before on each axis.
+    fn of(small: &ChannelView, big: &ChannelView, accumulate: bool) -> UpParams {
+        let ([_, c, ih, iw], [in_ctot, in_coff]) = (super::dims(small), super::slot(small));
+        let ([_, _, oh, ow], [out_ctot, out_coff]) = (super::dims(big), super::slot(big));
+        let pad = |o: u32, i: u32| (o as i64 - 2 * i as i64).div_euclid(2) as i32;
+        let (pad_top, pad_left) = (pad(oh, ih), pad(ow, iw));
+        UpParams {
+            c,
+            ih,
+            iw,
+            in_ctot,
+            in_coff,
+            oh,
+            ow,
+            out_ctot,
+            out_coff,
+            pad_top,
+            pad_left,
+            accumulate: accumulate as u32,
+        }
+    }
+}
+
 /// Upsample `input` x2 and pad it as PyTorch's `F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2])`
 /// to the output view's size (negative differences crop), writing into `output`'s channels.
 pub fn upsample2x_pad(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<Dispatch> {
@@ -37,24 +62,8 @@ pub fn upsample2x_pad(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Res
             input.channels, output.channels
         )));
     }
-    let (oh, ow) = (output.h(), output.w());
-    let dy = oh as i64 - 2 * input.h() as i64;
-    let dx = ow as i64 - 2 * input.w() as i64;
-    let p = UpParams {
-        c: input.channels as u32,
-        ih: input.h() as u32,
-        iw: input.w() as u32,
-        in_ctot: input.total() as u32,
-        in_coff: input.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        out_ctot: output.total() as u32,
-        out_coff: output.offset as u32,
-        pad_top: dy.div_euclid(2) as i32,
-        pad_left: dx.div_euclid(2) as i32,
-        accumulate: 0,
-    };
-    let [gx, gy] = grid_1d(gpu, oh * ow, 256);
+    let p = UpParams::of(&input, &output, false);
+    let [gx, gy] = grid_1d(gpu, output.h() * output.w(), 256);
     let planes = (input.n() * input.channels) as u32;
     let bufs = [(1, &input.tensor.buffer), (2, &output.tensor.buffer)];
     Dispatch::new(gpu, &UPSAMPLE2X_PAD, precision, &p, &bufs, [gx, gy, planes])
@@ -75,24 +84,8 @@ pub fn upsample2x_pad_backward(gpu: &Gpu, dy: ChannelView, dx: ChannelView, accu
     if std::ptr::eq(dx.tensor, dy.tensor) {
         return Err(Error::Shape("upsampling backward: dx must not share a tensor with dy".into()));
     }
-    let (ih, iw, oh, ow) = (dx.h(), dx.w(), dy.h(), dy.w());
-    let pad_y = oh as i64 - 2 * ih as i64;
-    let pad_x = ow as i64 - 2 * iw as i64;
-    let p = UpParams {
-        c: dx.channels as u32,
-        ih: ih as u32,
-        iw: iw as u32,
-        in_ctot: dx.total() as u32,
-        in_coff: dx.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        out_ctot: dy.total() as u32,
-        out_coff: dy.offset as u32,
-        pad_top: pad_y.div_euclid(2) as i32,
-        pad_left: pad_x.div_euclid(2) as i32,
-        accumulate: accumulate as u32,
-    };
-    let [gx, gy] = grid_1d(gpu, ih * iw, 256);
+    let p = UpParams::of(&dx, &dy, accumulate);
+    let [gx, gy] = grid_1d(gpu, dx.h() * dx.w(), 256);
     let planes = (dx.n() * dx.channels) as u32;
     let bufs = [(3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
     Dispatch::new(gpu, &UPSAMPLE2X_PAD_BACKWARD, precision, &p, &bufs, [gx, gy, planes])

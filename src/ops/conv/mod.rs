@@ -19,7 +19,7 @@ use crate::gpu::{
     ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
 };
 
-pub static SHADER: Shader = Shader { name: "conv", body: include_str!("../../../shaders/conv.wgsl") };
+pub static SHADER: Shader = wgsl!("conv": "lib/reduce.wgsl", "conv.wgsl");
 pub static CONV3X3: Kernel = Kernel { shader: &SHADER, entry: "conv3x3" };
 pub static CONV1X1: Kernel = Kernel { shader: &SHADER, entry: "conv1x1" };
 pub static CONV3X3_NAIVE: Kernel = Kernel { shader: &SHADER, entry: "conv3x3_naive" };
@@ -195,18 +195,10 @@ fn view_params(
     if (input.n(), input.h(), input.w()) != (output.n(), output.h(), output.w()) {
         return Err(Error::Shape(format!("{what} input and output sizes differ")));
     }
-    Ok(ConvParams {
-        n: input.n() as u32,
-        cin: cin as u32,
-        h: input.h() as u32,
-        w: input.w() as u32,
-        cout: cout as u32,
-        in_ctot: input.total() as u32,
-        in_coff: input.offset as u32,
-        out_ctot: output.total() as u32,
-        out_coff: output.offset as u32,
-        ..Zeroable::zeroed()
-    })
+    let ([n, _, h, w], [in_ctot, in_coff], [out_ctot, out_coff]) =
+        (super::dims(input), super::slot(input), super::slot(output));
+    let (cin, cout) = (cin as u32, cout as u32);
+    Ok(ConvParams { n, cin, h, w, cout, in_ctot, in_coff, out_ctot, out_coff, ..Zeroable::zeroed() })
 }
 
 fn params(w: &ConvWeights, input: &ChannelView, output: &ChannelView, oc_tiles: usize) -> Result<ConvParams> {
@@ -408,15 +400,7 @@ pub fn conv_grad_weight_in(
 pub fn conv_grad_bias(gpu: &Gpu, dy: ChannelView, db: &wgpu::Buffer, accumulate: bool) -> Result<Dispatch> {
     let c = dy.channels;
     check_f32_buffer(db, c, "bias gradient")?;
-    let p = ConvParams {
-        n: dy.n() as u32,
-        h: dy.h() as u32,
-        w: dy.w() as u32,
-        cout: c as u32,
-        out_ctot: dy.total() as u32,
-        out_coff: dy.offset as u32,
-        accumulate: accumulate as u32,
-        ..Zeroable::zeroed()
-    };
+    let ([n, cout, h, w], [out_ctot, out_coff]) = (super::dims(&dy), super::slot(&dy));
+    let p = ConvParams { n, h, w, cout, out_ctot, out_coff, accumulate: accumulate as u32, ..Zeroable::zeroed() };
     Dispatch::new(gpu, &GRAD_BIAS, dy.tensor.precision, &p, &[(10, &dy.tensor.buffer), (11, db)], [c as u32, 1, 1])
 }
