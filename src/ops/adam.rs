@@ -72,7 +72,7 @@ impl AdamConfig {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamParams {
+pub(super) struct AdamParams {
     count: u32,
     clip: u32,
     partials: u32,

@@ -37,7 +37,7 @@ const CHUNK: usize = 4096;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct BnParams {
+pub(super) struct BnParams {
     c: u32,
     hw: u32,
     n: u32,

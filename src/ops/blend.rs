@@ -7,7 +7,7 @@
 //! [`reference`](mod@reference) is the window on the CPU.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, check_binding, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, Tensor, check_binding, grid_1d};
 
 pub static SHADER_NATIVE: Shader = wgsl!("blend_native": "lib/grid.wgsl", "lib/atomic_native.wgsl", "blend.wgsl");
 pub static SHADER_CAS: Shader = wgsl!("blend_cas": "lib/grid.wgsl", "lib/atomic_cas.wgsl", "blend.wgsl");
@@ -41,7 +41,9 @@ pub struct Blender {
     pub rows_out: Tensor,
     /// Bytes of the accumulators and the row buffer.
     pub bytes: u64,
-    _acc: [wgpu::Buffer; 2],
+    /// The accumulators: weighted values `[c, ring, w]`, weights `[ring, w]` (at the start of a
+    /// buffer of the values' size).
+    acc: [wgpu::Buffer; 2],
 }
 
 impl Blender {
@@ -64,7 +66,7 @@ impl Blender {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: acc_bytes.max(4),
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         };
@@ -87,26 +89,14 @@ impl Blender {
         } else {
             (&ACCUMULATE_CAS, &NORMALIZE_CAS)
         };
-        let [gx, gy] = grid_1d(gpu, th * tw, 256);
-        let accumulate = Dispatch::new(
-            gpu,
-            acc_k,
-            tile_out.precision,
-            &params,
-            &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)],
-            [gx, gy, n as u32],
-        )?;
-        let [gx, gy] = grid_1d(gpu, ring * w, 256);
-        let normalize = Dispatch::new(
-            gpu,
-            norm_k,
-            tile_out.precision,
-            &params,
-            &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)],
-            [gx, gy, 1],
-        )?;
+        let launch = |kernel, bufs: &[(u32, &wgpu::Buffer)], count: usize, planes: usize| {
+            let [gx, gy] = grid_1d(gpu, count, 256);
+            Dispatch::new(gpu, kernel, tile_out.precision, &params, bufs, [gx, gy, planes as u32])
+        };
+        let accumulate = launch(acc_k, &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)], th * tw, n)?;
+        let normalize = launch(norm_k, &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w, 1)?;
         let bytes = 2 * acc.size() + rows_out.buffer.size();
-        Ok(Blender { params, accumulate, normalize, rows_out, bytes, _acc: [acc, wsum] })
+        Ok(Blender { params, accumulate, normalize, rows_out, bytes, acc: [acc, wsum] })
     }
 
     /// The accumulate dispatch for a batch of `count` real tiles (parameters written now).
@@ -114,6 +104,12 @@ impl Blender {
         self.params.count = count as u32;
         self.accumulate.update(gpu, &self.params);
         &self.accumulate
+    }
+
+    /// The accumulated weights `[ring, w]` (frame row y at ring row `y % ring`): what
+    /// [`Blender::normalize`] divides by, before it resets them (waits for queued work).
+    pub fn read_weights(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        Readback::f32(gpu, &self.acc[1], (self.params.ring * self.params.w) as usize)
     }
 
     /// The normalize dispatch for frame rows `row0 .. row0 + rows` (at most `ring`).

@@ -109,7 +109,7 @@ impl ClassicalConfig {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ClassicalParams {
+pub(super) struct ClassicalParams {
     lasers: u32,
     buckets: u32,
     h: u32,

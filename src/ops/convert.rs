@@ -14,7 +14,7 @@ static TO_F32: Kernel = Kernel { shader: &SHADER, entry: "to_f32" };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvertParams {
+pub(super) struct ConvertParams {
     count: u32,
     scale: f32,
     /// [`super::host_type_code`] of the raw data (`from_raw`).

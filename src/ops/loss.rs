@@ -133,7 +133,7 @@ impl LossValue {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct LossParams {
+pub(super) struct LossParams {
     n: u32,
     h: u32,
     w: u32,

@@ -45,6 +45,9 @@ pub mod pool;
 pub mod synth;
 pub mod upsample;
 
+#[cfg(test)]
+mod uniforms;
+
 use crate::dtype::HostType;
 use crate::gpu::{ChannelView, Precision, Shader};
 

@@ -10,7 +10,7 @@ pub static MAXPOOL2X2_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "maxpo
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
+pub(super) struct PoolParams {
     c: u32,
     h: u32,
     w: u32,

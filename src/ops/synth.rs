@@ -51,7 +51,7 @@ fn coordinate_tables(h: usize, w: usize) -> Vec<[f32; 4]> {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GenParams {
+pub(super) struct GenParams {
     w: u32,
     rows: u32,
     row0: u32,

@@ -11,7 +11,7 @@ pub static UPSAMPLE2X_PAD_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "u
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct UpParams {
+pub(super) struct UpParams {
     c: u32,
     ih: u32,
     iw: u32,

@@ -9,9 +9,11 @@ mod check;
 
 mod adam;
 mod batchnorm;
+mod blend;
 mod classical;
 mod conv;
 mod convert;
+mod gather;
 mod lbfgs;
 mod loss;
 mod pool;

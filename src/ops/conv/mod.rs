@@ -45,7 +45,7 @@ const GW_SCRATCH_BYTES: u64 = 16 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvParams {
+pub(super) struct ConvParams {
     n: u32,
     cin: u32,
     h: u32,
