@@ -196,26 +196,33 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String
 /// number of values they write; the tensors they use are kept alive in `keep`.
 type LayerCase = fn(&Gpu, Precision, [usize; 4], &mut Vec<Tensor>) -> (Vec<Dispatch>, usize);
 
-/// 2x2 max-pooling of the input.
-fn pool_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Tensor>) -> (Vec<Dispatch>, usize) {
-    let [n, c, h, w] = shape;
-    let x = Tensor::from_f32(gpu, shape, p, &pseudo_random(n * c * h * w, 11)).expect("pool input");
-    let y = Tensor::new(gpu, [n, c, h / 2, w / 2], p, "pool output").expect("pool output");
-    let d = pool::maxpool2x2(gpu, x.view(), y.view()).expect("pool dispatch");
+/// A random input of `shape` and an output of `out` in `p`, and the one dispatch `launch(x, y)`.
+fn one_dispatch(
+    gpu: &Gpu,
+    p: Precision,
+    [shape, out]: [[usize; 4]; 2],
+    keep: &mut Vec<Tensor>,
+    launch: impl FnOnce(&Tensor, &Tensor) -> psi_gpu::Result<Dispatch>,
+) -> (Vec<Dispatch>, usize) {
+    let x = Tensor::from_f32(gpu, shape, p, &pseudo_random(shape.iter().product(), 11)).expect("layer input");
+    let y = Tensor::new(gpu, out, p, "layer output").expect("layer output");
+    let d = launch(&x, &y).expect("layer dispatch");
     let values = y.len();
     keep.extend([x, y]);
     (vec![d], values)
 }
 
+/// 2x2 max-pooling of the input.
+fn pool_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Tensor>) -> (Vec<Dispatch>, usize) {
+    let [n, c, h, w] = shape;
+    one_dispatch(gpu, p, [shape, [n, c, h / 2, w / 2]], keep, |x, y| pool::maxpool2x2(gpu, x.view(), y.view()))
+}
+
 /// Bilinear x2 upsampling of the input, padded by one row and column (an odd skip size).
 fn upsample_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Tensor>) -> (Vec<Dispatch>, usize) {
     let [n, c, h, w] = shape;
-    let x = Tensor::from_f32(gpu, shape, p, &pseudo_random(n * c * h * w, 12)).expect("upsample input");
-    let y = Tensor::new(gpu, [n, c, 2 * h + 1, 2 * w + 1], p, "upsample output").expect("upsample output");
-    let d = upsample::upsample2x_pad(gpu, x.view(), y.view()).expect("upsample dispatch");
-    let values = y.len();
-    keep.extend([x, y]);
-    (vec![d], values)
+    let out = [n, c, 2 * h + 1, 2 * w + 1];
+    one_dispatch(gpu, p, [shape, out], keep, |x, y| upsample::upsample2x_pad(gpu, x.view(), y.view()))
 }
 
 /// Training-mode BatchNorm + ReLU of the input: the batch statistics, then the forward.

@@ -51,23 +51,47 @@ mod uniforms;
 use crate::dtype::HostType;
 use crate::gpu::{ChannelView, Precision, Shader};
 
+/// One row of [`programs`]: a WGSL program with its parameter struct.
+macro_rules! program {
+    ($module:ident :: $shader:ident, $params:ident) => {
+        Program {
+            shader: &$module::$shader,
+            params: stringify!($params),
+            params_size: std::mem::size_of::<$module::$params>(),
+        }
+    };
+}
+
+/// A WGSL program and its parameter block: the struct of the same name in WGSL and Rust, bound as
+/// `var<uniform>` at @group(0) @binding(0) (a test checks that naga lays it out in as many bytes).
+pub struct Program {
+    pub shader: &'static Shader,
+    pub params: &'static str,
+    pub params_size: usize,
+}
+
+/// Every WGSL program the engine compiles.
+pub fn programs() -> [Program; 13] {
+    [
+        program!(adam::SHADER, AdamParams),
+        program!(batchnorm::SHADER, BnParams),
+        program!(blend::SHADER_NATIVE, BlendParams),
+        program!(blend::SHADER_CAS, BlendParams),
+        program!(chebykan::SHADER, ChebyParams),
+        program!(classical::SHADER, ClassicalParams),
+        program!(conv::SHADER, ConvParams),
+        program!(convert::SHADER, ConvertParams),
+        program!(gather::SHADER, GatherParams),
+        program!(loss::SHADER, LossParams),
+        program!(pool::SHADER, PoolParams),
+        program!(synth::SHADER, GenParams),
+        program!(upsample::SHADER, UpParams),
+    ]
+}
+
 /// Every WGSL program the engine compiles (the naga test checks each one in both precisions).
 pub fn shaders() -> Vec<&'static Shader> {
-    vec![
-        &adam::SHADER,
-        &batchnorm::SHADER,
-        &blend::SHADER_NATIVE,
-        &blend::SHADER_CAS,
-        &chebykan::SHADER,
-        &classical::SHADER,
-        &conv::SHADER,
-        &convert::SHADER,
-        &gather::SHADER,
-        &loss::SHADER,
-        &pool::SHADER,
-        &synth::SHADER,
-        &upsample::SHADER,
-    ]
+    programs().iter().map(|p| p.shader).collect()
 }
 
 /// A view's shape as the shaders' u32 fields: `[n, channels, h, w]`.

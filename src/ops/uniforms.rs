@@ -1,33 +1,12 @@
-//! Drift guard: every launcher's `#[repr(C)]` parameter struct has exactly the size naga's
-//! layouter gives its WGSL twin, the struct every entry point of the program binds as
+//! Drift guard: every program's `#[repr(C)]` parameter struct ([`programs`]) has exactly the
+//! size naga's layouter gives its WGSL twin, the struct every entry point of the program binds as
 //! `var<uniform>` at @group(0) @binding(0) (what `Dispatch::new` writes the parameters to). A
 //! field added on one side only changes one of the two sizes.
-
-use std::mem::size_of;
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 use super::*;
 use crate::gpu::{Precision, Shader};
-
-/// Each program with the name of its WGSL parameter struct and the size of the Rust one.
-fn twins() -> Vec<(&'static Shader, &'static str, usize)> {
-    vec![
-        (&adam::SHADER, "AdamParams", size_of::<adam::AdamParams>()),
-        (&batchnorm::SHADER, "BnParams", size_of::<batchnorm::BnParams>()),
-        (&blend::SHADER_NATIVE, "BlendParams", size_of::<blend::BlendParams>()),
-        (&blend::SHADER_CAS, "BlendParams", size_of::<blend::BlendParams>()),
-        (&chebykan::SHADER, "ChebyParams", size_of::<chebykan::ChebyParams>()),
-        (&classical::SHADER, "ClassicalParams", size_of::<classical::ClassicalParams>()),
-        (&conv::SHADER, "ConvParams", size_of::<conv::ConvParams>()),
-        (&convert::SHADER, "ConvertParams", size_of::<convert::ConvertParams>()),
-        (&gather::SHADER, "GatherParams", size_of::<gather::GatherParams>()),
-        (&loss::SHADER, "LossParams", size_of::<loss::LossParams>()),
-        (&pool::SHADER, "PoolParams", size_of::<pool::PoolParams>()),
-        (&synth::SHADER, "GenParams", size_of::<synth::GenParams>()),
-        (&upsample::SHADER, "UpParams", size_of::<upsample::UpParams>()),
-    ]
-}
 
 /// The name and naga-reflected size of the struct bound as `var<uniform>` at @group(0)
 /// @binding(0) of `shader` in `precision`, checking that every entry point uses it.
@@ -54,18 +33,11 @@ fn reflected(shader: &Shader, precision: Precision) -> (String, usize) {
 
 #[test]
 fn parameter_structs_match_their_wgsl_twins() {
-    for (shader, name, rust) in twins() {
+    for Program { shader, params, params_size: rust } in programs() {
         for precision in [Precision::F32, Precision::F16] {
             let (wgsl_name, wgsl) = reflected(shader, precision);
-            assert_eq!(wgsl_name, name, "{}: the uniform at binding 0", shader.name);
-            assert_eq!(wgsl, rust, "{}: {name} is {wgsl} bytes in WGSL ({precision}), {rust} in Rust", shader.name);
+            assert_eq!(wgsl_name, params, "{}: the uniform at binding 0", shader.name);
+            assert_eq!(wgsl, rust, "{}: {params} is {wgsl} bytes in WGSL ({precision}), {rust} in Rust", shader.name);
         }
-    }
-    for shader in shaders() {
-        assert!(
-            twins().iter().any(|(s, _, _)| std::ptr::eq(*s, shader)),
-            "{}: add its parameter struct to ops::uniforms::twins",
-            shader.name
-        );
     }
 }

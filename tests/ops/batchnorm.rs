@@ -5,7 +5,7 @@
 //! everything against PyTorch (tests/fixtures/grad_layers_bn.safetensors, made by
 //! make_grad_layers_fixtures.py).
 
-use crate::check::{add, assert_near, assert_untouched, dot, finite_diff, run, shape4, tensors, vector};
+use crate::check::{Slot, add, assert_near, assert_untouched, dot, finite_diff, run, shape4, tensors, vector};
 use crate::common::{Rng, Tol, assert_close, f32s, f64s, round_to, slice_channels, targets, tol};
 use psi_gpu::gpu::{Precision, Tensor};
 use psi_gpu::ops::batchnorm::reference::{self as cpu, Layer, Stats};
@@ -291,23 +291,13 @@ fn relu_backward_matches_reference() {
             let y_all =
                 round_to(p, &rng.vec(ys.iter().product(), -1.0, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
             let dy_all = round_to(p, &rng.vec(ds.iter().product(), -1.0, 1.0));
-            let dx_fill = round_to(p, &rng.vec(gs.iter().product(), -1.0, 1.0));
+            let dx = Slot::new(gpu, p, &mut rng, gs, 1, c);
             let y = Tensor::from_f32(gpu, ys, p, &y_all).unwrap();
             let dy = Tensor::from_f32(gpu, ds, p, &dy_all).unwrap();
-            let dx = Tensor::from_f32(gpu, gs, p, &dx_fill).unwrap();
-            let d = batchnorm::relu_backward(gpu, dy.channels(2, c), y.channels(1, c), dx.channels(1, c), acc).unwrap();
-            run(gpu, &[d]);
-            let mut want = f32s(&cpu::relu_backward(
-                &f64s(&slice_channels(&dy_all, ds, 2, c)),
-                &f64s(&slice_channels(&y_all, ys, 1, c)),
-            ));
-            if acc {
-                want = add(&want, &slice_channels(&dx_fill, gs, 1, c));
-            }
-            let what = format!("relu backward {p} {n}x{c}x{h}x{w} acc={acc}");
-            let got = dx.to_f32(gpu).unwrap();
-            assert_close(&slice_channels(&got, gs, 1, c), &want, &tol(p), &what);
-            assert_untouched(&got, gs, 1, c, &dx_fill, &what);
+            run(gpu, &[batchnorm::relu_backward(gpu, dy.channels(2, c), y.channels(1, c), dx.view(), acc).unwrap()]);
+            let (dy64, y64) = (f64s(&slice_channels(&dy_all, ds, 2, c)), f64s(&slice_channels(&y_all, ys, 1, c)));
+            let want = f32s(&cpu::relu_backward(&dy64, &y64));
+            dx.check(gpu, &want, acc, p, &format!("relu backward {p} {n}x{c}x{h}x{w} acc={acc}"));
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::common::{Tol, assert_close, fixture, slice_channels, tol};
-use psi_gpu::gpu::{Dispatch, Gpu, Precision, Tensor};
+use crate::common::{Rng, Tol, assert_close, fixture, round_to, slice_channels, tol};
+use psi_gpu::gpu::{ChannelView, Dispatch, Gpu, Precision, Tensor};
 
 /// Record `ds` into one pass, submit and wait.
 pub fn run(gpu: &Gpu, ds: &[Dispatch]) {
@@ -43,10 +43,50 @@ pub fn assert_untouched(got: &[f32], shape: [usize; 4], off: usize, c: usize, fi
 
 /// The common tolerance of `p`, with its absolute floor scaled by the largest expected magnitude
 /// (gradients are sums over many pixels): |x − y| ≤ max(r·|y|, a·max|y|).
-pub fn assert_close_scaled(got: &[f32], want: &[f32], p: Precision, what: &str) {
+pub fn scaled_tol(p: Precision, want: &[f32]) -> Tol {
     let t = tol(p);
     let scale = want.iter().fold(1f64, |m, v| m.max(v.abs() as f64));
-    assert_close(got, want, &Tol { rel: t.rel, abs: t.abs * scale, l2: t.l2 }, what);
+    Tol { rel: t.rel, abs: t.abs * scale, l2: t.l2 }
+}
+
+pub fn assert_close_scaled(got: &[f32], want: &[f32], p: Precision, what: &str) {
+    assert_close(got, want, &scaled_tol(p, want), what);
+}
+
+/// An output tensor of `shape`, prefilled with random values, whose channels `[off, off + c)` a
+/// kernel writes (or adds into): the slot a layer's result goes to in a larger tensor.
+pub struct Slot {
+    pub tensor: Tensor,
+    fill: Vec<f32>,
+    shape: [usize; 4],
+    off: usize,
+    c: usize,
+}
+
+impl Slot {
+    pub fn new(gpu: &Gpu, p: Precision, rng: &mut Rng, shape: [usize; 4], off: usize, c: usize) -> Slot {
+        let fill = round_to(p, &rng.vec(shape.iter().product(), -1.0, 1.0));
+        Slot { tensor: Tensor::from_f32(gpu, shape, p, &fill).unwrap(), fill, shape, off, c }
+    }
+
+    /// Back to the values it was made with.
+    pub fn reset(&self, gpu: &Gpu) {
+        self.tensor.upload(gpu, &self.fill);
+    }
+
+    pub fn view(&self) -> ChannelView<'_> {
+        self.tensor.channels(self.off, self.c)
+    }
+
+    /// The slot holds `want` (added to what it held before with `accumulate`) within the
+    /// [`scaled_tol`] of `p`, and the other channels are untouched.
+    pub fn check(&self, gpu: &Gpu, want: &[f32], accumulate: bool, p: Precision, what: &str) {
+        let (got, before) =
+            (self.tensor.to_f32(gpu).unwrap(), slice_channels(&self.fill, self.shape, self.off, self.c));
+        let want = if accumulate { add(want, &before) } else { want.to_vec() };
+        assert_close(&slice_channels(&got, self.shape, self.off, self.c), &want, &scaled_tol(p, &want), what);
+        assert_untouched(&got, self.shape, self.off, self.c, &self.fill, what);
+    }
 }
 
 /// Central finite differences of `f` at `x` in every coordinate.

@@ -3,7 +3,7 @@
 //! and precision; the reference backward against finite differences; and both against PyTorch's
 //! gradients (tests/fixtures/grad_layers_pool.safetensors, made by make_grad_layers_fixtures.py).
 
-use crate::check::{add, assert_near, assert_untouched, dot, finite_diff, run, shape4, tensors};
+use crate::check::{Slot, assert_near, dot, finite_diff, run, shape4, tensors};
 use crate::common::{Rng, assert_close, f32s, f64s, round_to, slice_channels, targets, tol};
 use psi_gpu::gpu::{Precision, Tensor};
 use psi_gpu::ops::pool::{self, reference as cpu};
@@ -41,25 +41,14 @@ fn maxpool_backward_matches_reference() {
                 round_to(p, &rng.vec(xs.iter().product(), -2.0, 2.0))
             };
             let dy_all = round_to(p, &rng.vec(ds.iter().product(), -1.0, 1.0));
-            let dx_fill = round_to(p, &rng.vec(gs.iter().product(), -1.0, 1.0));
+            let dx = Slot::new(gpu, p, &mut rng, gs, 2, c);
             let x = Tensor::from_f32(gpu, xs, p, &x_all).unwrap();
             let dy = Tensor::from_f32(gpu, ds, p, &dy_all).unwrap();
-            let dx = Tensor::from_f32(gpu, gs, p, &dx_fill).unwrap();
-            let d =
-                pool::maxpool2x2_backward(gpu, x.channels(1, c), dy.channels(1, c), dx.channels(2, c), acc).unwrap();
-            run(gpu, &[d]);
-            let mut want = f32s(&cpu::maxpool2x2_backward(
-                &f64s(&slice_channels(&x_all, xs, 1, c)),
-                &f64s(&slice_channels(&dy_all, ds, 1, c)),
-                [n, c, h, w],
-            ));
-            if acc {
-                want = add(&want, &slice_channels(&dx_fill, gs, 2, c));
-            }
+            run(gpu, &[pool::maxpool2x2_backward(gpu, x.channels(1, c), dy.channels(1, c), dx.view(), acc).unwrap()]);
+            let (x64, dy64) = (f64s(&slice_channels(&x_all, xs, 1, c)), f64s(&slice_channels(&dy_all, ds, 1, c)));
+            let want = f32s(&cpu::maxpool2x2_backward(&x64, &dy64, [n, c, h, w]));
             let what = format!("maxpool backward {} {p} {n}x{c}x{h}x{w} ties={ties} acc={acc}", gpu.describe());
-            let got = dx.to_f32(gpu).unwrap();
-            assert_close(&slice_channels(&got, gs, 2, c), &want, &tol(p), &what);
-            assert_untouched(&got, gs, 2, c, &dx_fill, &what);
+            dx.check(gpu, &want, acc, p, &what);
         }
     }
 }
