@@ -75,21 +75,16 @@ fn check(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn norm_partial(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = flat_index(gid, nwg);
+fn norm_partial(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
     var s = 0.0;
     if (i < p.count) {
         let g = grads[i] * (1.0 / scale[0]);
         s = dot(g, g);
     }
-    let total = wg_sum(li, vec4<f32>(s, 0.0, 0.0, 0.0)).x;
-    if (li == 0u) {
-        partials[wid.x + wid.y * nwg.x] = total;
+    let total = wg_sum(lane.li, vec4<f32>(s, 0.0, 0.0, 0.0)).x;
+    if (lane.li == 0u) {
+        partials[group_index(lane)] = total;
     }
 }
 

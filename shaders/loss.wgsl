@@ -93,11 +93,12 @@ fn tree_sum2(li: u32, a: f32, b: f32) -> vec2<f32> {
     return wg_sum(li, vec4<f32>(a, b, 0.0, 0.0)).xy;
 }
 
-// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1].
-// Must be reached in uniform control flow.
-fn workgroup_partials(li: u32, wg: u32, a: f32, b: f32) {
-    let r = tree_sum2(li, a, b);
-    if (li == 0u) {
+// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1] of
+// its workgroup wg. Must be reached in uniform control flow.
+fn workgroup_partials(lane: Lane, a: f32, b: f32) {
+    let r = tree_sum2(lane.li, a, b);
+    let wg = group_index(lane);
+    if (lane.li == 0u) {
         partials[2u * wg] = r.x;
         partials[2u * wg + 1u] = r.y;
     }
@@ -131,13 +132,8 @@ fn loss_ab(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn physics(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = flat_index(gid, nwg);
+fn physics(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
     let plane = p.h * p.w;
     var data = 0.0;
     var lap2 = 0.0;
@@ -182,17 +178,12 @@ fn physics(
             grad[i] = T(d * scale[0] * p.weight);
         }
     }
-    workgroup_partials(li, wid.x + wid.y * nwg.x, data, lap2);
+    workgroup_partials(lane, data, lap2);
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn mse(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = flat_index(gid, nwg);
+fn mse(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
     var se = 0.0;
     if (i < p.count) {
         let e = f32(hgt[i]) - truth[i];
@@ -201,7 +192,7 @@ fn mse(
             grad[i] = T(2.0 * p.inv_m * e * scale[0] * p.weight);
         }
     }
-    workgroup_partials(li, wid.x + wid.y * nwg.x, se, 0.0);
+    workgroup_partials(lane, se, 0.0);
 }
 
 @compute @workgroup_size(256, 1, 1)

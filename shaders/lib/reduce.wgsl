@@ -3,6 +3,20 @@
 
 const WG: u32 = 256u;
 
+// The built-in inputs of a 1-D reduction kernel: its element is flat_index(lane.gid, lane.nwg)
+// (lib/grid.wgsl), `li` its lane in the workgroup, group_index(lane) the slot of its workgroup's
+// partial sums.
+struct Lane {
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+}
+
+fn group_index(lane: Lane) -> u32 {
+    return lane.wid.x + lane.wid.y * lane.nwg.x;
+}
+
 var<workgroup> red: array<vec4<f32>, 256>;
 
 fn wg_sum(li: u32, v: vec4<f32>) -> vec4<f32> {

@@ -16,14 +16,9 @@
 //!    The gradient buffer itself is left as it is (scaled).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, grid_1d};
 
 pub static SHADER: Shader = wgsl!("adam": "lib/grid.wgsl", "lib/reduce.wgsl", "adam.wgsl");
-pub static FILL: Kernel = Kernel { shader: &SHADER, entry: "fill" };
-pub static CHECK: Kernel = Kernel { shader: &SHADER, entry: "check" };
-pub static NORM_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "norm_partial" };
-pub static NORM_FINISH: Kernel = Kernel { shader: &SHADER, entry: "norm_finish" };
-pub static ADAM_STEP: Kernel = Kernel { shader: &SHADER, entry: "adam_step" };
 
 const WG: usize = 256;
 
@@ -143,19 +138,18 @@ impl AdamKernels {
             max_norm: config.max_grad_norm.unwrap_or(0.0) as f32,
         };
         let grid = [gx, gy, 1];
-        let f32p = Precision::F32;
+        let launch = |entry, p: &AdamParams, bufs: &[(u32, &wgpu::Buffer)], groups| {
+            Dispatch::new(gpu, &SHADER.kernel(entry), Precision::F32, p, bufs, groups)
+        };
         let [fx, fy] = grid_1d(gpu, len, WG);
-        let zero_grad =
-            Dispatch::new(gpu, &FILL, f32p, &AdamParams { count: len as u32, ..base }, &[(8, b.grads)], [fx, fy, 1])?;
-        let reset_inf =
-            Dispatch::new(gpu, &FILL, f32p, &AdamParams { count: 1, ..base }, &[(8, b.found_inf)], [1, 1, 1])?;
-        let check = Dispatch::new(gpu, &CHECK, f32p, &base, &[(2, b.grads), (5, b.scale), (6, b.found_inf)], grid)?;
-        let norm_partial =
-            Dispatch::new(gpu, &NORM_PARTIAL, f32p, &base, &[(2, b.grads), (5, b.scale), (7, b.partials)], grid)?;
-        let norm_finish = Dispatch::new(gpu, &NORM_FINISH, f32p, &base, &[(7, b.partials), (9, b.clip)], [1, 1, 1])?;
+        let zero_grad = launch("fill", &AdamParams { count: len as u32, ..base }, &[(8, b.grads)], [fx, fy, 1])?;
+        let reset_inf = launch("fill", &AdamParams { count: 1, ..base }, &[(8, b.found_inf)], [1, 1, 1])?;
+        let check = launch("check", &base, &[(2, b.grads), (5, b.scale), (6, b.found_inf)], grid)?;
+        let norm_partial = launch("norm_partial", &base, &[(2, b.grads), (5, b.scale), (7, b.partials)], grid)?;
+        let norm_finish = launch("norm_finish", &base, &[(7, b.partials), (9, b.clip)], [1, 1, 1])?;
         let step_buffers =
             [(1, b.values), (2, b.grads), (3, b.m), (4, b.v), (5, b.scale), (6, b.found_inf), (9, b.clip)];
-        let step = Dispatch::new(gpu, &ADAM_STEP, f32p, &base, &step_buffers, grid)?;
+        let step = launch("adam_step", &base, &step_buffers, grid)?;
         Ok(AdamKernels { params: base, zero_grad, reset_inf, check, norm_partial, norm_finish, step })
     }
 

@@ -14,19 +14,9 @@
 //! `y` when the ReLU mask is taken from it; `relu_backward` needs `y`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d, zeroed};
+use crate::gpu::{ChannelView, Dispatch, Gpu, Precision, Shader, Tensor, grid_1d, zeroed};
 
 pub static SHADER: Shader = wgsl!("batchnorm": "lib/grid.wgsl", "lib/reduce.wgsl", "batchnorm.wgsl");
-static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partial" };
-static STATS_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_combine" };
-static FORWARD: Kernel = Kernel { shader: &SHADER, entry: "bn_forward" };
-static UPDATE_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_update_running" };
-static FROM_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_from_running" };
-static BACKWARD_PREP: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_prep" };
-static BACKWARD_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_partial" };
-static BACKWARD_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_combine" };
-static BACKWARD_DX: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_dx" };
-static RELU_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "relu_backward" };
 
 /// PyTorch's BatchNorm2d defaults.
 pub const EPS: f32 = 1e-5;
@@ -175,6 +165,11 @@ fn check_count(x: &ChannelView) -> Result<()> {
     Ok(())
 }
 
+/// Workgroups of a kernel with one invocation per channel (64 lanes).
+fn per_channel(c: usize) -> [u32; 3] {
+    [c.div_ceil(64) as u32, 1, 1]
+}
+
 /// Workgroups of an elementwise kernel over `view`: (pixels folded into x, y) × (image, channel).
 fn planes(gpu: &Gpu, view: &ChannelView) -> [u32; 3] {
     let [gx, gy] = grid_1d(gpu, view.h() * view.w(), 256);
@@ -189,12 +184,12 @@ pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatc
     check_count(&x)?;
     let p = BnParams::of(&x);
     let partials = zeroed(gpu, "batchnorm statistics partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
-    let launch = |kernel, bufs: &[(u32, &wgpu::Buffer)], groups| {
-        Dispatch::new(gpu, kernel, x.tensor.precision, &p, bufs, groups)
+    let launch = |entry, bufs: &[(u32, &wgpu::Buffer)], groups| {
+        Dispatch::new(gpu, &SHADER.kernel(entry), x.tensor.precision, &p, bufs, groups)
     };
     Ok(vec![
-        launch(&STATS_PARTIAL, &[(1, &x.tensor.buffer), (9, &partials)], [p.chunks, c as u32, 1])?,
-        launch(&STATS_COMBINE, &[(10, &partials), (6, &stats.buffer)], [c as u32, 1, 1])?,
+        launch("bn_stats_partial", &[(1, &x.tensor.buffer), (9, &partials)], [p.chunks, c as u32, 1])?,
+        launch("bn_stats_combine", &[(10, &partials), (6, &stats.buffer)], [c as u32, 1, 1])?,
     ])
 }
 
@@ -221,7 +216,7 @@ pub fn bn_stats_from_running(
     let c = check_running(running_mean, running_var, stats)?;
     let p = BnParams { c: c as u32, ..Default::default() };
     let bufs = [(15, &running_mean.buffer), (16, &running_var.buffer), (6, &stats.buffer)];
-    Dispatch::new(gpu, &FROM_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
+    Dispatch::new(gpu, &SHADER.kernel("bn_stats_from_running"), Precision::F32, &p, &bufs, per_channel(c))
 }
 
 /// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch statistics `bn.stats`, written
@@ -239,7 +234,7 @@ pub fn bn_forward_relu(gpu: &Gpu, x: ChannelView, bn: &BnLayer, relu: bool, y: C
         (8, &bn.beta.buffer),
         (4, &y.tensor.buffer),
     ];
-    Dispatch::new(gpu, &FORWARD, x.tensor.precision, &p, &bufs, planes(gpu, &x))
+    Dispatch::new(gpu, &SHADER.kernel("bn_forward"), x.tensor.precision, &p, &bufs, planes(gpu, &x))
 }
 
 /// `running_mean = (1 − m)·running_mean + m·mean`, `running_var = (1 − m)·running_var +
@@ -262,7 +257,7 @@ pub fn bn_update_running(
     let p =
         BnParams { c: c as u32, momentum, unbias: (count as f64 / (count - 1) as f64) as f32, ..Default::default() };
     let bufs = [(5, &stats.buffer), (15, &running_mean.buffer), (16, &running_var.buffer)];
-    Dispatch::new(gpu, &UPDATE_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
+    Dispatch::new(gpu, &SHADER.kernel("bn_update_running"), Precision::F32, &p, &bufs, per_channel(c))
 }
 
 /// Backward of `y = relu?(BatchNorm(x))` in training mode, given `dy`:
@@ -312,17 +307,21 @@ pub fn bn_backward(
     };
     let coef = zeroed(gpu, "batchnorm backward coefficients", ((c * 32) as u64).max(16))?;
     let partials = zeroed(gpu, "batchnorm backward partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
-    let launch = |kernel, bufs: &[(u32, &wgpu::Buffer)], groups| {
-        Dispatch::new(gpu, kernel, x.tensor.precision, &p, bufs, groups)
+    let launch = |entry, bufs: &[(u32, &wgpu::Buffer)], groups| {
+        Dispatch::new(gpu, &SHADER.kernel(entry), x.tensor.precision, &p, bufs, groups)
     };
     let (xb, yb, db) = (&x.tensor.buffer, &yv.tensor.buffer, &dy.tensor.buffer);
     let (stats, gamma, beta) = (&bn.stats.buffer, &bn.gamma.buffer, &bn.beta.buffer);
     let (dgamma, dbeta) = (&grads.dgamma.buffer, &grads.dbeta.buffer);
     Ok(vec![
-        launch(&BACKWARD_PREP, &[(5, stats), (7, gamma), (8, beta), (11, &coef)], [c.div_ceil(64) as u32, 1, 1])?,
-        launch(&BACKWARD_PARTIAL, &[(1, xb), (2, yb), (3, db), (12, &coef), (9, &partials)], [p.chunks, c as u32, 1])?,
-        launch(&BACKWARD_COMBINE, &[(10, &partials), (11, &coef), (13, dgamma), (14, dbeta)], [c as u32, 1, 1])?,
-        launch(&BACKWARD_DX, &[(1, xb), (2, yb), (3, db), (12, &coef), (4, &dx.tensor.buffer)], planes(gpu, &x))?,
+        launch("bn_backward_prep", &[(5, stats), (7, gamma), (8, beta), (11, &coef)], per_channel(c))?,
+        launch(
+            "bn_backward_partial",
+            &[(1, xb), (2, yb), (3, db), (12, &coef), (9, &partials)],
+            [p.chunks, c as u32, 1],
+        )?,
+        launch("bn_backward_combine", &[(10, &partials), (11, &coef), (13, dgamma), (14, dbeta)], [c as u32, 1, 1])?,
+        launch("bn_backward_dx", &[(1, xb), (2, yb), (3, db), (12, &coef), (4, &dx.tensor.buffer)], planes(gpu, &x))?,
     ])
 }
 
@@ -339,7 +338,7 @@ pub fn relu_backward(
     check_distinct(&dx, &[&y, &dy], "ReLU backward")?;
     let p = BnParams { accumulate: accumulate as u32, ..BnParams::of(&y).with_views(&y, &dy, &dx) };
     let bufs = [(2, &y.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
-    Dispatch::new(gpu, &RELU_BACKWARD, y.tensor.precision, &p, &bufs, planes(gpu, &y))
+    Dispatch::new(gpu, &SHADER.kernel("relu_backward"), y.tensor.precision, &p, &bufs, planes(gpu, &y))
 }
 
 /// BatchNorm2d (batch statistics, forward fused with ReLU, running statistics, backward in training

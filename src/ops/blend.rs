@@ -7,14 +7,10 @@
 //! [`reference`](mod@reference) is the window on the CPU.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, Tensor, check_binding, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Readback, Shader, Tensor, check_binding, grid_1d};
 
 pub static SHADER_NATIVE: Shader = wgsl!("blend_native": "lib/grid.wgsl", "lib/atomic_native.wgsl", "blend.wgsl");
 pub static SHADER_CAS: Shader = wgsl!("blend_cas": "lib/grid.wgsl", "lib/atomic_cas.wgsl", "blend.wgsl");
-static ACCUMULATE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "accumulate" };
-static NORMALIZE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "normalize" };
-static ACCUMULATE_CAS: Kernel = Kernel { shader: &SHADER_CAS, entry: "accumulate" };
-static NORMALIZE_CAS: Kernel = Kernel { shader: &SHADER_CAS, entry: "normalize" };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -84,17 +80,13 @@ impl Blender {
             rows: 0,
             _pad: [0; 3],
         };
-        let (acc_k, norm_k) = if gpu.float32_atomics {
-            (&ACCUMULATE_NATIVE, &NORMALIZE_NATIVE)
-        } else {
-            (&ACCUMULATE_CAS, &NORMALIZE_CAS)
-        };
-        let launch = |kernel, bufs: &[(u32, &wgpu::Buffer)], count: usize, planes: usize| {
+        let shader = if gpu.float32_atomics { &SHADER_NATIVE } else { &SHADER_CAS };
+        let launch = |entry, bufs: &[(u32, &wgpu::Buffer)], count: usize, planes: usize| {
             let [gx, gy] = grid_1d(gpu, count, 256);
-            Dispatch::new(gpu, kernel, tile_out.precision, &params, bufs, [gx, gy, planes as u32])
+            Dispatch::new(gpu, &shader.kernel(entry), tile_out.precision, &params, bufs, [gx, gy, planes as u32])
         };
-        let accumulate = launch(acc_k, &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)], th * tw, n)?;
-        let normalize = launch(norm_k, &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w, 1)?;
+        let accumulate = launch("accumulate", &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)], th * tw, n)?;
+        let normalize = launch("normalize", &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w, 1)?;
         let bytes = 2 * acc.size() + rows_out.buffer.size();
         Ok(Blender { params, accumulate, normalize, rows_out, bytes, acc: [acc, wsum] })
     }

@@ -14,12 +14,11 @@
 //! [`reference`](mod@reference) is the f64 CPU version the tests compare against.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, Tensor, grid_1d};
 use crate::psi::PsiConfig;
 use crate::psi::phase::split12;
 
 pub static SHADER: Shader = wgsl!("classical": "lib/grid.wgsl", "classical.wgsl");
-pub static CLASSICAL: Kernel = Kernel { shader: &SHADER, entry: "classical" };
 
 /// Most lasers the shader handles (it caches one phase per laser in a fixed-size array).
 pub const MAX_LASERS: usize = 16;
@@ -179,7 +178,7 @@ pub fn classical(
     };
     let [gx, gy] = grid_1d(gpu, h * w, 256);
     let buffers = [(1, &input.buffer), (2, consts), (3, &output.buffer)];
-    Dispatch::new(gpu, &CLASSICAL, Precision::F32, &params, &buffers, [gx, gy, n as u32])
+    Dispatch::new(gpu, &SHADER.kernel("classical"), Precision::F32, &params, &buffers, [gx, gy, n as u32])
 }
 
 /// The solver on the CPU in f64 (conventions in [`crate::ops`]).

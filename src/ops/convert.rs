@@ -5,12 +5,10 @@ use wgpu::util::DeviceExt;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, grid_1d};
 use crate::gpu::{Tensor, check_binding};
 
 pub static SHADER: Shader = wgsl!("convert": "lib/grid.wgsl", "lib/decode.wgsl", "convert.wgsl");
-static FROM_RAW: Kernel = Kernel { shader: &SHADER, entry: "from_raw" };
-static TO_F32: Kernel = Kernel { shader: &SHADER, entry: "to_f32" };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -52,8 +50,7 @@ pub fn from_raw(gpu: &Gpu, raw: &RawBuffer, scale: f32, output: &Tensor) -> Resu
         return Err(Error::Shape(format!("converting {} values into a tensor of {}", raw.count, output.len())));
     }
     let p = ConvertParams { count: raw.count as u32, scale, kind: super::host_type_code(raw.ty), _pad: 0 };
-    let [gx, gy] = grid_1d(gpu, raw.count, 256);
-    Dispatch::new(gpu, &FROM_RAW, output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
+    elementwise(gpu, "from_raw", output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)])
 }
 
 /// `output (f32) = input * scale`; `output` must be an f32 tensor with as many values.
@@ -62,8 +59,19 @@ pub fn to_f32(gpu: &Gpu, input: &Tensor, scale: f32, output: &Tensor) -> Result<
         return Err(Error::Shape("to_f32 needs an f32 output of the input's size".into()));
     }
     let p = ConvertParams { count: input.len() as u32, scale, kind: 0, _pad: 0 };
-    let [gx, gy] = grid_1d(gpu, input.len(), 256);
-    Dispatch::new(gpu, &TO_F32, input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)], [gx, gy, 1])
+    elementwise(gpu, "to_f32", input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)])
+}
+
+/// The entry point `entry` over `p.count` values, one invocation each.
+fn elementwise(
+    gpu: &Gpu,
+    entry: &'static str,
+    precision: Precision,
+    p: &ConvertParams,
+    bufs: &[(u32, &wgpu::Buffer)],
+) -> Result<Dispatch> {
+    let [gx, gy] = grid_1d(gpu, p.count as usize, 256);
+    Dispatch::new(gpu, &SHADER.kernel(entry), precision, p, bufs, [gx, gy, 1])
 }
 
 /// The conversions on the CPU (conventions in [`crate::ops`]).

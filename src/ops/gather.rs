@@ -2,10 +2,9 @@
 //! storage type and scaling (`shaders/gather.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Shader, Tensor, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Shader, Tensor, grid_1d};
 
 pub static SHADER: Shader = wgsl!("gather": "lib/grid.wgsl", "lib/decode.wgsl", "gather.wgsl");
-static GATHER: Kernel = Kernel { shader: &SHADER, entry: "gather" };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -42,7 +41,7 @@ pub fn gather(
     }
     let [gx, gy] = grid_1d(gpu, th * tw, 256);
     let bufs = [(1, block), (2, tiles), (3, &output.buffer)];
-    Dispatch::new(gpu, &GATHER, output.precision, params, &bufs, [gx, gy, (n * c) as u32])
+    Dispatch::new(gpu, &SHADER.kernel("gather"), output.precision, params, &bufs, [gx, gy, (n * c) as u32])
 }
 
 /// The gather on the CPU (conventions in [`crate::ops`]).

@@ -39,15 +39,11 @@
 use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, Tensor, grid_1d, storage, zeroed};
+use crate::gpu::{Dispatch, Gpu, Precision, Readback, Shader, Tensor, grid_1d, storage, zeroed};
 use crate::psi::PsiConfig;
 use crate::psi::phase::split12;
 
 pub static SHADER: Shader = wgsl!("loss": "lib/grid.wgsl", "lib/phase.wgsl", "lib/reduce.wgsl", "loss.wgsl");
-pub static LOSS_AB: Kernel = Kernel { shader: &SHADER, entry: "loss_ab" };
-pub static PHYSICS: Kernel = Kernel { shader: &SHADER, entry: "physics" };
-pub static MSE: Kernel = Kernel { shader: &SHADER, entry: "mse" };
-pub static REDUCE: Kernel = Kernel { shader: &SHADER, entry: "reduce" };
 
 const WG: usize = 256;
 
@@ -259,12 +255,13 @@ impl Loss {
         let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
             let b =
                 [(1, &height.buffer), (2, &frame.buffer), (3, &consts), (4, &ab), (5, scale), (6, g), (7, partials)];
-            Dispatch::new(gpu, &PHYSICS, height.precision, p, &b, grid)
+            Dispatch::new(gpu, &SHADER.kernel("physics"), height.precision, p, &b, grid)
         };
         let mut loss = Loss::assemble(gpu, LossKind::Physics(config.clone()), height, grad, params, pass)?;
         if config.per_pixel_ab {
             let b = [(2, &frame.buffer), (3, &consts), (8, &ab)];
-            loss.estimate = Some(Dispatch::new(gpu, &LOSS_AB, Precision::F32, &params, &b, loss.grid)?);
+            loss.estimate =
+                Some(Dispatch::new(gpu, &SHADER.kernel("loss_ab"), Precision::F32, &params, &b, loss.grid)?);
             loss.ab = Some(ab);
         }
         loss._buffers.push(consts);
@@ -284,7 +281,7 @@ impl Loss {
         let params = LossParams { inv_m: (1.0 / (n * h * w) as f64) as f32, ..LossParams::of([n, h, w]) };
         let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
             let b = [(1, &pred.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, partials)];
-            Dispatch::new(gpu, &MSE, pred.precision, p, &b, grid)
+            Dispatch::new(gpu, &SHADER.kernel("mse"), pred.precision, p, &b, grid)
         };
         Loss::assemble(gpu, LossKind::Mse, pred, grad, params, pass)
     }
@@ -309,7 +306,8 @@ impl Loss {
         let forward = pass(&params, &dummy_grad, &partials, grid)?;
         let backward = grad.map(|g| pass(&LossParams { grad: 1, ..params }, &g.buffer, &partials, grid)).transpose()?;
         let rp = LossParams { count: groups as u32, ..params };
-        let reduce = Dispatch::new(gpu, &REDUCE, Precision::F32, &rp, &[(7, &partials), (10, &value)], [1, 1, 1])?;
+        let bufs = [(7, &partials), (10, &value)];
+        let reduce = Dispatch::new(gpu, &SHADER.kernel("reduce"), Precision::F32, &rp, &bufs, [1, 1, 1])?;
         Ok(Loss {
             kind,
             precision: pred.precision,

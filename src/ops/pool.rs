@@ -2,11 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::ChannelView;
-use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Shader, grid_1d};
 
 pub static SHADER: Shader = wgsl!("pool": "lib/grid.wgsl", "lib/views.wgsl", "pool.wgsl");
-pub static MAXPOOL2X2: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2" };
-pub static MAXPOOL2X2_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2_backward" };
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -55,14 +53,8 @@ pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<
     let p = PoolParams::of(&input);
     let [gx, gy] = grid_1d(gpu, oh * ow, 256);
     let planes = (input.n() * input.channels) as u32;
-    Dispatch::new(
-        gpu,
-        &MAXPOOL2X2,
-        precision,
-        &p,
-        &[(1, &input.tensor.buffer), (2, &output.tensor.buffer)],
-        [gx, gy, planes],
-    )
+    let bufs = [(1, &input.tensor.buffer), (2, &output.tensor.buffer)];
+    Dispatch::new(gpu, &SHADER.kernel("maxpool2x2"), precision, &p, &bufs, [gx, gy, planes])
 }
 
 /// Backward of `maxpool2x2(x)`: `dx[n, c]` gets `dy` at each window's argmax (recomputed from `x`,
@@ -102,7 +94,7 @@ pub fn maxpool2x2_backward(
     let p = PoolParams { accumulate: accumulate as u32, dy_ctot, dy_coff, dx_ctot, dx_coff, ..PoolParams::of(&x) };
     let [gx, gy] = grid_1d(gpu, h.div_ceil(2) * w.div_ceil(2), 256);
     let bufs = [(1, &x.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
-    Dispatch::new(gpu, &MAXPOOL2X2_BACKWARD, precision, &p, &bufs, [gx, gy, (n * c) as u32])
+    Dispatch::new(gpu, &SHADER.kernel("maxpool2x2_backward"), precision, &p, &bufs, [gx, gy, (n * c) as u32])
 }
 
 /// 2x2 max-pooling (flooring odd sizes) and its backward on the CPU in f64 (conventions in

@@ -3,11 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::ChannelView;
-use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Shader, grid_1d};
 
 pub static SHADER: Shader = wgsl!("upsample": "lib/grid.wgsl", "lib/views.wgsl", "upsample.wgsl");
-pub static UPSAMPLE2X_PAD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad" };
-pub static UPSAMPLE2X_PAD_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad_backward" };
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -66,7 +64,7 @@ pub fn upsample2x_pad(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Res
     let [gx, gy] = grid_1d(gpu, output.h() * output.w(), 256);
     let planes = (input.n() * input.channels) as u32;
     let bufs = [(1, &input.tensor.buffer), (2, &output.tensor.buffer)];
-    Dispatch::new(gpu, &UPSAMPLE2X_PAD, precision, &p, &bufs, [gx, gy, planes])
+    Dispatch::new(gpu, &SHADER.kernel("upsample2x_pad"), precision, &p, &bufs, [gx, gy, planes])
 }
 
 /// Backward of `upsample2x_pad(x → y)`: `dx (+)= upsample2x_padᵀ(dy)`, where `dy` is the
@@ -88,7 +86,7 @@ pub fn upsample2x_pad_backward(gpu: &Gpu, dy: ChannelView, dx: ChannelView, accu
     let [gx, gy] = grid_1d(gpu, dx.h() * dx.w(), 256);
     let planes = (dx.n() * dx.channels) as u32;
     let bufs = [(3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
-    Dispatch::new(gpu, &UPSAMPLE2X_PAD_BACKWARD, precision, &p, &bufs, [gx, gy, planes])
+    Dispatch::new(gpu, &SHADER.kernel("upsample2x_pad_backward"), precision, &p, &bufs, [gx, gy, planes])
 }
 
 /// Bilinear x2 upsampling (align_corners = true) with PyTorch's pad / crop to the skip's size, and

@@ -5,7 +5,9 @@
 //! everything against PyTorch (tests/fixtures/grad_layers_bn.safetensors, made by
 //! make_grad_layers_fixtures.py).
 
-use crate::check::{Slot, add, assert_near, assert_untouched, dot, finite_diff, run, shape4, tensors, vector};
+use crate::check::{
+    Slot, add, assert_near, assert_untouched, dot, finite_diff, random_tensor, run, shape4, tensors, vector,
+};
 use crate::common::{Rng, Tol, assert_close, f32s, f64s, round_to, slice_channels, targets, tol};
 use psi_gpu::gpu::{Precision, Tensor};
 use psi_gpu::ops::batchnorm::reference::{self as cpu, Layer, Stats};
@@ -290,10 +292,9 @@ fn relu_backward_matches_reference() {
             let (ys, ds, gs) = ([n, c + 1, h, w], [n, c + 2, h, w], [n, c + 1, h, w]);
             let y_all =
                 round_to(p, &rng.vec(ys.iter().product(), -1.0, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
-            let dy_all = round_to(p, &rng.vec(ds.iter().product(), -1.0, 1.0));
+            let (dy_all, dy) = random_tensor(gpu, p, &mut rng, ds, [-1.0, 1.0]);
             let dx = Slot::new(gpu, p, &mut rng, gs, 1, c);
             let y = Tensor::from_f32(gpu, ys, p, &y_all).unwrap();
-            let dy = Tensor::from_f32(gpu, ds, p, &dy_all).unwrap();
             run(gpu, &[batchnorm::relu_backward(gpu, dy.channels(2, c), y.channels(1, c), dx.view(), acc).unwrap()]);
             let (dy64, y64) = (f64s(&slice_channels(&dy_all, ds, 2, c)), f64s(&slice_channels(&y_all, ys, 1, c)));
             let want = f32s(&cpu::relu_backward(&dy64, &y64));

@@ -17,6 +17,19 @@ pub fn vector(gpu: &Gpu, v: &[f32]) -> Tensor {
     Tensor::from_f32(gpu, [1, 1, 1, v.len()], Precision::F32, v).unwrap()
 }
 
+/// Uniform random values in `[lo, hi)` of `shape`, rounded to `p`, and a tensor holding them.
+pub fn random_tensor(
+    gpu: &Gpu,
+    p: Precision,
+    rng: &mut Rng,
+    shape: [usize; 4],
+    [lo, hi]: [f32; 2],
+) -> (Vec<f32>, Tensor) {
+    let v = round_to(p, &rng.vec(shape.iter().product(), lo, hi));
+    let t = Tensor::from_f32(gpu, shape, p, &v).unwrap();
+    (v, t)
+}
+
 /// Element-wise sum.
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()

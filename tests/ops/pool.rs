@@ -3,7 +3,7 @@
 //! and precision; the reference backward against finite differences; and both against PyTorch's
 //! gradients (tests/fixtures/grad_layers_pool.safetensors, made by make_grad_layers_fixtures.py).
 
-use crate::check::{Slot, assert_near, dot, finite_diff, run, shape4, tensors};
+use crate::check::{Slot, assert_near, dot, finite_diff, random_tensor, run, shape4, tensors};
 use crate::common::{Rng, assert_close, f32s, f64s, round_to, slice_channels, targets, tol};
 use psi_gpu::gpu::{Precision, Tensor};
 use psi_gpu::ops::pool::{self, reference as cpu};
@@ -40,10 +40,9 @@ fn maxpool_backward_matches_reference() {
             } else {
                 round_to(p, &rng.vec(xs.iter().product(), -2.0, 2.0))
             };
-            let dy_all = round_to(p, &rng.vec(ds.iter().product(), -1.0, 1.0));
+            let (dy_all, dy) = random_tensor(gpu, p, &mut rng, ds, [-1.0, 1.0]);
             let dx = Slot::new(gpu, p, &mut rng, gs, 2, c);
             let x = Tensor::from_f32(gpu, xs, p, &x_all).unwrap();
-            let dy = Tensor::from_f32(gpu, ds, p, &dy_all).unwrap();
             run(gpu, &[pool::maxpool2x2_backward(gpu, x.channels(1, c), dy.channels(1, c), dx.view(), acc).unwrap()]);
             let (x64, dy64) = (f64s(&slice_channels(&x_all, xs, 1, c)), f64s(&slice_channels(&dy_all, ds, 1, c)));
             let want = f32s(&cpu::maxpool2x2_backward(&x64, &dy64, [n, c, h, w]));

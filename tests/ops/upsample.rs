@@ -4,7 +4,7 @@
 //! differences (it is the adjoint); and against PyTorch's gradients
 //! (tests/fixtures/grad_layers_upsample.safetensors, made by make_grad_layers_fixtures.py).
 
-use crate::check::{Slot, assert_near, dot, finite_diff, run, shape4, tensors};
+use crate::check::{Slot, assert_near, dot, finite_diff, random_tensor, run, shape4, tensors};
 use crate::common::{Rng, assert_close, f32s, f64s, round_to, slice_channels, targets, tol};
 use psi_gpu::gpu::{Precision, Tensor};
 use psi_gpu::ops::upsample::{self, reference as cpu};
@@ -56,9 +56,8 @@ fn upsample_backward_matches_reference() {
             let acc = k % 2 == 1;
             // dy: the upsampled branch's slot [2, 2 + c) of a (c + 3)-channel concat gradient.
             let (ds, gs) = ([n, c + 3, oh, ow], [n, c + 1, h, w]);
-            let dy_all = round_to(p, &rng.vec(ds.iter().product(), -1.0, 1.0));
+            let (dy_all, dy) = random_tensor(gpu, p, &mut rng, ds, [-1.0, 1.0]);
             let dx = Slot::new(gpu, p, &mut rng, gs, 1, c);
-            let dy = Tensor::from_f32(gpu, ds, p, &dy_all).unwrap();
             run(gpu, &[upsample::upsample2x_pad_backward(gpu, dy.channels(2, c), dx.view(), acc).unwrap()]);
             let want =
                 f32s(&cpu::upsample2x_pad_backward(&f64s(&slice_channels(&dy_all, ds, 2, c)), [n, c, h, w], oh, ow));

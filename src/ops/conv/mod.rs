@@ -15,21 +15,9 @@ use bytemuck::Zeroable;
 use crate::error::{Error, Result};
 pub mod reference;
 
-use crate::gpu::{
-    ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
-};
+use crate::gpu::{ChannelView, Dispatch, Gpu, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed};
 
-pub static SHADER: Shader = wgsl!("conv": "lib/reduce.wgsl", "conv.wgsl");
-pub static CONV3X3: Kernel = Kernel { shader: &SHADER, entry: "conv3x3" };
-pub static CONV1X1: Kernel = Kernel { shader: &SHADER, entry: "conv1x1" };
-pub static CONV3X3_NAIVE: Kernel = Kernel { shader: &SHADER, entry: "conv3x3_naive" };
-pub static RELAYOUT: Kernel = Kernel { shader: &SHADER, entry: "relayout" };
-pub static TRANSPOSE_WEIGHTS: Kernel = Kernel { shader: &SHADER, entry: "transpose_weights" };
-pub static RELAYOUT_BIAS: Kernel = Kernel { shader: &SHADER, entry: "relayout_bias" };
-pub static CONV3X3_GRAD_WEIGHT: Kernel = Kernel { shader: &SHADER, entry: "conv3x3_grad_weight" };
-pub static CONV1X1_GRAD_WEIGHT: Kernel = Kernel { shader: &SHADER, entry: "conv1x1_grad_weight" };
-pub static GRAD_WEIGHT_REDUCE: Kernel = Kernel { shader: &SHADER, entry: "grad_weight_reduce" };
-pub static GRAD_BIAS: Kernel = Kernel { shader: &SHADER, entry: "grad_bias" };
+pub static SHADER: Shader = wgsl!("conv": "lib/grid.wgsl", "lib/reduce.wgsl", "conv.wgsl");
 
 /// Output block of one `conv3x3` workgroup: columns, rows, output channels.
 const TILE: [usize; 3] = [32, 8, 16];
@@ -160,7 +148,8 @@ impl ConvWeights {
         let b = zeroed(gpu, "conv weights (transposed)", buffer_bytes(count * 4, self.precision))?;
         let p = ConvParams { cin: self.cin as u32, cout: self.cout as u32, kk: kk as u32, ..Zeroable::zeroed() };
         let [gx, gy] = grid_1d(gpu, count, 64);
-        let d = Dispatch::new(gpu, &TRANSPOSE_WEIGHTS, self.precision, &p, &[(2, &self.wt), (7, &b)], [gx, gy, 1])?;
+        let bufs = [(2, &self.wt), (7, &b)];
+        let d = Dispatch::new(gpu, &SHADER.kernel("transpose_weights"), self.precision, &p, &bufs, [gx, gy, 1])?;
         gpu.run(&[&d])?;
         let _ = self.wtt.set(b);
         Ok(self.wtt.get().expect("set above"))
@@ -219,12 +208,12 @@ fn launch(
         let oc_tiles = cout.div_ceil(TILE[2]);
         p.oc_tiles = oc_tiles as u32;
         let groups = [wd.div_ceil(TILE[0]) as u32, h.div_ceil(TILE[1]) as u32, (n * oc_tiles) as u32];
-        Dispatch::new(gpu, &CONV3X3, precision, &p, bufs, groups)
+        Dispatch::new(gpu, &SHADER.kernel("conv3x3"), precision, &p, bufs, groups)
     } else {
         let oc_tiles = cout.div_ceil(4);
         p.oc_tiles = oc_tiles as u32;
         let [gx, gy] = grid_1d(gpu, h * wd, 64);
-        Dispatch::new(gpu, &CONV1X1, precision, &p, bufs, [gx, gy, (n * oc_tiles) as u32])
+        Dispatch::new(gpu, &SHADER.kernel("conv1x1"), precision, &p, bufs, [gx, gy, (n * oc_tiles) as u32])
     }
 }
 
@@ -240,7 +229,7 @@ pub fn conv3x3_naive(gpu: &Gpu, w: &ConvWeights, input: ChannelView, output: Cha
     let p = params(w, &input, &output, 0)?;
     let [gx, gy] = grid_1d(gpu, input.h() * input.w(), 64);
     let bufs = [(1, &input.tensor.buffer), (2, &w.wt), (3, &w.ss), (4, &output.tensor.buffer)];
-    Dispatch::new(gpu, &CONV3X3_NAIVE, w.precision, &p, &bufs, [gx, gy, (input.n() * w.cout) as u32])
+    Dispatch::new(gpu, &SHADER.kernel("conv3x3_naive"), w.precision, &p, &bufs, [gx, gy, (input.n() * w.cout) as u32])
 }
 
 /// Floating-point operations of a convolution (2 per multiply-add), for benchmark reports.
@@ -259,7 +248,7 @@ pub fn relayout(gpu: &Gpu, master: &wgpu::Buffer, w: &ConvWeights) -> Result<Dis
     let count = (w.cout.div_ceil(4) * w.cin + w.cin.div_ceil(4) * w.cout) * kk;
     let [gx, gy] = grid_1d(gpu, count, 64);
     let wtt = w.wtt.get().expect("trainable weights have a transposed copy");
-    Dispatch::new(gpu, &RELAYOUT, w.precision, &p, &[(5, master), (6, &w.wt), (7, wtt)], [gx, gy, 1])
+    Dispatch::new(gpu, &SHADER.kernel("relayout"), w.precision, &p, &[(5, master), (6, &w.wt), (7, wtt)], [gx, gy, 1])
 }
 
 /// Set the epilogue of trainable weights to `conv + bias[oc]` from an f32 GPU buffer of `cout`
@@ -268,7 +257,8 @@ pub fn relayout_bias(gpu: &Gpu, bias: &wgpu::Buffer, w: &ConvWeights) -> Result<
     check_trainable(w, "relayout_bias")?;
     check_f32_buffer(bias, w.cout, &format!("bias of {}", w.shape()))?;
     let p = ConvParams { cout: w.cout as u32, ..Zeroable::zeroed() };
-    Dispatch::new(gpu, &RELAYOUT_BIAS, w.precision, &p, &[(8, bias), (9, &w.ss)], [w.cout.div_ceil(64) as u32, 1, 1])
+    let groups = [w.cout.div_ceil(64) as u32, 1, 1];
+    Dispatch::new(gpu, &SHADER.kernel("relayout_bias"), w.precision, &p, &[(8, bias), (9, &w.ss)], groups)
 }
 
 fn check_trainable(w: &ConvWeights, what: &str) -> Result<()> {
@@ -368,7 +358,7 @@ pub fn conv_grad_weight_in(
     let kk = w.k * w.k;
     let total = w.cout * w.cin * kk;
     check_f32_buffer(dw, total, &format!("weight gradient {}", w.shape()))?;
-    let kernel = if w.k == 3 { &CONV3X3_GRAD_WEIGHT } else { &CONV1X1_GRAD_WEIGHT };
+    let kernel = if w.k == 3 { &SHADER.kernel("conv3x3_grad_weight") } else { &SHADER.kernel("conv1x1_grad_weight") };
     let tile = if w.k == 3 { GW_TILE_3X3 } else { GW_TILE_1X1 };
     let (chunks, per, strips) = grad_weight_split(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
     let p = ConvParams { kk: kk as u32, strips: strips as u32, chunk: per as u32, ..p };
@@ -391,7 +381,8 @@ pub fn conv_grad_weight_in(
     let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, scratch)], groups)?;
     let rp = ConvParams { accumulate: accumulate as u32, chunk: chunks as u32, ..p };
     let [gx, gy] = grid_1d(gpu, total, 64);
-    let reduce = Dispatch::new(gpu, &GRAD_WEIGHT_REDUCE, w.precision, &rp, &[(12, scratch), (11, dw)], [gx, gy, 1])?;
+    let bufs = [(12, scratch), (11, dw)];
+    let reduce = Dispatch::new(gpu, &SHADER.kernel("grad_weight_reduce"), w.precision, &rp, &bufs, [gx, gy, 1])?;
     Ok(vec![partial, reduce])
 }
 
@@ -402,5 +393,6 @@ pub fn conv_grad_bias(gpu: &Gpu, dy: ChannelView, db: &wgpu::Buffer, accumulate:
     check_f32_buffer(db, c, "bias gradient")?;
     let ([n, cout, h, w], [out_ctot, out_coff]) = (super::dims(&dy), super::slot(&dy));
     let p = ConvParams { n, h, w, cout, out_ctot, out_coff, accumulate: accumulate as u32, ..Zeroable::zeroed() };
-    Dispatch::new(gpu, &GRAD_BIAS, dy.tensor.precision, &p, &[(10, &dy.tensor.buffer), (11, db)], [c as u32, 1, 1])
+    let bufs = [(10, &dy.tensor.buffer), (11, db)];
+    Dispatch::new(gpu, &SHADER.kernel("grad_bias"), dy.tensor.precision, &p, &bufs, [c as u32, 1, 1])
 }
