@@ -60,14 +60,14 @@ struct BnParams {
 const PER: u32 = 16u;
 const CHUNK: u32 = 4096u;  // WG * PER (WG, red and wg_sum: lib/reduce.wgsl)
 
-// Pixel `i` of image `n`, channel `c` of a view with `ctot` channels at `coff`.
-fn view_at(n: u32, c: u32, ctot: u32, coff: u32, i: u32) -> u32 {
-    return (n * ctot + coff + c) * p.hw + i;
+// Pixel `i` of plane z = (n, c) of a view with `ctot` channels at `coff`.
+fn view_at(z: u32, ctot: u32, coff: u32, i: u32) -> u32 {
+    return view_plane(z, p.c, ctot, coff) * p.hw + i;
 }
 
 // Element `e` (0 <= e < n * hw) of channel `c` of a view: the reductions' order over N·H·W.
 fn at(e: u32, c: u32, ctot: u32, coff: u32) -> u32 {
-    return view_at(e / p.hw, c, ctot, coff, e % p.hw);
+    return view_at((e / p.hw) * p.c + c, ctot, coff, e % p.hw);
 }
 
 // out[o] = v, or out[o] + v with `accumulate`.
@@ -156,18 +156,16 @@ fn bn_stats_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 @compute @workgroup_size(256, 1, 1)
 fn bn_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if (i >= p.hw) {
-        return;
+    if (i < p.hw) {
+        let c = gid.z % p.c;
+        let inv = 1.0 / sqrt(stats[p.c + c] + p.eps);
+        let scale = gamma[c] * inv;
+        var v = (f32(x[view_at(gid.z, p.x_ctot, p.x_coff, i)]) - stats[c]) * scale + beta[c];
+        if (p.mode != 0u) {
+            v = max(v, 0.0);
+        }
+        out[view_at(gid.z, p.o_ctot, p.o_coff, i)] = T(v);
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    let inv = 1.0 / sqrt(stats[p.c + c] + p.eps);
-    let scale = gamma[c] * inv;
-    var v = (f32(x[view_at(n, c, p.x_ctot, p.x_coff, i)]) - stats[c]) * scale + beta[c];
-    if (p.mode != 0u) {
-        v = max(v, 0.0);
-    }
-    out[view_at(n, c, p.o_ctot, p.o_coff, i)] = T(v);
 }
 
 // running = (1 - m) * running + m * batch (variance unbiased). One invocation per channel.
@@ -267,32 +265,29 @@ fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 @compute @workgroup_size(256, 1, 1)
 fn bn_backward_dx(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if (i >= p.hw) {
-        return;
+    if (i < p.hw) {
+        let z = gid.z;
+        let c = z % p.c;
+        let k = coef[2u * c];
+        let m = coef[2u * c + 1u];
+        let xv = f32(x[view_at(z, p.x_ctot, p.x_coff, i)]);
+        let g = masked_dy(c, view_at(z, p.d_ctot, p.d_coff, i), xv, view_at(z, p.y_ctot, p.y_coff, i));
+        let xhat = (xv - k.x) * k.y;
+        var v = k.z * g;
+        if (p.frozen == 0u) {
+            v = k.z * (g - m.x - xhat * m.y);
+        }
+        put_out(view_at(z, p.o_ctot, p.o_coff, i), v);
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    let k = coef[2u * c];
-    let m = coef[2u * c + 1u];
-    let xv = f32(x[view_at(n, c, p.x_ctot, p.x_coff, i)]);
-    let g = masked_dy(c, view_at(n, c, p.d_ctot, p.d_coff, i), xv, view_at(n, c, p.y_ctot, p.y_coff, i));
-    let xhat = (xv - k.x) * k.y;
-    var v = k.z * g;
-    if (p.frozen == 0u) {
-        v = k.z * (g - m.x - xhat * m.y);
-    }
-    put_out(view_at(n, c, p.o_ctot, p.o_coff, i), v);
 }
 
 // ReLU backward: dx (+)= dy * [y > 0]. One invocation per value; z = (n, c).
 @compute @workgroup_size(256, 1, 1)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if (i >= p.hw) {
-        return;
+    if (i < p.hw) {
+        let positive = f32(y[view_at(gid.z, p.y_ctot, p.y_coff, i)]) > 0.0;
+        let g = f32(dy[view_at(gid.z, p.d_ctot, p.d_coff, i)]);
+        put_out(view_at(gid.z, p.o_ctot, p.o_coff, i), select(0.0, g, positive));
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    let positive = f32(y[view_at(n, c, p.y_ctot, p.y_coff, i)]) > 0.0;
-    put_out(view_at(n, c, p.o_ctot, p.o_coff, i), select(0.0, f32(dy[view_at(n, c, p.d_ctot, p.d_coff, i)]), positive));
 }
