@@ -25,7 +25,7 @@ const WG: usize = 256;
 /// torch.optim.Adam's hyper-parameters (f64 as PyTorch's Python floats; the kernel gets f32).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamConfig {
-    /// Base learning rate (a schedule may override it per step; see [`Adam::step`]).
+    /// Base learning rate (a schedule may override it per step; see `optim::Adam::step`).
     pub lr: f64,
     pub betas: (f64, f64),
     pub eps: f64,
@@ -183,7 +183,7 @@ impl AdamKernels {
 }
 
 /// The CPU version of the optimizer step and of gradient clipping, generic over f64 (the tests'
-/// reference) and f32 (host-side models).
+/// reference) and f32 (host-side models): the one exception to the conventions in [`crate::ops`].
 pub mod reference {
     use super::AdamConfig;
     use num_traits::Float;

@@ -74,7 +74,7 @@ pub struct BnLayer<'a> {
     pub gamma: &'a Tensor,
     /// β (`bias`), f32, one value per channel.
     pub beta: &'a Tensor,
-    /// This batch's statistics from `bn_stats`: f32, mean[c] followed by the biased variance[c];
+    /// This batch's statistics from `bn_stats`: f32, `mean[c]` followed by the biased `variance[c]`;
     /// in eval mode the running statistics, from `bn_stats_from_running`.
     pub stats: &'a Tensor,
     pub eps: f32,

@@ -12,8 +12,9 @@
 //! - plain Rust in f64: `&[f64]` in, `Vec<f64>` out (a struct of named vectors when a kernel has
 //!   several outputs), so the references also serve finite differences; tests round the GPU's
 //!   inputs to its storage precision and convert at the boundary;
-//! - whole NCHW tensors in C order (no channel views), with the first tensor's shape as an
-//!   `[n, c, h, w]` array and other sizes as named arguments;
+//! - whole tensors in C order (no channel views): images NCHW with the first one's shape as an
+//!   `[n, c, h, w]` array; other layouts (a block of frame rows, flat values, a window along one
+//!   axis) are named in the function's doc; other sizes are named arguments;
 //! - each function named after the launcher (or shader entry point) it mirrors, taking the
 //!   launcher's own configuration types.
 //!

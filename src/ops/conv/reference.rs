@@ -1,6 +1,6 @@
 //! The convolutions on the CPU in f64 (conventions in [`crate::ops`]): the forward with the
 //! scale/shift/ReLU epilogue and the three gradients of the plain convolution. All four walk the
-//! same (output pixel, kernel tap) pairs of [`for_each_product`], so each gradient is the exact
+//! same (output pixel, kernel tap) pairs of `for_each_product`, so each gradient is the exact
 //! adjoint of the forward's sum.
 
 /// The kernel taps `(t, o + t − pad)` whose source index lies inside `0..size`.
