@@ -89,13 +89,13 @@ fn upsample2x_pad_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
     if (i >= p.ih * p.iw) {
         return;
     }
+    let b = view_plane(gid.z, p.c, p.out_ctot, p.out_coff) * p.oh;  // dy's first row
     let iy = i / p.iw;
     let ix = i % p.iw;
     var wx: array<f32, 7>;
     for (var k = 0u; k < 7u; k++) {
         wx[k] = adjoint_weight(i32(2u * ix + k) - 3, ix, p.iw, p.pad_left, p.ow);
     }
-    let b = view_plane(gid.z, p.c, p.out_ctot, p.out_coff) * p.oh;
     var acc = 0.0;
     for (var ky = 0u; ky < 7u; ky++) {
         let uy = i32(2u * iy + ky) - 3;
