@@ -178,9 +178,16 @@ fn grad_weight_matches_reference() {
             let mut first = None;
             for accumulate in [false, true, false] {
                 let dw = f32_buffer(gpu, &old);
-                let d =
-                    conv::conv_grad_weight(gpu, &cw, x.channels(2, cin), dy.channels(1, cout), &dw.buffer, accumulate)
-                        .unwrap();
+                let d = conv::conv_grad_weight_in(
+                    gpu,
+                    &cw,
+                    x.channels(2, cin),
+                    dy.channels(1, cout),
+                    &dw.buffer,
+                    accumulate,
+                    None,
+                )
+                .unwrap();
                 dispatch_counts.insert(d.len());
                 gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
                 let got = dw.to_f32(gpu).unwrap();
@@ -278,8 +285,8 @@ fn grad_rejects_bad_arguments() {
     // Channel counts swapped, sizes differing, gradient buffers too small.
     assert!(conv::conv_grad_input(gpu, &cw, x.view(), dy.view(), false).is_err());
     assert!(conv::conv_grad_input(gpu, &cw, dy.view(), wrong.channels(0, 3), false).is_err());
-    assert!(conv::conv_grad_weight(gpu, &cw, x.view(), dy.view(), &small.buffer, false).is_err());
-    assert!(conv::conv_grad_weight(gpu, &cw, dy.view(), x.view(), &dw.buffer, false).is_err());
+    assert!(conv::conv_grad_weight_in(gpu, &cw, x.view(), dy.view(), &small.buffer, false, None).is_err());
+    assert!(conv::conv_grad_weight_in(gpu, &cw, dy.view(), x.view(), &dw.buffer, false, None).is_err());
     assert!(conv::conv_grad_bias(gpu, dy.view(), &f32_buffer(gpu, &[0.0; 3]).buffer, false).is_err());
     assert!(conv::relayout(gpu, &small.buffer, &cw).is_err());
     assert!(ConvWeights::trainable(gpu, p, [4, 3, 5]).is_err());
@@ -347,7 +354,7 @@ fn matches_pytorch_autograd() {
                 conv::conv_grad_input(gpu, &cw, gt.view(), dx.view(), false).unwrap(),
                 conv::conv_grad_bias(gpu, gt.view(), &db.buffer, false).unwrap(),
             ];
-            d.extend(conv::conv_grad_weight(gpu, &cw, xt.view(), gt.view(), &dw.buffer, false).unwrap());
+            d.extend(conv::conv_grad_weight_in(gpu, &cw, xt.view(), gt.view(), &dw.buffer, false, None).unwrap());
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let what = format!("GPU vs PyTorch {case} {} {p}", gpu.describe());
             for (name, got, want) in [

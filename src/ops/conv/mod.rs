@@ -6,7 +6,7 @@
 //! updates; [`ConvWeights::trainable`] holds the kernel-layout copies, refreshed from the master
 //! by [`relayout`] (and the bias by [`relayout_bias`]) at the start of each step, on the GPU.
 //! Backward: [`conv_grad_input`] (dx, storage precision, may accumulate into a channel view),
-//! [`conv_grad_weight`] (dW, f32 `[cout, cin, k, k]`), [`conv_grad_bias`] (db, f32 `[cout]`).
+//! [`conv_grad_weight_in`] (dW, f32 `[cout, cin, k, k]`), [`conv_grad_bias`] (db, f32 `[cout]`).
 
 use std::sync::OnceLock;
 
@@ -297,27 +297,7 @@ pub fn conv_grad_input(
     launch(gpu, w.k, w.precision, p, &bufs)
 }
 
-/// `dW (+)= sum over images and pixels of dy x x-window`: the weight gradient as f32 in PyTorch's
-/// layout `[cout, cin, k, k]`, into `dw` (at least `cout * cin * k * k` floats). `x` is the
-/// convolution's input, `dy` the gradient of its output. With `accumulate`, adds into `dw`
-/// (gradient accumulation over micro-batches).
-///
-/// Returns one dispatch, or two when the pixels are split across workgroups (partial sums in a
-/// scratch buffer the dispatches keep alive, summed in a fixed order: deterministic).
-pub fn conv_grad_weight(
-    gpu: &Gpu,
-    w: &ConvWeights,
-    x: ChannelView,
-    dy: ChannelView,
-    dw: &wgpu::Buffer,
-    accumulate: bool,
-) -> Result<Vec<Dispatch>> {
-    let bytes = grad_weight_scratch_bytes(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
-    let scratch = if bytes > 0 { Some(zeroed(gpu, "conv weight gradient partial sums", bytes)?) } else { None };
-    conv_grad_weight_in(gpu, w, x, dy, dw, accumulate, scratch.as_ref())
-}
-
-/// How [`conv_grad_weight`] splits the pixels: (chunks, strips per chunk, strips).
+/// How [`conv_grad_weight_in`] splits the pixels: (chunks, strips per chunk, strips).
 fn grad_weight_split(gpu: &Gpu, [cout, cin, k]: [usize; 3], [n, h, wd]: [usize; 3]) -> (usize, usize, usize) {
     let total = cout * cin * k * k;
     let (tile, strips) = if k == 3 {
@@ -343,8 +323,15 @@ pub fn grad_weight_scratch_bytes(gpu: &Gpu, shape: [usize; 3], input: [usize; 3]
     if chunks == 1 { 0 } else { (chunks * total) as u64 * 4 }
 }
 
-/// [`conv_grad_weight`] with a caller-owned `scratch` of at least [`grad_weight_scratch_bytes`]
-/// (may be shared with other launches that do not run concurrently).
+/// `dW (+)= sum over images and pixels of dy x x-window`: the weight gradient as f32 in PyTorch's
+/// layout `[cout, cin, k, k]`, into `dw` (at least `cout * cin * k * k` floats). `x` is the
+/// convolution's input, `dy` the gradient of its output. With `accumulate`, adds into `dw`
+/// (gradient accumulation over micro-batches).
+///
+/// Returns one dispatch, or two when the pixels are split across workgroups: partial sums in
+/// `scratch`, a caller-owned buffer of at least [`grad_weight_scratch_bytes`] (may be shared with
+/// other launches that do not run concurrently) or, with `None`, one allocated here that the
+/// dispatches keep alive; summed in a fixed order (deterministic).
 pub fn conv_grad_weight_in(
     gpu: &Gpu,
     w: &ConvWeights,
@@ -369,13 +356,18 @@ pub fn conv_grad_weight_in(
         return Ok(vec![Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, dw)], groups)?]);
     }
     let need = (chunks * total) as u64 * 4;
+    let own;
     let scratch = match scratch {
         Some(b) if b.size() >= need => b,
-        _ => {
+        Some(_) => {
             return Err(Error::Shape(format!(
                 "convolution weight gradient {} needs a scratch buffer of {need} bytes",
                 w.shape()
             )));
+        }
+        None => {
+            own = zeroed(gpu, "conv weight gradient partial sums", need)?;
+            &own
         }
     };
     let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, scratch)], groups)?;
