@@ -1,17 +1,19 @@
-//! Kernel benchmarks: the 3x3 convolution (tiled vs one-thread-per-output) at U-Net-like shapes,
-//! and one whole U-Net forward on a tile.
+//! Kernel benchmarks, one criterion group per kernel family (`shaders/X.wgsl` ↔ group `X`):
+//! `conv` (the tiled 3x3 convolution against the one-thread-per-output one at U-Net-like shapes),
+//! `pool`, `upsample` and `batchnorm` (the other layers of a U-Net forward), and `unet`, one
+//! whole U-Net forward on a tile.
 //!
 //! ```text
 //! cargo bench --bench kernels                      # default (smaller) shapes, fit for software drivers
 //! PSI_BENCH_FULL=1 cargo bench --bench kernels     # full-size U-Net layers, 256 x 256 tiles
 //! PSI_GPU_BACKEND=gl cargo bench --bench kernels   # any GpuOptions::from_env variable applies
-//! cargo bench --bench kernels -- --quick conv3x3   # criterion's own arguments after `--`
+//! cargo bench --bench kernels -- --quick conv      # criterion's own arguments after `--`
 //! ```
 //!
-//! Besides criterion's report (conv throughput in elements/s = FLOP/s, U-Net in pixels/s), every
-//! measurement prints one plain line with GFLOP/s (or tiles/s and Mpx/s) and the median time of
-//! one launch, and each conv shape prints the tiled kernel's time as a fraction of the naive
-//! kernel's. Those numbers come from the samples criterion itself takes (the median of the last
+//! Besides criterion's report (conv throughput in elements/s = FLOP/s, layers in output values/s,
+//! U-Net in pixels/s), every measurement prints one plain line with GFLOP/s (Gvalues/s, or tiles/s
+//! and Mpx/s) and the median time of one launch, and each conv shape prints the tiled kernel's time
+//! as a fraction of the naive kernel's. Those numbers come from the samples criterion itself takes (the median of the last
 //! samples' per-launch times); a summary of all the lines is printed at the end.
 //!
 //! One launch is timed as: `iters` copies of the dispatch recorded back to back in compute
@@ -27,7 +29,9 @@ use psi_gpu::gpu::Tensor;
 use psi_gpu::gpu::{Dispatch, Gpu, GpuOptions, Precision};
 use psi_gpu::io::weights::Weights;
 use psi_gpu::nn::unet::{UNet, UNetConfig};
+use psi_gpu::ops::batchnorm::{self, BnLayer};
 use psi_gpu::ops::conv::{ConvWeights, conv, conv3x3_naive, flops};
+use psi_gpu::ops::{pool, upsample};
 
 /// Criterion samples per benchmark (its minimum).
 const SAMPLES: usize = 10;
@@ -39,6 +43,12 @@ type ConvShape = (usize, usize, usize, usize);
 
 const CONV_FULL: [ConvShape; 4] = [(16, 64, 256, 256), (64, 64, 256, 256), (128, 128, 128, 128), (512, 512, 32, 32)];
 const CONV_DEFAULT: [ConvShape; 4] = [(16, 32, 128, 128), (32, 32, 128, 128), (64, 64, 64, 64), (128, 128, 32, 32)];
+
+/// `(c, h, w)` of a layer's input at n = 1.
+type LayerShape = (usize, usize, usize);
+
+const LAYER_FULL: [LayerShape; 2] = [(64, 256, 256), (256, 64, 64)];
+const LAYER_DEFAULT: [LayerShape; 2] = [(32, 128, 128), (128, 32, 32)];
 
 fn env_flag(name: &str) -> bool {
     std::env::var(name).map(|v| !v.is_empty() && v != "0").unwrap_or(false)
@@ -136,9 +146,9 @@ fn report(summary: &mut Vec<String>, line: String) {
     summary.push(line);
 }
 
-fn bench_conv3x3(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String>) {
+fn bench_conv(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String>) {
     let shapes: &[ConvShape] = if full { &CONV_FULL } else { &CONV_DEFAULT };
-    let mut group = c.benchmark_group("conv3x3");
+    let mut group = c.benchmark_group("conv");
     configure(&mut group);
     for p in precisions(gpu) {
         for (i, &(cin, cout, h, w)) in shapes.iter().enumerate() {
@@ -166,16 +176,85 @@ fn bench_conv3x3(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<Str
             let param = format!("{cin}-{cout}_{h}x{w}");
             let mut times = [None, None];
             for (k, (name, d)) in [("tiled", &tiled), ("naive", &naive)].into_iter().enumerate() {
-                times[k] = bench(&mut group, BenchmarkId::new(format!("{name}_{p}"), &param), gpu, &[d]);
+                times[k] = bench(&mut group, BenchmarkId::new(format!("3x3_{name}_{p}"), &param), gpu, &[d]);
                 if let Some(t) = times[k] {
                     report(
                         summary,
-                        format!("conv3x3 {name} {p} {label}: {:.2} GFLOP/s ({:.3} ms)", f / t / 1e9, t * 1e3),
+                        format!("conv 3x3 {name} {p} {label}: {:.2} GFLOP/s ({:.3} ms)", f / t / 1e9, t * 1e3),
                     );
                 }
             }
             if let [Some(t), Some(nv)] = times {
-                report(summary, format!("conv3x3 {p} {label}: tiled/naive time = {:.3}", t / nv));
+                report(summary, format!("conv 3x3 {p} {label}: tiled/naive time = {:.3}", t / nv));
+            }
+        }
+    }
+    group.finish();
+}
+
+/// The dispatches of one layer family on a random input of `[n, c, h, w]` in `p`, and the
+/// number of values they write; the tensors they use are kept alive in `keep`.
+type LayerCase = fn(&Gpu, Precision, [usize; 4], &mut Vec<Tensor>) -> (Vec<Dispatch>, usize);
+
+/// A random input of `shape` and an output of `out` in `p`, and the one dispatch `launch(x, y)`.
+fn one_dispatch(
+    gpu: &Gpu,
+    p: Precision,
+    [shape, out]: [[usize; 4]; 2],
+    keep: &mut Vec<Tensor>,
+    launch: impl FnOnce(&Tensor, &Tensor) -> psi_gpu::Result<Dispatch>,
+) -> (Vec<Dispatch>, usize) {
+    let x = Tensor::from_f32(gpu, shape, p, &pseudo_random(shape.iter().product(), 11)).expect("layer input");
+    let y = Tensor::new(gpu, out, p, "layer output").expect("layer output");
+    let d = launch(&x, &y).expect("layer dispatch");
+    let values = y.len();
+    keep.extend([x, y]);
+    (vec![d], values)
+}
+
+/// 2x2 max-pooling of the input.
+fn pool_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Tensor>) -> (Vec<Dispatch>, usize) {
+    let [n, c, h, w] = shape;
+    one_dispatch(gpu, p, [shape, [n, c, h / 2, w / 2]], keep, |x, y| pool::maxpool2x2(gpu, x.view(), y.view()))
+}
+
+/// Bilinear x2 upsampling of the input, padded by one row and column (an odd skip size).
+fn upsample_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Tensor>) -> (Vec<Dispatch>, usize) {
+    let [n, c, h, w] = shape;
+    let out = [n, c, 2 * h + 1, 2 * w + 1];
+    one_dispatch(gpu, p, [shape, out], keep, |x, y| upsample::upsample2x_pad(gpu, x.view(), y.view()))
+}
+
+/// Training-mode BatchNorm + ReLU of the input: the batch statistics, then the forward.
+fn batchnorm_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Tensor>) -> (Vec<Dispatch>, usize) {
+    let [n, c, h, w] = shape;
+    let vector = |v: &[f32]| Tensor::from_f32(gpu, [1, 1, 1, v.len()], Precision::F32, v).expect("batchnorm vector");
+    let x = Tensor::from_f32(gpu, shape, p, &pseudo_random(n * c * h * w, 13)).expect("batchnorm input");
+    let y = Tensor::new(gpu, shape, p, "batchnorm output").expect("batchnorm output");
+    let (gamma, beta, stats) = (vector(&vec![1.0; c]), vector(&vec![0.0; c]), vector(&vec![0.0; 2 * c]));
+    let bn = BnLayer { gamma: &gamma, beta: &beta, stats: &stats, eps: batchnorm::EPS, frozen: false };
+    let mut d = batchnorm::bn_stats(gpu, x.view(), &stats).expect("batchnorm statistics");
+    d.push(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, y.view()).expect("batchnorm forward"));
+    let values = y.len();
+    keep.extend([x, y, gamma, beta, stats]);
+    (d, values)
+}
+
+/// The benchmark group `family`: `case` on every layer shape and precision.
+fn bench_layer(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String>, family: &str, case: LayerCase) {
+    let shapes: &[LayerShape] = if full { &LAYER_FULL } else { &LAYER_DEFAULT };
+    let mut group = c.benchmark_group(family);
+    configure(&mut group);
+    for p in precisions(gpu) {
+        for &(ch, h, w) in shapes {
+            let mut keep = Vec::new();
+            let (dispatches, values) = case(gpu, p, [1, ch, h, w], &mut keep);
+            group.throughput(Throughput::Elements(values as u64));
+            let id = BenchmarkId::new(format!("{family}_{p}"), format!("{ch}_{h}x{w}"));
+            if let Some(t) = bench(&mut group, id, gpu, &dispatches.iter().collect::<Vec<_>>()) {
+                let line =
+                    format!("{family} {p} {ch}x{h}x{w}: {:.3} Gvalues/s ({:.3} ms)", values as f64 / t / 1e9, t * 1e3);
+                report(summary, line);
             }
         }
     }
@@ -208,7 +287,7 @@ fn bench_unet(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String
     let wts = Weights::load(&path).expect("loading the unet_b8 fixture");
     let side = if full { 256 } else { 128 };
     let (n, h, w) = (1, side, side);
-    let mut group = c.benchmark_group("unet_tile");
+    let mut group = c.benchmark_group("unet");
     configure(&mut group);
     group.throughput(Throughput::Elements((n * h * w) as u64));
     for p in precisions(gpu) {
@@ -224,7 +303,7 @@ fn bench_unet(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String
             report(
                 summary,
                 format!(
-                    "unet_tile {p} {label}: {:.2} tiles/s, {:.3} Mpx/s, {:.3} GFLOP/tile, {:.2} GFLOP/s ({:.2} ms)",
+                    "unet {p} {label}: {:.2} tiles/s, {:.3} Mpx/s, {:.3} GFLOP/tile, {:.2} GFLOP/s ({:.2} ms)",
                     n as f64 / t,
                     (n * h * w) as f64 / t / 1e6,
                     f / n as f64 / 1e9,
@@ -250,7 +329,10 @@ fn main() {
         if full { "full (PSI_BENCH_FULL=1)" } else { "default (PSI_BENCH_FULL=1 for full size)" }
     );
     let mut summary = Vec::new();
-    bench_conv3x3(&mut c, &gpu, full, &mut summary);
+    bench_conv(&mut c, &gpu, full, &mut summary);
+    bench_layer(&mut c, &gpu, full, &mut summary, "pool", pool_case);
+    bench_layer(&mut c, &gpu, full, &mut summary, "upsample", upsample_case);
+    bench_layer(&mut c, &gpu, full, &mut summary, "batchnorm", batchnorm_case);
     bench_unet(&mut c, &gpu, full, &mut summary);
     c.final_summary();
     if !summary.is_empty() {

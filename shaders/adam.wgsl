@@ -4,7 +4,7 @@
 //
 //   fill          words[i] = p.fill for i < p.count (zero_grad; resetting found_inf)
 //   check         found_inf[0] |= 1 if any grad · (1/scale) is inf or NaN
-//   norm_partial  per-workgroup Σ (grad / scale)² (a fixed tree: deterministic)
+//   norm_partial  per-workgroup Σ (grad / scale)² (lib/reduce.wgsl's fixed tree: deterministic)
 //   norm_finish   one workgroup: norm = sqrt(Σ partials), clip[0] = norm,
 //                 clip[1] = min(1, max_norm / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_)
 //   adam_step     skipped entirely when found_inf[0] != 0 (GradScaler skips optimizer.step); else
@@ -52,14 +52,6 @@ struct AdamParams {
 @group(0) @binding(8) var<storage, read_write> words: array<u32>;
 @group(0) @binding(9) var<storage, read_write> clip: array<f32>;
 
-const WG: u32 = 256u;
-
-var<workgroup> red: array<f32, 256>;
-
-fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
@@ -83,28 +75,16 @@ fn check(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn norm_partial(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = flat_index(gid, nwg);
+fn norm_partial(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
     var s = 0.0;
     if (i < p.count) {
         let g = grads[i] * (1.0 / scale[0]);
         s = dot(g, g);
     }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
-    if (li == 0u) {
-        partials[wid.x + wid.y * nwg.x] = red[0];
+    let total = wg_sum(lane.li, vec4<f32>(s, 0.0, 0.0, 0.0)).x;
+    if (lane.li == 0u) {
+        partials[group_index(lane)] = total;
     }
 }
 
@@ -114,16 +94,9 @@ fn norm_finish(@builtin(local_invocation_index) li: u32) {
     for (var j = li; j < p.partials; j += WG) {
         s += partials[j];
     }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum(li, vec4<f32>(s, 0.0, 0.0, 0.0)).x;
     if (li == 0u) {
-        let norm = sqrt(red[0]);
+        let norm = sqrt(total);
         clip[0] = norm;
         clip[1] = min(1.0, p.max_norm / (norm + 1e-6));
     }

@@ -57,31 +57,26 @@ struct BnParams {
 @group(0) @binding(15) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(16) var<storage, read_write> running_var: array<f32>;
 
-const WG: u32 = 256u;
 const PER: u32 = 16u;
-const CHUNK: u32 = 4096u;  // WG * PER
+const CHUNK: u32 = 4096u;  // WG * PER (WG, red and wg_sum: lib/reduce.wgsl)
 
-var<workgroup> red: array<vec4<f32>, 256>;
-
-// Element `e` (0 <= e < n * hw) of channel `c` of a view with `ctot` channels at `coff`.
-fn at(e: u32, c: u32, ctot: u32, coff: u32) -> u32 {
-    let n = e / p.hw;
-    return (n * ctot + coff + c) * p.hw + e % p.hw;
+// Pixel `i` of plane z = (n, c) of a view with `ctot` channels at `coff`.
+fn view_at(z: u32, ctot: u32, coff: u32, i: u32) -> u32 {
+    return view_plane(z, p.c, ctot, coff) * p.hw + i;
 }
 
-// Workgroup sum of `v`, in a fixed order (deterministic). Call from uniform control flow.
-fn wg_sum(li: u32, v: vec4<f32>) -> vec4<f32> {
-    red[li] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (li < s) {
-            red[li] += red[li + s];
-        }
-        workgroupBarrier();
+// Element `e` (0 <= e < n * hw) of channel `c` of a view: the reductions' order over N·H·W.
+fn at(e: u32, c: u32, ctot: u32, coff: u32) -> u32 {
+    return view_at((e / p.hw) * p.c + c, ctot, coff, e % p.hw);
+}
+
+// out[o] = v, or out[o] + v with `accumulate`.
+fn put_out(o: u32, v: f32) {
+    var r = v;
+    if (p.accumulate != 0u) {
+        r += f32(out[o]);
     }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
+    out[o] = T(r);
 }
 
 // Chan et al.: combine (count, mean, M2) of two disjoint sets.
@@ -160,19 +155,17 @@ fn bn_stats_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // y = relu?(gamma * (x - mean) / sqrt(var + eps) + beta). One invocation per value; z = (n, c).
 @compute @workgroup_size(256, 1, 1)
 fn bn_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.hw) {
-        return;
+    let i = flat_index(gid, nwg);
+    if (i < p.hw) {
+        let c = gid.z % p.c;
+        let inv = 1.0 / sqrt(stats[p.c + c] + p.eps);
+        let scale = gamma[c] * inv;
+        var v = (f32(x[view_at(gid.z, p.x_ctot, p.x_coff, i)]) - stats[c]) * scale + beta[c];
+        if (p.mode != 0u) {
+            v = max(v, 0.0);
+        }
+        out[view_at(gid.z, p.o_ctot, p.o_coff, i)] = T(v);
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    let inv = 1.0 / sqrt(stats[p.c + c] + p.eps);
-    let scale = gamma[c] * inv;
-    var v = (f32(x[(n * p.x_ctot + p.x_coff + c) * p.hw + i]) - stats[c]) * scale + beta[c];
-    if (p.mode != 0u) {
-        v = max(v, 0.0);
-    }
-    out[(n * p.o_ctot + p.o_coff + c) * p.hw + i] = T(v);
 }
 
 // running = (1 - m) * running + m * batch (variance unbiased). One invocation per channel.
@@ -271,41 +264,30 @@ fn bn_backward_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 // gamma / sigma * dy' when the statistics are frozen (they do not depend on x).
 @compute @workgroup_size(256, 1, 1)
 fn bn_backward_dx(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.hw) {
-        return;
+    let i = flat_index(gid, nwg);
+    if (i < p.hw) {
+        let z = gid.z;
+        let c = z % p.c;
+        let k = coef[2u * c];
+        let m = coef[2u * c + 1u];
+        let xv = f32(x[view_at(z, p.x_ctot, p.x_coff, i)]);
+        let g = masked_dy(c, view_at(z, p.d_ctot, p.d_coff, i), xv, view_at(z, p.y_ctot, p.y_coff, i));
+        let xhat = (xv - k.x) * k.y;
+        var v = k.z * g;
+        if (p.frozen == 0u) {
+            v = k.z * (g - m.x - xhat * m.y);
+        }
+        put_out(view_at(z, p.o_ctot, p.o_coff, i), v);
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    let k = coef[2u * c];
-    let m = coef[2u * c + 1u];
-    let xv = f32(x[(n * p.x_ctot + p.x_coff + c) * p.hw + i]);
-    let g = masked_dy(c, (n * p.d_ctot + p.d_coff + c) * p.hw + i, xv, (n * p.y_ctot + p.y_coff + c) * p.hw + i);
-    let xhat = (xv - k.x) * k.y;
-    var v = k.z * g;
-    if (p.frozen == 0u) {
-        v = k.z * (g - m.x - xhat * m.y);
-    }
-    let o = (n * p.o_ctot + p.o_coff + c) * p.hw + i;
-    if (p.accumulate != 0u) {
-        v += f32(out[o]);
-    }
-    out[o] = T(v);
 }
 
 // ReLU backward: dx (+)= dy * [y > 0]. One invocation per value; z = (n, c).
 @compute @workgroup_size(256, 1, 1)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.hw) {
-        return;
+    let i = flat_index(gid, nwg);
+    if (i < p.hw) {
+        let positive = f32(y[view_at(gid.z, p.y_ctot, p.y_coff, i)]) > 0.0;
+        let g = f32(dy[view_at(gid.z, p.d_ctot, p.d_coff, i)]);
+        put_out(view_at(gid.z, p.o_ctot, p.o_coff, i), select(0.0, g, positive));
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    var v = select(0.0, f32(dy[(n * p.d_ctot + p.d_coff + c) * p.hw + i]), f32(y[(n * p.y_ctot + p.y_coff + c) * p.hw + i]) > 0.0);
-    let o = (n * p.o_ctot + p.o_coff + c) * p.hw + i;
-    if (p.accumulate != 0u) {
-        v += f32(out[o]);
-    }
-    out[o] = T(v);
 }

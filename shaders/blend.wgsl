@@ -1,5 +1,5 @@
 // Seam-free stitching: each tile's model output is multiplied by its window and added, with its
-// weight, into a ring of accumulator rows (values and weights, atomics from atomic_*.wgsl);
+// weight, into a ring of accumulator rows (values and weights, atomics from lib/atomic_*.wgsl);
 // `normalize` turns finished rows into value / weight and resets them for reuse.
 //
 // Window: separable, sin² ramps of length `overlap` on the sides that have a neighbouring tile,
@@ -52,7 +52,7 @@ fn axis_weight(j: u32, n: u32, low: bool, high: bool) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     let k = gid.z;
     if (i >= p.th * p.tw || k >= p.count) {
         return;
@@ -73,7 +73,7 @@ fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 // rows_out[c, y, x] = value / weight for frame rows row0 .. row0 + rows; resets those rows.
 @compute @workgroup_size(256, 1, 1)
 fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.rows * p.w) {
         return;
     }

@@ -1,5 +1,5 @@
 // Classical multi-wavelength PSI height solver: one invocation per pixel (1-D over the h*w plane,
-// folded as gid.x + gid.y * nwg.x * 256), z = image index in the batch.
+// folded by lib/grid.wgsl's flat_index), z = image index in the batch.
 //
 // Input `frame` is f32 `[n, L*N, h, w]` (channel `laser * N + bucket`), output f32
 // `[n, out_c, h, w]`: height (µm), then fringe contrast if out_c == 2. The `T` alias of the
@@ -89,7 +89,7 @@ fn fringe(l: u32, m: i32, f1: f32, fl: f32) -> vec2<f32> {
 
 @compute @workgroup_size(256, 1, 1)
 fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     let plane = p.h * p.w;
     if (i >= plane) {
         return;

@@ -50,6 +50,11 @@ const HX: u32 = 34u;   // TX + 2 (halo)
 const HY: u32 = 10u;   // TY + 2
 const NTHREADS: u32 = 256u;
 
+// The flat index of an invocation of the 64-lane 1-D kernels below (gpu::grid_1d).
+fn flat_index64(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
 var<workgroup> xs: array<f32, 2720>;        // CI * HY * HX
 var<workgroup> ws: array<vec4<f32>, 288>;   // CI * 9 * (TOC / 4)
 
@@ -160,7 +165,7 @@ fn conv3x3(
 @compute @workgroup_size(64, 1, 1)
 fn conv1x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = p.h * p.w;
-    let pix = gid.x + gid.y * nwg.x * 64u;
+    let pix = flat_index64(gid, nwg);
     let n = gid.z / p.oc_tiles;
     let ocq = gid.z % p.oc_tiles;
     if (pix >= plane) {
@@ -186,7 +191,7 @@ fn conv1x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 @compute @workgroup_size(64, 1, 1)
 fn conv3x3_naive(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = p.h * p.w;
-    let pix = gid.x + gid.y * nwg.x * 64u;
+    let pix = flat_index64(gid, nwg);
     let n = gid.z / p.cout;
     let oc = gid.z % p.cout;
     if (pix >= plane) {
@@ -241,7 +246,7 @@ fn put_grad(i: u32, v: f32) {
 // flipped layout for grad_input (wtt_out). One invocation per vec4 of either buffer.
 @compute @workgroup_size(64, 1, 1)
 fn relayout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+    let i = flat_index64(gid, nwg);
     let kk = p.kk;
     let nf = ((p.cout + 3u) / 4u) * p.cin * kk;
     let nb = ((p.cin + 3u) / 4u) * p.cout * kk;
@@ -276,7 +281,7 @@ fn relayout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 // gradient): one invocation per vec4 of wtt_out.
 @compute @workgroup_size(64, 1, 1)
 fn transpose_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+    let i = flat_index64(gid, nwg);
     let kk = p.kk;
     if (i >= ((p.cin + 3u) / 4u) * p.cout * kk) {
         return;
@@ -486,7 +491,7 @@ fn conv1x1_grad_weight(
 // Sum of the `chunk` partial dW buffers, in chunk order (deterministic).
 @compute @workgroup_size(64, 1, 1)
 fn grad_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 64u;
+    let i = flat_index64(gid, nwg);
     let total = p.cout * p.cin * p.kk;
     if (i >= total) {
         return;
@@ -498,9 +503,7 @@ fn grad_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     put_grad(i, s);
 }
 
-// db: one workgroup per output channel, strided sums then a tree in workgroup memory.
-var<workgroup> red: array<f32, 256>;
-
+// db: one workgroup per output channel, strided sums then lib/reduce.wgsl's tree.
 @compute @workgroup_size(256, 1, 1)
 fn grad_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let oc = wid.x;
@@ -512,15 +515,8 @@ fn grad_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             s += f32(dy[base + i]);
         }
     }
-    red[li] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k >>= 1u) {
-        if (li < k) {
-            red[li] += red[li + k];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum(li, vec4<f32>(s, 0.0, 0.0, 0.0)).x;
     if (li == 0u) {
-        put_grad(oc, red[0]);
+        put_grad(oc, total);
     }
 }

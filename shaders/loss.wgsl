@@ -64,16 +64,6 @@ struct LossParams {
 @group(0) @binding(9) var<storage, read> truth: array<f32>;
 @group(0) @binding(10) var<storage, read_write> value: array<f32>;
 
-const WG: u32 = 256u;
-
-var<workgroup> red0: array<f32, 256>;
-var<workgroup> red1: array<f32, 256>;
-
-// Flat index of pixel `i` of the 1-D folded grid.
-fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 // h at (y, x) of the image starting at `base`, zero outside.
 fn height_at(base: u32, y: i32, x: i32) -> f32 {
     if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
@@ -97,29 +87,18 @@ fn laplacian_at(base: u32, y: i32, x: i32) -> f32 {
     return laplacian(base, y, x);
 }
 
-// Tree-sum (a, b) over the workgroup in a fixed order; every invocation gets the sums.
-// Must be reached in uniform control flow.
+// Tree-sum (a, b) over the workgroup in a fixed order (lib/reduce.wgsl); every invocation gets
+// the sums. Must be reached in uniform control flow.
 fn tree_sum2(li: u32, a: f32, b: f32) -> vec2<f32> {
-    red0[li] = a;
-    red1[li] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red0[li] += red0[li + s];
-            red1[li] += red1[li + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red0[0], red1[0]);
-    workgroupBarrier();
-    return r;
+    return wg_sum(li, vec4<f32>(a, b, 0.0, 0.0)).xy;
 }
 
-// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1].
-// Must be reached in uniform control flow.
-fn workgroup_partials(li: u32, wg: u32, a: f32, b: f32) {
-    let r = tree_sum2(li, a, b);
-    if (li == 0u) {
+// Tree-sum (a, b) over the workgroup and write them to partials[2·wg], partials[2·wg + 1] of
+// its workgroup wg. Must be reached in uniform control flow.
+fn workgroup_partials(lane: Lane, a: f32, b: f32) {
+    let r = tree_sum2(lane.li, a, b);
+    let wg = group_index(lane);
+    if (lane.li == 0u) {
         partials[2u * wg] = r.x;
         partials[2u * wg + 1u] = r.y;
     }
@@ -153,13 +132,8 @@ fn loss_ab(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn physics(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = flat_index(gid, nwg);
+fn physics(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
     let plane = p.h * p.w;
     var data = 0.0;
     var lap2 = 0.0;
@@ -204,17 +178,12 @@ fn physics(
             grad[i] = T(d * scale[0] * p.weight);
         }
     }
-    workgroup_partials(li, wid.x + wid.y * nwg.x, data, lap2);
+    workgroup_partials(lane, data, lap2);
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn mse(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = flat_index(gid, nwg);
+fn mse(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
     var se = 0.0;
     if (i < p.count) {
         let e = f32(hgt[i]) - truth[i];
@@ -223,7 +192,7 @@ fn mse(
             grad[i] = T(2.0 * p.inv_m * e * scale[0] * p.weight);
         }
     }
-    workgroup_partials(li, wid.x + wid.y * nwg.x, se, 0.0);
+    workgroup_partials(lane, se, 0.0);
 }
 
 @compute @workgroup_size(256, 1, 1)

@@ -1,6 +1,6 @@
 // Synthetic PSI frames, one band of rows at a time (see src/psi/generate.rs).
 //
-// `surface`: one invocation per pixel of the band (1-D, folded as gid.x + gid.y * nwg.x * 256).
+// `surface`: one invocation per pixel of the band (1-D, folded by lib/grid.wgsl's flat_index).
 // Writes three planes of `rows * w` f32 into `field`: the height (µm), A and B of the pixel.
 // `buckets`: one invocation per output u32 word of the band, channel-major: word i of channel ch
 // is `out[ch * wpc + i]` and holds 1 (f32), 2 (u16, f16) or 4 (u8) consecutive elements of that
@@ -105,7 +105,7 @@ fn random_height(x: f32, y: f32) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn surface(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     let plane = p.rows * p.w;
     if (i >= plane) {
         return;
@@ -171,7 +171,7 @@ fn f16_bits(v: f32) -> u32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn buckets(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.channels * p.wpc) {
         return;
     }

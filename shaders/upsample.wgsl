@@ -5,7 +5,7 @@
 // F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2]) then torch.cat([skip, x], 1).
 // Backward (`upsample2x_pad_backward`): the adjoint, as a gather. In its parameters the `in_*`
 // view is dx (input-shaped) and the `out_*` view is dy (output-shaped, e.g. the concatenation
-// gradient's slot); `accumulate` adds into dx.
+// gradient's slot); `accumulate` adds into dx. Bindings x, y, dy, dx and store_dx: lib/views.wgsl.
 
 struct UpParams {
     c: u32,
@@ -23,10 +23,6 @@ struct UpParams {
 }
 
 @group(0) @binding(0) var<uniform> p: UpParams;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> y: array<T>;
-@group(0) @binding(3) var<storage, read> dy: array<T>;
-@group(0) @binding(4) var<storage, read_write> dx: array<T>;
 
 // Source coordinate and neighbours along one axis (align_corners = true).
 fn axis(o: u32, isz: u32) -> vec3<f32> {
@@ -43,21 +39,17 @@ fn axis(o: u32, isz: u32) -> vec3<f32> {
 
 @compute @workgroup_size(256, 1, 1)
 fn upsample2x_pad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.oh * p.ow) {
         return;
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
-    let oy = i / p.ow;
-    let ox = i % p.ow;
-    let uy = i32(oy) - p.pad_top;
-    let ux = i32(ox) - p.pad_left;
+    let uy = i32(i / p.ow) - p.pad_top;
+    let ux = i32(i % p.ow) - p.pad_left;
     var v = 0.0;
     if (uy >= 0 && ux >= 0 && u32(uy) < 2u * p.ih && u32(ux) < 2u * p.iw) {
         let ay = axis(u32(uy), p.ih);
         let ax = axis(u32(ux), p.iw);
-        let b = (n * p.in_ctot + p.in_coff + c) * p.ih * p.iw;
+        let b = view_plane(gid.z, p.c, p.in_ctot, p.in_coff) * p.ih * p.iw;
         let r0 = b + u32(ay.x) * p.iw;
         let r1 = b + u32(ay.y) * p.iw;
         let x0 = u32(ax.x);
@@ -66,7 +58,7 @@ fn upsample2x_pad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         let bot = f32(x[r1 + x0]) * (1.0 - ax.z) + f32(x[r1 + x1]) * ax.z;
         v = top * (1.0 - ay.z) + bot * ay.z;
     }
-    y[((n * p.out_ctot + p.out_coff + c) * p.oh + oy) * p.ow + ox] = T(v);
+    y[view_plane(gid.z, p.c, p.out_ctot, p.out_coff) * p.oh * p.ow + i] = T(v);
 }
 
 // Weight of input index `i` in upsampled index `u` along one axis (0 outside the upsampled map or
@@ -93,19 +85,17 @@ fn adjoint_weight(u: i32, i: u32, isz: u32, pad: i32, osz: u32) -> f32 {
 // every candidate's weight is recomputed exactly as the forward computes it.
 @compute @workgroup_size(256, 1, 1)
 fn upsample2x_pad_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.ih * p.iw) {
         return;
     }
-    let n = gid.z / p.c;
-    let c = gid.z % p.c;
+    let b = view_plane(gid.z, p.c, p.out_ctot, p.out_coff) * p.oh;  // dy's first row
     let iy = i / p.iw;
     let ix = i % p.iw;
     var wx: array<f32, 7>;
     for (var k = 0u; k < 7u; k++) {
         wx[k] = adjoint_weight(i32(2u * ix + k) - 3, ix, p.iw, p.pad_left, p.ow);
     }
-    let b = (n * p.out_ctot + p.out_coff + c) * p.oh;
     var acc = 0.0;
     for (var ky = 0u; ky < 7u; ky++) {
         let uy = i32(2u * iy + ky) - 3;
@@ -122,9 +112,5 @@ fn upsample2x_pad_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
         }
         acc += wy * r;
     }
-    let o = ((n * p.in_ctot + p.in_coff + c) * p.ih + iy) * p.iw + ix;
-    if (p.accumulate != 0u) {
-        acc += f32(dx[o]);
-    }
-    dx[o] = T(acc);
+    store_dx(view_plane(gid.z, p.c, p.in_ctot, p.in_coff) * p.ih * p.iw + i, acc);
 }

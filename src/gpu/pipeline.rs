@@ -55,6 +55,11 @@ pub struct Shader {
 }
 
 impl Shader {
+    /// Its entry point `entry`.
+    pub const fn kernel(&'static self, entry: &'static str) -> Kernel {
+        Kernel { shader: self, entry }
+    }
+
     /// The full WGSL source for `precision`.
     pub fn source(&self, precision: Precision) -> String {
         format!("{}{}", precision.prelude(), self.body)

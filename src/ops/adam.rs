@@ -16,21 +16,16 @@
 //!    The gradient buffer itself is left as it is (scaled).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, grid_1d};
 
-pub static SHADER: Shader = Shader { name: "adam", body: include_str!("../../shaders/adam.wgsl") };
-pub static FILL: Kernel = Kernel { shader: &SHADER, entry: "fill" };
-pub static CHECK: Kernel = Kernel { shader: &SHADER, entry: "check" };
-pub static NORM_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "norm_partial" };
-pub static NORM_FINISH: Kernel = Kernel { shader: &SHADER, entry: "norm_finish" };
-pub static ADAM_STEP: Kernel = Kernel { shader: &SHADER, entry: "adam_step" };
+pub static SHADER: Shader = wgsl!("adam": "lib/grid.wgsl", "lib/reduce.wgsl", "adam.wgsl");
 
 const WG: usize = 256;
 
 /// torch.optim.Adam's hyper-parameters (f64 as PyTorch's Python floats; the kernel gets f32).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamConfig {
-    /// Base learning rate (a schedule may override it per step; see [`Adam::step`]).
+    /// Base learning rate (a schedule may override it per step; see `optim::Adam::step`).
     pub lr: f64,
     pub betas: (f64, f64),
     pub eps: f64,
@@ -72,7 +67,7 @@ impl AdamConfig {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamParams {
+pub(super) struct AdamParams {
     count: u32,
     clip: u32,
     partials: u32,
@@ -143,19 +138,18 @@ impl AdamKernels {
             max_norm: config.max_grad_norm.unwrap_or(0.0) as f32,
         };
         let grid = [gx, gy, 1];
-        let f32p = Precision::F32;
+        let launch = |entry, p: &AdamParams, bufs: &[(u32, &wgpu::Buffer)], groups| {
+            Dispatch::new(gpu, &SHADER.kernel(entry), Precision::F32, p, bufs, groups)
+        };
         let [fx, fy] = grid_1d(gpu, len, WG);
-        let zero_grad =
-            Dispatch::new(gpu, &FILL, f32p, &AdamParams { count: len as u32, ..base }, &[(8, b.grads)], [fx, fy, 1])?;
-        let reset_inf =
-            Dispatch::new(gpu, &FILL, f32p, &AdamParams { count: 1, ..base }, &[(8, b.found_inf)], [1, 1, 1])?;
-        let check = Dispatch::new(gpu, &CHECK, f32p, &base, &[(2, b.grads), (5, b.scale), (6, b.found_inf)], grid)?;
-        let norm_partial =
-            Dispatch::new(gpu, &NORM_PARTIAL, f32p, &base, &[(2, b.grads), (5, b.scale), (7, b.partials)], grid)?;
-        let norm_finish = Dispatch::new(gpu, &NORM_FINISH, f32p, &base, &[(7, b.partials), (9, b.clip)], [1, 1, 1])?;
+        let zero_grad = launch("fill", &AdamParams { count: len as u32, ..base }, &[(8, b.grads)], [fx, fy, 1])?;
+        let reset_inf = launch("fill", &AdamParams { count: 1, ..base }, &[(8, b.found_inf)], [1, 1, 1])?;
+        let check = launch("check", &base, &[(2, b.grads), (5, b.scale), (6, b.found_inf)], grid)?;
+        let norm_partial = launch("norm_partial", &base, &[(2, b.grads), (5, b.scale), (7, b.partials)], grid)?;
+        let norm_finish = launch("norm_finish", &base, &[(7, b.partials), (9, b.clip)], [1, 1, 1])?;
         let step_buffers =
             [(1, b.values), (2, b.grads), (3, b.m), (4, b.v), (5, b.scale), (6, b.found_inf), (9, b.clip)];
-        let step = Dispatch::new(gpu, &ADAM_STEP, f32p, &base, &step_buffers, grid)?;
+        let step = launch("adam_step", &base, &step_buffers, grid)?;
         Ok(AdamKernels { params: base, zero_grad, reset_inf, check, norm_partial, norm_finish, step })
     }
 
@@ -189,7 +183,7 @@ impl AdamKernels {
 }
 
 /// The CPU version of the optimizer step and of gradient clipping, generic over f64 (the tests'
-/// reference) and f32 (host-side models).
+/// reference) and f32 (host-side models): the one exception to the conventions in [`crate::ops`].
 pub mod reference {
     use super::AdamConfig;
     use num_traits::Float;

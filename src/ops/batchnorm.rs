@@ -15,19 +15,9 @@
 //! `y` when the ReLU mask is taken from it; `relu_backward` needs `y`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d, zeroed};
+use crate::gpu::{Binding, ChannelView, Dispatch, Gpu, Precision, Shader, Tensor, grid_1d, zeroed};
 
-pub static SHADER: Shader = Shader { name: "batchnorm", body: include_str!("../../shaders/batchnorm.wgsl") };
-static STATS_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_partial" };
-static STATS_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_combine" };
-static FORWARD: Kernel = Kernel { shader: &SHADER, entry: "bn_forward" };
-static UPDATE_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_update_running" };
-static FROM_RUNNING: Kernel = Kernel { shader: &SHADER, entry: "bn_stats_from_running" };
-static BACKWARD_PREP: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_prep" };
-static BACKWARD_PARTIAL: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_partial" };
-static BACKWARD_COMBINE: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_combine" };
-static BACKWARD_DX: Kernel = Kernel { shader: &SHADER, entry: "bn_backward_dx" };
-static RELU_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "relu_backward" };
+pub static SHADER: Shader = wgsl!("batchnorm": "lib/grid.wgsl", "lib/reduce.wgsl", "batchnorm.wgsl");
 
 /// PyTorch's BatchNorm2d defaults.
 pub const EPS: f32 = 1e-5;
@@ -38,7 +28,7 @@ const CHUNK: usize = 4096;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct BnParams {
+pub(super) struct BnParams {
     c: u32,
     hw: u32,
     n: u32,
@@ -64,17 +54,17 @@ struct BnParams {
 impl BnParams {
     /// Shape fields from the view the layer normalises (`x`).
     fn of(x: &ChannelView) -> BnParams {
+        let ([n, c, h, w], [x_ctot, x_coff]) = (super::dims(x), super::slot(x));
         let count = x.n() * x.h() * x.w();
-        BnParams {
-            c: x.channels as u32,
-            hw: (x.h() * x.w()) as u32,
-            n: x.n() as u32,
-            count: count as u32,
-            chunks: count.div_ceil(CHUNK) as u32,
-            x_ctot: x.total() as u32,
-            x_coff: x.offset as u32,
-            ..Default::default()
-        }
+        let chunks = count.div_ceil(CHUNK) as u32;
+        BnParams { c, hw: h * w, n, count: count as u32, chunks, x_ctot, x_coff, ..Default::default() }
+    }
+
+    /// With the views of the ReLU mask's `y`, of `dy` and of the written output.
+    fn with_views(self, y: &ChannelView, dy: &ChannelView, out: &ChannelView) -> BnParams {
+        let ([y_ctot, y_coff], [d_ctot, d_coff], [o_ctot, o_coff]) =
+            (super::slot(y), super::slot(dy), super::slot(out));
+        BnParams { y_ctot, y_coff, d_ctot, d_coff, o_ctot, o_coff, ..self }
     }
 }
 
@@ -85,7 +75,7 @@ pub struct BnLayer<'a> {
     pub gamma: Binding<'a>,
     /// β (`bias`), f32, one value per channel.
     pub beta: Binding<'a>,
-    /// This batch's statistics from `bn_stats`: f32, mean[c] followed by the biased variance[c];
+    /// This batch's statistics from `bn_stats`: f32, `mean[c]` followed by the biased `variance[c]`;
     /// in eval mode the running statistics, from `bn_stats_from_running`.
     pub stats: &'a Tensor,
     pub eps: f32,
@@ -188,6 +178,11 @@ fn check_count(x: &ChannelView) -> Result<()> {
     Ok(())
 }
 
+/// Workgroups of a kernel with one invocation per channel (64 lanes).
+fn per_channel(c: usize) -> [u32; 3] {
+    [c.div_ceil(64) as u32, 1, 1]
+}
+
 /// Workgroups of an elementwise kernel over `view`: (pixels folded into x, y) × (image, channel).
 fn planes(gpu: &Gpu, view: &ChannelView) -> [u32; 3] {
     let [gx, gy] = grid_1d(gpu, view.h() * view.w(), 256);
@@ -202,23 +197,13 @@ pub fn bn_stats(gpu: &Gpu, x: ChannelView, stats: &Tensor) -> Result<Vec<Dispatc
     check_count(&x)?;
     let p = BnParams::of(&x);
     let partials = zeroed(gpu, "batchnorm statistics partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
-    let pass1 = Dispatch::new(
-        gpu,
-        &STATS_PARTIAL,
-        x.tensor.precision,
-        &p,
-        &[(1, &x.tensor.buffer), (9, &partials)],
-        [p.chunks, c as u32, 1],
-    )?;
-    let pass2 = Dispatch::new(
-        gpu,
-        &STATS_COMBINE,
-        x.tensor.precision,
-        &p,
-        &[(10, &partials), (6, &stats.buffer)],
-        [c as u32, 1, 1],
-    )?;
-    Ok(vec![pass1, pass2])
+    let launch = |entry, bufs: &[(u32, &wgpu::Buffer)], groups| {
+        Dispatch::new(gpu, &SHADER.kernel(entry), x.tensor.precision, &p, bufs, groups)
+    };
+    Ok(vec![
+        launch("bn_stats_partial", &[(1, &x.tensor.buffer), (9, &partials)], [p.chunks, c as u32, 1])?,
+        launch("bn_stats_combine", &[(10, &partials), (6, &stats.buffer)], [c as u32, 1, 1])?,
+    ])
 }
 
 /// Checks the running statistics and the `stats` tensor of one layer; returns the channel count.
@@ -244,7 +229,7 @@ pub fn bn_stats_from_running(
     let c = check_running(running_mean, running_var, stats)?;
     let p = BnParams { c: c as u32, ..Default::default() };
     let bufs = [(15, &running_mean.buffer), (16, &running_var.buffer), (6, &stats.buffer)];
-    Dispatch::new(gpu, &FROM_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
+    Dispatch::new(gpu, &SHADER.kernel("bn_stats_from_running"), Precision::F32, &p, &bufs, per_channel(c))
 }
 
 /// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch statistics `bn.stats`, written
@@ -253,15 +238,10 @@ pub fn bn_forward_relu(gpu: &Gpu, x: ChannelView, bn: &BnLayer, relu: bool, y: C
     check_layer(&x, bn)?;
     check_like(&x, &y, "BatchNorm output")?;
     check_distinct(&y, &[&x], "BatchNorm forward")?;
-    let p = BnParams {
-        o_ctot: y.total() as u32,
-        o_coff: y.offset as u32,
-        mode: relu as u32,
-        eps: bn.eps,
-        ..BnParams::of(&x)
-    };
+    let [o_ctot, o_coff] = super::slot(&y);
+    let p = BnParams { o_ctot, o_coff, mode: relu as u32, eps: bn.eps, ..BnParams::of(&x) };
     let bufs = [(1, x.tensor.into()), (5, bn.stats.into()), (7, bn.gamma), (8, bn.beta), (4, y.tensor.into())];
-    Dispatch::new(gpu, &FORWARD, x.tensor.precision, &p, &bufs, planes(gpu, &x))
+    Dispatch::new(gpu, &SHADER.kernel("bn_forward"), x.tensor.precision, &p, &bufs, planes(gpu, &x))
 }
 
 /// `running_mean = (1 − m)·running_mean + m·mean`, `running_var = (1 − m)·running_var +
@@ -284,7 +264,7 @@ pub fn bn_update_running(
     let p =
         BnParams { c: c as u32, momentum, unbias: (count as f64 / (count - 1) as f64) as f32, ..Default::default() };
     let bufs = [(5, &stats.buffer), (15, &running_mean.buffer), (16, &running_var.buffer)];
-    Dispatch::new(gpu, &UPDATE_RUNNING, Precision::F32, &p, &bufs, [c.div_ceil(64) as u32, 1, 1])
+    Dispatch::new(gpu, &SHADER.kernel("bn_update_running"), Precision::F32, &p, &bufs, per_channel(c))
 }
 
 /// Backward of `y = relu?(BatchNorm(x))` in training mode, given `dy`:
@@ -325,56 +305,32 @@ pub fn bn_backward(
     };
     check_distinct(&dx, &[&x, &dy, &yv], "BatchNorm backward")?;
     let p = BnParams {
-        y_ctot: yv.total() as u32,
-        y_coff: yv.offset as u32,
-        d_ctot: dy.total() as u32,
-        d_coff: dy.offset as u32,
-        o_ctot: dx.total() as u32,
-        o_coff: dx.offset as u32,
         mode,
         accumulate: accumulate_dx as u32,
         accumulate_params: grads.accumulate as u32,
         eps: bn.eps,
         frozen: bn.frozen as u32,
-        ..BnParams::of(&x)
+        ..BnParams::of(&x).with_views(&yv, &dy, &dx)
     };
-    let precision = x.tensor.precision;
     let coef = zeroed(gpu, "batchnorm backward coefficients", ((c * 32) as u64).max(16))?;
     let partials = zeroed(gpu, "batchnorm backward partials", ((c * p.chunks as usize * 16) as u64).max(16))?;
-    let prep = Dispatch::new(
-        gpu,
-        &BACKWARD_PREP,
-        precision,
-        &p,
-        &[(5, bn.stats.into()), (7, bn.gamma), (8, bn.beta), (11, (&coef).into())],
-        [c.div_ceil(64) as u32, 1, 1],
-    )?;
-    let (xb, yb, db) = (&x.tensor.buffer, &yv.tensor.buffer, &dy.tensor.buffer);
-    let partial = Dispatch::new(
-        gpu,
-        &BACKWARD_PARTIAL,
-        precision,
-        &p,
-        &[(1, xb), (2, yb), (3, db), (12, &coef), (9, &partials)],
-        [p.chunks, c as u32, 1],
-    )?;
-    let combine = Dispatch::new(
-        gpu,
-        &BACKWARD_COMBINE,
-        precision,
-        &p,
-        &[(10, (&partials).into()), (11, (&coef).into()), (13, grads.dgamma), (14, grads.dbeta)],
-        [c as u32, 1, 1],
-    )?;
-    let dxd = Dispatch::new(
-        gpu,
-        &BACKWARD_DX,
-        precision,
-        &p,
-        &[(1, xb), (2, yb), (3, db), (12, &coef), (4, &dx.tensor.buffer)],
-        planes(gpu, &x),
-    )?;
-    Ok(vec![prep, partial, combine, dxd])
+    let launch = |entry, bufs: &[(u32, Binding)], groups| {
+        Dispatch::new(gpu, &SHADER.kernel(entry), x.tensor.precision, &p, bufs, groups)
+    };
+    let (xb, yb, db): (Binding, Binding, Binding) = (x.tensor.into(), yv.tensor.into(), dy.tensor.into());
+    let (stats, coef_b, partials_b): (Binding, Binding, Binding) =
+        (bn.stats.into(), (&coef).into(), (&partials).into());
+    let (gamma, beta, dgamma, dbeta) = (bn.gamma, bn.beta, grads.dgamma, grads.dbeta);
+    Ok(vec![
+        launch("bn_backward_prep", &[(5, stats), (7, gamma), (8, beta), (11, coef_b)], per_channel(c))?,
+        launch(
+            "bn_backward_partial",
+            &[(1, xb), (2, yb), (3, db), (12, coef_b), (9, partials_b)],
+            [p.chunks, c as u32, 1],
+        )?,
+        launch("bn_backward_combine", &[(10, partials_b), (11, coef_b), (13, dgamma), (14, dbeta)], [c as u32, 1, 1])?,
+        launch("bn_backward_dx", &[(1, xb), (2, yb), (3, db), (12, coef_b), (4, dx.tensor.into())], planes(gpu, &x))?,
+    ])
 }
 
 /// ReLU backward: `dx (+)= dy·[y > 0]`, with `y` the ReLU's output.
@@ -388,108 +344,85 @@ pub fn relu_backward(
     check_like(&y, &dy, "ReLU dy")?;
     check_like(&y, &dx, "ReLU dx")?;
     check_distinct(&dx, &[&y, &dy], "ReLU backward")?;
-    let p = BnParams {
-        c: y.channels as u32,
-        hw: (y.h() * y.w()) as u32,
-        n: y.n() as u32,
-        y_ctot: y.total() as u32,
-        y_coff: y.offset as u32,
-        d_ctot: dy.total() as u32,
-        d_coff: dy.offset as u32,
-        o_ctot: dx.total() as u32,
-        o_coff: dx.offset as u32,
-        accumulate: accumulate as u32,
-        ..Default::default()
-    };
+    let p = BnParams { accumulate: accumulate as u32, ..BnParams::of(&y).with_views(&y, &dy, &dx) };
     let bufs = [(2, &y.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
-    Dispatch::new(gpu, &RELU_BACKWARD, y.tensor.precision, &p, &bufs, planes(gpu, &y))
+    Dispatch::new(gpu, &SHADER.kernel("relu_backward"), y.tensor.precision, &p, &bufs, planes(gpu, &y))
 }
 
-/// f64 CPU versions of BatchNorm2d in training mode (forward, running statistics, backward
-/// fused with ReLU) and of ReLU backward; f64 in and out, so they also serve finite differences.
+/// BatchNorm2d (batch statistics, forward fused with ReLU, running statistics, backward in training
+/// and frozen mode) and ReLU backward on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
-    /// Output and batch statistics of a training-mode BatchNorm2d.
-    pub struct BnForward {
-        pub y: Vec<f64>,
+    /// Per-channel statistics: what [`bn_stats`] computes and a frozen layer's running statistics.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Stats {
         pub mean: Vec<f64>,
-        /// Biased (divide by N·H·W) batch variance.
+        /// Biased (divide by N·H·W) variance.
         pub var: Vec<f64>,
     }
 
-    /// Gradients of a training-mode BatchNorm2d (+ ReLU).
+    /// A layer as the launchers see it ([`super::BnLayer`]): γ, β, the statistics it normalises
+    /// with (the batch's own from [`bn_stats`] in training mode, the running statistics when
+    /// `frozen`), ε.
+    #[derive(Clone, Copy)]
+    pub struct Layer<'a> {
+        pub gamma: &'a [f64],
+        pub beta: &'a [f64],
+        pub stats: &'a Stats,
+        pub eps: f64,
+        pub frozen: bool,
+    }
+
+    /// Gradients of a BatchNorm2d (+ ReLU).
     pub struct BnGrads {
         pub dx: Vec<f64>,
         pub dgamma: Vec<f64>,
         pub dbeta: Vec<f64>,
     }
 
-    /// Per-channel mean and biased variance over N·H·W (two passes).
-    fn channel_stats(x: &[f64], [n, c, h, w]: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+    /// Per-channel mean and biased variance of `x` `[n, c, h, w]` over N·H·W (two passes).
+    pub fn bn_stats(x: &[f64], [n, c, h, w]: [usize; 4]) -> Stats {
         let hw = h * w;
         let count = (n * hw) as f64;
-        let values = |ch: usize| (0..n).flat_map(move |b| ((b * c + ch) * hw..(b * c + ch + 1) * hw).map(|i| x[i]));
+        let values = |ch: usize| (0..n).flat_map(move |b| x[(b * c + ch) * hw..(b * c + ch + 1) * hw].iter());
         let mean: Vec<f64> = (0..c).map(|ch| values(ch).sum::<f64>() / count).collect();
         let var = (0..c).map(|ch| values(ch).map(|v| (v - mean[ch]).powi(2)).sum::<f64>() / count).collect();
-        (mean, var)
+        Stats { mean, var }
     }
 
-    /// `y = relu?(γ·(x − mean)/sqrt(var + eps) + β)` with the batch's own statistics.
-    pub fn batchnorm_train(
-        x: &[f64],
-        shape: [usize; 4],
-        gamma: &[f64],
-        beta: &[f64],
-        eps: f64,
-        relu: bool,
-    ) -> BnForward {
-        let [_, c, h, w] = shape;
-        let (mean, var) = channel_stats(x, shape);
-        let y = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / (h * w)) % c;
-                let r = gamma[ch] * (v - mean[ch]) / (var[ch] + eps).sqrt() + beta[ch];
-                if relu { r.max(0.0) } else { r }
-            })
-            .collect();
-        BnForward { y, mean, var }
+    /// `γ·(x − mean)/sqrt(var + ε) + β` of every element of `x`, before the ReLU.
+    fn normalized<'a>(x: &'a [f64], [_, c, h, w]: [usize; 4], bn: &'a Layer) -> impl Iterator<Item = f64> + 'a {
+        x.iter().enumerate().map(move |(i, &v)| {
+            let ch = (i / (h * w)) % c;
+            bn.gamma[ch] * (v - bn.stats.mean[ch]) / (bn.stats.var[ch] + bn.eps).sqrt() + bn.beta[ch]
+        })
+    }
+
+    /// `y = relu?(γ·(x − mean)/sqrt(var + ε) + β)` of `x` `[n, c, h, w]` with `bn.stats`.
+    pub fn bn_forward_relu(x: &[f64], shape: [usize; 4], bn: &Layer, relu: bool) -> Vec<f64> {
+        normalized(x, shape, bn).map(|v| if relu { v.max(0.0) } else { v }).collect()
     }
 
     /// PyTorch's running-statistics update: `(1 − m)·running + m·batch`, with the unbiased variance
-    /// `var·count/(count − 1)` (`count` = N·H·W). Returns (running_mean, running_var).
-    pub fn bn_update_running(
-        running_mean: &[f64],
-        running_var: &[f64],
-        mean: &[f64],
-        var: &[f64],
-        count: usize,
-        momentum: f64,
-    ) -> (Vec<f64>, Vec<f64>) {
+    /// `var·count/(count − 1)` (`count` = N·H·W of the batch).
+    pub fn bn_update_running(running: &Stats, batch: &Stats, count: usize, momentum: f64) -> Stats {
         let unbias = count as f64 / (count as f64 - 1.0);
-        let rm = running_mean.iter().zip(mean).map(|(r, m)| (1.0 - momentum) * r + momentum * m).collect();
-        let rv = running_var.iter().zip(var).map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbias).collect();
-        (rm, rv)
+        let lerp = |r: &[f64], b: &[f64], f: f64| -> Vec<f64> {
+            r.iter().zip(b).map(|(r, b)| (1.0 - momentum) * r + momentum * b * f).collect()
+        };
+        Stats { mean: lerp(&running.mean, &batch.mean, 1.0), var: lerp(&running.var, &batch.var, unbias) }
     }
 
-    /// Backward of `batchnorm_train` (with the ReLU mask `y > 0` when `relu`), given `dy`.
-    pub fn batchnorm_train_backward(
-        dy: &[f64],
-        x: &[f64],
-        shape: [usize; 4],
-        gamma: &[f64],
-        beta: &[f64],
-        eps: f64,
-        relu: bool,
-    ) -> BnGrads {
+    /// Backward of [`bn_forward_relu`] (with the ReLU mask `y > 0` when `relu`), given `dy`:
+    /// in training mode the statistics are functions of `x`, frozen they are constants.
+    pub fn bn_backward(dy: &[f64], x: &[f64], shape: [usize; 4], bn: &Layer, relu: bool) -> BnGrads {
         let [n, c, h, w] = shape;
         let hw = h * w;
         let count = (n * hw) as f64;
-        let fwd = batchnorm_train(x, shape, gamma, beta, eps, relu);
-        let inv: Vec<f64> = fwd.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let inv: Vec<f64> = bn.stats.var.iter().map(|v| 1.0 / (v + bn.eps).sqrt()).collect();
         let ch = |i: usize| (i / hw) % c;
-        let xhat = |i: usize| (x[i] - fwd.mean[ch(i)]) * inv[ch(i)];
-        let g: Vec<f64> = dy.iter().enumerate().map(|(i, &d)| if relu && fwd.y[i] <= 0.0 { 0.0 } else { d }).collect();
+        let xhat = |i: usize| (x[i] - bn.stats.mean[ch(i)]) * inv[ch(i)];
+        let g: Vec<f64> =
+            normalized(x, shape, bn).zip(dy).map(|(y, &d)| if relu && y <= 0.0 { 0.0 } else { d }).collect();
         let mut dgamma = vec![0.0; c];
         let mut dbeta = vec![0.0; c];
         for i in 0..x.len() {
@@ -499,7 +432,11 @@ pub mod reference {
         let dx = (0..x.len())
             .map(|i| {
                 let k = ch(i);
-                gamma[k] * inv[k] * (g[i] - dbeta[k] / count - xhat(i) * dgamma[k] / count)
+                if bn.frozen {
+                    bn.gamma[k] * inv[k] * g[i]
+                } else {
+                    bn.gamma[k] * inv[k] * (g[i] - dbeta[k] / count - xhat(i) * dgamma[k] / count)
+                }
             })
             .collect();
         BnGrads { dx, dgamma, dbeta }

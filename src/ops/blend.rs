@@ -1,25 +1,16 @@
 //! Seam-free stitching on the GPU (`shaders/blend.wgsl`): windowed atomic accumulation of tile
 //! outputs into a ring of accumulator rows, and normalisation of finished rows.
 //!
-//! Native f32 atomics where the device has SHADER_FLOAT32_ATOMIC (`atomic_native.wgsl`), a
-//! compare-and-swap loop on u32 bit patterns elsewhere (`atomic_cas.wgsl`, the GL backend).
+//! Native f32 atomics where the device has SHADER_FLOAT32_ATOMIC (`shaders/lib/atomic_native.wgsl`),
+//! a compare-and-swap loop on u32 bit patterns elsewhere (`shaders/lib/atomic_cas.wgsl`, the GL
+//! backend).
 //! [`reference`](mod@reference) is the window on the CPU.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, check_binding, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Readback, Shader, Tensor, check_binding, grid_1d};
 
-pub static SHADER_NATIVE: Shader = Shader {
-    name: "blend_native",
-    body: concat!(include_str!("../../shaders/atomic_native.wgsl"), include_str!("../../shaders/blend.wgsl")),
-};
-pub static SHADER_CAS: Shader = Shader {
-    name: "blend_cas",
-    body: concat!(include_str!("../../shaders/atomic_cas.wgsl"), include_str!("../../shaders/blend.wgsl")),
-};
-static ACCUMULATE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "accumulate" };
-static NORMALIZE_NATIVE: Kernel = Kernel { shader: &SHADER_NATIVE, entry: "normalize" };
-static ACCUMULATE_CAS: Kernel = Kernel { shader: &SHADER_CAS, entry: "accumulate" };
-static NORMALIZE_CAS: Kernel = Kernel { shader: &SHADER_CAS, entry: "normalize" };
+pub static SHADER_NATIVE: Shader = wgsl!("blend_native": "lib/grid.wgsl", "lib/atomic_native.wgsl", "blend.wgsl");
+pub static SHADER_CAS: Shader = wgsl!("blend_cas": "lib/grid.wgsl", "lib/atomic_cas.wgsl", "blend.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -46,7 +37,9 @@ pub struct Blender {
     pub rows_out: Tensor,
     /// Bytes of the accumulators and the row buffer.
     pub bytes: u64,
-    _acc: [wgpu::Buffer; 2],
+    /// The accumulators: weighted values `[c, ring, w]`, weights `[ring, w]` (at the start of a
+    /// buffer of the values' size).
+    acc: [wgpu::Buffer; 2],
 }
 
 impl Blender {
@@ -69,7 +62,7 @@ impl Blender {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: acc_bytes.max(4),
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         };
@@ -87,31 +80,15 @@ impl Blender {
             rows: 0,
             _pad: [0; 3],
         };
-        let (acc_k, norm_k) = if gpu.float32_atomics {
-            (&ACCUMULATE_NATIVE, &NORMALIZE_NATIVE)
-        } else {
-            (&ACCUMULATE_CAS, &NORMALIZE_CAS)
+        let shader = if gpu.float32_atomics { &SHADER_NATIVE } else { &SHADER_CAS };
+        let launch = |entry, bufs: &[(u32, &wgpu::Buffer)], count: usize, planes: usize| {
+            let [gx, gy] = grid_1d(gpu, count, 256);
+            Dispatch::new(gpu, &shader.kernel(entry), tile_out.precision, &params, bufs, [gx, gy, planes as u32])
         };
-        let [gx, gy] = grid_1d(gpu, th * tw, 256);
-        let accumulate = Dispatch::new(
-            gpu,
-            acc_k,
-            tile_out.precision,
-            &params,
-            &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)],
-            [gx, gy, n as u32],
-        )?;
-        let [gx, gy] = grid_1d(gpu, ring * w, 256);
-        let normalize = Dispatch::new(
-            gpu,
-            norm_k,
-            tile_out.precision,
-            &params,
-            &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)],
-            [gx, gy, 1],
-        )?;
+        let accumulate = launch("accumulate", &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)], th * tw, n)?;
+        let normalize = launch("normalize", &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w, 1)?;
         let bytes = 2 * acc.size() + rows_out.buffer.size();
-        Ok(Blender { params, accumulate, normalize, rows_out, bytes, _acc: [acc, wsum] })
+        Ok(Blender { params, accumulate, normalize, rows_out, bytes, acc: [acc, wsum] })
     }
 
     /// The accumulate dispatch for a batch of `count` real tiles (parameters written now).
@@ -119,6 +96,12 @@ impl Blender {
         self.params.count = count as u32;
         self.accumulate.update(gpu, &self.params);
         &self.accumulate
+    }
+
+    /// The accumulated weights `[ring, w]` (frame row y at ring row `y % ring`): what
+    /// [`Blender::normalize`] divides by, before it resets them (waits for queued work).
+    pub fn read_weights(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        Readback::f32(gpu, &self.acc[1], (self.params.ring * self.params.w) as usize)
     }
 
     /// The normalize dispatch for frame rows `row0 .. row0 + rows` (at most `ring`).

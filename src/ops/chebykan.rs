@@ -47,7 +47,7 @@ pub fn n_chunks(batch: usize) -> usize {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ChebyParams {
+pub(super) struct ChebyParams {
     batch: u32,
     n_in: u32,
     n_out: u32,

@@ -14,12 +14,11 @@
 //! [`reference`](mod@reference) is the f64 CPU version the tests compare against.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, Tensor, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, Tensor, grid_1d};
 use crate::psi::PsiConfig;
 use crate::psi::phase::split12;
 
-pub static SHADER: Shader = Shader { name: "classical", body: include_str!("../../shaders/classical.wgsl") };
-pub static CLASSICAL: Kernel = Kernel { shader: &SHADER, entry: "classical" };
+pub static SHADER: Shader = wgsl!("classical": "lib/grid.wgsl", "classical.wgsl");
 
 /// Most lasers the shader handles (it caches one phase per laser in a fixed-size array).
 pub const MAX_LASERS: usize = 16;
@@ -109,7 +108,7 @@ impl ClassicalConfig {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ClassicalParams {
+pub(super) struct ClassicalParams {
     lasers: u32,
     buckets: u32,
     h: u32,
@@ -179,10 +178,10 @@ pub fn classical(
     };
     let [gx, gy] = grid_1d(gpu, h * w, 256);
     let buffers = [(1, &input.buffer), (2, consts), (3, &output.buffer)];
-    Dispatch::new(gpu, &CLASSICAL, Precision::F32, &params, &buffers, [gx, gy, n as u32])
+    Dispatch::new(gpu, &SHADER.kernel("classical"), Precision::F32, &params, &buffers, [gx, gy, n as u32])
 }
 
-/// The solver on the CPU in f64.
+/// The solver on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
     use super::ClassicalConfig;
     use crate::psi::phase;
@@ -258,21 +257,20 @@ pub mod reference {
         PixelFit { height: height / nl as f64, quality, cost, runner_up, max_residual }
     }
 
-    /// The classical solver on the CPU in f64 for one image `frame` of `[L·N, h, w]`: output
-    /// `[out_c, h, w]` (height, then quality if `config.quality`).
-    pub fn classical(frame: &[f32], h: usize, w: usize, config: &ClassicalConfig) -> Vec<f32> {
-        let (c, hw) = (config.in_channels(), h * w);
-        assert_eq!(frame.len(), c * hw, "frame size");
-        let mut out = vec![0f32; config.out_channels() * hw];
-        let mut px = vec![0f64; c];
-        for i in 0..hw {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = frame[ch * hw + i] as f64;
-            }
-            let fit = fit_pixel(&px, config);
-            out[i] = fit.height as f32;
-            if config.quality {
-                out[hw + i] = fit.quality as f32;
+    /// The classical solver on the CPU for `frame` `[n, L·N, h, w]`: output `[n, out_c, h, w]`
+    /// (height, then quality if `config.quality`).
+    pub fn classical(frame: &[f64], [n, c, h, w]: [usize; 4], config: &ClassicalConfig) -> Vec<f64> {
+        let (oc, hw) = (config.out_channels(), h * w);
+        assert_eq!((c, frame.len()), (config.in_channels(), n * c * hw), "frame size");
+        let mut out = vec![0f64; n * oc * hw];
+        for (img, o) in (0..n).zip(out.chunks_exact_mut(oc * hw)) {
+            for i in 0..hw {
+                let px: Vec<f64> = (0..c).map(|ch| frame[(img * c + ch) * hw + i]).collect();
+                let fit = fit_pixel(&px, config);
+                o[i] = fit.height;
+                if config.quality {
+                    o[hw + i] = fit.quality;
+                }
             }
         }
         out

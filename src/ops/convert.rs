@@ -5,25 +5,19 @@ use wgpu::util::DeviceExt;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, grid_1d};
 use crate::gpu::{Tensor, check_binding};
 
-pub static SHADER: Shader = Shader {
-    name: "convert",
-    body: concat!(include_str!("../../shaders/decode.wgsl"), include_str!("../../shaders/convert.wgsl")),
-};
-pub static FROM_U8: Kernel = Kernel { shader: &SHADER, entry: "from_u8" };
-pub static FROM_U16: Kernel = Kernel { shader: &SHADER, entry: "from_u16" };
-pub static FROM_F16: Kernel = Kernel { shader: &SHADER, entry: "from_f16" };
-pub static FROM_F32: Kernel = Kernel { shader: &SHADER, entry: "from_f32" };
-pub static TO_F32: Kernel = Kernel { shader: &SHADER, entry: "to_f32" };
+pub static SHADER: Shader = wgsl!("convert": "lib/grid.wgsl", "lib/decode.wgsl", "convert.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvertParams {
+pub(super) struct ConvertParams {
     count: u32,
     scale: f32,
-    _pad: [u32; 2],
+    /// [`super::host_type_code`] of the raw data (`from_raw`).
+    kind: u32,
+    _pad: u32,
 }
 
 /// Raw host data uploaded as is (little-endian, padded to 4 bytes).
@@ -55,15 +49,8 @@ pub fn from_raw(gpu: &Gpu, raw: &RawBuffer, scale: f32, output: &Tensor) -> Resu
     if raw.count != output.len() {
         return Err(Error::Shape(format!("converting {} values into a tensor of {}", raw.count, output.len())));
     }
-    let kernel = match raw.ty {
-        HostType::U8 => &FROM_U8,
-        HostType::U16 => &FROM_U16,
-        HostType::F16 => &FROM_F16,
-        HostType::F32 => &FROM_F32,
-    };
-    let p = ConvertParams { count: raw.count as u32, scale, _pad: [0; 2] };
-    let [gx, gy] = grid_1d(gpu, raw.count, 256);
-    Dispatch::new(gpu, kernel, output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)], [gx, gy, 1])
+    let p = ConvertParams { count: raw.count as u32, scale, kind: super::host_type_code(raw.ty), _pad: 0 };
+    elementwise(gpu, "from_raw", output.precision, &p, &[(1, &raw.buffer), (4, &output.buffer)])
 }
 
 /// `output (f32) = input * scale`; `output` must be an f32 tensor with as many values.
@@ -71,7 +58,35 @@ pub fn to_f32(gpu: &Gpu, input: &Tensor, scale: f32, output: &Tensor) -> Result<
     if output.precision != Precision::F32 || output.len() != input.len() {
         return Err(Error::Shape("to_f32 needs an f32 output of the input's size".into()));
     }
-    let p = ConvertParams { count: input.len() as u32, scale, _pad: [0; 2] };
-    let [gx, gy] = grid_1d(gpu, input.len(), 256);
-    Dispatch::new(gpu, &TO_F32, input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)], [gx, gy, 1])
+    let p = ConvertParams { count: input.len() as u32, scale, kind: 0, _pad: 0 };
+    elementwise(gpu, "to_f32", input.precision, &p, &[(3, &input.buffer), (5, &output.buffer)])
+}
+
+/// The entry point `entry` over `p.count` values, one invocation each.
+fn elementwise(
+    gpu: &Gpu,
+    entry: &'static str,
+    precision: Precision,
+    p: &ConvertParams,
+    bufs: &[(u32, &wgpu::Buffer)],
+) -> Result<Dispatch> {
+    let [gx, gy] = grid_1d(gpu, p.count as usize, 256);
+    Dispatch::new(gpu, &SHADER.kernel(entry), precision, p, bufs, [gx, gy, 1])
+}
+
+/// The conversions on the CPU (conventions in [`crate::ops`]).
+pub mod reference {
+    use crate::dtype::HostType;
+    use crate::io::npy;
+
+    /// Raw little-endian `bytes` of type `ty` times `scale`: what [`super::from_raw`] stores before
+    /// rounding to the storage type.
+    pub fn from_raw(ty: HostType, bytes: &[u8], scale: f64) -> Vec<f64> {
+        npy::to_f32(ty, bytes).into_iter().map(|v| v as f64 * scale).collect()
+    }
+
+    /// `input · scale`, what [`super::to_f32`] computes from the stored values.
+    pub fn to_f32(input: &[f64], scale: f64) -> Vec<f64> {
+        input.iter().map(|v| v * scale).collect()
+    }
 }

@@ -36,19 +36,14 @@
 //! [`reference`](mod@reference) is the f64 CPU version the tests check against finite differences
 //! and the GPU against.
 
+use bytemuck::Zeroable;
+
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Readback, Shader, Tensor, grid_1d, storage, zeroed};
+use crate::gpu::{Dispatch, Gpu, Precision, Readback, Shader, Tensor, grid_1d, storage, zeroed};
 use crate::psi::PsiConfig;
 use crate::psi::phase::split12;
 
-pub static SHADER: Shader = Shader {
-    name: "loss",
-    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/loss.wgsl")),
-};
-pub static LOSS_AB: Kernel = Kernel { shader: &SHADER, entry: "loss_ab" };
-pub static PHYSICS: Kernel = Kernel { shader: &SHADER, entry: "physics" };
-pub static MSE: Kernel = Kernel { shader: &SHADER, entry: "mse" };
-pub static REDUCE: Kernel = Kernel { shader: &SHADER, entry: "reduce" };
+pub static SHADER: Shader = wgsl!("loss": "lib/grid.wgsl", "lib/phase.wgsl", "lib/reduce.wgsl", "loss.wgsl");
 
 const WG: usize = 256;
 
@@ -134,7 +129,7 @@ impl LossValue {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct LossParams {
+pub(super) struct LossParams {
     n: u32,
     h: u32,
     w: u32,
@@ -151,6 +146,14 @@ struct LossParams {
     inv_p: f32,
     weight: f32,
     _pad: u32,
+}
+
+impl LossParams {
+    /// The fields every loss sets for a prediction of `[n, 1, h, w]`; the rest zero.
+    fn of([n, h, w]: [usize; 3]) -> LossParams {
+        let [n, h, w] = [n, h, w].map(|d| d as u32);
+        LossParams { n, h, w, count: n * h * w, frame_scale: 1.0, weight: 1.0, ..Zeroable::zeroed() }
+    }
 }
 
 /// The shader's constant table (computed in f64): per laser `[2/λ hi, 2/λ lo, 4π/λ, 0]` (hi with
@@ -180,6 +183,8 @@ pub struct Loss {
     /// `[n, h, w]` of the prediction (`[n, 1, h, w]`).
     pub shape: [usize; 3],
     params: LossParams,
+    /// Workgroups of the passes over the pixels.
+    grid: [u32; 3],
     estimate: Option<Dispatch>,
     forward: Dispatch,
     backward: Option<Dispatch>,
@@ -233,63 +238,34 @@ impl Loss {
         }
         let (nl, nb) = (config.lasers(), config.psi.buckets);
         let (m, pix) = ((n * nl * nb * h * w) as f64, (n * h * w) as f64);
-        let [gx, gy] = grid_1d(gpu, n * h * w, WG);
-        let groups = gx as usize * gy as usize;
         let params = LossParams {
-            n: n as u32,
-            h: h as u32,
-            w: w as u32,
             lasers: nl as u32,
             buckets: nb as u32,
             per_pixel: config.per_pixel_ab as u32,
-            grad: 0,
-            count: (n * h * w) as u32,
             a: config.psi.a,
             b: config.psi.b,
             w_smooth: config.smoothness,
             frame_scale: config.frame_scale,
             inv_m: (1.0 / m) as f32,
             inv_p: (1.0 / pix) as f32,
-            weight: 1.0,
-            _pad: 0,
+            ..LossParams::of([n, h, w])
         };
         let consts = storage(gpu, "loss constants", bytemuck::cast_slice(&constants(config)))?;
         let ab = zeroed(gpu, "loss A/B", if config.per_pixel_ab { (n * nl * 2 * h * w * 4) as u64 } else { 4 })?;
-        let partials = zeroed(gpu, "loss partials", (2 * groups * 4) as u64)?;
-        let value = zeroed(gpu, "loss value", 16)?;
-        let dummy_grad = zeroed(gpu, "loss gradient placeholder", 4)?;
-        let grid = [gx, gy, 1];
-
-        let estimate = if config.per_pixel_ab {
-            let b = [(2, &frame.buffer), (3, &consts), (8, &ab)];
-            Some(Dispatch::new(gpu, &LOSS_AB, Precision::F32, &params, &b, grid)?)
-        } else {
-            None
-        };
-        let physics = |p: &LossParams, g: &wgpu::Buffer| {
+        let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
             let b =
-                [(1, &height.buffer), (2, &frame.buffer), (3, &consts), (4, &ab), (5, scale), (6, g), (7, &partials)];
-            Dispatch::new(gpu, &PHYSICS, height.precision, p, &b, grid)
+                [(1, &height.buffer), (2, &frame.buffer), (3, &consts), (4, &ab), (5, scale), (6, g), (7, partials)];
+            Dispatch::new(gpu, &SHADER.kernel("physics"), height.precision, p, &b, grid)
         };
-        let forward = physics(&params, &dummy_grad)?;
-        let backward = match grad {
-            Some(g) => Some(physics(&LossParams { grad: 1, ..params }, &g.buffer)?),
-            None => None,
-        };
-        let reduce = reduce_dispatch(gpu, &params, groups, &partials, &value)?;
-        Ok(Loss {
-            kind: LossKind::Physics(config.clone()),
-            precision: height.precision,
-            shape: [n, h, w],
-            params,
-            estimate,
-            forward,
-            backward,
-            reduce,
-            value,
-            ab: config.per_pixel_ab.then_some(ab),
-            _buffers: vec![consts, partials, dummy_grad],
-        })
+        let mut loss = Loss::assemble(gpu, LossKind::Physics(config.clone()), height, grad, params, pass)?;
+        if config.per_pixel_ab {
+            let b = [(2, &frame.buffer), (3, &consts), (8, &ab)];
+            loss.estimate =
+                Some(Dispatch::new(gpu, &SHADER.kernel("loss_ab"), Precision::F32, &params, &b, loss.grid)?);
+            loss.ab = Some(ab);
+        }
+        loss._buffers.push(consts);
+        Ok(loss)
     }
 
     /// Supervised `mean((pred − truth)²)` of `pred` `[n, 1, h, w]` (any precision) against `truth`
@@ -302,46 +278,42 @@ impl Loss {
                 pred.shape, truth.shape, truth.precision
             )));
         }
-        let len = n * h * w;
-        let [gx, gy] = grid_1d(gpu, len, WG);
-        let groups = gx as usize * gy as usize;
-        let params = LossParams {
-            n: n as u32,
-            h: h as u32,
-            w: w as u32,
-            lasers: 0,
-            buckets: 0,
-            per_pixel: 0,
-            grad: 0,
-            count: len as u32,
-            a: 0.0,
-            b: 0.0,
-            w_smooth: 0.0,
-            frame_scale: 1.0,
-            inv_m: (1.0 / len as f64) as f32,
-            inv_p: 0.0,
-            weight: 1.0,
-            _pad: 0,
+        let params = LossParams { inv_m: (1.0 / (n * h * w) as f64) as f32, ..LossParams::of([n, h, w]) };
+        let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
+            let b = [(1, &pred.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, partials)];
+            Dispatch::new(gpu, &SHADER.kernel("mse"), pred.precision, p, &b, grid)
         };
+        Loss::assemble(gpu, LossKind::Mse, pred, grad, params, pass)
+    }
+
+    /// What every loss has: its pass over the prediction `pred` (`pass(params, gradient buffer,
+    /// partial sums, workgroups)`), recorded without a gradient (forward, into a placeholder) and
+    /// with one (backward, into `grad`), and the reduction of its partial sums into the value.
+    fn assemble(
+        gpu: &Gpu,
+        kind: LossKind,
+        pred: &Tensor,
+        grad: Option<&Tensor>,
+        params: LossParams,
+        pass: impl Fn(&LossParams, &wgpu::Buffer, &wgpu::Buffer, [u32; 3]) -> Result<Dispatch>,
+    ) -> Result<Loss> {
+        let [n, _, h, w] = pred.shape;
+        let [gx, gy] = grid_1d(gpu, n * h * w, WG);
+        let (grid, groups) = ([gx, gy, 1], gx as usize * gy as usize);
         let partials = zeroed(gpu, "loss partials", (2 * groups * 4) as u64)?;
         let value = zeroed(gpu, "loss value", 16)?;
         let dummy_grad = zeroed(gpu, "loss gradient placeholder", 4)?;
-        let grid = [gx, gy, 1];
-        let mse = |p: &LossParams, g: &wgpu::Buffer| {
-            let b = [(1, &pred.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, &partials)];
-            Dispatch::new(gpu, &MSE, pred.precision, p, &b, grid)
-        };
-        let forward = mse(&params, &dummy_grad)?;
-        let backward = match grad {
-            Some(g) => Some(mse(&LossParams { grad: 1, ..params }, &g.buffer)?),
-            None => None,
-        };
-        let reduce = reduce_dispatch(gpu, &params, groups, &partials, &value)?;
+        let forward = pass(&params, &dummy_grad, &partials, grid)?;
+        let backward = grad.map(|g| pass(&LossParams { grad: 1, ..params }, &g.buffer, &partials, grid)).transpose()?;
+        let rp = LossParams { count: groups as u32, ..params };
+        let bufs = [(7, &partials), (10, &value)];
+        let reduce = Dispatch::new(gpu, &SHADER.kernel("reduce"), Precision::F32, &rp, &bufs, [1, 1, 1])?;
         Ok(Loss {
-            kind: LossKind::Mse,
+            kind,
             precision: pred.precision,
             shape: [n, h, w],
             params,
+            grid,
             estimate: None,
             forward,
             backward,
@@ -417,18 +389,7 @@ impl Loss {
     }
 }
 
-fn reduce_dispatch(
-    gpu: &Gpu,
-    params: &LossParams,
-    groups: usize,
-    partials: &wgpu::Buffer,
-    value: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let p = LossParams { count: groups as u32, ..*params };
-    Dispatch::new(gpu, &REDUCE, Precision::F32, &p, &[(7, partials), (10, value)], [1, 1, 1])
-}
-
-/// f64 CPU versions of the losses and their gradients.
+/// The losses and their gradients on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
     use super::PhysicsConfig;
     use crate::psi::{buckets, phase};
@@ -442,17 +403,18 @@ pub mod reference {
         pub laplacian: f64,
     }
 
-    /// Per pixel and laser `[n, L, 2, h, w]`: `A = mean_k I_k`, `B = (2/N)·sqrt(S² + C²)` of the
-    /// raw intensities (`frame × frame_scale`).
-    pub fn estimate_ab(frame: &[f32], [n, h, w]: [usize; 3], config: &PhysicsConfig) -> Vec<f64> {
+    /// Per pixel and laser of `frame` `[n, L·N, h, w]`, `[n, L, 2, h, w]`: `A = mean_k I_k`,
+    /// `B = (2/N)·sqrt(S² + C²)` of the raw intensities (`frame × frame_scale`); the shader's
+    /// `loss_ab`.
+    pub fn loss_ab(frame: &[f64], [n, c, h, w]: [usize; 4], config: &PhysicsConfig) -> Vec<f64> {
         let (nl, nb, hw) = (config.lasers(), config.psi.buckets, h * w);
-        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        assert_eq!((c, frame.len()), (nl * nb, n * c * hw), "frame size");
         let fs = config.frame_scale as f64;
         let mut out = vec![0f64; n * nl * 2 * hw];
         for img in 0..n {
             for l in 0..nl {
                 for px in 0..hw {
-                    let values = (0..nb).map(|k| frame[((img * nl + l) * nb + k) * hw + px] as f64 * fs);
+                    let values = (0..nb).map(|k| frame[((img * nl + l) * nb + k) * hw + px] * fs);
                     let o = (img * nl + l) * 2 * hw + px;
                     (out[o], out[o + hw]) = phase::estimate_ab(values);
                 }
@@ -461,39 +423,38 @@ pub mod reference {
         out
     }
 
-    /// The zero-padded 5-point Laplacian of each image of `field` `[n, h, w]`.
-    pub fn laplacian(field: &[f64], [n, h, w]: [usize; 3]) -> Vec<f64> {
-        assert_eq!(field.len(), n * h * w, "field size");
-        let at = |img: usize, y: isize, x: isize| {
+    /// The zero-padded 5-point Laplacian of each plane of `field` `[n, c, h, w]`.
+    pub fn laplacian(field: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
+        assert_eq!(field.len(), n * c * h * w, "field size");
+        let at = |p: usize, y: isize, x: isize| {
             if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
                 0.0
             } else {
-                field[(img * h + y as usize) * w + x as usize]
+                field[(p * h + y as usize) * w + x as usize]
             }
         };
         let mut out = vec![0f64; field.len()];
-        for img in 0..n {
+        for p in 0..n * c {
             for y in 0..h as isize {
                 for x in 0..w as isize {
-                    out[(img * h + y as usize) * w + x as usize] =
-                        at(img, y - 1, x) + at(img, y + 1, x) + at(img, y, x - 1) + at(img, y, x + 1)
-                            - 4.0 * at(img, y, x);
+                    out[(p * h + y as usize) * w + x as usize] =
+                        at(p, y - 1, x) + at(p, y + 1, x) + at(p, y, x - 1) + at(p, y, x + 1) - 4.0 * at(p, y, x);
                 }
             }
         }
         out
     }
 
-    /// The physics loss of `height` `[n, h, w]` against `frame` `[n, L·N, h, w]` and its
-    /// gradient dL/dh (unscaled), in f64.
-    pub fn physics(height: &[f64], frame: &[f32], shape: [usize; 3], config: &PhysicsConfig) -> (Value, Vec<f64>) {
-        let [n, h, w] = shape;
+    /// The physics loss of `height` `[n, 1, h, w]` against `frame` `[n, L·N, h, w]` and its
+    /// gradient dL/dh (unscaled).
+    pub fn physics(height: &[f64], frame: &[f64], shape: [usize; 4], config: &PhysicsConfig) -> (Value, Vec<f64>) {
+        let [n, one, h, w] = shape;
         let (nl, nb, hw) = (config.lasers(), config.psi.buckets, h * w);
-        assert_eq!(height.len(), n * hw, "height size");
-        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        assert_eq!((one, height.len()), (1, n * hw), "height size");
         let tau = 2.0 * std::f64::consts::PI;
         let fs = config.frame_scale as f64;
-        let ab = config.per_pixel_ab.then(|| estimate_ab(frame, shape, config));
+        assert_eq!(frame.len(), n * nl * nb * hw, "frame size");
+        let ab = config.per_pixel_ab.then(|| loss_ab(frame, [n, nl * nb, h, w], config));
         let m = (n * nl * nb * hw) as f64;
         let pix = (n * hw) as f64;
         let mut data = 0.0;
@@ -513,7 +474,7 @@ pub mod reference {
                     for k in 0..nb {
                         let theta = 2.0 * tau * hv / wl + config.psi.phase_step(k);
                         let r = buckets::intensity(a, b, hv, wl, config.psi.phase_step(k))
-                            - frame[((img * nl + l) * nb + k) * hw + px] as f64 * fs;
+                            - frame[((img * nl + l) * nb + k) * hw + px] * fs;
                         data += r * r;
                         grad[img * hw + px] += 2.0 / m * r * (-b * theta.sin()) * (2.0 * tau / wl);
                     }
@@ -532,11 +493,11 @@ pub mod reference {
         (Value { total: data + ws * lap2, data, smoothness: ws * lap2, laplacian: lap2 }, grad)
     }
 
-    /// `mean((pred − truth)²)` and its gradient, in f64.
-    pub fn mse(pred: &[f64], truth: &[f32]) -> (f64, Vec<f64>) {
+    /// `mean((pred − truth)²)` and its gradient.
+    pub fn mse(pred: &[f64], truth: &[f64]) -> (f64, Vec<f64>) {
         assert_eq!(pred.len(), truth.len(), "prediction and truth sizes");
         let n = pred.len() as f64;
-        let value = pred.iter().zip(truth).map(|(p, t)| (p - *t as f64).powi(2)).sum::<f64>() / n;
-        (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - *t as f64)).collect())
+        let value = pred.iter().zip(truth).map(|(p, t)| (p - t).powi(2)).sum::<f64>() / n;
+        (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - t)).collect())
     }
 }

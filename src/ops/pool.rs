@@ -2,15 +2,13 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::ChannelView;
-use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Shader, grid_1d};
 
-pub static SHADER: Shader = Shader { name: "pool", body: include_str!("../../shaders/pool.wgsl") };
-pub static MAXPOOL2X2: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2" };
-pub static MAXPOOL2X2_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "maxpool2x2_backward" };
+pub static SHADER: Shader = wgsl!("pool": "lib/grid.wgsl", "lib/views.wgsl", "pool.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
+pub(super) struct PoolParams {
     c: u32,
     h: u32,
     w: u32,
@@ -24,6 +22,14 @@ struct PoolParams {
     dy_coff: u32,
     dx_ctot: u32,
     dx_coff: u32,
+}
+
+impl PoolParams {
+    /// The forward's fields: pooling the view `x` into `[h / 2, w / 2]`.
+    fn of(x: &ChannelView) -> PoolParams {
+        let ([_, c, h, w], [in_ctot, in_coff]) = (super::dims(x), super::slot(x));
+        PoolParams { c, h, w, in_ctot, in_coff, oh: h / 2, ow: w / 2, ..Default::default() }
+    }
 }
 
 /// `output[n, c] = maxpool2x2(input[n, c])`; `output` must be a whole tensor of
@@ -44,26 +50,11 @@ pub fn maxpool2x2(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<
             input.channels
         )));
     }
-    let p = PoolParams {
-        c: input.channels as u32,
-        h: input.h() as u32,
-        w: input.w() as u32,
-        in_ctot: input.total() as u32,
-        in_coff: input.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        ..Default::default()
-    };
+    let p = PoolParams::of(&input);
     let [gx, gy] = grid_1d(gpu, oh * ow, 256);
     let planes = (input.n() * input.channels) as u32;
-    Dispatch::new(
-        gpu,
-        &MAXPOOL2X2,
-        precision,
-        &p,
-        &[(1, &input.tensor.buffer), (2, &output.tensor.buffer)],
-        [gx, gy, planes],
-    )
+    let bufs = [(1, &input.tensor.buffer), (2, &output.tensor.buffer)];
+    Dispatch::new(gpu, &SHADER.kernel("maxpool2x2"), precision, &p, &bufs, [gx, gy, planes])
 }
 
 /// Backward of `maxpool2x2(x)`: `dx[n, c]` gets `dy` at each window's argmax (recomputed from `x`,
@@ -99,82 +90,41 @@ pub fn maxpool2x2_backward(
     if std::ptr::eq(dx.tensor, x.tensor) || std::ptr::eq(dx.tensor, dy.tensor) {
         return Err(Error::Shape("max-pool backward: dx must not share a tensor with x or dy".into()));
     }
-    let p = PoolParams {
-        c: c as u32,
-        h: h as u32,
-        w: w as u32,
-        in_ctot: x.total() as u32,
-        in_coff: x.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        accumulate: accumulate as u32,
-        dy_ctot: dy.total() as u32,
-        dy_coff: dy.offset as u32,
-        dx_ctot: dx.total() as u32,
-        dx_coff: dx.offset as u32,
-    };
+    let ([dy_ctot, dy_coff], [dx_ctot, dx_coff]) = (super::slot(&dy), super::slot(&dx));
+    let p = PoolParams { accumulate: accumulate as u32, dy_ctot, dy_coff, dx_ctot, dx_coff, ..PoolParams::of(&x) };
     let [gx, gy] = grid_1d(gpu, h.div_ceil(2) * w.div_ceil(2), 256);
     let bufs = [(1, &x.tensor.buffer), (3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
-    Dispatch::new(gpu, &MAXPOOL2X2_BACKWARD, precision, &p, &bufs, [gx, gy, (n * c) as u32])
+    Dispatch::new(gpu, &SHADER.kernel("maxpool2x2_backward"), precision, &p, &bufs, [gx, gy, (n * c) as u32])
 }
 
-/// CPU versions of 2x2 max-pooling (flooring odd sizes) and its backward.
+/// 2x2 max-pooling (flooring odd sizes) and its backward on the CPU in f64 (conventions in
+/// [`crate::ops`]).
 pub mod reference {
-    /// 2x2 max-pooling with stride 2, flooring odd sizes.
-    pub fn maxpool2x2(x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+    /// Each output index of 2x2 pooling of `[n, c, h, w]` (`[n, c, h / 2, w / 2]`) with the index
+    /// in `x` of its window's maximum: the first maximum in row-major window order, a NaN
+    /// replacing the running maximum (PyTorch's CPU max_pool2d).
+    fn argmax_windows(x: &[f64], [n, c, h, w]: [usize; 4]) -> impl Iterator<Item = (usize, usize)> + '_ {
         let (oh, ow) = (h / 2, w / 2);
-        let mut y = vec![0f32; n * c * oh * ow];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let at = |dy: usize, dx: usize| x[(p * h + 2 * oy + dy) * w + 2 * ox + dx];
-                    y[(p * oh + oy) * ow + ox] = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
-                }
-            }
-        }
-        y
+        (0..n * c * oh * ow).map(move |o| {
+            let (p, oy, ox) = (o / (oh * ow), (o / ow) % oh, o % ow);
+            let b = (p * h + 2 * oy) * w + 2 * ox;
+            let best =
+                [b + 1, b + w, b + w + 1].into_iter().fold(b, |m, k| if x[k] > x[m] || x[k].is_nan() { k } else { m });
+            (o, best)
+        })
     }
 
-    /// 2x2 max-pooling with stride 2, flooring odd sizes.
-    pub fn maxpool2x2_forward(x: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
-        let (oh, ow) = (h / 2, w / 2);
-        let mut y = vec![0.0; n * c * oh * ow];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (k, _) = window_argmax(x, p, h, w, oy, ox);
-                    y[(p * oh + oy) * ow + ox] = x[k];
-                }
-            }
-        }
-        y
+    /// 2x2 max-pooling with stride 2 of `x` `[n, c, h, w]`, flooring odd sizes.
+    pub fn maxpool2x2(x: &[f64], shape: [usize; 4]) -> Vec<f64> {
+        argmax_windows(x, shape).map(|(_, k)| x[k]).collect()
     }
 
-    /// Index into `x` of the maximum of window (oy, ox) of plane `p`: the first maximum in row-major
-    /// window order, a NaN replacing the running maximum (PyTorch's CPU max_pool2d).
-    fn window_argmax(x: &[f64], p: usize, h: usize, w: usize, oy: usize, ox: usize) -> (usize, f64) {
-        let b = (p * h + 2 * oy) * w + 2 * ox;
-        let mut best = (b, x[b]);
-        for k in [b + 1, b + w, b + w + 1] {
-            if x[k] > best.1 || x[k].is_nan() {
-                best = (k, x[k]);
-            }
-        }
-        best
-    }
-
-    /// Backward of `maxpool2x2_forward`: each window's `dy` goes to its argmax, 0 elsewhere (the last
+    /// Backward of [`maxpool2x2`]: each window's `dy` goes to its argmax, 0 elsewhere (the last
     /// row / column of odd sizes included).
-    pub fn maxpool2x2_backward(x: &[f64], dy: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
-        let (oh, ow) = (h / 2, w / 2);
+    pub fn maxpool2x2_backward(x: &[f64], dy: &[f64], shape: [usize; 4]) -> Vec<f64> {
         let mut dx = vec![0.0; x.len()];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (k, _) = window_argmax(x, p, h, w, oy, ox);
-                    dx[k] += dy[(p * oh + oy) * ow + ox];
-                }
-            }
+        for (o, k) in argmax_windows(x, shape) {
+            dx[k] += dy[o];
         }
         dx
     }

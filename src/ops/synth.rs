@@ -16,17 +16,12 @@
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d, staging, storage, zeroed};
+use crate::gpu::{Dispatch, Gpu, Precision, Shader, grid_1d, staging, storage, zeroed};
 use crate::psi::phase::split12;
 use crate::psi::surface::{Shape, coord};
 use crate::psi::synthetic::{GenerateOptions, ab_fields};
 
-pub static SHADER: Shader = Shader {
-    name: "synth",
-    body: concat!(include_str!("../../shaders/phase.wgsl"), include_str!("../../shaders/synth.wgsl")),
-};
-pub static SURFACE: Kernel = Kernel { shader: &SHADER, entry: "surface" };
-pub static BUCKETS: Kernel = Kernel { shader: &SHADER, entry: "buckets" };
+pub static SHADER: Shader = wgsl!("synth": "lib/grid.wgsl", "lib/phase.wgsl", "synth.wgsl");
 
 /// Bytes one band's output buffer may take (the adapter's binding limit applies as well).
 const BAND_BUDGET: u64 = 32 << 20;
@@ -54,7 +49,7 @@ fn coordinate_tables(h: usize, w: usize) -> Vec<[f32; 4]> {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GenParams {
+pub(super) struct GenParams {
     w: u32,
     rows: u32,
     row0: u32,
@@ -145,12 +140,7 @@ impl SynthInputs {
                 Shape::Random => 1,
             },
             terms: self.terms as u32,
-            kind: match o.dtype {
-                HostType::F32 => 0,
-                HostType::U8 => 1,
-                HostType::U16 => 2,
-                HostType::F16 => 3,
-            },
+            kind: super::host_type_code(o.dtype),
             wpc: words_per_channel(rows, o.width, o.dtype) as u32,
             seed_lo: o.seed as u32,
             seed_hi: (o.seed >> 32) as u32,
@@ -188,10 +178,11 @@ impl BandSlot {
         let p0 = inputs.params(0, rows);
         let [sx, sy] = grid_1d(gpu, rows * w, WG);
         let surface_buffers = [(1, &inputs.coords), (2, &inputs.term_buf), (3, &field)];
-        let surface = Dispatch::new(gpu, &SURFACE, Precision::F32, &p0, &surface_buffers, [sx, sy, 1])?;
+        let surface =
+            Dispatch::new(gpu, &SHADER.kernel("surface"), Precision::F32, &p0, &surface_buffers, [sx, sy, 1])?;
         let [bx, by] = grid_1d(gpu, channels * wpc, WG);
         let bucket_buffers = [(3, &field), (4, &inputs.lasers), (5, &out)];
-        let buckets = Dispatch::new(gpu, &BUCKETS, Precision::F32, &p0, &bucket_buffers, [bx, by, 1])?;
+        let buckets = Dispatch::new(gpu, &SHADER.kernel("buckets"), Precision::F32, &p0, &bucket_buffers, [bx, by, 1])?;
         Ok(BandSlot { field, out, staging, surface, buckets })
     }
 

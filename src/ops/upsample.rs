@@ -3,15 +3,13 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::ChannelView;
-use crate::gpu::{Dispatch, Gpu, Kernel, Shader, grid_1d};
+use crate::gpu::{Dispatch, Gpu, Shader, grid_1d};
 
-pub static SHADER: Shader = Shader { name: "upsample", body: include_str!("../../shaders/upsample.wgsl") };
-pub static UPSAMPLE2X_PAD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad" };
-pub static UPSAMPLE2X_PAD_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "upsample2x_pad_backward" };
+pub static SHADER: Shader = wgsl!("upsample": "lib/grid.wgsl", "lib/views.wgsl", "upsample.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct UpParams {
+pub(super) struct UpParams {
     c: u32,
     ih: u32,
     iw: u32,
@@ -27,6 +25,31 @@ struct UpParams {
     accumulate: u32,
 }
 
+impl UpParams {
+    /// Upsampling the view `small` into the view `big` (forward: input and output; backward: dx
+    /// and dy), with PyTorch's pad `d // 2` before on each axis.
+    fn of(small: &ChannelView, big: &ChannelView, accumulate: bool) -> UpParams {
+        let ([_, c, ih, iw], [in_ctot, in_coff]) = (super::dims(small), super::slot(small));
+        let ([_, _, oh, ow], [out_ctot, out_coff]) = (super::dims(big), super::slot(big));
+        let pad = |o: u32, i: u32| (o as i64 - 2 * i as i64).div_euclid(2) as i32;
+        let (pad_top, pad_left) = (pad(oh, ih), pad(ow, iw));
+        UpParams {
+            c,
+            ih,
+            iw,
+            in_ctot,
+            in_coff,
+            oh,
+            ow,
+            out_ctot,
+            out_coff,
+            pad_top,
+            pad_left,
+            accumulate: accumulate as u32,
+        }
+    }
+}
+
 /// Upsample `input` x2 and pad it as PyTorch's `F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2])`
 /// to the output view's size (negative differences crop), writing into `output`'s channels.
 pub fn upsample2x_pad(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Result<Dispatch> {
@@ -37,27 +60,11 @@ pub fn upsample2x_pad(gpu: &Gpu, input: ChannelView, output: ChannelView) -> Res
             input.channels, output.channels
         )));
     }
-    let (oh, ow) = (output.h(), output.w());
-    let dy = oh as i64 - 2 * input.h() as i64;
-    let dx = ow as i64 - 2 * input.w() as i64;
-    let p = UpParams {
-        c: input.channels as u32,
-        ih: input.h() as u32,
-        iw: input.w() as u32,
-        in_ctot: input.total() as u32,
-        in_coff: input.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        out_ctot: output.total() as u32,
-        out_coff: output.offset as u32,
-        pad_top: dy.div_euclid(2) as i32,
-        pad_left: dx.div_euclid(2) as i32,
-        accumulate: 0,
-    };
-    let [gx, gy] = grid_1d(gpu, oh * ow, 256);
+    let p = UpParams::of(&input, &output, false);
+    let [gx, gy] = grid_1d(gpu, output.h() * output.w(), 256);
     let planes = (input.n() * input.channels) as u32;
     let bufs = [(1, &input.tensor.buffer), (2, &output.tensor.buffer)];
-    Dispatch::new(gpu, &UPSAMPLE2X_PAD, precision, &p, &bufs, [gx, gy, planes])
+    Dispatch::new(gpu, &SHADER.kernel("upsample2x_pad"), precision, &p, &bufs, [gx, gy, planes])
 }
 
 /// Backward of `upsample2x_pad(x → y)`: `dx (+)= upsample2x_padᵀ(dy)`, where `dy` is the
@@ -75,69 +82,20 @@ pub fn upsample2x_pad_backward(gpu: &Gpu, dy: ChannelView, dx: ChannelView, accu
     if std::ptr::eq(dx.tensor, dy.tensor) {
         return Err(Error::Shape("upsampling backward: dx must not share a tensor with dy".into()));
     }
-    let (ih, iw, oh, ow) = (dx.h(), dx.w(), dy.h(), dy.w());
-    let pad_y = oh as i64 - 2 * ih as i64;
-    let pad_x = ow as i64 - 2 * iw as i64;
-    let p = UpParams {
-        c: dx.channels as u32,
-        ih: ih as u32,
-        iw: iw as u32,
-        in_ctot: dx.total() as u32,
-        in_coff: dx.offset as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        out_ctot: dy.total() as u32,
-        out_coff: dy.offset as u32,
-        pad_top: pad_y.div_euclid(2) as i32,
-        pad_left: pad_x.div_euclid(2) as i32,
-        accumulate: accumulate as u32,
-    };
-    let [gx, gy] = grid_1d(gpu, ih * iw, 256);
+    let p = UpParams::of(&dx, &dy, accumulate);
+    let [gx, gy] = grid_1d(gpu, dx.h() * dx.w(), 256);
     let planes = (dx.n() * dx.channels) as u32;
     let bufs = [(3, &dy.tensor.buffer), (4, &dx.tensor.buffer)];
-    Dispatch::new(gpu, &UPSAMPLE2X_PAD_BACKWARD, precision, &p, &bufs, [gx, gy, planes])
+    Dispatch::new(gpu, &SHADER.kernel("upsample2x_pad_backward"), precision, &p, &bufs, [gx, gy, planes])
 }
 
-/// CPU versions of bilinear x2 upsampling (align_corners = true) with PyTorch's pad/crop to the
-/// skip's size, and its backward.
+/// Bilinear x2 upsampling (align_corners = true) with PyTorch's pad / crop to the skip's size, and
+/// its backward, on the CPU in f64 (conventions in [`crate::ops`]).
 pub mod reference {
-    /// Bilinear x2 upsampling with align_corners = true, then PyTorch's
-    /// `F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2])` to `oh` x `ow` (negative pads crop).
-    pub fn upsample2x_pad(x: &[f32], [n, c, h, w]: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
-        let (uh, uw) = (2 * h, 2 * w);
-        let top = (oh as isize - uh as isize).div_euclid(2);
-        let left = (ow as isize - uw as isize).div_euclid(2);
-        let axis = |o: usize, isz: usize, osz: usize| {
-            let scale = if osz > 1 { (isz - 1) as f64 / (osz - 1) as f64 } else { 0.0 };
-            let src = scale * o as f64;
-            let i0 = (src.floor() as usize).min(isz - 1);
-            (i0, (i0 + 1).min(isz - 1), src - i0 as f64)
-        };
-        let mut y = vec![0f32; n * c * oh * ow];
-        for p in 0..n * c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let uy = oy as isize - top;
-                    let ux = ox as isize - left;
-                    if uy < 0 || ux < 0 || uy >= uh as isize || ux >= uw as isize {
-                        continue;
-                    }
-                    let (y0, y1, ly) = axis(uy as usize, h, uh);
-                    let (x0, x1, lx) = axis(ux as usize, w, uw);
-                    let at = |yy: usize, xx: usize| x[(p * h + yy) * w + xx] as f64;
-                    let top_v = at(y0, x0) * (1.0 - lx) + at(y0, x1) * lx;
-                    let bot_v = at(y1, x0) * (1.0 - lx) + at(y1, x1) * lx;
-                    y[(p * oh + oy) * ow + ox] = (top_v * (1.0 - ly) + bot_v * ly) as f32;
-                }
-            }
-        }
-        y
-    }
-
     /// The bilinear (align_corners = true) x2 upsampling of an axis of `isz` values, padded / cropped
     /// to `osz` as PyTorch's `F.pad` with `d // 2` before: for each output index, its
-    /// `(i0, w0, i1, w1)` source indices and weights, or None in the padding.
-    fn upsample_axis(isz: usize, osz: usize) -> Vec<Option<(usize, f64, usize, f64)>> {
+    /// `[(i0, w0), (i1, w1)]` source indices and weights, or None in the padding.
+    fn upsample_axis(isz: usize, osz: usize) -> Vec<Option<[(usize, f64); 2]>> {
         let usz = 2 * isz;
         let before = (osz as isize - usz as isize).div_euclid(2);
         let scale = if usz > 1 { (isz - 1) as f64 / (usz - 1) as f64 } else { 0.0 };
@@ -150,49 +108,42 @@ pub mod reference {
                 let src = scale * u as f64;
                 let i0 = (src.floor() as usize).min(isz - 1);
                 let l = src - i0 as f64;
-                Some((i0, 1.0 - l, (i0 + 1).min(isz - 1), l))
+                Some([(i0, 1.0 - l), ((i0 + 1).min(isz - 1), l)])
             })
             .collect()
     }
 
-    /// Bilinear x2 upsampling (align_corners = true) padded / cropped to `oh` x `ow`.
-    pub fn upsample2x_pad_forward(x: &[f64], [n, c, h, w]: [usize; 4], oh: usize, ow: usize) -> Vec<f64> {
+    /// Every term `weight · x[input index]` of the upsampled, padded `[n, c, oh, ow]` output of
+    /// `[n, c, h, w]`, as `f(input index, output index, weight)`.
+    fn for_each_term([n, c, h, w]: [usize; 4], oh: usize, ow: usize, mut f: impl FnMut(usize, usize, f64)) {
         let (ay, ax) = (upsample_axis(h, oh), upsample_axis(w, ow));
-        let mut y = vec![0.0; n * c * oh * ow];
         for p in 0..n * c {
             for (oy, ry) in ay.iter().enumerate() {
                 for (ox, rx) in ax.iter().enumerate() {
-                    if let (Some((y0, wy0, y1, wy1)), Some((x0, wx0, x1, wx1))) = (ry, rx) {
-                        let at = |yy: usize, xx: usize| x[(p * h + yy) * w + xx];
-                        let top = at(*y0, *x0) * wx0 + at(*y0, *x1) * wx1;
-                        let bot = at(*y1, *x0) * wx0 + at(*y1, *x1) * wx1;
-                        y[(p * oh + oy) * ow + ox] = top * wy0 + bot * wy1;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    /// Backward (adjoint) of `upsample2x_pad_forward`: `dy` is `[n, c, oh, ow]`, the result
-    /// `[n, c, h, w]` (scattered here; the GPU kernel gathers).
-    pub fn upsample2x_pad_backward(dy: &[f64], [n, c, h, w]: [usize; 4], oh: usize, ow: usize) -> Vec<f64> {
-        let (ay, ax) = (upsample_axis(h, oh), upsample_axis(w, ow));
-        let mut dx = vec![0.0; n * c * h * w];
-        for p in 0..n * c {
-            for (oy, ry) in ay.iter().enumerate() {
-                for (ox, rx) in ax.iter().enumerate() {
-                    if let (Some((y0, wy0, y1, wy1)), Some((x0, wx0, x1, wx1))) = (ry, rx) {
-                        let g = dy[(p * oh + oy) * ow + ox];
-                        for (yy, wy) in [(*y0, wy0), (*y1, wy1)] {
-                            for (xx, wx) in [(*x0, wx0), (*x1, wx1)] {
-                                dx[(p * h + yy) * w + xx] += g * wy * wx;
-                            }
+                    let (Some(ry), Some(rx)) = (ry, rx) else { continue };
+                    for (yy, wy) in ry {
+                        for (xx, wx) in rx {
+                            f((p * h + yy) * w + xx, (p * oh + oy) * ow + ox, wy * wx);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Bilinear x2 upsampling of `x` `[n, c, h, w]` with align_corners = true, then PyTorch's
+    /// `F.pad(x, [dx//2, dx-dx//2, dy//2, dy-dy//2])` to `oh` x `ow` (negative pads crop).
+    pub fn upsample2x_pad(x: &[f64], shape: [usize; 4], oh: usize, ow: usize) -> Vec<f64> {
+        let mut y = vec![0.0; shape[0] * shape[1] * oh * ow];
+        for_each_term(shape, oh, ow, |xi, yi, wt| y[yi] += wt * x[xi]);
+        y
+    }
+
+    /// Backward (adjoint) of [`upsample2x_pad`]: `dy` is `[n, c, oh, ow]`, the result
+    /// `[n, c, h, w]` (scattered here; the GPU kernel gathers).
+    pub fn upsample2x_pad_backward(dy: &[f64], shape: [usize; 4], oh: usize, ow: usize) -> Vec<f64> {
+        let mut dx = vec![0.0; shape.iter().product()];
+        for_each_term(shape, oh, ow, |xi, yi, wt| dx[xi] += wt * dy[yi]);
         dx
     }
 }

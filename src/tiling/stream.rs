@@ -15,6 +15,7 @@ use crate::io::npy::NpyReader;
 use crate::nn::Model;
 use crate::ops::blend::Blender;
 use crate::ops::gather::{GatherParams, gather};
+use crate::ops::host_type_code;
 use crate::tiling::grid::TileGrid;
 
 #[derive(Clone, Debug)]
@@ -148,9 +149,10 @@ impl Pipeline {
             bw: max_bw as u32,
             count: batch as u32,
             scale: opts.input_scale,
-            _pad: [0; 2],
+            kind: host_type_code(ty),
+            _pad: 0,
         };
-        let gather = gather(gpu, ty, &block, &tiles, &gp, &plan.input)?;
+        let gather = gather(gpu, &block, &tiles, &gp, &plan.input)?;
         let blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap)?;
         let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
         Ok(Pipeline { grid, batch, plan, block, tiles, gather, gp, blender, itemsize, peak_gpu_bytes })

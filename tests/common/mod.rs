@@ -162,3 +162,19 @@ impl Drop for TempPath {
         }
     }
 }
+
+/// f32 values as f64 (what the f64 CPU references of `ops` take).
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// f64 values rounded to f32 (a reference's result, to compare with what the GPU read back).
+pub fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Channels `[off, off + c)` of every image of an NCHW host tensor of `shape`.
+pub fn slice_channels(v: &[f32], [n, ct, h, w]: [usize; 4], off: usize, c: usize) -> Vec<f32> {
+    let hw = h * w;
+    (0..n).flat_map(|i| v[(i * ct + off) * hw..(i * ct + off + c) * hw].to_vec()).collect()
+}

@@ -344,6 +344,7 @@ fn bad_configurations_are_errors() {
 /// range the adapter cannot bind is an error, not a device failure.
 #[test]
 fn tensors_bind_as_ranges_of_the_flat_buffers() {
+    use crate::common::f64s;
     use psi_gpu::gpu::{Binding, Precision, Tensor};
     use psi_gpu::ops::conv::{self, reference as conv_ref};
     let mut rng = Rng::new(11);
@@ -361,8 +362,10 @@ fn tensors_bind_as_ranges_of_the_flat_buffers() {
         gpu.run(&[&add]).unwrap();
         let mut want = grads.clone();
         let b = &l.entries()[1];
-        for (w, s) in want[b.offset..b.offset + b.len].iter_mut().zip(conv_ref::grad_bias(&dy_host, [2, 3, 4, 5])) {
-            *w += s;
+        for (w, s) in
+            want[b.offset..b.offset + b.len].iter_mut().zip(conv_ref::conv_grad_bias(&f64s(&dy_host), [2, 3, 4, 5]))
+        {
+            *w += s as f32;
         }
         let got = params.read_grads(gpu).unwrap();
         let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

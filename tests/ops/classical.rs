@@ -1,7 +1,7 @@
 //! The classical multi-wavelength solver (`psi_gpu::psi::classical`) against its f64 CPU
 //! reference and against the true heights of synthetic frames, on every adapter.
 
-use crate::common::{Rng, gpus};
+use crate::common::{Rng, f32s, f64s, gpus};
 use psi_gpu::Error;
 use psi_gpu::gpu::Precision;
 use psi_gpu::nn::classical::Classical;
@@ -93,7 +93,7 @@ fn gpu_matches_reference() {
             let what = format!("{} L{} N{} n{n} {h}x{w} kind {kind}", gpu.describe(), cfg.lasers(), cfg.psi.buckets);
             let (mut checked, mut worst) = (0, 0.0f64);
             for (img, frame) in frames.iter().enumerate() {
-                let want = reference(frame, h, w, cfg);
+                let want = reference(&f64s(frame), [1, cfg.in_channels(), h, w], cfg);
                 let got = &got[img * oc * hw..(img + 1) * oc * hw];
                 let clear = unambiguous(frame, hw, cfg);
                 for i in 0..hw {
@@ -101,13 +101,13 @@ fn gpu_matches_reference() {
                         assert!(clear[i], "{what}: noiseless pixel {i} is ambiguous");
                     }
                     if clear[i] {
-                        let e = (got[i] as f64 - want[i] as f64).abs();
+                        let e = (got[i] as f64 - want[i]).abs();
                         assert!(e < 1e-4, "{what}: image {img} pixel {i}: height {} vs reference {}", got[i], want[i]);
                         worst = worst.max(e);
                         checked += 1;
                     }
                     if oc == 2 {
-                        let (g, q) = (got[hw + i] as f64, want[hw + i] as f64);
+                        let (g, q) = (got[hw + i] as f64, want[hw + i]);
                         assert!((g - q).abs() <= 1e-4 * q.abs().max(1.0), "{what}: pixel {i}: quality {g} vs {q}");
                     }
                 }
@@ -121,21 +121,34 @@ fn gpu_matches_reference() {
     }
 }
 
+/// The solver with `cfg` on one `h` x `w` image, on every adapter: the output and the (RMSE, max
+/// error) of its heights against `truth`, printed as `what`.
+fn solve_everywhere(
+    frame: &[f32],
+    [h, w]: [usize; 2],
+    cfg: &ClassicalConfig,
+    truth: &[f32],
+    what: &str,
+) -> Vec<(Vec<f32>, f64, f64)> {
+    gpus()
+        .iter()
+        .map(|gpu| {
+            let out = Classical::new(gpu, cfg.clone()).unwrap().solve(gpu, frame, 1, h, w).unwrap();
+            let (rmse, max) = rmse_max(&out[..h * w], truth);
+            eprintln!("{}: {what} {h}x{w}: RMSE {rmse:.2e} µm, max error {max:.2e} µm", gpu.describe());
+            (out, rmse, max)
+        })
+        .collect()
+}
+
 #[test]
 fn noiseless_seed_surface() {
     let (h, w) = (64, 80);
     let truth = seed_heights(h, w);
     let frame = synth::buckets(&truth, h, w, &SynthConfig::default());
     let cfg = ClassicalConfig { quality: true, ..Default::default() };
-    for gpu in gpus() {
-        let model = Classical::new(gpu, cfg.clone()).unwrap();
-        let out = model.solve(gpu, &frame, 1, h, w).unwrap();
-        let (rmse, max) = rmse_max(&out[..h * w], &truth);
+    for (out, rmse, max) in solve_everywhere(&frame, [h, w], &cfg, &truth, "noiseless seed surface") {
         let qerr = out[h * w..].iter().map(|&q| (q as f64 - 100.0 / 128.0).abs()).fold(0.0, f64::max);
-        eprintln!(
-            "{}: noiseless seed surface {h}x{w}: RMSE {rmse:.2e} µm, max error {max:.2e} µm, max |quality - B/A| {qerr:.1e}",
-            gpu.describe()
-        );
         assert!(rmse < 1e-4, "RMSE {rmse:e}");
         assert!(max < 1e-5, "max error {max:e}");
         assert!(qerr < 1e-4, "quality off B/A by {qerr:e}");
@@ -149,11 +162,7 @@ fn noiseless_full_height_range() {
     let mut rng = Rng::new(5);
     let truth = rng.vec(h * w, -99.9, 99.9);
     let frame = synth::buckets(&truth, h, w, &SynthConfig::default());
-    for gpu in gpus() {
-        let model = Classical::new(gpu, ClassicalConfig::default()).unwrap();
-        let out = model.solve(gpu, &frame, 1, h, w).unwrap();
-        let (rmse, max) = rmse_max(&out, &truth);
-        eprintln!("{}: noiseless heights in ±100 µm: RMSE {rmse:.2e} µm, max error {max:.2e} µm", gpu.describe());
+    for (_, _, max) in solve_everywhere(&frame, [h, w], &ClassicalConfig::default(), &truth, "noiseless ±100 µm") {
         assert!(max < 1e-5, "max error {max:e}");
     }
 }
@@ -164,14 +173,11 @@ fn noisy_u8_frame() {
     let truth = seed_heights(h, w);
     let cfg = SynthConfig { noise: 2.0, seed: 42, ..Default::default() };
     let frame: Vec<f32> = synth::quantize_u8(&synth::buckets(&truth, h, w, &cfg)).iter().map(|&v| v as f32).collect();
-    let expect = reference(&frame, h, w, &ClassicalConfig::default());
-    let (cpu_rmse, cpu_max) = rmse_max(&expect, &truth);
+    let cfg = ClassicalConfig::default();
+    let expect = reference(&f64s(&frame), [1, cfg.in_channels(), h, w], &cfg);
+    let (cpu_rmse, cpu_max) = rmse_max(&f32s(&expect), &truth);
     eprintln!("CPU reference: u8 frame, noise σ = 2: RMSE {cpu_rmse:.2e} µm, max error {cpu_max:.2e} µm");
-    for gpu in gpus() {
-        let model = Classical::new(gpu, ClassicalConfig::default()).unwrap();
-        let out = model.solve(gpu, &frame, 1, h, w).unwrap();
-        let (rmse, max) = rmse_max(&out, &truth);
-        eprintln!("{}: u8 frame, noise σ = 2: RMSE {rmse:.2e} µm, max error {max:.2e} µm", gpu.describe());
+    for (_, rmse, max) in solve_everywhere(&frame, [h, w], &cfg, &truth, "u8 frame, noise σ = 2") {
         assert!(rmse < 1e-2, "RMSE {rmse:e}");
         assert!(max < 0.5, "a pixel is off by a fringe: max error {max} µm");
     }

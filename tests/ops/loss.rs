@@ -3,19 +3,13 @@
 //! h and dL/dh), the reference against finite differences, and both against PyTorch autograd
 //! (tests/fixtures/make_loss_adam_fixtures.py).
 
-use std::path::{Path, PathBuf};
-
-use crate::common::{Rng, gpus, round_to, targets};
+use crate::common::{Rng, f64s, fixture, gpus, round_to, targets};
 use psi_gpu::gpu::Tensor;
 use psi_gpu::gpu::{Gpu, Precision};
 use psi_gpu::io::npy::read_f32;
 use psi_gpu::ops::loss::{Loss, LossValue, PhysicsConfig, reference};
 use psi_gpu::optim::{LossScaler, ScalerConfig};
 use psi_gpu::psi::PsiConfig;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// A scaler holding `scale` in its GPU buffer.
 fn scaler(gpu: &Gpu, scale: f32) -> LossScaler {
@@ -91,6 +85,16 @@ fn gpu_physics(
     (value, grad.to_f32(gpu).unwrap())
 }
 
+/// The f64 reference of the physics loss of a `[n, h, w]` height map against an f32 frame.
+fn physics_ref(
+    heights: &[f64],
+    frame: &[f32],
+    [n, h, w]: [usize; 3],
+    cfg: &PhysicsConfig,
+) -> (reference::Value, Vec<f64>) {
+    reference::physics(heights, &f64s(frame), [n, 1, h, w], cfg)
+}
+
 fn check_value(got: &LossValue, want: &reference::Value, tol: f64, what: &str) {
     assert_value(got.total, want.total, tol, &format!("{what}: total"));
     assert_value(got.data, want.data, tol, &format!("{what}: data"));
@@ -132,8 +136,8 @@ fn physics_matches_reference() {
             let heights = round_to(p, &rng.vec(n * h * w, -95.0, 95.0));
             let frame = make_frame(&mut rng, &heights, shape, &cfg);
             let (value, grad) = gpu_physics(gpu, p, &cfg, &heights, &frame, shape, &scale);
-            let h64: Vec<f64> = heights.iter().map(|&v| v as f64).collect();
-            let (want, want_grad) = reference::physics(&h64, &frame, shape, &cfg);
+            let h64 = f64s(&heights);
+            let (want, want_grad) = physics_ref(&h64, &frame, shape, &cfg);
             let what = format!("{} {p} {shape:?} L{} per_pixel={per_pixel} w_s={smooth}", gpu.describe(), cfg.lasers());
             // Values are computed in f32 from the stored heights in either precision.
             check_value(&value, &want, 1e-5, &what);
@@ -156,7 +160,7 @@ fn per_pixel_ab_matches_reference() {
         let loss = Loss::physics(gpu, &cfg, &ht, &fr, None, scale.scale_buffer()).unwrap();
         gpu.run(&[loss.estimate().unwrap()]).unwrap();
         let got = loss.read_ab(gpu).unwrap().unwrap();
-        let want = reference::estimate_ab(&frame, shape, &cfg);
+        let want = reference::loss_ab(&f64s(&frame), [2, 16, 5, 7], &cfg);
         assert_field(&got, &want, 1e-6, &format!("{} A/B", gpu.describe()));
     }
 }
@@ -170,8 +174,8 @@ fn reference_matches_finite_differences() {
         let cfg = PhysicsConfig { per_pixel_ab: per_pixel, smoothness: smooth, ..Default::default() };
         let heights = rng.vec(n, -60.0, 60.0);
         let frame = make_frame(&mut rng, &heights, shape, &cfg);
-        let h64: Vec<f64> = heights.iter().map(|&v| v as f64).collect();
-        let (_, grad) = reference::physics(&h64, &frame, shape, &cfg);
+        let h64 = f64s(&heights);
+        let (_, grad) = physics_ref(&h64, &frame, shape, &cfg);
         let peak = grad.iter().fold(0f64, |m, v| m.max(v.abs()));
         let step = 1e-5;
         for i in 0..n {
@@ -179,8 +183,7 @@ fn reference_matches_finite_differences() {
             hp[i] += step;
             let mut hm = h64.clone();
             hm[i] -= step;
-            let fd = (reference::physics(&hp, &frame, shape, &cfg).0.total
-                - reference::physics(&hm, &frame, shape, &cfg).0.total)
+            let fd = (physics_ref(&hp, &frame, shape, &cfg).0.total - physics_ref(&hm, &frame, shape, &cfg).0.total)
                 / (2.0 * step);
             assert!(
                 (fd - grad[i]).abs() <= 1e-6 * peak,
@@ -192,6 +195,7 @@ fn reference_matches_finite_differences() {
     // The MSE.
     let pred: Vec<f64> = rng.vec(30, -5.0, 5.0).iter().map(|&v| v as f64).collect();
     let truth = rng.vec(30, -5.0, 5.0);
+    let truth = f64s(&truth);
     let (_, grad) = reference::mse(&pred, &truth);
     for i in 0..30 {
         let (mut hp, mut hm) = (pred.clone(), pred.clone());
@@ -205,7 +209,7 @@ fn reference_matches_finite_differences() {
 #[test]
 fn laplacian_reference_is_self_adjoint() {
     let mut rng = Rng::new(4);
-    let shape = [2, 6, 7];
+    let shape = [2, 1, 6, 7];
     let a: Vec<f64> = rng.vec(84, -1.0, 1.0).iter().map(|&v| v as f64).collect();
     let b: Vec<f64> = rng.vec(84, -1.0, 1.0).iter().map(|&v| v as f64).collect();
     let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
@@ -248,8 +252,8 @@ fn physics_matches_pytorch() {
         };
         // The CPU reference agrees with torch.autograd (float64) up to w_s held as f32 here
         // (relative 1.5e-8) and the fixture's f32 gradient.
-        let h64: Vec<f64> = heights.iter().map(|&v| v as f64).collect();
-        let (cpu, cpu_grad) = reference::physics(&h64, &frame, shape, &cfg);
+        let h64 = f64s(&heights);
+        let (cpu, cpu_grad) = physics_ref(&h64, &frame, shape, &cfg);
         assert!((cpu.data - want.data).abs() <= 1e-12 * want.data, "{case}: cpu {cpu:?} vs torch {want:?}");
         assert!((cpu.laplacian - want.laplacian).abs() <= 1e-12 * want.laplacian, "{case}: laplacian");
         assert!((cpu.total - want.total).abs() <= 1e-8 * want.total, "{case}: cpu {cpu:?} vs torch {want:?}");
@@ -278,8 +282,8 @@ fn mse_matches_reference_and_pytorch() {
             let grad = Tensor::new(gpu, [n, 1, h, w], p, "grad").unwrap();
             let loss = Loss::mse(gpu, &pt, &tt, Some(&grad), scale.scale_buffer()).unwrap();
             let value = loss.evaluate(gpu, true).unwrap();
-            let p64: Vec<f64> = pred.iter().map(|&v| v as f64).collect();
-            let (want, want_grad) = reference::mse(&p64, &truth);
+            let p64 = f64s(&pred);
+            let (want, want_grad) = reference::mse(&p64, &f64s(&truth));
             let what = format!("{} {p} mse {shape:?}", gpu.describe());
             assert_value(value.total, want, 1e-5, &what);
             assert_value(value.data, want, 1e-5, &what);
@@ -311,8 +315,8 @@ fn gradient_carries_scale_and_weight() {
     let shape = [2, 6, 9];
     let heights = rng.vec(108, -40.0, 40.0);
     let frame = make_frame(&mut rng, &heights, shape, &cfg);
-    let h64: Vec<f64> = heights.iter().map(|&v| v as f64).collect();
-    let (want, want_grad) = reference::physics(&h64, &frame, shape, &cfg);
+    let h64 = f64s(&heights);
+    let (want, want_grad) = physics_ref(&h64, &frame, shape, &cfg);
     for (gpu, p) in targets() {
         let heights = round_to(p, &heights);
         let ht = Tensor::from_f32(gpu, [2, 1, 6, 9], p, &heights).unwrap();
@@ -329,8 +333,8 @@ fn gradient_carries_scale_and_weight() {
             let scaled: Vec<f64> = want_grad.iter().map(|g| g * 256.0).collect();
             assert_field(&grad.to_f32(gpu).unwrap(), &scaled, 1e-5, &what);
         } else {
-            let h64: Vec<f64> = heights.iter().map(|&v| v as f64).collect();
-            let scaled: Vec<f64> = reference::physics(&h64, &frame, shape, &cfg).1.iter().map(|g| g * 256.0).collect();
+            let h64 = f64s(&heights);
+            let scaled: Vec<f64> = physics_ref(&h64, &frame, shape, &cfg).1.iter().map(|g| g * 256.0).collect();
             assert_field(&grad.to_f32(gpu).unwrap(), &scaled, 5e-3, &what);
         }
         // Forward alone gives the same value and leaves the gradient alone.
@@ -345,8 +349,7 @@ fn gradient_carries_scale_and_weight() {
         sc.set_scale(gpu, 2.0);
         loss.evaluate(gpu, true).unwrap();
         let g2 = grad.to_f32(gpu).unwrap();
-        let (_, g_ref) =
-            reference::physics(&heights.iter().map(|&v| v as f64).collect::<Vec<_>>(), &frame, shape, &cfg);
+        let (_, g_ref) = physics_ref(&f64s(&heights), &frame, shape, &cfg);
         let half: Vec<f64> = g_ref.iter().map(|g| g * 0.5).collect();
         assert_field(&g2, &half, tolerance(p), &format!("{what}: scale 2, weight 0.25"));
     }

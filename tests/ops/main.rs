@@ -1,14 +1,21 @@
 //! Kernels against their CPU references and PyTorch, the optimizers, and the naga cross-compile.
-//! One test binary per group (one link, one GPU context per process).
+//! One test binary per group (one link, one GPU context per process). A kernel is one walk:
+//! `shaders/X.wgsl` ↔ `src/ops/X.rs` ↔ `tests/ops/X.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod check;
+
 mod adam;
+mod batchnorm;
+mod blend;
 mod classical;
-mod grad_conv;
-mod grad_layers;
-mod kernels;
+mod conv;
+mod convert;
+mod gather;
 mod lbfgs;
 mod loss;
+mod pool;
 mod shaders;
+mod upsample;

@@ -67,18 +67,30 @@ fn every_shader_translates_to_every_backend() {
     assert_eq!(checked, 2 * shaders().len());
 }
 
-#[test]
-fn every_shader_file_is_compiled() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+/// Every `.wgsl` file under `shaders/` (the shared pieces in `shaders/lib/` included).
+fn wgsl_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "wgsl") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert!(
-                shaders().iter().any(|s| s.body.contains(text.as_str())),
-                "{} is not part of any program in ops::shaders()",
-                path.display()
-            );
+        if path.is_dir() {
+            files.extend(wgsl_files(&path));
+        } else if path.extension().is_some_and(|e| e == "wgsl") {
+            files.push(path);
         }
+    }
+    files
+}
+
+#[test]
+fn every_shader_file_is_compiled() {
+    let files = wgsl_files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders"));
+    assert!(files.iter().any(|f| f.parent().is_some_and(|d| d.ends_with("lib"))), "shaders/lib is searched");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            shaders().iter().any(|s| s.body.contains(text.as_str())),
+            "{} is not part of any program in ops::shaders()",
+            path.display()
+        );
     }
 }

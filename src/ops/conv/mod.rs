@@ -6,7 +6,7 @@
 //! that the optimizer updates; [`ConvWeights::trainable`] holds the kernel-layout copies, refreshed from the master
 //! by [`relayout`] (and the bias by [`relayout_bias`]) at the start of each step, on the GPU.
 //! Backward: [`conv_grad_input`] (dx, storage precision, may accumulate into a channel view),
-//! [`conv_grad_weight`] (dW, f32 `[cout, cin, k, k]`), [`conv_grad_bias`] (db, f32 `[cout]`).
+//! [`conv_grad_weight_in`] (dW, f32 `[cout, cin, k, k]`), [`conv_grad_bias`] (db, f32 `[cout]`).
 
 use std::sync::OnceLock;
 
@@ -16,20 +16,10 @@ use crate::error::{Error, Result};
 pub mod reference;
 
 use crate::gpu::{
-    Binding, ChannelView, Dispatch, Gpu, Kernel, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
+    Binding, ChannelView, Dispatch, Gpu, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
 };
 
-pub static SHADER: Shader = Shader { name: "conv", body: include_str!("../../../shaders/conv.wgsl") };
-pub static CONV3X3: Kernel = Kernel { shader: &SHADER, entry: "conv3x3" };
-pub static CONV1X1: Kernel = Kernel { shader: &SHADER, entry: "conv1x1" };
-pub static CONV3X3_NAIVE: Kernel = Kernel { shader: &SHADER, entry: "conv3x3_naive" };
-pub static RELAYOUT: Kernel = Kernel { shader: &SHADER, entry: "relayout" };
-pub static TRANSPOSE_WEIGHTS: Kernel = Kernel { shader: &SHADER, entry: "transpose_weights" };
-pub static RELAYOUT_BIAS: Kernel = Kernel { shader: &SHADER, entry: "relayout_bias" };
-pub static CONV3X3_GRAD_WEIGHT: Kernel = Kernel { shader: &SHADER, entry: "conv3x3_grad_weight" };
-pub static CONV1X1_GRAD_WEIGHT: Kernel = Kernel { shader: &SHADER, entry: "conv1x1_grad_weight" };
-pub static GRAD_WEIGHT_REDUCE: Kernel = Kernel { shader: &SHADER, entry: "grad_weight_reduce" };
-pub static GRAD_BIAS: Kernel = Kernel { shader: &SHADER, entry: "grad_bias" };
+pub static SHADER: Shader = wgsl!("conv": "lib/grid.wgsl", "lib/reduce.wgsl", "conv.wgsl");
 
 /// Output block of one `conv3x3` workgroup: columns, rows, output channels.
 const TILE: [usize; 3] = [32, 8, 16];
@@ -45,7 +35,7 @@ const GW_SCRATCH_BYTES: u64 = 16 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvParams {
+pub(super) struct ConvParams {
     n: u32,
     cin: u32,
     h: u32,
@@ -160,7 +150,8 @@ impl ConvWeights {
         let b = zeroed(gpu, "conv weights (transposed)", buffer_bytes(count * 4, self.precision))?;
         let p = ConvParams { cin: self.cin as u32, cout: self.cout as u32, kk: kk as u32, ..Zeroable::zeroed() };
         let [gx, gy] = grid_1d(gpu, count, 64);
-        let d = Dispatch::new(gpu, &TRANSPOSE_WEIGHTS, self.precision, &p, &[(2, &self.wt), (7, &b)], [gx, gy, 1])?;
+        let bufs = [(2, &self.wt), (7, &b)];
+        let d = Dispatch::new(gpu, &SHADER.kernel("transpose_weights"), self.precision, &p, &bufs, [gx, gy, 1])?;
         gpu.run(&[&d])?;
         let _ = self.wtt.set(b);
         Ok(self.wtt.get().expect("set above"))
@@ -195,18 +186,10 @@ fn view_params(
     if (input.n(), input.h(), input.w()) != (output.n(), output.h(), output.w()) {
         return Err(Error::Shape(format!("{what} input and output sizes differ")));
     }
-    Ok(ConvParams {
-        n: input.n() as u32,
-        cin: cin as u32,
-        h: input.h() as u32,
-        w: input.w() as u32,
-        cout: cout as u32,
-        in_ctot: input.total() as u32,
-        in_coff: input.offset as u32,
-        out_ctot: output.total() as u32,
-        out_coff: output.offset as u32,
-        ..Zeroable::zeroed()
-    })
+    let ([n, _, h, w], [in_ctot, in_coff], [out_ctot, out_coff]) =
+        (super::dims(input), super::slot(input), super::slot(output));
+    let (cin, cout) = (cin as u32, cout as u32);
+    Ok(ConvParams { n, cin, h, w, cout, in_ctot, in_coff, out_ctot, out_coff, ..Zeroable::zeroed() })
 }
 
 fn params(w: &ConvWeights, input: &ChannelView, output: &ChannelView, oc_tiles: usize) -> Result<ConvParams> {
@@ -227,12 +210,12 @@ fn launch(
         let oc_tiles = cout.div_ceil(TILE[2]);
         p.oc_tiles = oc_tiles as u32;
         let groups = [wd.div_ceil(TILE[0]) as u32, h.div_ceil(TILE[1]) as u32, (n * oc_tiles) as u32];
-        Dispatch::new(gpu, &CONV3X3, precision, &p, bufs, groups)
+        Dispatch::new(gpu, &SHADER.kernel("conv3x3"), precision, &p, bufs, groups)
     } else {
         let oc_tiles = cout.div_ceil(4);
         p.oc_tiles = oc_tiles as u32;
         let [gx, gy] = grid_1d(gpu, h * wd, 64);
-        Dispatch::new(gpu, &CONV1X1, precision, &p, bufs, [gx, gy, (n * oc_tiles) as u32])
+        Dispatch::new(gpu, &SHADER.kernel("conv1x1"), precision, &p, bufs, [gx, gy, (n * oc_tiles) as u32])
     }
 }
 
@@ -248,7 +231,7 @@ pub fn conv3x3_naive(gpu: &Gpu, w: &ConvWeights, input: ChannelView, output: Cha
     let p = params(w, &input, &output, 0)?;
     let [gx, gy] = grid_1d(gpu, input.h() * input.w(), 64);
     let bufs = [(1, &input.tensor.buffer), (2, &w.wt), (3, &w.ss), (4, &output.tensor.buffer)];
-    Dispatch::new(gpu, &CONV3X3_NAIVE, w.precision, &p, &bufs, [gx, gy, (input.n() * w.cout) as u32])
+    Dispatch::new(gpu, &SHADER.kernel("conv3x3_naive"), w.precision, &p, &bufs, [gx, gy, (input.n() * w.cout) as u32])
 }
 
 /// Floating-point operations of a convolution (2 per multiply-add), for benchmark reports.
@@ -268,7 +251,14 @@ pub fn relayout<'a>(gpu: &Gpu, master: impl Into<Binding<'a>>, w: &ConvWeights) 
     let count = (w.cout.div_ceil(4) * w.cin + w.cin.div_ceil(4) * w.cout) * kk;
     let [gx, gy] = grid_1d(gpu, count, 64);
     let wtt = w.wtt.get().expect("trainable weights have a transposed copy");
-    Dispatch::new(gpu, &RELAYOUT, w.precision, &p, &[(5, master), (6, (&w.wt).into()), (7, wtt.into())], [gx, gy, 1])
+    Dispatch::new(
+        gpu,
+        &SHADER.kernel("relayout"),
+        w.precision,
+        &p,
+        &[(5, master), (6, (&w.wt).into()), (7, wtt.into())],
+        [gx, gy, 1],
+    )
 }
 
 /// Set the epilogue of trainable weights to `conv + bias[oc]` from an f32 GPU buffer (or range)
@@ -279,7 +269,7 @@ pub fn relayout_bias<'a>(gpu: &Gpu, bias: impl Into<Binding<'a>>, w: &ConvWeight
     check_f32_buffer(bias, w.cout, &format!("bias of {}", w.shape()))?;
     let p = ConvParams { cout: w.cout as u32, ..Zeroable::zeroed() };
     let groups = [w.cout.div_ceil(64) as u32, 1, 1];
-    Dispatch::new(gpu, &RELAYOUT_BIAS, w.precision, &p, &[(8, bias), (9, (&w.ss).into())], groups)
+    Dispatch::new(gpu, &SHADER.kernel("relayout_bias"), w.precision, &p, &[(8, bias), (9, (&w.ss).into())], groups)
 }
 
 fn check_trainable(w: &ConvWeights, what: &str) -> Result<()> {
@@ -318,28 +308,7 @@ pub fn conv_grad_input(
     launch(gpu, w.k, w.precision, p, &bufs)
 }
 
-/// `dW (+)= sum over images and pixels of dy x x-window`: the weight gradient as f32 in PyTorch's
-/// layout `[cout, cin, k, k]`, into `dw` (a buffer or range of at least `cout * cin * k * k`
-/// floats). `x` is the
-/// convolution's input, `dy` the gradient of its output. With `accumulate`, adds into `dw`
-/// (gradient accumulation over micro-batches).
-///
-/// Returns one dispatch, or two when the pixels are split across workgroups (partial sums in a
-/// scratch buffer the dispatches keep alive, summed in a fixed order: deterministic).
-pub fn conv_grad_weight<'a>(
-    gpu: &Gpu,
-    w: &ConvWeights,
-    x: ChannelView,
-    dy: ChannelView,
-    dw: impl Into<Binding<'a>>,
-    accumulate: bool,
-) -> Result<Vec<Dispatch>> {
-    let bytes = grad_weight_scratch_bytes(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
-    let scratch = if bytes > 0 { Some(zeroed(gpu, "conv weight gradient partial sums", bytes)?) } else { None };
-    conv_grad_weight_in(gpu, w, x, dy, dw, accumulate, scratch.as_ref())
-}
-
-/// How [`conv_grad_weight`] splits the pixels: (chunks, strips per chunk, strips).
+/// How [`conv_grad_weight_in`] splits the pixels: (chunks, strips per chunk, strips).
 fn grad_weight_split(gpu: &Gpu, [cout, cin, k]: [usize; 3], [n, h, wd]: [usize; 3]) -> (usize, usize, usize) {
     let total = cout * cin * k * k;
     let (tile, strips) = if k == 3 {
@@ -365,8 +334,15 @@ pub fn grad_weight_scratch_bytes(gpu: &Gpu, shape: [usize; 3], input: [usize; 3]
     if chunks == 1 { 0 } else { (chunks * total) as u64 * 4 }
 }
 
-/// [`conv_grad_weight`] with a caller-owned `scratch` of at least [`grad_weight_scratch_bytes`]
-/// (may be shared with other launches that do not run concurrently).
+/// `dW (+)= sum over images and pixels of dy x x-window`: the weight gradient as f32 in PyTorch's
+/// layout `[cout, cin, k, k]`, into `dw` (a buffer or range of at least `cout * cin * k * k` floats). `x` is the
+/// convolution's input, `dy` the gradient of its output. With `accumulate`, adds into `dw`
+/// (gradient accumulation over micro-batches).
+///
+/// Returns one dispatch, or two when the pixels are split across workgroups: partial sums in
+/// `scratch`, a caller-owned buffer of at least [`grad_weight_scratch_bytes`] (may be shared with
+/// other launches that do not run concurrently) or, with `None`, one allocated here that the
+/// dispatches keep alive; summed in a fixed order (deterministic).
 pub fn conv_grad_weight_in<'a>(
     gpu: &Gpu,
     w: &ConvWeights,
@@ -381,7 +357,7 @@ pub fn conv_grad_weight_in<'a>(
     let kk = w.k * w.k;
     let total = w.cout * w.cin * kk;
     check_f32_buffer(dw, total, &format!("weight gradient {}", w.shape()))?;
-    let kernel = if w.k == 3 { &CONV3X3_GRAD_WEIGHT } else { &CONV1X1_GRAD_WEIGHT };
+    let kernel = if w.k == 3 { &SHADER.kernel("conv3x3_grad_weight") } else { &SHADER.kernel("conv1x1_grad_weight") };
     let tile = if w.k == 3 { GW_TILE_3X3 } else { GW_TILE_1X1 };
     let (chunks, per, strips) = grad_weight_split(gpu, [w.cout, w.cin, w.k], [x.n(), x.h(), x.w()]);
     let p = ConvParams { kk: kk as u32, strips: strips as u32, chunk: per as u32, ..p };
@@ -392,20 +368,25 @@ pub fn conv_grad_weight_in<'a>(
         return Ok(vec![Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, dw)], groups)?]);
     }
     let need = (chunks * total) as u64 * 4;
+    let own;
     let scratch = match scratch {
         Some(b) if b.size() >= need => b,
-        _ => {
+        Some(_) => {
             return Err(Error::Shape(format!(
                 "convolution weight gradient {} needs a scratch buffer of {need} bytes",
                 w.shape()
             )));
+        }
+        None => {
+            own = zeroed(gpu, "conv weight gradient partial sums", need)?;
+            &own
         }
     };
     let partial = Dispatch::new(gpu, kernel, w.precision, &p, &[(1, xb), (10, dyb), (11, scratch.into())], groups)?;
     let rp = ConvParams { accumulate: accumulate as u32, chunk: chunks as u32, ..p };
     let [gx, gy] = grid_1d(gpu, total, 64);
     let bufs = [(12, scratch.into()), (11, dw)];
-    let reduce = Dispatch::new(gpu, &GRAD_WEIGHT_REDUCE, w.precision, &rp, &bufs, [gx, gy, 1])?;
+    let reduce = Dispatch::new(gpu, &SHADER.kernel("grad_weight_reduce"), w.precision, &rp, &bufs, [gx, gy, 1])?;
     Ok(vec![partial, reduce])
 }
 
@@ -420,15 +401,8 @@ pub fn conv_grad_bias<'a>(
 ) -> Result<Dispatch> {
     let (c, db) = (dy.channels, db.into());
     check_f32_buffer(db, c, "bias gradient")?;
-    let p = ConvParams {
-        n: dy.n() as u32,
-        h: dy.h() as u32,
-        w: dy.w() as u32,
-        cout: c as u32,
-        out_ctot: dy.total() as u32,
-        out_coff: dy.offset as u32,
-        accumulate: accumulate as u32,
-        ..Zeroable::zeroed()
-    };
-    Dispatch::new(gpu, &GRAD_BIAS, dy.tensor.precision, &p, &[(10, dy.tensor.into()), (11, db)], [c as u32, 1, 1])
+    let ([n, cout, h, w], [out_ctot, out_coff]) = (super::dims(&dy), super::slot(&dy));
+    let p = ConvParams { n, h, w, cout, out_ctot, out_coff, accumulate: accumulate as u32, ..Zeroable::zeroed() };
+    let bufs = [(10, dy.tensor.into()), (11, db)];
+    Dispatch::new(gpu, &SHADER.kernel("grad_bias"), dy.tensor.precision, &p, &bufs, [c as u32, 1, 1])
 }
