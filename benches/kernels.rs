@@ -232,7 +232,8 @@ fn batchnorm_case(gpu: &Gpu, p: Precision, shape: [usize; 4], keep: &mut Vec<Ten
     let x = Tensor::from_f32(gpu, shape, p, &pseudo_random(n * c * h * w, 13)).expect("batchnorm input");
     let y = Tensor::new(gpu, shape, p, "batchnorm output").expect("batchnorm output");
     let (gamma, beta, stats) = (vector(&vec![1.0; c]), vector(&vec![0.0; c]), vector(&vec![0.0; 2 * c]));
-    let bn = BnLayer { gamma: &gamma, beta: &beta, stats: &stats, eps: batchnorm::EPS, frozen: false };
+    let bn =
+        BnLayer { gamma: (&gamma).into(), beta: (&beta).into(), stats: &stats, eps: batchnorm::EPS, frozen: false };
     let mut d = batchnorm::bn_stats(gpu, x.view(), &stats).expect("batchnorm statistics");
     d.push(batchnorm::bn_forward_relu(gpu, x.view(), &bn, true, y.view()).expect("batchnorm forward"));
     let values = y.len();
