@@ -160,7 +160,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "until the long functions of the layout step are split"]
     fn functions_are_short_and_main_is_thin() {
         let mut files = Vec::new();
         sources(&src(), &mut files);
