@@ -3,6 +3,12 @@
 //
 // Layouts (C-order, batch-major): activations (batch, features); Chebyshev coefficients as
 // PyTorch's (n_in, n_out, degree + 1); LayerNorm weight / bias (features).
+// Forward-mode input derivatives along D = p.n_dir > 0 directions: activations are then
+// (batch, features, 1 + 2 D), channel 0 the value, 1 + a its derivative along physical axis a,
+// 1 + D + a its second derivative along a; the backward kernels take the gradients of those
+// channels. affine_scale, cheby_backward_coeffs and layernorm_tanh_forward serve both (D = 0: the
+// values alone); cheby_forward, cheby_backward_input and layernorm_tanh_backward are the values'
+// own kernels (a cheaper loop, or another formula) beside their *_derivatives twins.
 // One invocation per output element, 64 lanes, indexed `gid.x + gid.y * nwg.x * 64` (grid_1d).
 // Every reduction is a serial loop in a fixed order: results are deterministic. Sums over the batch
 // (the parameter gradients) are two-stage: a first kernel writes one partial sum per chunk of
@@ -136,14 +142,22 @@ fn scaled_coordinate(i: u32) -> f32 {
     return 2.0 * (coordinate(i) - c[d]) / domain_span(d) - 1.0;
 }
 
-// y[i] = scaled_coordinate(i), one invocation per (sample, coordinate).
+// y = scaled_coordinate(i) per (sample, coordinate), and with D = n_dir > 0 (D = n_in) the
+// tangents: d xhat_j / d x_a = 2 / (max_j - min_j) if a == j, else 0; second derivatives 0.
 @compute @workgroup_size(64, 1, 1)
 fn affine_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = lane(gid, nwg);
     if (i >= p.batch * p.n_in) {
         return;
     }
-    y[i] = scaled_coordinate(i);
+    let d = i % p.n_in;
+    let nd = p.n_dir;
+    let o = i * n_channels();
+    y[o] = scaled_coordinate(i);
+    for (var a = 0u; a < nd; a++) {
+        y[o + 1u + a] = select(0.0, 2.0 / domain_span(d), a == d);
+        y[o + 1u + nd + a] = 0.0;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,6 +244,38 @@ fn cheby_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     y[t] = acc;
 }
 
+// cheby_forward with tangents: per input i, S0 = sum_k c T_k, S1 = sum_k c T_k', S2 = sum_k c T_k''
+// (cheby_sums); then y = sum_i S0, y'_a = sum_i S1 x'_a, y''_a = sum_i S2 x'_a^2 + S1 x''_a.
+// One invocation per (b, o).
+@compute @workgroup_size(64, 1, 1)
+fn cheby_forward_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.batch * p.n_out) {
+        return;
+    }
+    let b = t / p.n_out;
+    let o = t % p.n_out;
+    let kk = p.degree + 1u;
+    let nd = p.n_dir;
+    let ch = n_channels();
+    let out = t * ch;
+    for (var q = 0u; q < ch; q++) {
+        y[out + q] = 0.0;
+    }
+    var acc = 0.0;
+    for (var i = 0u; i < p.n_in; i++) {
+        let xi = (b * p.n_in + i) * ch;
+        let s = cheby_sums((i * p.n_out + o) * kk, x[xi]);
+        acc += s.x;
+        for (var a = 0u; a < nd; a++) {
+            let d = tangents(xi, a);
+            y[out + 1u + a] += s.y * d.x;
+            y[out + 1u + nd + a] += s.z * d.x * d.x + s.y * d.y;
+        }
+    }
+    y[out] = acc;
+}
+
 // dx[b, i] = sum_o dy[b, o] sum_k c[i, o, k] T_k'(x[b, i]), with T_k' = k U_{k-1}
 // (U_0 = 1, U_1 = 2 x, U_k = 2 x U_{k-1} - U_{k-2}).
 @compute @workgroup_size(64, 1, 1)
@@ -259,8 +305,47 @@ fn cheby_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     dx[t] = acc;
 }
 
-// First stage of dw[i, o, k] = sum_b dy[b, o] T_k(x[b, i]): y[ch, i, o, k] = the sum over chunk
-// ch's samples in order; one invocation per (chunk, i, o, k).
+// Adjoint of cheby_forward_derivatives for the inputs (dy, dx: the gradients of its output and
+// input channels), one invocation per (b, i): with
+// S_q = sum_k c T_k^(q) (cheby_sums) and g = dy[b, o, :],
+// dx0 = sum_o g0 S1 + sum_a g1 S2 x'_a + g2 (S3 x'_a^2 + S2 x''_a), dx'_a = sum_o g1 S1 + 2 g2 S2 x'_a,
+// dx''_a = sum_o g2 S1.
+@compute @workgroup_size(64, 1, 1)
+fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane(gid, nwg);
+    if (t >= p.batch * p.n_in) {
+        return;
+    }
+    let b = t / p.n_in;
+    let i = t % p.n_in;
+    let kk = p.degree + 1u;
+    let nd = p.n_dir;
+    let ch = n_channels();
+    let xi = t * ch;
+    let xv = x[xi];
+    for (var q = 0u; q < ch; q++) {
+        dx[xi + q] = 0.0;
+    }
+    var acc0 = 0.0;
+    for (var o = 0u; o < p.n_out; o++) {
+        let s = cheby_sums((i * p.n_out + o) * kk, xv);
+        let go = (b * p.n_out + o) * ch;
+        acc0 += dy[go] * s.y;
+        for (var a = 0u; a < nd; a++) {
+            let d = tangents(xi, a);
+            let g = dy_tangents(go, a);
+            acc0 += g.x * s.z * d.x + g.y * (s.w * d.x * d.x + s.z * d.y);
+            dx[xi + 1u + a] += g.x * s.y + 2.0 * g.y * s.z * d.x;
+            dx[xi + 1u + nd + a] += g.y * s.y;
+        }
+    }
+    dx[xi] = acc0;
+}
+
+// dc[i, o, k] = sum_b dy[b, o] T_k(x[b, i]), and with D > 0 also the tangent terms
+// sum_a g1 T_k' x'_a + g2 (T_k'' x'_a^2 + T_k' x''_a) (g = dy[b, o, :]). First stage: per chunk ch,
+// y[ch, i, o, k] = the sum over the chunk's samples in order; one invocation per (chunk, i, o, k);
+// sum_chunks adds the chunks.
 @compute @workgroup_size(64, 1, 1)
 fn cheby_backward_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let tc = lane(gid, nwg);
@@ -269,9 +354,19 @@ fn cheby_backward_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     }
     let task = coeff_task(tc);
     let range = chunk_range(task.x);
+    let ch = n_channels();
     var acc = 0.0;
     for (var b = range.x; b < range.y; b++) {
-        acc += dy[b * p.n_out + task.z] * cheby_at(task.w, x[b * p.n_in + task.y]).x;
+        let xi = (b * p.n_in + task.y) * ch;
+        let tk = cheby_at(task.w, x[xi]);
+        let go = (b * p.n_out + task.z) * ch;
+        var s = dy[go] * tk.x;
+        for (var a = 0u; a < p.n_dir; a++) {
+            let d = tangents(xi, a);
+            let g = dy_tangents(go, a);
+            s += g.x * tk.y * d.x + g.y * (tk.z * d.x * d.x + tk.y * d.y);
+        }
+        acc += s;
     }
     y[tc] = acc;
 }
@@ -304,141 +399,6 @@ fn tanh_clamped(u: f32) -> f32 {
 // Feature j's output for its normalised value xh: tanh(xh gamma_j + beta_j).
 fn ln_tanh(xh: f32, j: u32) -> f32 {
     return tanh_clamped(xh * gamma[j] + beta[j]);
-}
-
-// y[b, :] = tanh(LayerNorm(x[b, :]) * gamma + beta) over n_out features; one invocation per sample.
-@compute @workgroup_size(64, 1, 1)
-fn layernorm_tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = lane(gid, nwg);
-    if (b >= p.batch) {
-        return;
-    }
-    let n = p.n_out;
-    let st = ln_stats(b * n, n, 1u);
-    for (var j = 0u; j < n; j++) {
-        y[b * n + j] = ln_tanh((x[b * n + j] - st.x) * st.y, j);
-    }
-}
-
-// Backward of layernorm_tanh_forward for sample b: from the pre-norm input x and dy = d(output),
-// dx[b, :] = rstd (g - mean(g) - xhat mean(g xhat)) with g = du gamma, du = dy (1 - tanh^2).
-// Also writes du and du * xhat for layernorm_params_backward.
-@compute @workgroup_size(64, 1, 1)
-fn layernorm_tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = lane(gid, nwg);
-    if (b >= p.batch) {
-        return;
-    }
-    let n = p.n_out;
-    let st = ln_stats(b * n, n, 1u);
-    var mg = 0.0;
-    var mgx = 0.0;
-    for (var j = 0u; j < n; j++) {
-        let o = b * n + j;
-        let xh = (x[o] - st.x) * st.y;
-        let a = ln_tanh(xh, j);
-        let d = dy[o] * (1.0 - a * a);
-        du[o] = d;
-        dux[o] = d * xh;
-        let g = d * gamma[j];
-        mg += g;
-        mgx += g * xh;
-    }
-    mg /= f32(n);
-    mgx /= f32(n);
-    for (var j = 0u; j < n; j++) {
-        let o = b * n + j;
-        let xh = (x[o] - st.x) * st.y;
-        dx[o] = st.y * (du[o] * gamma[j] - mg - xh * mgx);
-    }
-}
-
-// First stage of dgamma[j] = sum_b dux[b, j] (du xhat), dbeta[j] = sum_b du[b, j]: per chunk ch,
-// y[ch, 0, j] and y[ch, 1, j] the sums over its samples in order; one invocation per (chunk, j).
-@compute @workgroup_size(64, 1, 1)
-fn layernorm_params_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let n = p.n_out;
-    let tc = lane(gid, nwg);
-    if (tc >= n * n_chunks()) {
-        return;
-    }
-    let ch = tc / n;
-    let j = tc % n;
-    let range = chunk_range(ch);
-    var sw = 0.0;
-    var sb = 0.0;
-    for (var b = range.x; b < range.y; b++) {
-        sw += dux[b * n + j];
-        sb += du[b * n + j];
-    }
-    y[(2u * ch) * n + j] = sw;
-    y[(2u * ch + 1u) * n + j] = sb;
-}
-
-// Second stage: dgamma[j] = sum_ch x[ch, 0, j], dbeta[j] = sum_ch x[ch, 1, j] in chunk order.
-@compute @workgroup_size(64, 1, 1)
-fn layernorm_params_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let n = p.n_out;
-    let j = lane(gid, nwg);
-    if (j >= n) {
-        return;
-    }
-    dw[j] = chunk_sum(j, 2u * n);
-    db[j] = chunk_sum(n + j, 2u * n);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Forward-mode input derivatives. Activations are (batch, features, 1 + 2 D): channel 0 the
-// value, 1 + a its derivative along physical axis a, 1 + D + a its second derivative along a.
-
-// affine_scale plus the tangents: d xhat_j / d x_a = 2 / (max_j - min_j) if a == j, else 0;
-// second derivatives 0. One invocation per (sample, coordinate).
-@compute @workgroup_size(64, 1, 1)
-fn affine_scale_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = lane(gid, nwg);
-    if (i >= p.batch * p.n_in) {
-        return;
-    }
-    let d = i % p.n_in;
-    let nd = p.n_dir;
-    let o = i * n_channels();
-    y[o] = scaled_coordinate(i);
-    for (var a = 0u; a < nd; a++) {
-        y[o + 1u + a] = select(0.0, 2.0 / domain_span(d), a == d);
-        y[o + 1u + nd + a] = 0.0;
-    }
-}
-
-// cheby_forward with tangents: per input i, S0 = sum_k c T_k, S1 = sum_k c T_k', S2 = sum_k c T_k''
-// (cheby_sums); then y = sum_i S0, y'_a = sum_i S1 x'_a, y''_a = sum_i S2 x'_a^2 + S1 x''_a.
-// One invocation per (b, o).
-@compute @workgroup_size(64, 1, 1)
-fn cheby_forward_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = lane(gid, nwg);
-    if (t >= p.batch * p.n_out) {
-        return;
-    }
-    let b = t / p.n_out;
-    let o = t % p.n_out;
-    let kk = p.degree + 1u;
-    let nd = p.n_dir;
-    let ch = n_channels();
-    let out = t * ch;
-    for (var q = 0u; q < ch; q++) {
-        y[out + q] = 0.0;
-    }
-    var acc = 0.0;
-    for (var i = 0u; i < p.n_in; i++) {
-        let xi = (b * p.n_in + i) * ch;
-        let s = cheby_sums((i * p.n_out + o) * kk, x[xi]);
-        acc += s.x;
-        for (var a = 0u; a < nd; a++) {
-            let d = tangents(xi, a);
-            y[out + 1u + a] += s.y * d.x;
-            y[out + 1u + nd + a] += s.z * d.x * d.x + s.y * d.y;
-        }
-    }
-    y[out] = acc;
 }
 
 // One sample's LayerNorm statistics along one axis (axis_stats).
@@ -495,14 +455,15 @@ fn xhat_tangents(e: vec3<f32>, r: f32, s: AxisStats) -> vec2<f32> {
     return vec2<f32>(e.y * r + e.x * s.r1, e.z * r + 2.0 * e.y * s.r1 + e.x * s.r2);
 }
 
-// layernorm_tanh_forward with tangents, one invocation per sample (n_out features). Along each
-// axis a, with e = z - mean z, v = mean e^2, r = (v + eps)^(-1/2), xhat = e r:
+// y[b, :] = tanh(LayerNorm(x[b, :]) * gamma + beta) over n_out features, one invocation per
+// sample; with D > 0 also the tangents. Along each axis a, with e = z - mean z, v = mean e^2,
+// r = (v + eps)^(-1/2), xhat = e r:
 // e' = z' - mean z', v' = 2 mean(e e'), r' = -r^3 v' / 2, xhat' = e' r + e r';
 // e'' = z'' - mean z'', v'' = 2 mean(e'^2 + e e''), r'' = 3 r^5 v'^2 / 4 - r^3 v'' / 2,
 // xhat'' = e'' r + 2 e' r' + e r''; h = gamma xhat + beta; t = tanh h,
 // t' = (1 - t^2) h', t'' = (1 - t^2) h'' - 2 t (1 - t^2) h'^2.
 @compute @workgroup_size(64, 1, 1)
-fn layernorm_tanh_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn layernorm_tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = lane(gid, nwg);
     if (b >= p.batch) {
         return;
@@ -531,78 +492,43 @@ fn layernorm_tanh_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Backward of the forward-mode derivative pass: dy is the gradient of the (batch, n_out, 1 + 2 D)
-// output channels, dx that of the input channels.
-
-// Adjoint of cheby_forward_derivatives for the inputs, one invocation per (b, i): with
-// S_q = sum_k c T_k^(q) (cheby_sums) and g = dy[b, o, :],
-// dx0 = sum_o g0 S1 + sum_a g1 S2 x'_a + g2 (S3 x'_a^2 + S2 x''_a), dx'_a = sum_o g1 S1 + 2 g2 S2 x'_a,
-// dx''_a = sum_o g2 S1.
+// Backward of layernorm_tanh_forward for sample b: from the pre-norm input x and dy = d(output),
+// dx[b, :] = rstd (g - mean(g) - xhat mean(g xhat)) with g = du gamma, du = dy (1 - tanh^2).
+// Also writes du and du * xhat for layernorm_params_backward.
 @compute @workgroup_size(64, 1, 1)
-fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = lane(gid, nwg);
-    if (t >= p.batch * p.n_in) {
+fn layernorm_tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = lane(gid, nwg);
+    if (b >= p.batch) {
         return;
     }
-    let b = t / p.n_in;
-    let i = t % p.n_in;
-    let kk = p.degree + 1u;
-    let nd = p.n_dir;
-    let ch = n_channels();
-    let xi = t * ch;
-    let xv = x[xi];
-    for (var q = 0u; q < ch; q++) {
-        dx[xi + q] = 0.0;
+    let n = p.n_out;
+    let st = ln_stats(b * n, n, 1u);
+    var mg = 0.0;
+    var mgx = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let o = b * n + j;
+        let xh = (x[o] - st.x) * st.y;
+        let a = ln_tanh(xh, j);
+        let d = dy[o] * (1.0 - a * a);
+        du[o] = d;
+        dux[o] = d * xh;
+        let g = d * gamma[j];
+        mg += g;
+        mgx += g * xh;
     }
-    var acc0 = 0.0;
-    for (var o = 0u; o < p.n_out; o++) {
-        let s = cheby_sums((i * p.n_out + o) * kk, xv);
-        let go = (b * p.n_out + o) * ch;
-        acc0 += dy[go] * s.y;
-        for (var a = 0u; a < nd; a++) {
-            let d = tangents(xi, a);
-            let g = dy_tangents(go, a);
-            acc0 += g.x * s.z * d.x + g.y * (s.w * d.x * d.x + s.z * d.y);
-            dx[xi + 1u + a] += g.x * s.y + 2.0 * g.y * s.z * d.x;
-            dx[xi + 1u + nd + a] += g.y * s.y;
-        }
+    mg /= f32(n);
+    mgx /= f32(n);
+    for (var j = 0u; j < n; j++) {
+        let o = b * n + j;
+        let xh = (x[o] - st.x) * st.y;
+        dx[o] = st.y * (du[o] * gamma[j] - mg - xh * mgx);
     }
-    dx[xi] = acc0;
 }
 
-// Adjoint of cheby_forward_derivatives for the coefficients, first stage: per chunk ch and (i, o, k),
-// y[ch, i, o, k] = sum over the chunk's samples in order of
-// g0 T_k + sum_a g1 T_k' x'_a + g2 (T_k'' x'_a^2 + T_k' x''_a); sum_chunks adds the chunks.
-@compute @workgroup_size(64, 1, 1)
-fn cheby_backward_derivatives_coeffs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let tc = lane(gid, nwg);
-    if (tc >= n_coeff_tasks()) {
-        return;
-    }
-    let task = coeff_task(tc);
-    let range = chunk_range(task.x);
-    let ch = n_channels();
-    var acc = 0.0;
-    for (var b = range.x; b < range.y; b++) {
-        let xi = (b * p.n_in + task.y) * ch;
-        let tk = cheby_at(task.w, x[xi]);
-        let go = (b * p.n_out + task.z) * ch;
-        var s = dy[go] * tk.x;
-        for (var a = 0u; a < p.n_dir; a++) {
-            let d = tangents(xi, a);
-            let g = dy_tangents(go, a);
-            s += g.x * tk.y * d.x + g.y * (tk.z * d.x * d.x + tk.y * d.y);
-        }
-        acc += s;
-    }
-    y[tc] = acc;
-}
-
-// Adjoint of layernorm_tanh_derivatives, one invocation per sample (n_out features): from the
-// pre-norm channels x and dy = d(output channels), writes dx = d(x channels), du = d(pre-tanh
-// value) and dux = the sample's dgamma contribution for layernorm_params_backward. Reverse of the
-// formulas there: per axis the adjoints of t' = s h1, t'' = s h2 - 2 t s h1^2 (s = 1 - t^2) give
+// Adjoint of layernorm_tanh_forward with D > 0, one invocation per sample (n_out features):
+// from the pre-norm channels x and dy = d(output channels), writes dx = d(x channels),
+// du = d(pre-tanh value) and dux = the sample's dgamma contribution for
+// layernorm_params_backward. Reverse of the formulas there: per axis the adjoints of t' = s h1, t'' = s h2 - 2 t s h1^2 (s = 1 - t^2) give
 // those of t, h1, h2, then of e', e'', e, r', r'', r, v', v'', and finally of e, r, v; each e
 // adjoint minus its mean is the input's.
 @compute @workgroup_size(64, 1, 1)
@@ -712,4 +638,38 @@ fn layernorm_tanh_derivatives_backward(@builtin(global_invocation_id) gid: vec3<
     for (var j = 0u; j < n; j++) {
         dx[row + j * ch] -= mb;
     }
+}
+
+// First stage of dgamma[j] = sum_b dux[b, j] (du xhat), dbeta[j] = sum_b du[b, j]: per chunk ch,
+// y[ch, 0, j] and y[ch, 1, j] the sums over its samples in order; one invocation per (chunk, j).
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_params_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = p.n_out;
+    let tc = lane(gid, nwg);
+    if (tc >= n * n_chunks()) {
+        return;
+    }
+    let ch = tc / n;
+    let j = tc % n;
+    let range = chunk_range(ch);
+    var sw = 0.0;
+    var sb = 0.0;
+    for (var b = range.x; b < range.y; b++) {
+        sw += dux[b * n + j];
+        sb += du[b * n + j];
+    }
+    y[(2u * ch) * n + j] = sw;
+    y[(2u * ch + 1u) * n + j] = sb;
+}
+
+// Second stage: dgamma[j] = sum_ch x[ch, 0, j], dbeta[j] = sum_ch x[ch, 1, j] in chunk order.
+@compute @workgroup_size(64, 1, 1)
+fn layernorm_params_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = p.n_out;
+    let j = lane(gid, nwg);
+    if (j >= n) {
+        return;
+    }
+    dw[j] = chunk_sum(j, 2u * n);
+    db[j] = chunk_sum(n + j, 2u * n);
 }

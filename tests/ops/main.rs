@@ -5,6 +5,7 @@
 mod common;
 
 mod adam;
+mod chebykan;
 mod classical;
 mod grad_conv;
 mod grad_layers;
