@@ -89,6 +89,11 @@ fn n_coeff_tasks() -> u32 {
     return p.n_in * p.n_out * (p.degree + 1u) * n_chunks();
 }
 
+// Where the degree + 1 coefficients of edge (i, o) start in c.
+fn coeff_base(i: u32, o: u32) -> u32 {
+    return (i * p.n_out + o) * (p.degree + 1u);
+}
+
 // Invocation tc of a first-stage coefficient reduction: (chunk, i, o, k).
 fn coeff_task(tc: u32) -> vec4<u32> {
     let kk = p.degree + 1u;
@@ -236,10 +241,9 @@ fn cheby_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     let b = t / p.n_out;
     let o = t % p.n_out;
-    let kk = p.degree + 1u;
     var acc = 0.0;
     for (var i = 0u; i < p.n_in; i++) {
-        acc += cheby_sum((i * p.n_out + o) * kk, x[b * p.n_in + i]);
+        acc += cheby_sum(coeff_base(i, o), x[b * p.n_in + i]);
     }
     y[t] = acc;
 }
@@ -255,7 +259,6 @@ fn cheby_forward_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     }
     let b = t / p.n_out;
     let o = t % p.n_out;
-    let kk = p.degree + 1u;
     let nd = p.n_dir;
     let ch = n_channels();
     let out = t * ch;
@@ -265,7 +268,7 @@ fn cheby_forward_derivatives(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     var acc = 0.0;
     for (var i = 0u; i < p.n_in; i++) {
         let xi = (b * p.n_in + i) * ch;
-        let s = cheby_sums((i * p.n_out + o) * kk, x[xi]);
+        let s = cheby_sums(coeff_base(i, o), x[xi]);
         acc += s.x;
         for (var a = 0u; a < nd; a++) {
             let d = tangents(xi, a);
@@ -286,11 +289,10 @@ fn cheby_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
     let b = t / p.n_in;
     let i = t % p.n_in;
-    let kk = p.degree + 1u;
     let xv = x[t];
     var acc = 0.0;
     for (var o = 0u; o < p.n_out; o++) {
-        let base = (i * p.n_out + o) * kk;
+        let base = coeff_base(i, o);
         var u0 = 0.0;  // U_{k-2}
         var u1 = 1.0;  // U_{k-1}
         var s = 0.0;
@@ -318,7 +320,6 @@ fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32
     }
     let b = t / p.n_in;
     let i = t % p.n_in;
-    let kk = p.degree + 1u;
     let nd = p.n_dir;
     let ch = n_channels();
     let xi = t * ch;
@@ -328,7 +329,7 @@ fn cheby_backward_derivatives_input(@builtin(global_invocation_id) gid: vec3<u32
     }
     var acc0 = 0.0;
     for (var o = 0u; o < p.n_out; o++) {
-        let s = cheby_sums((i * p.n_out + o) * kk, xv);
+        let s = cheby_sums(coeff_base(i, o), xv);
         let go = (b * p.n_out + o) * ch;
         acc0 += dy[go] * s.y;
         for (var a = 0u; a < nd; a++) {

@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d, zeroed_f32};
+use wgpu::Buffer;
 
 pub static SHADER: Shader = Shader { name: "chebykan", body: include_str!("../../shaders/chebykan.wgsl") };
 pub static AFFINE_SCALE: Kernel = Kernel { shader: &SHADER, entry: "affine_scale" };
@@ -121,32 +122,49 @@ pub struct ChebyShape {
 }
 
 impl ChebyShape {
-    fn params(&self, pass: Pass) -> ChebyParams {
-        ChebyParams::new(pass, self.batch, self.n_in, self.n_out, self.degree)
-    }
     /// Values in the coefficient tensor `(n_in, n_out, degree + 1)`.
     pub fn coeffs(&self) -> usize {
         self.n_in * self.n_out * (self.degree + 1)
     }
 }
 
-/// One `tanh(LayerNorm(z) · gamma + beta)` over `n` features of `batch` samples, with its affine
-/// parameters `gamma`, `beta` (`n` each).
+/// One Chebyshev layer applied to an input: its sizes, the pass, the input `x` (`(batch, n_in)`,
+/// or `(batch, n_in, 1 + 2 dirs)` for the derivatives) and the coefficients `(n_in, n_out, degree + 1)`.
+#[derive(Clone, Copy)]
+pub struct ChebyLayer<'a> {
+    pub shape: ChebyShape,
+    pub pass: Pass,
+    pub x: &'a Buffer,
+    pub coeffs: &'a Buffer,
+}
+
+impl ChebyLayer<'_> {
+    fn params(&self) -> ChebyParams {
+        let s = self.shape;
+        ChebyParams::new(self.pass, s.batch, s.n_in, s.n_out, s.degree)
+    }
+}
+
+/// One `tanh(LayerNorm(z) · gamma + beta)` over `n` features of `batch` samples applied to the
+/// pre-norm input `z` (`(batch, n)`, or `(batch, n, 1 + 2 dirs)` for the derivatives), with its
+/// affine parameters `gamma`, `beta` (`n` each).
 #[derive(Clone, Copy)]
 pub struct LayerNormTanh<'a> {
     pub batch: usize,
     pub n: usize,
-    pub gamma: &'a wgpu::Buffer,
-    pub beta: &'a wgpu::Buffer,
+    pub pass: Pass,
+    pub z: &'a Buffer,
+    pub gamma: &'a Buffer,
+    pub beta: &'a Buffer,
 }
 
 impl LayerNormTanh<'_> {
-    fn params(&self, pass: Pass) -> ChebyParams {
-        ChebyParams::new(pass, self.batch, 0, self.n, 0)
+    fn params(&self) -> ChebyParams {
+        ChebyParams::new(self.pass, self.batch, 0, self.n, 0)
     }
 }
 
-fn launch(gpu: &Gpu, k: &Kernel, p: &ChebyParams, bufs: &[(u32, &wgpu::Buffer)], count: usize) -> Result<Dispatch> {
+fn launch(gpu: &Gpu, k: &Kernel, p: &ChebyParams, bufs: &[(u32, &Buffer)], count: usize) -> Result<Dispatch> {
     let [gx, gy] = grid_1d(gpu, count, WG);
     Dispatch::new(gpu, k, Precision::F32, p, bufs, [gx, gy, 1])
 }
@@ -154,7 +172,7 @@ fn launch(gpu: &Gpu, k: &Kernel, p: &ChebyParams, bufs: &[(u32, &wgpu::Buffer)],
 /// Where [`affine_scale`] takes its coordinates from.
 pub enum Coords<'a> {
     /// `(batch, d)` values in a buffer.
-    Buffer(&'a wgpu::Buffer),
+    Buffer(&'a Buffer),
     /// Every integer pixel of a grid `w` columns wide, row-major, as `(x = column, y = row)`
     /// (`d` must be 2); `batch` is `h * w`.
     Grid { w: usize },
@@ -163,7 +181,7 @@ pub enum Coords<'a> {
 impl Coords<'_> {
     /// The buffer to bind as coordinates (the domain buffer as a placeholder for a grid), the
     /// grid flag and the grid width.
-    fn binding<'b>(&self, domain: &'b wgpu::Buffer, d: usize) -> Result<(&'b wgpu::Buffer, u32, u32)>
+    fn binding<'b>(&self, domain: &'b Buffer, d: usize) -> Result<(&'b Buffer, u32, u32)>
     where
         Self: 'b,
     {
@@ -187,8 +205,8 @@ pub fn affine_scale(
     gpu: &Gpu,
     pass: Pass,
     coords: Coords,
-    domain: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    domain: &Buffer,
+    out: &Buffer,
     batch: usize,
     d: usize,
 ) -> Result<Dispatch> {
@@ -202,103 +220,75 @@ pub fn affine_scale(
     launch(gpu, &AFFINE_SCALE, &p, &[(1, x), (2, out), (3, domain)], batch * d)
 }
 
-/// `y (batch, n_out) = Σ_i Σ_k c[i, o, k] T_k(x[b, i])` for `x (batch, n_in)`. With
-/// [`Pass::Derivatives`], `x (batch, n_in, 1 + 2 dirs)` → `y (batch, n_out, 1 + 2 dirs)` with
-/// `y' = Σ c T'(x) x'`, `y'' = Σ c (T''(x) x'² + T'(x) x'')` per direction.
-pub fn cheby_forward(
-    gpu: &Gpu,
-    s: ChebyShape,
-    pass: Pass,
-    x: &wgpu::Buffer,
-    coeffs: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let k = pass.kernel(&CHEBY_FORWARD, &CHEBY_FORWARD_DERIVATIVES);
-    launch(gpu, k, &s.params(pass), &[(1, x), (2, y), (3, coeffs)], s.batch * s.n_out)
-}
-
-/// `dx` (the shape of `x`) of [`cheby_forward`] for `dy` (the shape of `y`); the derivative
-/// version needs T''' of the recurrence.
-pub fn cheby_backward_input(
-    gpu: &Gpu,
-    s: ChebyShape,
-    pass: Pass,
-    x: &wgpu::Buffer,
-    coeffs: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let k = pass.kernel(&CHEBY_BACKWARD_INPUT, &CHEBY_BACKWARD_DERIVATIVES_INPUT);
-    launch(gpu, k, &s.params(pass), &[(1, x), (3, coeffs), (6, dy), (7, dx)], s.batch * s.n_in)
+/// `y (batch, n_out) = Σ_i Σ_k c[i, o, k] T_k(x[b, i])`. With [`Pass::Derivatives`],
+/// `y (batch, n_out, 1 + 2 dirs)` with `y' = Σ c T'(x) x'`, `y'' = Σ c (T''(x) x'² + T'(x) x'')`
+/// per direction.
+pub fn cheby_forward(gpu: &Gpu, layer: ChebyLayer, y: &Buffer) -> Result<Dispatch> {
+    let k = layer.pass.kernel(&CHEBY_FORWARD, &CHEBY_FORWARD_DERIVATIVES);
+    let s = layer.shape;
+    launch(gpu, k, &layer.params(), &[(1, layer.x), (2, y), (3, layer.coeffs)], s.batch * s.n_out)
 }
 
 /// The second stage of a batch reduction: `out[t] = Σ_chunk partials[chunk, t]` over the
 /// [`n_chunks`]`(batch)` partials of `len` values, in chunk order.
-fn sum_chunks(gpu: &Gpu, batch: usize, len: usize, partials: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<Dispatch> {
+fn sum_chunks(gpu: &Gpu, batch: usize, len: usize, partials: &Buffer, out: &Buffer) -> Result<Dispatch> {
     let p = ChebyParams::new(Pass::Values, batch, 0, len, 0);
     launch(gpu, &SUM_CHUNKS, &p, &[(1, partials), (8, out)], len)
 }
 
-/// `dc (n_in, n_out, degree + 1)` of [`cheby_forward`] for `dy` (overwritten): for the values
-/// `Σ_b dy[b, o] T_k(x[b, i])`, for the derivatives also the tangent terms. Per-chunk partial sums
-/// in batch order, then the chunks in order (two dispatches, run in this order).
-pub fn cheby_backward_coeffs(
-    gpu: &Gpu,
-    s: ChebyShape,
-    pass: Pass,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dc: &wgpu::Buffer,
-) -> Result<[Dispatch; 2]> {
-    let partials = zeroed_f32(gpu, "cpikan dc partials", n_chunks(s.batch) * s.coeffs())?;
-    let bufs = [(1, x), (2, &partials), (6, dy)];
+/// Backward of [`cheby_forward`] for `dy` (shaped like `y`): `dc (n_in, n_out, degree + 1)`
+/// (overwritten; for the values `Σ_b dy[b, o] T_k(x[b, i])`, for the derivatives also the tangent
+/// terms) as per-chunk partial sums in batch order and then the chunks in order, and `dx` (shaped
+/// like `x`; the derivative version needs T''' of the recurrence). Three dispatches, run in this
+/// order.
+pub fn cheby_backward(gpu: &Gpu, layer: ChebyLayer, dy: &Buffer, dx: &Buffer, dc: &Buffer) -> Result<[Dispatch; 3]> {
+    let s = layer.shape;
+    let tasks = n_chunks(s.batch) * s.coeffs();
+    let partials = zeroed_f32(gpu, "cpikan dc partials", tasks)?;
+    let input = layer.pass.kernel(&CHEBY_BACKWARD_INPUT, &CHEBY_BACKWARD_DERIVATIVES_INPUT);
     Ok([
-        launch(gpu, &CHEBY_BACKWARD_COEFFS, &s.params(pass), &bufs, n_chunks(s.batch) * s.coeffs())?,
+        launch(gpu, &CHEBY_BACKWARD_COEFFS, &layer.params(), &[(1, layer.x), (2, &partials), (6, dy)], tasks)?,
         sum_chunks(gpu, s.batch, s.coeffs(), &partials, dc)?,
+        launch(gpu, input, &layer.params(), &[(1, layer.x), (3, layer.coeffs), (6, dy), (7, dx)], s.batch * s.n_in)?,
     ])
 }
 
-/// `a = tanh(LayerNorm(z) · gamma + beta)` per sample (eps 1e-5, biased variance), `(batch, n)`;
-/// with [`Pass::Derivatives`] `z`, `a` are `(batch, n, 1 + 2 dirs)` and the mean and variance are
-/// differentiated too.
-pub fn layernorm_tanh_forward(
-    gpu: &Gpu,
-    ln: LayerNormTanh,
-    pass: Pass,
-    z: &wgpu::Buffer,
-    a: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let bufs = [(1, z), (2, a), (4, ln.gamma), (5, ln.beta)];
-    launch(gpu, &LAYERNORM_TANH_FORWARD, &ln.params(pass), &bufs, ln.batch)
+/// `a = tanh(LayerNorm(z) · gamma + beta)` per sample (eps 1e-5, biased variance), shaped like `z`;
+/// with [`Pass::Derivatives`] the mean and variance are differentiated too.
+pub fn layernorm_tanh_forward(gpu: &Gpu, ln: LayerNormTanh, a: &Buffer) -> Result<Dispatch> {
+    let bufs = [(1, ln.z), (2, a), (4, ln.gamma), (5, ln.beta)];
+    launch(gpu, &LAYERNORM_TANH_FORWARD, &ln.params(), &bufs, ln.batch)
 }
 
-/// Backward of [`layernorm_tanh_forward`] given the pre-norm `z` and `da` (both shaped like `z`):
-/// writes `dz` and the `(batch, n)` scratch, d(pre-tanh value) and the per-sample dgamma
-/// contribution (du · x̂ for the values), that [`layernorm_params_backward`] reduces.
+/// Backward of [`layernorm_tanh_forward`] for `da` (shaped like `z`): `dz` and `dgamma`, `dbeta`
+/// (overwritten). A per-sample kernel writes `dz` and a `(batch, n)` scratch pair (d(pre-tanh
+/// value) and the per-sample dgamma contribution), which [`layernorm_params_backward`] reduces:
+/// three dispatches, run in this order.
 pub fn layernorm_tanh_backward(
     gpu: &Gpu,
     ln: LayerNormTanh,
-    pass: Pass,
-    z: &wgpu::Buffer,
-    da: &wgpu::Buffer,
-    dz: &wgpu::Buffer,
-    scratch: [&wgpu::Buffer; 2],
-) -> Result<Dispatch> {
-    let k = pass.kernel(&LAYERNORM_TANH_BACKWARD, &LAYERNORM_TANH_DERIVATIVES_BACKWARD);
-    let bufs = [(1, z), (4, ln.gamma), (5, ln.beta), (6, da), (7, dz), (10, scratch[0]), (11, scratch[1])];
-    launch(gpu, k, &ln.params(pass), &bufs, ln.batch)
+    da: &Buffer,
+    dz: &Buffer,
+    dgamma: &Buffer,
+    dbeta: &Buffer,
+) -> Result<[Dispatch; 3]> {
+    let k = ln.pass.kernel(&LAYERNORM_TANH_BACKWARD, &LAYERNORM_TANH_DERIVATIVES_BACKWARD);
+    let (du, dux) = (zeroed_f32(gpu, "cpikan du", ln.batch * ln.n)?, zeroed_f32(gpu, "cpikan dux", ln.batch * ln.n)?);
+    let bufs = [(1, ln.z), (4, ln.gamma), (5, ln.beta), (6, da), (7, dz), (10, &du), (11, &dux)];
+    let [params, reduce] = layernorm_params_backward(gpu, ln.batch, ln.n, [&du, &dux], dgamma, dbeta)?;
+    Ok([launch(gpu, k, &ln.params(), &bufs, ln.batch)?, params, reduce])
 }
 
-/// `dgamma[j] = Σ_b scratch[1][b, j]`, `dbeta[j] = Σ_b scratch[0][b, j]` from
-/// [`layernorm_tanh_backward`]'s scratch (either pass): per-chunk partial sums in batch order, then
-/// the chunks in order (two dispatches, in this order).
+/// `dgamma[j] = Σ_b scratch[1][b, j]`, `dbeta[j] = Σ_b scratch[0][b, j]` from the scratch of
+/// [`layernorm_tanh_backward`]'s per-sample kernel (either pass): per-chunk partial sums in batch
+/// order, then the chunks in order (two dispatches, in this order).
 pub fn layernorm_params_backward(
     gpu: &Gpu,
     batch: usize,
     n: usize,
-    scratch: [&wgpu::Buffer; 2],
-    dgamma: &wgpu::Buffer,
-    dbeta: &wgpu::Buffer,
+    scratch: [&Buffer; 2],
+    dgamma: &Buffer,
+    dbeta: &Buffer,
 ) -> Result<[Dispatch; 2]> {
     let partials = zeroed_f32(gpu, "cpikan dln partials", n_chunks(batch) * 2 * n)?;
     let p = ChebyParams::new(Pass::Values, batch, 0, n, 0);
@@ -345,28 +335,36 @@ pub mod reference {
         out
     }
 
-    /// See [`super::cheby_forward`].
-    pub fn cheby_forward(s: ChebyShape, pass: Pass, x: &[f64], c: &[f64]) -> Vec<f64> {
-        let (kk, ch, dirs) = (s.degree + 1, pass.channels(), pass.dirs());
-        let mut y = vec![0.0; s.batch * s.n_out * ch];
+    /// Calls `f(b, i, o, xi, t)` for every sample `b`, input `i` and output `o` of layer `s` on the
+    /// `ch`-channel input `x`: `xi` the channels of `x[b, i]`, `t` its [`chebyshev`] table.
+    fn edges(s: ChebyShape, ch: usize, x: &[f64], mut f: impl FnMut(usize, usize, usize, &[f64], &[[f64; 4]])) {
         for b in 0..s.batch {
             for i in 0..s.n_in {
                 let xi = &x[(b * s.n_in + i) * ch..][..ch];
                 let t = chebyshev(xi[0], s.degree);
                 for o in 0..s.n_out {
-                    let base = (i * s.n_out + o) * kk;
-                    let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
-                    let (s0, s1, s2) = (sum(0), sum(1), sum(2));
-                    let yo = &mut y[(b * s.n_out + o) * ch..][..ch];
-                    yo[0] += s0;
-                    for a in 0..dirs {
-                        let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
-                        yo[1 + a] += s1 * d1;
-                        yo[1 + dirs + a] += s2 * d1 * d1 + s1 * d2;
-                    }
+                    f(b, i, o, xi, &t);
                 }
             }
         }
+    }
+
+    /// See [`super::cheby_forward`].
+    pub fn cheby_forward(s: ChebyShape, pass: Pass, x: &[f64], c: &[f64]) -> Vec<f64> {
+        let (kk, ch, dirs) = (s.degree + 1, pass.channels(), pass.dirs());
+        let mut y = vec![0.0; s.batch * s.n_out * ch];
+        edges(s, ch, x, |b, i, o, xi, t| {
+            let base = (i * s.n_out + o) * kk;
+            let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
+            let (s0, s1, s2) = (sum(0), sum(1), sum(2));
+            let yo = &mut y[(b * s.n_out + o) * ch..][..ch];
+            yo[0] += s0;
+            for a in 0..dirs {
+                let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
+                yo[1 + a] += s1 * d1;
+                yo[1 + dirs + a] += s2 * d1 * d1 + s1 * d2;
+            }
+        });
         y
     }
 
@@ -375,33 +373,27 @@ pub mod reference {
         let (kk, ch, dirs) = (s.degree + 1, pass.channels(), pass.dirs());
         let mut dx = vec![0.0; s.batch * s.n_in * ch];
         let mut dc = vec![0.0; s.coeffs()];
-        for b in 0..s.batch {
-            for i in 0..s.n_in {
-                let xi = &x[(b * s.n_in + i) * ch..][..ch];
-                let t = chebyshev(xi[0], s.degree);
-                for o in 0..s.n_out {
-                    let base = (i * s.n_out + o) * kk;
-                    let g = &dy[(b * s.n_out + o) * ch..][..ch];
-                    let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
-                    let (s1, s2, s3) = (sum(1), sum(2), sum(3));
-                    let dxi = &mut dx[(b * s.n_in + i) * ch..][..ch];
-                    dxi[0] += g[0] * s1;
-                    for k in 0..kk {
-                        dc[base + k] += g[0] * t[k][0];
-                    }
-                    for a in 0..dirs {
-                        let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
-                        let (g1, g2) = (g[1 + a], g[1 + dirs + a]);
-                        dxi[0] += g1 * s2 * d1 + g2 * (s3 * d1 * d1 + s2 * d2);
-                        dxi[1 + a] += g1 * s1 + 2.0 * g2 * s2 * d1;
-                        dxi[1 + dirs + a] += g2 * s1;
-                        for k in 0..kk {
-                            dc[base + k] += g1 * t[k][1] * d1 + g2 * (t[k][2] * d1 * d1 + t[k][1] * d2);
-                        }
-                    }
+        edges(s, ch, x, |b, i, o, xi, t| {
+            let base = (i * s.n_out + o) * kk;
+            let g = &dy[(b * s.n_out + o) * ch..][..ch];
+            let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
+            let (s1, s2, s3) = (sum(1), sum(2), sum(3));
+            let dxi = &mut dx[(b * s.n_in + i) * ch..][..ch];
+            dxi[0] += g[0] * s1;
+            for k in 0..kk {
+                dc[base + k] += g[0] * t[k][0];
+            }
+            for a in 0..dirs {
+                let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
+                let (g1, g2) = (g[1 + a], g[1 + dirs + a]);
+                dxi[0] += g1 * s2 * d1 + g2 * (s3 * d1 * d1 + s2 * d2);
+                dxi[1 + a] += g1 * s1 + 2.0 * g2 * s2 * d1;
+                dxi[1 + dirs + a] += g2 * s1;
+                for k in 0..kk {
+                    dc[base + k] += g1 * t[k][1] * d1 + g2 * (t[k][2] * d1 * d1 + t[k][1] * d2);
                 }
             }
-        }
+        });
         (dx, dc)
     }
 

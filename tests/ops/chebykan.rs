@@ -7,7 +7,7 @@
 use crate::common::{Rng, Tol, assert_close, gpus, rel_l2};
 use psi_gpu::Gpu;
 use psi_gpu::gpu::{Readback, storage_f32 as storage, zeroed_f32 as zeroed};
-use psi_gpu::ops::chebykan::{self as cpikan, ChebyShape, Coords, LayerNormTanh, Pass, reference};
+use psi_gpu::ops::chebykan::{self as cpikan, ChebyLayer, ChebyShape, Coords, LayerNormTanh, Pass, reference};
 
 const VALUES: Pass = Pass::Values;
 const D1: Pass = Pass::Derivatives { dirs: 1 };
@@ -70,9 +70,9 @@ fn cheby_kernels_match_reference() {
             let y = zeroed(gpu, "y", batch * n_out * ch).unwrap();
             let dx = zeroed(gpu, "dx", batch * n_in * ch).unwrap();
             let dc = zeroed(gpu, "dc", s.coeffs()).unwrap();
-            let k1 = cpikan::cheby_forward(gpu, s, pass, &xb, &cb, &y).unwrap();
-            let k2 = cpikan::cheby_backward_input(gpu, s, pass, &xb, &cb, &dyb, &dx).unwrap();
-            let [k3, k4] = cpikan::cheby_backward_coeffs(gpu, s, pass, &xb, &dyb, &dc).unwrap();
+            let layer = ChebyLayer { shape: s, pass, x: &xb, coeffs: &cb };
+            let k1 = cpikan::cheby_forward(gpu, layer, &y).unwrap();
+            let [k2, k3, k4] = cpikan::cheby_backward(gpu, layer, &dyb, &dx, &dc).unwrap();
             gpu.run(&[&k1, &k2, &k3, &k4]).unwrap();
             let (x, c, dy) = (f64s(&x), f64s(&c), f64s(&dy));
             let want = reference::cheby_forward(s, pass, &x, &c);
@@ -116,16 +116,12 @@ fn layernorm_tanh_kernels_match_reference() {
             let (gamma, beta) = (rng.vec(n, 0.5, 1.5), rng.vec(n, -0.5, 0.5));
             let da = rng.vec(batch * n * ch, -1.0, 1.0);
             let bufs: Vec<_> = [&z, &gamma, &beta, &da].iter().map(|v| storage(gpu, "in", v).unwrap()).collect();
-            let (zb, dab) = (&bufs[0], &bufs[3]);
-            let ln = LayerNormTanh { batch, n, gamma: &bufs[1], beta: &bufs[2] };
+            let ln = LayerNormTanh { batch, n, pass, z: &bufs[0], gamma: &bufs[1], beta: &bufs[2] };
             let a = zeroed(gpu, "a", batch * n * ch).unwrap();
             let dz = zeroed(gpu, "dz", batch * n * ch).unwrap();
-            let scratch = [zeroed(gpu, "du", batch * n).unwrap(), zeroed(gpu, "dux", batch * n).unwrap()];
             let (dg, db) = (zeroed(gpu, "dg", n).unwrap(), zeroed(gpu, "db", n).unwrap());
-            let sc = [&scratch[0], &scratch[1]];
-            let k1 = cpikan::layernorm_tanh_forward(gpu, ln, pass, zb, &a).unwrap();
-            let k2 = cpikan::layernorm_tanh_backward(gpu, ln, pass, zb, dab, &dz, sc).unwrap();
-            let [k3, k4] = cpikan::layernorm_params_backward(gpu, batch, n, sc, &dg, &db).unwrap();
+            let k1 = cpikan::layernorm_tanh_forward(gpu, ln, &a).unwrap();
+            let [k2, k3, k4] = cpikan::layernorm_tanh_backward(gpu, ln, &bufs[3], &dz, &dg, &db).unwrap();
             gpu.run(&[&k1, &k2, &k3, &k4]).unwrap();
             let (z, gamma, beta, da) = (f64s(&z), f64s(&gamma), f64s(&beta), f64s(&da));
             // The derivative channels are f32 sums of products of O(1) tangents: looser bounds.
@@ -200,13 +196,15 @@ fn chunked_batch_reductions_match_reference() {
             let s = ChebyShape { batch, n_in: 3, n_out: 5, degree: 3 };
             let mut ks = Vec::new();
             let mut cases = Vec::new();
+            let c = zeroed(gpu, "c", s.coeffs()).unwrap();
             for pass in [VALUES, D2] {
                 let x = random_channels(&mut rng, batch, s.n_in, pass, 0.0);
                 let dy = rng.vec(batch * s.n_out * pass.channels(), -1.0, 1.0);
                 let (xb, dyb) = (storage(gpu, "x", &x).unwrap(), storage(gpu, "dy", &dy).unwrap());
-                let dc = zeroed(gpu, "dc", s.coeffs()).unwrap();
-                ks.extend(cpikan::cheby_backward_coeffs(gpu, s, pass, &xb, &dyb, &dc).unwrap());
-                cases.push((pass, x, dy, dc, xb, dyb));
+                let (dx, dc) = (zeroed(gpu, "dx", x.len()).unwrap(), zeroed(gpu, "dc", s.coeffs()).unwrap());
+                let layer = ChebyLayer { shape: s, pass, x: &xb, coeffs: &c };
+                ks.extend(cpikan::cheby_backward(gpu, layer, &dyb, &dx, &dc).unwrap());
+                cases.push((pass, x, dy, dc, xb, dyb, dx));
             }
             // LayerNorm parameter sums straight from random scratch (du, dux).
             let n = 7;
@@ -215,7 +213,7 @@ fn chunked_batch_reductions_match_reference() {
             let (dg, db) = (zeroed(gpu, "dg", n).unwrap(), zeroed(gpu, "db", n).unwrap());
             ks.extend(cpikan::layernorm_params_backward(gpu, batch, n, [&sc[0], &sc[1]], &dg, &db).unwrap());
             gpu.run(&ks.iter().collect::<Vec<_>>()).unwrap();
-            for (pass, x, dy, dc, _, _) in &cases {
+            for (pass, x, dy, dc, ..) in &cases {
                 let c = vec![0.0; s.coeffs()];
                 let (_, want) = reference::cheby_backward(s, *pass, &f64s(x), &c, &f64s(dy));
                 check(&read(gpu, dc, s.coeffs()), &want, 1e-5, &format!("{what} {pass:?} dc"));
@@ -244,9 +242,16 @@ fn cheby_backward_coeffs_timing() {
         let s = ChebyShape { batch, n_in, n_out, degree: 3 };
         let x = storage(gpu, "x", &random_channels(&mut rng, batch, n_in, D2, 0.0)).unwrap();
         let dy = storage(gpu, "dy", &rng.vec(batch * n_out * D2.channels(), -1.0, 1.0)).unwrap();
-        let dc = zeroed(gpu, "dc", s.coeffs()).unwrap();
-        kernels.extend(cpikan::cheby_backward_coeffs(gpu, s, D2, &x, &dy, &dc).unwrap());
-        keep.push((x, dy, dc));
+        let (c, dx, dc) = (
+            zeroed(gpu, "c", s.coeffs()).unwrap(),
+            zeroed(gpu, "dx", 1).unwrap(),
+            zeroed(gpu, "dc", s.coeffs()).unwrap(),
+        );
+        let layer = ChebyLayer { shape: s, pass: D2, x: &x, coeffs: &c };
+        // The coefficient reduction's two dispatches, not the input gradient.
+        let [partials, sum, _] = cpikan::cheby_backward(gpu, layer, &dy, &dx, &dc).unwrap();
+        kernels.extend([partials, sum]);
+        keep.push((x, dy, c, dx, dc));
     }
     let run = || {
         let t = std::time::Instant::now();

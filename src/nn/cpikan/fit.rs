@@ -8,7 +8,8 @@
 //! 3. Physics: minimise `mean_c((A + B·cos(4π·u/λ_l + δ_k) − I)²) + w_s·mean((u_xx + u_yy)²)`
 //!    with Adam then L-BFGS (strong Wolfe). Every evaluation is one GPU forward-mode derivative
 //!    pass and its backward; the host computes `dL/du`, `dL/du_xx`, `dL/du_yy` (in f64: the phase
-//!    `4πu/λ` is large) and Adam / L-BFGS update the (small) parameter vector on the host.
+//!    `4πu/λ` is large) and Adam / L-BFGS update the (small) parameter vector on the host
+//!    ([`super::train`]), keeping the best parameters seen.
 //!
 //! Coordinates are frame pixels (x = column, y = row); the network's domain is the region's
 //! pixel-centre bounds. Nothing is written here: see [`save_model`] for the weights.
@@ -378,7 +379,7 @@ fn physics_phases(net: &mut Trainee, params: &mut Vec<f32>, pb: &Problem, opts: 
 
 /// Write `w` as an F32 safetensors state_dict with the seed's names (`domain_min`, `domain_max`,
 /// `network.{3l}.cheby_coeffs`, `network.{3l + 1}.weight` / `.bias`), readable by
-/// [`CpikanWeights::load`] / [`Cpikan::load`], through the atomic writer.
+/// [`CpikanWeights::load`] / [`super::Cpikan::load`], through the atomic writer.
 pub fn save_model(path: &Path, w: &CpikanWeights) -> Result<()> {
     w.validate()?;
     let c = &w.config;

@@ -2,10 +2,10 @@
 //! benchmark of `BENCHMARKS.md`: `u_xx + k² u = 0` on [−1, 1], `u(−1) = 0`, `u_x(1) = k`, exact
 //! `u = sin(k x)`.
 //!
-//! Every loss evaluation is one GPU forward-mode derivative pass ([`Cpikan::forward_derivatives_train`])
-//! and its backward ([`Cpikan::backward_derivatives`]) over the collocation points plus the two
-//! boundary points; the (tiny) parameter vector lives on the host, where Adam and then L-BFGS
-//! (strong Wolfe, [`crate::optim::lbfgs`]) update it.
+//! Every loss evaluation is one GPU forward-mode derivative pass and its backward
+//! ([`Cpikan::derivative_loss`]) over the collocation points plus the two boundary points; the
+//! (tiny) parameter vector lives on the host, where Adam and then L-BFGS (strong Wolfe) update it
+//! ([`super::train`]).
 
 use std::time::Instant;
 

@@ -77,15 +77,16 @@ impl CpikanConfig {
         Ok(())
     }
 }
-/// The parameters of a Scaled-cPIKAN on the host (also the layout of its gradients).
+/// The parameters of a Scaled-cPIKAN on the host (also the layout of its gradients): f32, or f64
+/// in the [`reference`](mod@reference) (so finite differences can perturb them finely).
 #[derive(Clone, Debug)]
-pub struct CpikanWeights {
+pub struct CpikanWeights<T = f32> {
     pub config: CpikanConfig,
     /// Per layer, `(n_in, n_out, degree + 1)` C-order.
-    pub coeffs: Vec<Vec<f32>>,
+    pub coeffs: Vec<Vec<T>>,
     /// Per hidden layer (all but the last), LayerNorm weight and bias.
-    pub ln_weight: Vec<Vec<f32>>,
-    pub ln_bias: Vec<Vec<f32>>,
+    pub ln_weight: Vec<Vec<T>>,
+    pub ln_bias: Vec<Vec<T>>,
 }
 impl CpikanWeights {
     /// Read a state_dict with the seed's names (see the module docs).
@@ -277,9 +278,15 @@ impl Cpikan {
         Ok(())
     }
 
-    /// The LayerNorm + tanh after Chebyshev layer `l`.
-    fn layer_norm(&self, l: usize, batch: usize) -> LayerNormTanh<'_> {
-        LayerNormTanh { batch, n: self.config.layers[l + 1], gamma: &self.ln_weight[l], beta: &self.ln_bias[l] }
+    /// Chebyshev layer `l`'s `pass` on `batch` samples of `x`.
+    fn layer<'a>(&'a self, l: usize, batch: usize, pass: Pass, x: &'a wgpu::Buffer) -> ChebyLayer<'a> {
+        ChebyLayer { shape: self.config.shape(l, batch), pass, x, coeffs: &self.coeffs[l] }
+    }
+
+    /// The LayerNorm + tanh after Chebyshev layer `l`, on its output `z`.
+    fn layer_norm<'a>(&'a self, l: usize, batch: usize, pass: Pass, z: &'a wgpu::Buffer) -> LayerNormTanh<'a> {
+        let (gamma, beta) = (&self.ln_weight[l], &self.ln_bias[l]);
+        LayerNormTanh { batch, n: self.config.layers[l + 1], pass, z, gamma, beta }
     }
 
     /// `coords` `(batch, d_in)` in a GPU buffer, and `batch`.
@@ -304,10 +311,10 @@ impl Cpikan {
         for l in 0..c.n_layers() {
             let s = c.shape(l, batch);
             outputs.push(zeroed_f32(gpu, "cpikan z", batch * s.n_out * ch)?);
-            ds.push(cheby_forward(gpu, s, pass, &inputs[l], &self.coeffs[l], &outputs[l])?);
+            ds.push(cheby_forward(gpu, self.layer(l, batch, pass, &inputs[l]), &outputs[l])?);
             if l + 1 < c.n_layers() {
                 inputs.push(zeroed_f32(gpu, "cpikan a", batch * s.n_out * ch)?);
-                ds.push(layernorm_tanh_forward(gpu, self.layer_norm(l, batch), pass, &outputs[l], &inputs[l + 1])?);
+                ds.push(layernorm_tanh_forward(gpu, self.layer_norm(l, batch, pass, &outputs[l]), &inputs[l + 1])?);
             }
         }
         gpu.run(&ds.iter().collect::<Vec<_>>())?;
@@ -425,20 +432,15 @@ impl Cpikan {
             let s = c.shape(l, batch);
             let dcl = zeroed_f32(gpu, "cpikan dc", s.coeffs())?;
             let dx = zeroed_f32(gpu, "cpikan dx", batch * s.n_in * ch)?;
-            ds.extend(cheby_backward_coeffs(gpu, s, pass, &acts.inputs[l], &dz, &dcl)?);
-            ds.push(cheby_backward_input(gpu, s, pass, &acts.inputs[l], &self.coeffs[l], &dz, &dx)?);
+            ds.extend(cheby_backward(gpu, self.layer(l, batch, pass, &acts.inputs[l]), &dz, &dx, &dcl)?);
             dc.push((l, dcl));
             let next = if l > 0 {
                 let n = s.n_in;
                 let dzp = zeroed_f32(gpu, "cpikan dz", batch * n * ch)?;
-                let scratch = [zeroed_f32(gpu, "cpikan du", batch * n)?, zeroed_f32(gpu, "cpikan dux", batch * n)?];
                 let (dg, db) = (zeroed_f32(gpu, "cpikan dgamma", n)?, zeroed_f32(gpu, "cpikan dbeta", n)?);
-                let sc = [&scratch[0], &scratch[1]];
-                let ln = self.layer_norm(l - 1, batch);
-                ds.push(layernorm_tanh_backward(gpu, ln, pass, &acts.outputs[l - 1], &dx, &dzp, sc)?);
-                ds.extend(layernorm_params_backward(gpu, batch, n, sc, &dg, &db)?);
+                let ln = self.layer_norm(l - 1, batch, pass, &acts.outputs[l - 1]);
+                ds.extend(layernorm_tanh_backward(gpu, ln, &dx, &dzp, &dg, &db)?);
                 dln.push((l - 1, dg, db));
-                keep.extend(scratch);
                 keep.push(dx);
                 dzp
             } else {
@@ -521,7 +523,7 @@ pub fn unflatten(w: &mut CpikanWeights, flat: &[f32]) {
 /// Plain-Rust f64 versions of the whole network, for the tests; like the GPU network, each pass
 /// is the derivative pass with no directions for the values.
 pub mod reference {
-    use super::{CpikanConfig, CpikanWeights};
+    use super::CpikanWeights;
     use crate::ops::chebykan::Pass;
     use crate::ops::chebykan::reference::*;
 
@@ -530,14 +532,8 @@ pub mod reference {
     /// f64 gradients.
     pub type Grads = super::CpikanGrads<f64>;
 
-    /// The parameters in f64 (so finite differences can perturb them finely).
-    #[derive(Clone, Debug)]
-    pub struct Net {
-        pub config: CpikanConfig,
-        pub coeffs: Vec<Vec<f64>>,
-        pub ln_weight: Vec<Vec<f64>>,
-        pub ln_bias: Vec<Vec<f64>>,
-    }
+    /// The parameters in f64.
+    pub type Net = CpikanWeights<f64>;
     impl From<&CpikanWeights> for Net {
         fn from(w: &CpikanWeights) -> Net {
             let up = |v: &[Vec<f32>]| v.iter().map(|t| f64s(t)).collect();
