@@ -1,15 +1,18 @@
 //! The Chebyshev-KAN kernels of Scaled-cPIKAN (`shaders/chebykan.wgsl`, always f32): the
 //! affine input scaling, the Chebyshev layer `y_o = Σ_i Σ_k c[i, o, k] T_k(x_i)` (coefficients laid
 //! out `(in, out, K + 1)`) and `tanh(LayerNorm(y))`, each forward and backward, plus the
-//! forward-mode derivative versions: every activation then carries `1 + 2 D` channels per feature
-//! (`D` input directions), laid out `(batch, features, channel)` with channel 0 the value, `1 + a`
-//! the derivative along axis `a` and `1 + D + a` the second derivative along axis `a`; their
-//! backward is reverse mode through the tangent formulas (T''' enters the Chebyshev input adjoint).
-//! The model built from them is `nn::cpikan`; [`reference`](mod@reference) is every kernel on the
-//! CPU in f64.
+//! forward-mode derivative versions ([`Pass::Derivatives`]): every activation then carries
+//! `1 + 2 D` channels per feature (`D` input directions), laid out `(batch, features, channel)`
+//! with channel 0 the value, `1 + a` the derivative along axis `a` and `1 + D + a` the second
+//! derivative along axis `a`; their backward is reverse mode through the tangent formulas (T'''
+//! enters the Chebyshev input adjoint). Each launcher takes the [`Pass`]: the affine scaling, the
+//! LayerNorm forward and the coefficient gradient are one kernel for both (no directions: the
+//! values), the others a kernel per pass. The model built from them is `nn::cpikan`;
+//! [`reference`](mod@reference) is every kernel on the CPU in f64.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Kernel, Precision, Shader, grid_1d, zeroed_f32};
+use wgpu::Buffer;
 
 pub static SHADER: Shader = Shader { name: "chebykan", body: include_str!("../../shaders/chebykan.wgsl") };
 pub static AFFINE_SCALE: Kernel = Kernel { shader: &SHADER, entry: "affine_scale" };
@@ -21,13 +24,9 @@ pub static LAYERNORM_TANH_FORWARD: Kernel = Kernel { shader: &SHADER, entry: "la
 pub static LAYERNORM_TANH_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_backward" };
 pub static LAYERNORM_PARAMS_BACKWARD: Kernel = Kernel { shader: &SHADER, entry: "layernorm_params_backward" };
 pub static LAYERNORM_PARAMS_REDUCE: Kernel = Kernel { shader: &SHADER, entry: "layernorm_params_reduce" };
-pub static AFFINE_SCALE_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "affine_scale_derivatives" };
 pub static CHEBY_FORWARD_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "cheby_forward_derivatives" };
-pub static LAYERNORM_TANH_DERIVATIVES: Kernel = Kernel { shader: &SHADER, entry: "layernorm_tanh_derivatives" };
 pub static CHEBY_BACKWARD_DERIVATIVES_INPUT: Kernel =
     Kernel { shader: &SHADER, entry: "cheby_backward_derivatives_input" };
-pub static CHEBY_BACKWARD_DERIVATIVES_COEFFS: Kernel =
-    Kernel { shader: &SHADER, entry: "cheby_backward_derivatives_coeffs" };
 pub static LAYERNORM_TANH_DERIVATIVES_BACKWARD: Kernel =
     Kernel { shader: &SHADER, entry: "layernorm_tanh_derivatives_backward" };
 
@@ -45,6 +44,47 @@ pub fn n_chunks(batch: usize) -> usize {
     batch.div_ceil(CHUNK).max(1)
 }
 
+/// Channels per feature of a derivative activation with `dirs` input directions.
+pub fn channels(dirs: usize) -> usize {
+    1 + 2 * dirs
+}
+
+/// Which version of a kernel a launcher runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The values only: activations `(batch, features)`.
+    Values,
+    /// The values with their first and second derivatives along `dirs` input directions:
+    /// activations `(batch, features, 1 + 2 dirs)`.
+    Derivatives { dirs: usize },
+}
+
+impl Pass {
+    /// Values per feature of an activation: 1, or `1 + 2 dirs`.
+    pub fn channels(self) -> usize {
+        match self {
+            Pass::Values => 1,
+            Pass::Derivatives { dirs } => channels(dirs),
+        }
+    }
+
+    /// Input directions: 0 for the values.
+    pub fn dirs(self) -> usize {
+        match self {
+            Pass::Values => 0,
+            Pass::Derivatives { dirs } => dirs,
+        }
+    }
+
+    /// `values` or its derivative version `derivatives`.
+    fn kernel(self, values: &'static Kernel, derivatives: &'static Kernel) -> &'static Kernel {
+        match self {
+            Pass::Values => values,
+            Pass::Derivatives { .. } => derivatives,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(super) struct ChebyParams {
@@ -58,6 +98,20 @@ pub(super) struct ChebyParams {
     chunk: u32,
 }
 
+impl ChebyParams {
+    fn new(pass: Pass, batch: usize, n_in: usize, n_out: usize, degree: usize) -> ChebyParams {
+        ChebyParams {
+            batch: batch as u32,
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            degree: degree as u32,
+            n_dir: pass.dirs() as u32,
+            chunk: CHUNK as u32,
+            ..Default::default()
+        }
+    }
+}
+
 /// Sizes of one Chebyshev layer applied to a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChebyShape {
@@ -68,23 +122,49 @@ pub struct ChebyShape {
 }
 
 impl ChebyShape {
-    fn params(&self) -> ChebyParams {
-        ChebyParams {
-            batch: self.batch as u32,
-            n_in: self.n_in as u32,
-            n_out: self.n_out as u32,
-            degree: self.degree as u32,
-            chunk: CHUNK as u32,
-            ..Default::default()
-        }
-    }
     /// Values in the coefficient tensor `(n_in, n_out, degree + 1)`.
     pub fn coeffs(&self) -> usize {
         self.n_in * self.n_out * (self.degree + 1)
     }
 }
 
-fn launch(gpu: &Gpu, k: &Kernel, p: &ChebyParams, bufs: &[(u32, &wgpu::Buffer)], count: usize) -> Result<Dispatch> {
+/// One Chebyshev layer applied to an input: its sizes, the pass, the input `x` (`(batch, n_in)`,
+/// or `(batch, n_in, 1 + 2 dirs)` for the derivatives) and the coefficients `(n_in, n_out, degree + 1)`.
+#[derive(Clone, Copy)]
+pub struct ChebyLayer<'a> {
+    pub shape: ChebyShape,
+    pub pass: Pass,
+    pub x: &'a Buffer,
+    pub coeffs: &'a Buffer,
+}
+
+impl ChebyLayer<'_> {
+    fn params(&self) -> ChebyParams {
+        let s = self.shape;
+        ChebyParams::new(self.pass, s.batch, s.n_in, s.n_out, s.degree)
+    }
+}
+
+/// One `tanh(LayerNorm(z) · gamma + beta)` over `n` features of `batch` samples applied to the
+/// pre-norm input `z` (`(batch, n)`, or `(batch, n, 1 + 2 dirs)` for the derivatives), with its
+/// affine parameters `gamma`, `beta` (`n` each).
+#[derive(Clone, Copy)]
+pub struct LayerNormTanh<'a> {
+    pub batch: usize,
+    pub n: usize,
+    pub pass: Pass,
+    pub z: &'a Buffer,
+    pub gamma: &'a Buffer,
+    pub beta: &'a Buffer,
+}
+
+impl LayerNormTanh<'_> {
+    fn params(&self) -> ChebyParams {
+        ChebyParams::new(self.pass, self.batch, 0, self.n, 0)
+    }
+}
+
+fn launch(gpu: &Gpu, k: &Kernel, p: &ChebyParams, bufs: &[(u32, &Buffer)], count: usize) -> Result<Dispatch> {
     let [gx, gy] = grid_1d(gpu, count, WG);
     Dispatch::new(gpu, k, Precision::F32, p, bufs, [gx, gy, 1])
 }
@@ -92,7 +172,7 @@ fn launch(gpu: &Gpu, k: &Kernel, p: &ChebyParams, bufs: &[(u32, &wgpu::Buffer)],
 /// Where [`affine_scale`] takes its coordinates from.
 pub enum Coords<'a> {
     /// `(batch, d)` values in a buffer.
-    Buffer(&'a wgpu::Buffer),
+    Buffer(&'a Buffer),
     /// Every integer pixel of a grid `w` columns wide, row-major, as `(x = column, y = row)`
     /// (`d` must be 2); `batch` is `h * w`.
     Grid { w: usize },
@@ -101,7 +181,7 @@ pub enum Coords<'a> {
 impl Coords<'_> {
     /// The buffer to bind as coordinates (the domain buffer as a placeholder for a grid), the
     /// grid flag and the grid width.
-    fn binding<'b>(&self, domain: &'b wgpu::Buffer, d: usize) -> Result<(&'b wgpu::Buffer, u32, u32)>
+    fn binding<'b>(&self, domain: &'b Buffer, d: usize) -> Result<(&'b Buffer, u32, u32)>
     where
         Self: 'b,
     {
@@ -118,443 +198,115 @@ impl Coords<'_> {
 }
 
 /// `out[b, j] = 2 (coords[b, j] − min_j) / (max_j − min_j) − 1`; `domain` holds the `d` minima then
-/// the `d` maxima.
+/// the `d` maxima. With [`Pass::Derivatives`] (`dirs` must be `d`) `out` is `(batch, d, 1 + 2 d)`:
+/// the first derivative along axis `a` of coordinate `j` is `2 / (max_j − min_j)` if `a == j`
+/// else 0, the second derivatives 0.
 pub fn affine_scale(
     gpu: &Gpu,
+    pass: Pass,
     coords: Coords,
-    domain: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    domain: &Buffer,
+    out: &Buffer,
     batch: usize,
     d: usize,
 ) -> Result<Dispatch> {
+    if let Pass::Derivatives { dirs } = pass
+        && dirs != d
+    {
+        return Err(Error::Shape(format!("affine_scale of {d} coordinates: {pass:?} must have {d} directions")));
+    }
     let (x, use_grid, grid_w) = coords.binding(domain, d)?;
-    let p = ChebyParams { batch: batch as u32, n_in: d as u32, use_grid, grid_w, ..Default::default() };
+    let p = ChebyParams { use_grid, grid_w, ..ChebyParams::new(pass, batch, d, 0, 0) };
     launch(gpu, &AFFINE_SCALE, &p, &[(1, x), (2, out), (3, domain)], batch * d)
 }
 
-/// `y (batch, n_out) = Σ_i Σ_k c[i, o, k] T_k(x[b, i])` for `x (batch, n_in)`.
-pub fn cheby_forward(
-    gpu: &Gpu,
-    s: ChebyShape,
-    x: &wgpu::Buffer,
-    coeffs: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    launch(gpu, &CHEBY_FORWARD, &s.params(), &[(1, x), (2, y), (3, coeffs)], s.batch * s.n_out)
-}
-
-/// `dx (batch, n_in)` of [`cheby_forward`] for `dy (batch, n_out)`.
-pub fn cheby_backward_input(
-    gpu: &Gpu,
-    s: ChebyShape,
-    x: &wgpu::Buffer,
-    coeffs: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    launch(gpu, &CHEBY_BACKWARD_INPUT, &s.params(), &[(1, x), (3, coeffs), (6, dy), (7, dx)], s.batch * s.n_in)
+/// `y (batch, n_out) = Σ_i Σ_k c[i, o, k] T_k(x[b, i])`. With [`Pass::Derivatives`],
+/// `y (batch, n_out, 1 + 2 dirs)` with `y' = Σ c T'(x) x'`, `y'' = Σ c (T''(x) x'² + T'(x) x'')`
+/// per direction.
+pub fn cheby_forward(gpu: &Gpu, layer: ChebyLayer, y: &Buffer) -> Result<Dispatch> {
+    let k = layer.pass.kernel(&CHEBY_FORWARD, &CHEBY_FORWARD_DERIVATIVES);
+    let s = layer.shape;
+    launch(gpu, k, &layer.params(), &[(1, layer.x), (2, y), (3, layer.coeffs)], s.batch * s.n_out)
 }
 
 /// The second stage of a batch reduction: `out[t] = Σ_chunk partials[chunk, t]` over the
 /// [`n_chunks`]`(batch)` partials of `len` values, in chunk order.
-fn sum_chunks(gpu: &Gpu, batch: usize, len: usize, partials: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<Dispatch> {
-    let p = ChebyParams { batch: batch as u32, n_out: len as u32, chunk: CHUNK as u32, ..Default::default() };
+fn sum_chunks(gpu: &Gpu, batch: usize, len: usize, partials: &Buffer, out: &Buffer) -> Result<Dispatch> {
+    let p = ChebyParams::new(Pass::Values, batch, 0, len, 0);
     launch(gpu, &SUM_CHUNKS, &p, &[(1, partials), (8, out)], len)
 }
 
-/// `dc (n_in, n_out, degree + 1) = Σ_b dy[b, o] T_k(x[b, i])` (overwritten): per-chunk partial sums
-/// in batch order, then the chunks in order (two dispatches, run in this order).
-pub fn cheby_backward_coeffs(
-    gpu: &Gpu,
-    s: ChebyShape,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dc: &wgpu::Buffer,
-) -> Result<[Dispatch; 2]> {
-    let partials = zeroed_f32(gpu, "cpikan dc partials", n_chunks(s.batch) * s.coeffs())?;
-    let bufs = [(1, x), (2, &partials), (6, dy)];
+/// Backward of [`cheby_forward`] for `dy` (shaped like `y`): `dc (n_in, n_out, degree + 1)`
+/// (overwritten; for the values `Σ_b dy[b, o] T_k(x[b, i])`, for the derivatives also the tangent
+/// terms) as per-chunk partial sums in batch order and then the chunks in order, and `dx` (shaped
+/// like `x`; the derivative version needs T''' of the recurrence). Three dispatches, run in this
+/// order.
+pub fn cheby_backward(gpu: &Gpu, layer: ChebyLayer, dy: &Buffer, dx: &Buffer, dc: &Buffer) -> Result<[Dispatch; 3]> {
+    let s = layer.shape;
+    let tasks = n_chunks(s.batch) * s.coeffs();
+    let partials = zeroed_f32(gpu, "cpikan dc partials", tasks)?;
+    let input = layer.pass.kernel(&CHEBY_BACKWARD_INPUT, &CHEBY_BACKWARD_DERIVATIVES_INPUT);
     Ok([
-        launch(gpu, &CHEBY_BACKWARD_COEFFS, &s.params(), &bufs, n_chunks(s.batch) * s.coeffs())?,
+        launch(gpu, &CHEBY_BACKWARD_COEFFS, &layer.params(), &[(1, layer.x), (2, &partials), (6, dy)], tasks)?,
         sum_chunks(gpu, s.batch, s.coeffs(), &partials, dc)?,
+        launch(gpu, input, &layer.params(), &[(1, layer.x), (3, layer.coeffs), (6, dy), (7, dx)], s.batch * s.n_in)?,
     ])
 }
 
-fn ln_params(batch: usize, n: usize) -> ChebyParams {
-    ChebyParams { batch: batch as u32, n_out: n as u32, chunk: CHUNK as u32, ..Default::default() }
+/// `a = tanh(LayerNorm(z) · gamma + beta)` per sample (eps 1e-5, biased variance), shaped like `z`;
+/// with [`Pass::Derivatives`] the mean and variance are differentiated too.
+pub fn layernorm_tanh_forward(gpu: &Gpu, ln: LayerNormTanh, a: &Buffer) -> Result<Dispatch> {
+    let bufs = [(1, ln.z), (2, a), (4, ln.gamma), (5, ln.beta)];
+    launch(gpu, &LAYERNORM_TANH_FORWARD, &ln.params(), &bufs, ln.batch)
 }
 
-/// `a (batch, n) = tanh(LayerNorm(z) · gamma + beta)` per sample (eps 1e-5, biased variance).
-pub fn layernorm_tanh_forward(
-    gpu: &Gpu,
-    batch: usize,
-    n: usize,
-    z: &wgpu::Buffer,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    a: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let bufs = [(1, z), (2, a), (4, gamma), (5, beta)];
-    launch(gpu, &LAYERNORM_TANH_FORWARD, &ln_params(batch, n), &bufs, batch)
-}
-
-/// Backward of [`layernorm_tanh_forward`] given the pre-norm `z` and `da`: writes `dz` and the
-/// scratch `du` = d(pre-tanh), `dux` = du · x̂ (all `(batch, n)`) that
-/// [`layernorm_params_backward`] reduces.
-#[allow(clippy::too_many_arguments)]
+/// Backward of [`layernorm_tanh_forward`] for `da` (shaped like `z`): `dz` and `dgamma`, `dbeta`
+/// (overwritten). A per-sample kernel writes `dz` and a `(batch, n)` scratch pair (d(pre-tanh
+/// value) and the per-sample dgamma contribution), which [`layernorm_params_backward`] reduces:
+/// three dispatches, run in this order.
 pub fn layernorm_tanh_backward(
     gpu: &Gpu,
-    batch: usize,
-    n: usize,
-    z: &wgpu::Buffer,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    da: &wgpu::Buffer,
-    dz: &wgpu::Buffer,
-    scratch: [&wgpu::Buffer; 2],
-) -> Result<Dispatch> {
-    let bufs = [(1, z), (4, gamma), (5, beta), (6, da), (7, dz), (10, scratch[0]), (11, scratch[1])];
-    launch(gpu, &LAYERNORM_TANH_BACKWARD, &ln_params(batch, n), &bufs, batch)
+    ln: LayerNormTanh,
+    da: &Buffer,
+    dz: &Buffer,
+    dgamma: &Buffer,
+    dbeta: &Buffer,
+) -> Result<[Dispatch; 3]> {
+    let k = ln.pass.kernel(&LAYERNORM_TANH_BACKWARD, &LAYERNORM_TANH_DERIVATIVES_BACKWARD);
+    let (du, dux) = (zeroed_f32(gpu, "cpikan du", ln.batch * ln.n)?, zeroed_f32(gpu, "cpikan dux", ln.batch * ln.n)?);
+    let bufs = [(1, ln.z), (4, ln.gamma), (5, ln.beta), (6, da), (7, dz), (10, &du), (11, &dux)];
+    let [params, reduce] = layernorm_params_backward(gpu, ln.batch, ln.n, [&du, &dux], dgamma, dbeta)?;
+    Ok([launch(gpu, k, &ln.params(), &bufs, ln.batch)?, params, reduce])
 }
 
-/// `dgamma[j] = Σ_b dux[b, j]`, `dbeta[j] = Σ_b du[b, j]` from [`layernorm_tanh_backward`]'s scratch:
-/// per-chunk partial sums in batch order, then the chunks in order (two dispatches, in this order).
+/// `dgamma[j] = Σ_b scratch[1][b, j]`, `dbeta[j] = Σ_b scratch[0][b, j]` from the scratch of
+/// [`layernorm_tanh_backward`]'s per-sample kernel (either pass): per-chunk partial sums in batch
+/// order, then the chunks in order (two dispatches, in this order).
 pub fn layernorm_params_backward(
     gpu: &Gpu,
     batch: usize,
     n: usize,
-    scratch: [&wgpu::Buffer; 2],
-    dgamma: &wgpu::Buffer,
-    dbeta: &wgpu::Buffer,
+    scratch: [&Buffer; 2],
+    dgamma: &Buffer,
+    dbeta: &Buffer,
 ) -> Result<[Dispatch; 2]> {
     let partials = zeroed_f32(gpu, "cpikan dln partials", n_chunks(batch) * 2 * n)?;
-    let p = ln_params(batch, n);
+    let p = ChebyParams::new(Pass::Values, batch, 0, n, 0);
+    let bufs = [(2, &partials), (10, scratch[0]), (11, scratch[1])];
     Ok([
-        launch(
-            gpu,
-            &LAYERNORM_PARAMS_BACKWARD,
-            &p,
-            &[(2, &partials), (10, scratch[0]), (11, scratch[1])],
-            n_chunks(batch) * n,
-        )?,
+        launch(gpu, &LAYERNORM_PARAMS_BACKWARD, &p, &bufs, n_chunks(batch) * n)?,
         launch(gpu, &LAYERNORM_PARAMS_REDUCE, &p, &[(1, &partials), (8, dgamma), (9, dbeta)], n)?,
     ])
 }
 
-/// Channels per feature of a derivative activation with `dirs` input directions.
-pub fn channels(dirs: usize) -> usize {
-    1 + 2 * dirs
-}
-
-/// [`affine_scale`] with tangents: `out (batch, d, 1 + 2 d)`, first derivative along axis `a` of
-/// coordinate `j` is `2 / (max_j − min_j)` if `a == j` else 0, second derivatives 0.
-pub fn affine_scale_derivatives(
-    gpu: &Gpu,
-    coords: Coords,
-    domain: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    batch: usize,
-    d: usize,
-) -> Result<Dispatch> {
-    let (x, use_grid, grid_w) = coords.binding(domain, d)?;
-    let p =
-        ChebyParams { batch: batch as u32, n_in: d as u32, use_grid, grid_w, n_dir: d as u32, ..Default::default() };
-    launch(gpu, &AFFINE_SCALE_DERIVATIVES, &p, &[(1, x), (2, out), (3, domain)], batch * d)
-}
-
-/// [`cheby_forward`] with tangents: `x (batch, n_in, 1 + 2 dirs)` → `y (batch, n_out, 1 + 2 dirs)`;
-/// `y' = Σ c T'(x) x'`, `y'' = Σ c (T''(x) x'² + T'(x) x'')` per direction.
-pub fn cheby_forward_derivatives(
-    gpu: &Gpu,
-    s: ChebyShape,
-    dirs: usize,
-    x: &wgpu::Buffer,
-    coeffs: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
-    launch(gpu, &CHEBY_FORWARD_DERIVATIVES, &p, &[(1, x), (2, y), (3, coeffs)], s.batch * s.n_out)
-}
-
-/// [`layernorm_tanh_forward`] with tangents: `z`, `a` both `(batch, n, 1 + 2 dirs)`; the mean and
-/// variance are differentiated too.
-#[allow(clippy::too_many_arguments)]
-pub fn layernorm_tanh_derivatives(
-    gpu: &Gpu,
-    batch: usize,
-    n: usize,
-    dirs: usize,
-    z: &wgpu::Buffer,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    a: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let p = ChebyParams { n_dir: dirs as u32, ..ln_params(batch, n) };
-    launch(gpu, &LAYERNORM_TANH_DERIVATIVES, &p, &[(1, z), (2, a), (4, gamma), (5, beta)], batch)
-}
-
-/// Backward of [`cheby_forward_derivatives`] for the inputs: `dx (batch, n_in, 1 + 2 dirs)` from
-/// `dy (batch, n_out, 1 + 2 dirs)` (needs T''' of the recurrence).
-pub fn cheby_backward_derivatives_input(
-    gpu: &Gpu,
-    s: ChebyShape,
-    dirs: usize,
-    x: &wgpu::Buffer,
-    coeffs: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
-    let bufs = [(1, x), (3, coeffs), (6, dy), (7, dx)];
-    launch(gpu, &CHEBY_BACKWARD_DERIVATIVES_INPUT, &p, &bufs, s.batch * s.n_in)
-}
-
-/// Backward of [`cheby_forward_derivatives`] for the coefficients: `dc (n_in, n_out, degree + 1)`
-/// (overwritten; per-chunk partial sums in batch order, then the chunks in order: two dispatches).
-pub fn cheby_backward_derivatives_coeffs(
-    gpu: &Gpu,
-    s: ChebyShape,
-    dirs: usize,
-    x: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dc: &wgpu::Buffer,
-) -> Result<[Dispatch; 2]> {
-    let p = ChebyParams { n_dir: dirs as u32, ..s.params() };
-    let partials = zeroed_f32(gpu, "cpikan dc partials", n_chunks(s.batch) * s.coeffs())?;
-    let bufs = [(1, x), (2, &partials), (6, dy)];
-    Ok([
-        launch(gpu, &CHEBY_BACKWARD_DERIVATIVES_COEFFS, &p, &bufs, n_chunks(s.batch) * s.coeffs())?,
-        sum_chunks(gpu, s.batch, s.coeffs(), &partials, dc)?,
-    ])
-}
-
-/// Backward of [`layernorm_tanh_derivatives`]: from the pre-norm channels `z` and `da` (both
-/// `(batch, n, 1 + 2 dirs)`) writes `dz` and the `(batch, n)` scratch (d pre-tanh value, per-sample
-/// dgamma) that [`layernorm_params_backward`] reduces.
-#[allow(clippy::too_many_arguments)]
-pub fn layernorm_tanh_derivatives_backward(
-    gpu: &Gpu,
-    batch: usize,
-    n: usize,
-    dirs: usize,
-    z: &wgpu::Buffer,
-    gamma: &wgpu::Buffer,
-    beta: &wgpu::Buffer,
-    da: &wgpu::Buffer,
-    dz: &wgpu::Buffer,
-    scratch: [&wgpu::Buffer; 2],
-) -> Result<Dispatch> {
-    let p = ChebyParams { n_dir: dirs as u32, ..ln_params(batch, n) };
-    let bufs = [(1, z), (4, gamma), (5, beta), (6, da), (7, dz), (10, scratch[0]), (11, scratch[1])];
-    launch(gpu, &LAYERNORM_TANH_DERIVATIVES_BACKWARD, &p, &bufs, batch)
-}
-
-/// Plain-Rust f64 versions of every kernel, for the tests.
+/// Plain-Rust f64 versions of every kernel, for the tests. Each takes the [`Pass`] like its
+/// launcher: the values pass is the derivative pass with no directions (one channel per feature).
 pub mod reference {
-    use super::ChebyShape;
+    use super::{ChebyShape, Pass};
 
-    /// T_0..=T_degree at x.
-    pub fn chebyshev(x: f64, degree: usize) -> Vec<f64> {
-        let mut t = vec![1.0, x];
-        for k in 2..=degree {
-            t.push(2.0 * x * t[k - 1] - t[k - 2]);
-        }
-        t.truncate(degree + 1);
-        t
-    }
-
-    /// T_0'..=T_degree' at x (k U_{k−1}).
-    pub fn chebyshev_derivative(x: f64, degree: usize) -> Vec<f64> {
-        let mut u = vec![1.0, 2.0 * x];
-        for k in 2..degree {
-            u.push(2.0 * x * u[k - 1] - u[k - 2]);
-        }
-        (0..=degree).map(|k| if k == 0 { 0.0 } else { k as f64 * u[k - 1] }).collect()
-    }
-
-    pub fn affine_scale(coords: &[f64], d: usize, min: &[f64], max: &[f64]) -> Vec<f64> {
-        coords.iter().enumerate().map(|(i, x)| 2.0 * (x - min[i % d]) / (max[i % d] - min[i % d]) - 1.0).collect()
-    }
-
-    pub fn cheby_forward(s: ChebyShape, x: &[f64], c: &[f64]) -> Vec<f64> {
-        let kk = s.degree + 1;
-        let mut y = vec![0.0; s.batch * s.n_out];
-        for b in 0..s.batch {
-            for i in 0..s.n_in {
-                let t = chebyshev(x[b * s.n_in + i], s.degree);
-                for o in 0..s.n_out {
-                    let base = (i * s.n_out + o) * kk;
-                    y[b * s.n_out + o] += (0..kk).map(|k| c[base + k] * t[k]).sum::<f64>();
-                }
-            }
-        }
-        y
-    }
-
-    pub fn cheby_backward_input(s: ChebyShape, x: &[f64], c: &[f64], dy: &[f64]) -> Vec<f64> {
-        let kk = s.degree + 1;
-        let mut dx = vec![0.0; s.batch * s.n_in];
-        for b in 0..s.batch {
-            for i in 0..s.n_in {
-                let dt = chebyshev_derivative(x[b * s.n_in + i], s.degree);
-                for o in 0..s.n_out {
-                    let base = (i * s.n_out + o) * kk;
-                    dx[b * s.n_in + i] += dy[b * s.n_out + o] * (0..kk).map(|k| c[base + k] * dt[k]).sum::<f64>();
-                }
-            }
-        }
-        dx
-    }
-
-    pub fn cheby_backward_coeffs(s: ChebyShape, x: &[f64], dy: &[f64]) -> Vec<f64> {
-        let kk = s.degree + 1;
-        let mut dc = vec![0.0; s.coeffs()];
-        for b in 0..s.batch {
-            for i in 0..s.n_in {
-                let t = chebyshev(x[b * s.n_in + i], s.degree);
-                for o in 0..s.n_out {
-                    for k in 0..kk {
-                        dc[(i * s.n_out + o) * kk + k] += dy[b * s.n_out + o] * t[k];
-                    }
-                }
-            }
-        }
-        dc
-    }
-
-    fn stats(z: &[f64]) -> (f64, f64) {
-        let n = z.len() as f64;
-        let m = z.iter().sum::<f64>() / n;
-        let v = z.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-        (m, 1.0 / (v + 1e-5).sqrt())
-    }
-
-    pub fn layernorm_tanh_forward(z: &[f64], n: usize, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
-        z.chunks(n)
-            .flat_map(|row| {
-                let (m, r) = stats(row);
-                row.iter().enumerate().map(move |(j, x)| ((x - m) * r * gamma[j] + beta[j]).tanh())
-            })
-            .collect()
-    }
-
-    /// (dz, dgamma, dbeta).
-    pub fn layernorm_tanh_backward(
-        z: &[f64],
-        n: usize,
-        gamma: &[f64],
-        beta: &[f64],
-        da: &[f64],
-    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let mut dz = vec![0.0; z.len()];
-        let (mut dg, mut db) = (vec![0.0; n], vec![0.0; n]);
-        for (b, row) in z.chunks(n).enumerate() {
-            let (m, r) = stats(row);
-            let xh: Vec<f64> = row.iter().map(|x| (x - m) * r).collect();
-            let du: Vec<f64> = (0..n)
-                .map(|j| {
-                    let a = (xh[j] * gamma[j] + beta[j]).tanh();
-                    da[b * n + j] * (1.0 - a * a)
-                })
-                .collect();
-            let g: Vec<f64> = (0..n).map(|j| du[j] * gamma[j]).collect();
-            let mg = g.iter().sum::<f64>() / n as f64;
-            let mgx = (0..n).map(|j| g[j] * xh[j]).sum::<f64>() / n as f64;
-            for j in 0..n {
-                dz[b * n + j] = r * (g[j] - mg - xh[j] * mgx);
-                dg[j] += du[j] * xh[j];
-                db[j] += du[j];
-            }
-        }
-        (dz, dg, db)
-    }
-
-    /// (T, T', T'') for k = 0..=degree at x.
-    pub fn chebyshev_with_derivatives(x: f64, degree: usize) -> Vec<[f64; 3]> {
-        let mut t = vec![[1.0, 0.0, 0.0], [x, 1.0, 0.0]];
-        for k in 2..=degree {
-            let (a, b) = (t[k - 1], t[k - 2]);
-            t.push([2.0 * x * a[0] - b[0], 2.0 * a[0] + 2.0 * x * a[1] - b[1], 4.0 * a[1] + 2.0 * x * a[2] - b[2]]);
-        }
-        t.truncate(degree + 1);
-        t
-    }
-
-    /// [`affine_scale`] with tangents, `(batch, d, 1 + 2 d)` (see [`super::affine_scale_derivatives`]).
-    pub fn affine_scale_derivatives(coords: &[f64], d: usize, min: &[f64], max: &[f64]) -> Vec<f64> {
-        let ch = super::channels(d);
-        let mut out = vec![0.0; coords.len() * ch];
-        for (i, x) in coords.iter().enumerate() {
-            let j = i % d;
-            out[i * ch] = 2.0 * (x - min[j]) / (max[j] - min[j]) - 1.0;
-            out[i * ch + 1 + j] = 2.0 / (max[j] - min[j]);
-        }
-        out
-    }
-
-    /// [`cheby_forward`] with tangents (see [`super::cheby_forward_derivatives`]).
-    pub fn cheby_forward_derivatives(s: ChebyShape, dirs: usize, x: &[f64], c: &[f64]) -> Vec<f64> {
-        let (kk, ch) = (s.degree + 1, super::channels(dirs));
-        let mut y = vec![0.0; s.batch * s.n_out * ch];
-        for b in 0..s.batch {
-            for i in 0..s.n_in {
-                let xi = &x[(b * s.n_in + i) * ch..][..ch];
-                let t = chebyshev_with_derivatives(xi[0], s.degree);
-                for o in 0..s.n_out {
-                    let base = (i * s.n_out + o) * kk;
-                    let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
-                    let (s0, s1, s2) = (sum(0), sum(1), sum(2));
-                    let yo = &mut y[(b * s.n_out + o) * ch..][..ch];
-                    yo[0] += s0;
-                    for a in 0..dirs {
-                        let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
-                        yo[1 + a] += s1 * d1;
-                        yo[1 + dirs + a] += s2 * d1 * d1 + s1 * d2;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    /// [`layernorm_tanh_forward`] with tangents (see [`super::layernorm_tanh_derivatives`]).
-    pub fn layernorm_tanh_derivatives(z: &[f64], n: usize, dirs: usize, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
-        let ch = super::channels(dirs);
-        let nf = n as f64;
-        let mut out = vec![0.0; z.len()];
-        for (row, orow) in z.chunks(n * ch).zip(out.chunks_mut(n * ch)) {
-            let val = |j: usize, q: usize| row[j * ch + q];
-            let mean = |q: usize| (0..n).map(|j| val(j, q)).sum::<f64>() / nf;
-            let m = mean(0);
-            let v = (0..n).map(|j| (val(j, 0) - m).powi(2)).sum::<f64>() / nf;
-            let r = 1.0 / (v + 1e-5).sqrt();
-            let t: Vec<f64> = (0..n).map(|j| ((val(j, 0) - m) * r * gamma[j] + beta[j]).tanh()).collect();
-            for j in 0..n {
-                orow[j * ch] = t[j];
-            }
-            for a in 0..dirs {
-                let (c1, c2) = (1 + a, 1 + dirs + a);
-                let (m1, m2) = (mean(c1), mean(c2));
-                let e = |j: usize| val(j, 0) - m;
-                let e1 = |j: usize| val(j, c1) - m1;
-                let e2 = |j: usize| val(j, c2) - m2;
-                let v1 = 2.0 * (0..n).map(|j| e(j) * e1(j)).sum::<f64>() / nf;
-                let v2 = 2.0 * (0..n).map(|j| e1(j) * e1(j) + e(j) * e2(j)).sum::<f64>() / nf;
-                let r1 = -0.5 * r.powi(3) * v1;
-                let r2 = 0.75 * r.powi(5) * v1 * v1 - 0.5 * r.powi(3) * v2;
-                for j in 0..n {
-                    let h1 = gamma[j] * (e1(j) * r + e(j) * r1);
-                    let h2 = gamma[j] * (e2(j) * r + 2.0 * e1(j) * r1 + e(j) * r2);
-                    let s = 1.0 - t[j] * t[j];
-                    orow[j * ch + c1] = s * h1;
-                    orow[j * ch + c2] = s * h2 - 2.0 * t[j] * s * h1 * h1;
-                }
-            }
-        }
-        out
-    }
-
-    /// (T, T', T'', T''') for k = 0..=degree at x (T'''_{k+1} = 6 T''_k + 2 x T'''_k − T'''_{k−1}).
-    pub fn chebyshev_with_derivatives3(x: f64, degree: usize) -> Vec<[f64; 4]> {
+    /// `(T_k, T_k', T_k'', T_k''')` at `x` for `k = 0..=degree`, by the recurrences
+    /// `T_{k+1} = 2 x T_k − T_{k−1}` and `T^(q)_{k+1} = 2 q T^(q−1)_k + 2 x T^(q)_k − T^(q)_{k−1}`.
+    pub fn chebyshev(x: f64, degree: usize) -> Vec<[f64; 4]> {
         let mut t = vec![[1.0, 0.0, 0.0, 0.0], [x, 1.0, 0.0, 0.0]];
         for k in 2..=degree {
             let (a, b) = (t[k - 1], t[k - 2]);
@@ -569,72 +321,165 @@ pub mod reference {
         t
     }
 
-    /// Backward of [`cheby_forward_derivatives`] for the channel gradient `dy (batch, n_out, 1 + 2 dirs)`:
-    /// `(dx (batch, n_in, 1 + 2 dirs), dc (n_in, n_out, degree + 1))`.
-    pub fn cheby_backward_derivatives(
-        s: ChebyShape,
-        dirs: usize,
-        x: &[f64],
-        c: &[f64],
-        dy: &[f64],
-    ) -> (Vec<f64>, Vec<f64>) {
-        let (kk, ch) = (s.degree + 1, super::channels(dirs));
-        let mut dx = vec![0.0; s.batch * s.n_in * ch];
-        let mut dc = vec![0.0; s.coeffs()];
+    /// See [`super::affine_scale`]: `coords (batch, d)` → `(batch, d, channels)`.
+    pub fn affine_scale(pass: Pass, coords: &[f64], d: usize, min: &[f64], max: &[f64]) -> Vec<f64> {
+        let ch = pass.channels();
+        let mut out = vec![0.0; coords.len() * ch];
+        for (i, x) in coords.iter().enumerate() {
+            let j = i % d;
+            out[i * ch] = 2.0 * (x - min[j]) / (max[j] - min[j]) - 1.0;
+            if ch > 1 {
+                out[i * ch + 1 + j] = 2.0 / (max[j] - min[j]);
+            }
+        }
+        out
+    }
+
+    /// Calls `f(b, i, o, xi, t)` for every sample `b`, input `i` and output `o` of layer `s` on the
+    /// `ch`-channel input `x`: `xi` the channels of `x[b, i]`, `t` its [`chebyshev`] table.
+    fn edges(s: ChebyShape, ch: usize, x: &[f64], mut f: impl FnMut(usize, usize, usize, &[f64], &[[f64; 4]])) {
         for b in 0..s.batch {
             for i in 0..s.n_in {
                 let xi = &x[(b * s.n_in + i) * ch..][..ch];
-                let t = chebyshev_with_derivatives3(xi[0], s.degree);
+                let t = chebyshev(xi[0], s.degree);
                 for o in 0..s.n_out {
-                    let base = (i * s.n_out + o) * kk;
-                    let g = &dy[(b * s.n_out + o) * ch..][..ch];
-                    let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
-                    let (s1, s2, s3) = (sum(1), sum(2), sum(3));
-                    let dxi = &mut dx[(b * s.n_in + i) * ch..][..ch];
-                    dxi[0] += g[0] * s1;
-                    for k in 0..kk {
-                        dc[base + k] += g[0] * t[k][0];
-                    }
-                    for a in 0..dirs {
-                        let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
-                        let (g1, g2) = (g[1 + a], g[1 + dirs + a]);
-                        dxi[0] += g1 * s2 * d1 + g2 * (s3 * d1 * d1 + s2 * d2);
-                        dxi[1 + a] += g1 * s1 + 2.0 * g2 * s2 * d1;
-                        dxi[1 + dirs + a] += g2 * s1;
-                        for k in 0..kk {
-                            dc[base + k] += g1 * t[k][1] * d1 + g2 * (t[k][2] * d1 * d1 + t[k][1] * d2);
-                        }
-                    }
+                    f(b, i, o, xi, &t);
                 }
             }
         }
+    }
+
+    /// See [`super::cheby_forward`].
+    pub fn cheby_forward(s: ChebyShape, pass: Pass, x: &[f64], c: &[f64]) -> Vec<f64> {
+        let (kk, ch, dirs) = (s.degree + 1, pass.channels(), pass.dirs());
+        let mut y = vec![0.0; s.batch * s.n_out * ch];
+        edges(s, ch, x, |b, i, o, xi, t| {
+            let base = (i * s.n_out + o) * kk;
+            let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
+            let (s0, s1, s2) = (sum(0), sum(1), sum(2));
+            let yo = &mut y[(b * s.n_out + o) * ch..][..ch];
+            yo[0] += s0;
+            for a in 0..dirs {
+                let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
+                yo[1 + a] += s1 * d1;
+                yo[1 + dirs + a] += s2 * d1 * d1 + s1 * d2;
+            }
+        });
+        y
+    }
+
+    /// Backward of [`cheby_forward`] for the output gradient `dy`: `(dx, dc (n_in, n_out, degree + 1))`.
+    pub fn cheby_backward(s: ChebyShape, pass: Pass, x: &[f64], c: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (kk, ch, dirs) = (s.degree + 1, pass.channels(), pass.dirs());
+        let mut dx = vec![0.0; s.batch * s.n_in * ch];
+        let mut dc = vec![0.0; s.coeffs()];
+        edges(s, ch, x, |b, i, o, xi, t| {
+            let base = (i * s.n_out + o) * kk;
+            let g = &dy[(b * s.n_out + o) * ch..][..ch];
+            let sum = |q: usize| (0..kk).map(|k| c[base + k] * t[k][q]).sum::<f64>();
+            let (s1, s2, s3) = (sum(1), sum(2), sum(3));
+            let dxi = &mut dx[(b * s.n_in + i) * ch..][..ch];
+            dxi[0] += g[0] * s1;
+            for k in 0..kk {
+                dc[base + k] += g[0] * t[k][0];
+            }
+            for a in 0..dirs {
+                let (d1, d2) = (xi[1 + a], xi[1 + dirs + a]);
+                let (g1, g2) = (g[1 + a], g[1 + dirs + a]);
+                dxi[0] += g1 * s2 * d1 + g2 * (s3 * d1 * d1 + s2 * d2);
+                dxi[1 + a] += g1 * s1 + 2.0 * g2 * s2 * d1;
+                dxi[1 + dirs + a] += g2 * s1;
+                for k in 0..kk {
+                    dc[base + k] += g1 * t[k][1] * d1 + g2 * (t[k][2] * d1 * d1 + t[k][1] * d2);
+                }
+            }
+        });
         (dx, dc)
     }
 
-    /// Backward of [`layernorm_tanh_derivatives`] for the channel gradient `da (batch, n, 1 + 2 dirs)`:
-    /// `(dz, dgamma, dbeta)` (the adjoint of the tangent formulas, mean and variance included).
-    pub fn layernorm_tanh_derivatives_backward(
+    /// One sample's LayerNorm statistics over `n` features of `ch` channels (`row`, `n · ch` values).
+    struct Stats<'a> {
+        row: &'a [f64],
+        n: usize,
+        ch: usize,
+        /// Value deviations from their mean, and `r = (var + eps)^(−1/2)`.
+        e: Vec<f64>,
+        r: f64,
+    }
+
+    impl<'a> Stats<'a> {
+        fn new(row: &'a [f64], n: usize, ch: usize) -> Stats<'a> {
+            let m = (0..n).map(|j| row[j * ch]).sum::<f64>() / n as f64;
+            let e: Vec<f64> = (0..n).map(|j| row[j * ch] - m).collect();
+            let v = e.iter().map(|x| x * x).sum::<f64>() / n as f64;
+            Stats { row, n, ch, e, r: 1.0 / (v + 1e-5).sqrt() }
+        }
+
+        /// The deviations of channel `q` from its mean.
+        fn deviations(&self, q: usize) -> Vec<f64> {
+            let m = (0..self.n).map(|j| self.row[j * self.ch + q]).sum::<f64>() / self.n as f64;
+            (0..self.n).map(|j| self.row[j * self.ch + q] - m).collect()
+        }
+
+        /// Along the axis with tangent deviations `e1`, `e2`: `(v', v'', r', r'')`.
+        fn axis(&self, e1: &[f64], e2: &[f64]) -> (f64, f64, f64, f64) {
+            let (e, r, nf) = (&self.e, self.r, self.n as f64);
+            let v1 = 2.0 * (0..self.n).map(|j| e[j] * e1[j]).sum::<f64>() / nf;
+            let v2 = 2.0 * (0..self.n).map(|j| e1[j] * e1[j] + e[j] * e2[j]).sum::<f64>() / nf;
+            (v1, v2, -0.5 * r.powi(3) * v1, 0.75 * r.powi(5) * v1 * v1 - 0.5 * r.powi(3) * v2)
+        }
+
+        /// `tanh(x̂ γ + β)` per feature.
+        fn tanh(&self, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+            (0..self.n).map(|j| (self.e[j] * self.r * gamma[j] + beta[j]).tanh()).collect()
+        }
+    }
+
+    /// See [`super::layernorm_tanh_forward`]: `z (batch, n, channels)`.
+    pub fn layernorm_tanh_forward(pass: Pass, z: &[f64], n: usize, gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+        let (ch, dirs) = (pass.channels(), pass.dirs());
+        let mut out = vec![0.0; z.len()];
+        for (row, orow) in z.chunks(n * ch).zip(out.chunks_mut(n * ch)) {
+            let st = Stats::new(row, n, ch);
+            let (e, r) = (&st.e, st.r);
+            let t = st.tanh(gamma, beta);
+            for j in 0..n {
+                orow[j * ch] = t[j];
+            }
+            for a in 0..dirs {
+                let (c1, c2) = (1 + a, 1 + dirs + a);
+                let (e1, e2) = (st.deviations(c1), st.deviations(c2));
+                let (_, _, r1, r2) = st.axis(&e1, &e2);
+                for j in 0..n {
+                    let h1 = gamma[j] * (e1[j] * r + e[j] * r1);
+                    let h2 = gamma[j] * (e2[j] * r + 2.0 * e1[j] * r1 + e[j] * r2);
+                    let s = 1.0 - t[j] * t[j];
+                    orow[j * ch + c1] = s * h1;
+                    orow[j * ch + c2] = s * h2 - 2.0 * t[j] * s * h1 * h1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Backward of [`layernorm_tanh_forward`] for the output gradient `da`: `(dz, dgamma, dbeta)`
+    /// (the adjoint of the tangent formulas, mean and variance included).
+    pub fn layernorm_tanh_backward(
+        pass: Pass,
         z: &[f64],
         n: usize,
-        dirs: usize,
         gamma: &[f64],
         beta: &[f64],
         da: &[f64],
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let ch = super::channels(dirs);
+        let (ch, dirs) = (pass.channels(), pass.dirs());
         let nf = n as f64;
         let mut dz = vec![0.0; z.len()];
         let (mut dg, mut db) = (vec![0.0; n], vec![0.0; n]);
-        for (bi, row) in z.chunks(n * ch).enumerate() {
-            let go = &da[bi * n * ch..][..n * ch];
-            let dzr = &mut dz[bi * n * ch..][..n * ch];
-            let val = |j: usize, q: usize| row[j * ch + q];
-            let mean = |q: usize| (0..n).map(|j| val(j, q)).sum::<f64>() / nf;
-            let m = mean(0);
-            let e: Vec<f64> = (0..n).map(|j| val(j, 0) - m).collect();
-            let v = e.iter().map(|x| x * x).sum::<f64>() / nf;
-            let r = 1.0 / (v + 1e-5).sqrt();
-            let t: Vec<f64> = (0..n).map(|j| (e[j] * r * gamma[j] + beta[j]).tanh()).collect();
+        for ((row, go), dzr) in z.chunks(n * ch).zip(da.chunks(n * ch)).zip(dz.chunks_mut(n * ch)) {
+            let st = Stats::new(row, n, ch);
+            let (e, r) = (&st.e, st.r);
+            let t = st.tanh(gamma, beta);
             let s: Vec<f64> = t.iter().map(|t| 1.0 - t * t).collect();
             // Adjoints of t (all channels), e and r.
             let mut tb: Vec<f64> = (0..n).map(|j| go[j * ch]).collect();
@@ -642,13 +487,8 @@ pub mod reference {
             let mut rb = 0.0;
             for a in 0..dirs {
                 let (c1, c2) = (1 + a, 1 + dirs + a);
-                let (m1, m2) = (mean(c1), mean(c2));
-                let e1: Vec<f64> = (0..n).map(|j| val(j, c1) - m1).collect();
-                let e2: Vec<f64> = (0..n).map(|j| val(j, c2) - m2).collect();
-                let v1 = 2.0 * (0..n).map(|j| e[j] * e1[j]).sum::<f64>() / nf;
-                let v2 = 2.0 * (0..n).map(|j| e1[j] * e1[j] + e[j] * e2[j]).sum::<f64>() / nf;
-                let r1 = -0.5 * r.powi(3) * v1;
-                let r2 = 0.75 * r.powi(5) * v1 * v1 - 0.5 * r.powi(3) * v2;
+                let (e1, e2) = (st.deviations(c1), st.deviations(c2));
+                let (v1, v2, r1, r2) = st.axis(&e1, &e2);
                 let (mut e1b, mut e2b) = (vec![0.0; n], vec![0.0; n]);
                 let (mut r1b, mut r2b) = (0.0, 0.0);
                 for j in 0..n {

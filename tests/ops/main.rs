@@ -10,6 +10,7 @@ mod check;
 mod adam;
 mod batchnorm;
 mod blend;
+mod chebykan;
 mod classical;
 mod conv;
 mod convert;

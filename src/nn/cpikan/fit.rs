@@ -8,7 +8,8 @@
 //! 3. Physics: minimise `mean_c((A + B·cos(4π·u/λ_l + δ_k) − I)²) + w_s·mean((u_xx + u_yy)²)`
 //!    with Adam then L-BFGS (strong Wolfe). Every evaluation is one GPU forward-mode derivative
 //!    pass and its backward; the host computes `dL/du`, `dL/du_xx`, `dL/du_yy` (in f64: the phase
-//!    `4πu/λ` is large) and Adam / L-BFGS update the (small) parameter vector on the host.
+//!    `4πu/λ` is large) and Adam / L-BFGS update the (small) parameter vector on the host
+//!    ([`super::train`]), keeping the best parameters seen.
 //!
 //! Coordinates are frame pixels (x = column, y = row); the network's domain is the region's
 //! pixel-centre bounds. Nothing is written here: see [`save_model`] for the weights.
@@ -23,10 +24,10 @@ use crate::gpu::Gpu;
 use crate::io::npy::{NpyReader, to_f32};
 use crate::io::weights::{f32_bytes, to_safetensors};
 use crate::nn::classical::Classical;
-use crate::nn::cpikan::{Cpikan, CpikanConfig, CpikanWeights, Derivatives, flatten, init_weights, unflatten};
+use crate::nn::cpikan::train::{self, Trainee};
+use crate::nn::cpikan::{CpikanConfig, CpikanWeights, Derivatives, init_weights};
 use crate::ops::classical::ClassicalConfig;
-use crate::optim::HostAdam;
-use crate::optim::lbfgs::{Lbfgs, LbfgsConfig, LineSearch};
+use crate::optim::lbfgs::Lbfgs;
 use crate::psi::{PsiConfig, phase};
 use crate::rng::Rng;
 
@@ -192,42 +193,37 @@ impl Problem {
     }
 }
 
-/// Physics loss and flat parameter gradient at the parameters currently on the GPU.
-fn physics_loss_and_grad(gpu: &Gpu, model: &Cpikan, pb: &Problem) -> Result<(f32, Vec<f32>)> {
-    let (d, acts) = model.forward_derivatives_train(gpu, &pb.coords)?;
-    let np = pb.pixels;
-    let mut g =
-        Derivatives { u: vec![0.0; np], ux: vec![0.0; np], uy: vec![0.0; np], uxx: vec![0.0; np], uyy: vec![0.0; np] };
-    let mut loss = pb.data_loss(&d.u, Some(&mut g.u));
-    if pb.smoothness > 0.0 {
-        let mut s2 = 0.0;
-        for p in 0..np {
-            let s = d.uxx[p] as f64 + d.uyy[p] as f64;
-            s2 += s * s;
-            let gs = (2.0 * pb.smoothness * s / np as f64) as f32;
-            g.uxx[p] = gs;
-            g.uyy[p] = gs;
+impl Problem {
+    /// The physics loss of the network's output `d` (data term plus `w_s · mean((u_xx + u_yy)²)`);
+    /// fills its gradient `g`.
+    fn physics(&self, d: &Derivatives, g: &mut Derivatives) -> f64 {
+        let np = self.pixels;
+        let mut loss = self.data_loss(&d.u, Some(&mut g.u));
+        if self.smoothness > 0.0 {
+            let mut s2 = 0.0;
+            for p in 0..np {
+                let s = d.uxx[p] as f64 + d.uyy[p] as f64;
+                s2 += s * s;
+                let gs = (2.0 * self.smoothness * s / np as f64) as f32;
+                g.uxx[p] = gs;
+                g.uyy[p] = gs;
+            }
+            loss += self.smoothness * s2 / np as f64;
         }
-        loss += pb.smoothness * s2 / np as f64;
+        loss
     }
-    let grads = model.backward_derivatives(gpu, &acts, &g)?;
-    Ok((loss as f32, flatten(&grads.coeffs, &grads.ln_weight, &grads.ln_bias)))
 }
 
-/// Supervised loss `mean((u − h0)²)` and its flat parameter gradient.
-fn supervised_loss_and_grad(gpu: &Gpu, model: &Cpikan, pb: &Problem, h0: &[f32]) -> Result<(f32, Vec<f32>)> {
-    let (d, acts) = model.forward_derivatives_train(gpu, &pb.coords)?;
-    let np = pb.pixels;
-    let zeros = vec![0.0f32; np];
-    let mut g = Derivatives { u: vec![0.0; np], ux: zeros.clone(), uy: zeros.clone(), uxx: zeros.clone(), uyy: zeros };
+/// The supervised loss `mean((u − h0)²)` of the network's output `d`; fills its gradient `g`.
+fn supervised(h0: &[f32], d: &Derivatives, g: &mut Derivatives) -> f64 {
+    let np = h0.len();
     let mut loss = 0.0f64;
     for ((gu, &u), &t) in g.u.iter_mut().zip(&d.u).zip(h0) {
         let r = u as f64 - t as f64;
         loss += r * r;
         *gu = (2.0 * r / np as f64) as f32;
     }
-    let grads = model.backward_derivatives(gpu, &acts, &g)?;
-    Ok(((loss / np as f64) as f32, flatten(&grads.coeffs, &grads.ln_weight, &grads.ln_bias)))
+    loss / np as f64
 }
 
 /// Read rows `y..y+h`, columns `x..x+w` of every channel of the `(C, H, W)` frame as f32 `(C, h, w)`.
@@ -293,52 +289,9 @@ fn initial_network(opts: &PinnFitOptions, h0: &[f32]) -> CpikanWeights {
     wts
 }
 
-/// The network with its host weights and the GPU copy kept in step.
-struct Net<'a> {
-    gpu: &'a Gpu,
-    model: Cpikan,
-    wts: CpikanWeights,
-}
-
-impl Net<'_> {
-    /// Make `params` (flat) the network's parameters, on the host and the GPU.
-    fn set(&mut self, params: &[f32]) -> Result<()> {
-        unflatten(&mut self.wts, params);
-        self.model.upload(self.gpu, &self.wts)
-    }
-
-    fn physics(&self, pb: &Problem) -> Result<(f32, Vec<f32>)> {
-        physics_loss_and_grad(self.gpu, &self.model, pb)
-    }
-}
-
-/// `steps` Adam steps from `params` on `loss`; the last finite loss, or an error naming `what`.
-fn adam_phase(
-    net: &mut Net,
-    params: &mut [f32],
-    steps: usize,
-    lr: f32,
-    what: &str,
-    mut loss: impl FnMut(&Net) -> Result<(f32, Vec<f32>)>,
-    mut seen: impl FnMut(f32, &[f32]),
-) -> Result<()> {
-    let mut adam = HostAdam::new(params.len(), lr);
-    for step in 0..steps {
-        net.set(params)?;
-        let (value, g) = loss(net)?;
-        if !value.is_finite() {
-            return Err(Error::Invalid(format!("pinn fit: non-finite {what} {step}")));
-        }
-        seen(value, params);
-        adam.step(params, &g);
-    }
-    Ok(())
-}
-
 /// Fit a Scaled-cPIKAN height `h(x, y)` to the physics of `opts.region` of `frame`.
 pub fn pinn_fit(gpu: &Gpu, frame: &Path, opts: &PinnFitOptions) -> Result<PinnFitReport> {
     let start = Instant::now();
-    let [_, _, h, w] = opts.region;
     let classical = validate(opts)?;
     let (c, data) = read_region(frame, opts.region)?;
     if c != opts.psi.channels() {
@@ -352,100 +305,81 @@ pub fn pinn_fit(gpu: &Gpu, frame: &Path, opts: &PinnFitOptions) -> Result<PinnFi
     }
     let h0 = initial_heights(gpu, opts, classical, &data)?;
     let pb = Problem::new(opts, &data);
-    let h0_data_loss = pb.data_loss(&h0, None) as f32;
-    let wts = initial_network(opts, &h0);
-    let mut net = Net { gpu, model: Cpikan::new(gpu, &wts)?, wts };
-    let mut params = flatten(&net.wts.coeffs, &net.wts.ln_weight, &net.wts.ln_bias);
+    let mut net = Trainee::new(gpu, initial_network(opts, &h0))?;
+    let mut params = net.params();
 
     // 1. Supervised.
-    let supervised = |n: &Net| supervised_loss_and_grad(gpu, &n.model, &pb, &h0);
-    adam_phase(
-        &mut net,
-        &mut params,
-        opts.supervised_steps,
-        opts.lr,
-        "supervised loss at step",
-        supervised,
-        |_, _| {},
-    )?;
+    let mut supervised = |n: &Trainee| n.model.derivative_loss(gpu, &pb.coords, |d, g| supervised(&h0, d, g));
+    let what = "pinn fit: non-finite supervised loss at step";
+    train::adam(&mut net, &mut params, opts.supervised_steps, opts.lr, what, &mut supervised, |_, _, _| {})?;
     net.set(&params)?;
     let supervised_mse = if opts.supervised_steps > 0 { supervised(&net)?.0 } else { f32::NAN };
 
-    // 2. Physics: Adam, then L-BFGS, keeping the best parameters seen (the physics loss is far
-    // from convex: never end worse).
-    let (initial_loss, _) = net.physics(&pb)?;
+    // 2. Physics.
+    let physics = physics_phases(&mut net, &mut params, &pb, opts)?;
+    let heights = net.model.forward(gpu, &pb.coords)?;
+    debug_assert_eq!(heights.len(), opts.region[2] * opts.region[3]);
+    Ok(PinnFitReport {
+        heights,
+        h0_data_loss: pb.data_loss(&h0, None) as f32,
+        initial_heights: h0,
+        supervised_mse,
+        initial_loss: physics.initial_loss,
+        loss_after_adam: physics.loss_after_adam,
+        final_loss: physics.final_loss,
+        weights: net.weights,
+        supervised_steps: opts.supervised_steps,
+        adam_steps: opts.adam_steps,
+        lbfgs_iterations: physics.lbfgs.iterations(),
+        lbfgs_evaluations: physics.lbfgs.evaluations(),
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// What [`physics_phases`] reports.
+struct Physics {
+    initial_loss: f32,
+    loss_after_adam: f32,
+    final_loss: f32,
+    lbfgs: Lbfgs,
+}
+
+/// The physics phases from `params`: Adam, then L-BFGS from the best parameters seen, keeping the
+/// best (the physics loss is far from convex: never end worse); leaves those on `net`.
+fn physics_phases(net: &mut Trainee, params: &mut Vec<f32>, pb: &Problem, opts: &PinnFitOptions) -> Result<Physics> {
+    let gpu = net.gpu;
+    let mut physics = |n: &Trainee| n.model.derivative_loss(gpu, &pb.coords, |d, g| pb.physics(d, g));
+    let (initial_loss, _) = physics(net)?;
     let mut best = (initial_loss, params.clone());
-    let physics = |n: &Net| n.physics(&pb);
-    let keep_best = |loss: f32, p: &[f32]| {
+    let keep_best = |_, loss: f32, p: &[f32]| {
         if loss < best.0 {
             best = (loss, p.to_vec());
         }
     };
-    adam_phase(
-        &mut net,
-        &mut params,
-        opts.adam_steps,
-        opts.physics_lr,
-        "physics loss at Adam step",
-        physics,
-        keep_best,
-    )?;
-    net.set(&params)?;
-    let loss_after_adam = net.physics(&pb)?.0;
+    let what = "pinn fit: non-finite physics loss at Adam step";
+    train::adam(net, params, opts.adam_steps, opts.physics_lr, what, &mut physics, keep_best)?;
+    net.set(params)?;
+    let loss_after_adam = physics(net)?.0;
     if loss_after_adam < best.0 {
         best = (loss_after_adam, params.clone());
     }
-    let mut lbfgs = Lbfgs::new(
-        LbfgsConfig {
-            lr: 1.0,
-            max_iter: opts.lbfgs_iters,
-            max_eval: Some(opts.lbfgs_iters * 5 / 4),
-            tolerance_grad: 0.0,
-            tolerance_change: 0.0,
-            history_size: 50,
-            line_search: LineSearch::StrongWolfe,
-        },
-        params.len(),
-    )?;
     if opts.lbfgs_iters > 0 {
         params.clone_from(&best.1);
-        let mut closure = |p: &[f32], g: &mut [f32]| -> Result<f32> {
-            net.set(p)?;
-            let (loss, grad) = net.physics(&pb)?;
-            g.copy_from_slice(&grad);
-            Ok(loss)
-        };
-        lbfgs.step(&mut params, &mut closure)?;
     }
-    net.set(&params)?;
-    let mut final_loss = net.physics(&pb)?.0;
+    let (lbfgs, _) = train::lbfgs(net, params, opts.lbfgs_iters, &mut physics)?;
+    net.set(params)?;
+    let mut final_loss = physics(net)?.0;
     if final_loss.is_nan() || final_loss > best.0 {
         // L-BFGS made it worse (or diverged): keep the best earlier parameters.
         net.set(&best.1)?;
         final_loss = best.0;
     }
-    let heights = net.model.forward(gpu, &pb.coords)?;
-    debug_assert_eq!(heights.len(), h * w);
-    Ok(PinnFitReport {
-        heights,
-        initial_heights: h0,
-        supervised_mse,
-        initial_loss,
-        loss_after_adam,
-        final_loss,
-        h0_data_loss,
-        weights: net.wts,
-        supervised_steps: opts.supervised_steps,
-        adam_steps: opts.adam_steps,
-        lbfgs_iterations: lbfgs.iterations(),
-        lbfgs_evaluations: lbfgs.evaluations(),
-        wall_s: start.elapsed().as_secs_f64(),
-    })
+    Ok(Physics { initial_loss, loss_after_adam, final_loss, lbfgs })
 }
 
 /// Write `w` as an F32 safetensors state_dict with the seed's names (`domain_min`, `domain_max`,
 /// `network.{3l}.cheby_coeffs`, `network.{3l + 1}.weight` / `.bias`), readable by
-/// [`CpikanWeights::load`] / [`Cpikan::load`], through the atomic writer.
+/// [`CpikanWeights::load`] / [`super::Cpikan::load`], through the atomic writer.
 pub fn save_model(path: &Path, w: &CpikanWeights) -> Result<()> {
     w.validate()?;
     let c = &w.config;

@@ -2,20 +2,17 @@
 //! benchmark of `BENCHMARKS.md`: `u_xx + k² u = 0` on [−1, 1], `u(−1) = 0`, `u_x(1) = k`, exact
 //! `u = sin(k x)`.
 //!
-//! Every loss evaluation is one GPU forward-mode derivative pass ([`Cpikan::forward_derivatives_train`])
-//! and its backward ([`Cpikan::backward_derivatives`]) over the collocation points plus the two
-//! boundary points; the (tiny) parameter vector lives on the host, where Adam and then L-BFGS
-//! (strong Wolfe, [`crate::optim::lbfgs`]) update it.
+//! Every loss evaluation is one GPU forward-mode derivative pass and its backward
+//! ([`Cpikan::derivative_loss`]) over the collocation points plus the two boundary points; the
+//! (tiny) parameter vector lives on the host, where Adam and then L-BFGS (strong Wolfe) update it
+//! ([`super::train`]).
 
 use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::cpikan::{
-    Cpikan, CpikanConfig, CpikanGrads, CpikanWeights, Derivatives, flatten, init_weights, unflatten,
-};
-use crate::optim::HostAdam;
-use crate::optim::lbfgs::{Lbfgs, LbfgsConfig, LineSearch};
+use crate::nn::cpikan::train::{self, Trainee};
+use crate::nn::cpikan::{Cpikan, CpikanConfig, CpikanWeights, Derivatives, init_weights};
 use crate::rng::Rng;
 
 /// Settings of [`helmholtz`].
@@ -86,23 +83,11 @@ pub fn latin_hypercube_1d(n: usize, lo: f64, hi: f64, rng: &mut Rng) -> Vec<f64>
     v
 }
 
-fn flatten_grads(g: &CpikanGrads) -> Vec<f32> {
-    flatten(&g.coeffs, &g.ln_weight, &g.ln_bias)
-}
-
-/// The Helmholtz loss on the GPU at the parameters of `model`: points `xs` are the collocation
-/// points followed by −1 and 1. Returns the loss and its parameter gradient (flat).
-fn loss_and_grad(gpu: &Gpu, model: &Cpikan, xs: &[f32], k: f32, w_bc: f32) -> Result<(f32, Vec<f32>)> {
-    let (d, acts) = model.forward_derivatives_train(gpu, xs)?;
+/// The Helmholtz loss of the network's output `d` at the points `xs` (the collocation points
+/// followed by −1 and 1); fills its gradient `g`.
+fn loss(xs: &[f32], k: f32, w_bc: f32, d: &Derivatives, g: &mut Derivatives) -> f64 {
     let n = xs.len() - 2;
     let k2 = k * k;
-    let mut g = Derivatives {
-        u: vec![0.0; xs.len()],
-        ux: vec![0.0; xs.len()],
-        uy: Vec::new(),
-        uxx: vec![0.0; xs.len()],
-        uyy: Vec::new(),
-    };
     let mut pde = 0.0f64;
     for b in 0..n {
         let r = d.uxx[b] + k2 * d.u[b];
@@ -111,11 +96,9 @@ fn loss_and_grad(gpu: &Gpu, model: &Cpikan, xs: &[f32], k: f32, w_bc: f32) -> Re
         g.u[b] = 2.0 * r * k2 / n as f32;
     }
     let (ul, uxr) = (d.u[n], d.ux[n + 1] - k);
-    let loss = pde / n as f64 + w_bc as f64 * ((ul as f64).powi(2) + (uxr as f64).powi(2));
     g.u[n] = 2.0 * w_bc * ul;
     g.ux[n + 1] = 2.0 * w_bc * uxr;
-    let grads = model.backward_derivatives(gpu, &acts, &g)?;
-    Ok((loss as f32, flatten_grads(&grads)))
+    pde / n as f64 + w_bc as f64 * ((ul as f64).powi(2) + (uxr as f64).powi(2))
 }
 
 /// Relative L2 of the network against sin(k x) on `n` uniform points of [−1, 1].
@@ -143,67 +126,38 @@ pub fn helmholtz(gpu: &Gpu, cfg: &HelmholtzConfig) -> Result<HelmholtzReport> {
     let config =
         CpikanConfig { layers: cfg.layers.clone(), degree: cfg.degree, domain_min: vec![-1.0], domain_max: vec![1.0] };
     let mut rng = Rng::new(cfg.seed);
-    let mut w = init_weights(&config, &mut rng);
-    let model = Cpikan::new(gpu, &w)?;
+    let mut net = Trainee::new(gpu, init_weights(&config, &mut rng))?;
     let mut xs: Vec<f32> =
         latin_hypercube_1d(cfg.n_collocation, -1.0, 1.0, &mut rng).iter().map(|&x| x as f32).collect();
     xs.extend_from_slice(&[-1.0, 1.0]);
     let k = cfg.k as f32;
-    let initial_rel_l2 = relative_error(gpu, &model, cfg.k, cfg.eval_points)?;
-    let mut params = flatten(&w.coeffs, &w.ln_weight, &w.ln_bias);
-    let np = params.len();
+    let initial_rel_l2 = relative_error(gpu, &net.model, cfg.k, cfg.eval_points)?;
+    let mut params = net.params();
+    let mut helmholtz_loss = |n: &Trainee| n.model.derivative_loss(gpu, &xs, |d, g| loss(&xs, k, cfg.w_bc, d, g));
+    // Adam: the loss at the first step, every 100 steps and at the last (before its update).
     let mut loss_curve = Vec::new();
-    let mut adam = HostAdam::new(np, cfg.adam_lr);
-    let mut initial_loss = f32::NAN;
-    let mut loss_after_adam = f32::NAN;
-    for step in 0..cfg.adam_steps {
-        unflatten(&mut w, &params);
-        model.upload(gpu, &w)?;
-        let (loss, g) = loss_and_grad(gpu, &model, &xs, k, cfg.w_bc)?;
+    let (mut initial_loss, mut loss_after_adam) = (f32::NAN, f32::NAN);
+    let seen = |step: usize, loss: f32, _: &[f32]| {
         if step == 0 {
             initial_loss = loss;
         }
-        if step % 100 == 0 {
+        if step.is_multiple_of(100) {
             loss_curve.push((step, loss));
         }
-        if !loss.is_finite() {
-            return Err(Error::Invalid(format!("Helmholtz: non-finite loss at Adam step {step}")));
-        }
-        adam.step(&mut params, &g);
         loss_after_adam = loss;
+    };
+    let what = "Helmholtz: non-finite loss at Adam step";
+    train::adam(&mut net, &mut params, cfg.adam_steps, cfg.adam_lr, what, &mut helmholtz_loss, seen)?;
+    let (lbfgs, first) = train::lbfgs(&mut net, &mut params, cfg.lbfgs_iterations, &mut helmholtz_loss)?;
+    if let Some(l0) = first
+        && cfg.adam_steps == 0
+    {
+        (initial_loss, loss_after_adam) = (l0, l0);
     }
-    // L-BFGS.
-    let mut lbfgs = Lbfgs::new(
-        LbfgsConfig {
-            lr: 1.0,
-            max_iter: cfg.lbfgs_iterations,
-            max_eval: Some(cfg.lbfgs_iterations * 5 / 4),
-            tolerance_grad: 0.0,
-            tolerance_change: 0.0,
-            history_size: 50,
-            line_search: LineSearch::StrongWolfe,
-        },
-        np,
-    )?;
-    if cfg.lbfgs_iterations > 0 {
-        let mut closure = |p: &[f32], g: &mut [f32]| -> Result<f32> {
-            unflatten(&mut w, p);
-            model.upload(gpu, &w)?;
-            let (loss, grad) = loss_and_grad(gpu, &model, &xs, k, cfg.w_bc)?;
-            g.copy_from_slice(&grad);
-            Ok(loss)
-        };
-        let l0 = lbfgs.step(&mut params, &mut closure)?;
-        if cfg.adam_steps == 0 {
-            initial_loss = l0;
-        }
-        loss_after_adam = if cfg.adam_steps == 0 { l0 } else { loss_after_adam };
-    }
-    unflatten(&mut w, &params);
-    model.upload(gpu, &w)?;
-    let (final_loss, _) = loss_and_grad(gpu, &model, &xs, k, cfg.w_bc)?;
+    net.set(&params)?;
+    let (final_loss, _) = helmholtz_loss(&net)?;
     loss_curve.push((cfg.adam_steps + lbfgs.evaluations(), final_loss));
-    let rel_l2 = relative_error(gpu, &model, cfg.k, cfg.eval_points)?;
+    let rel_l2 = relative_error(gpu, &net.model, cfg.k, cfg.eval_points)?;
     Ok(HelmholtzReport {
         initial_rel_l2,
         rel_l2,
@@ -215,6 +169,6 @@ pub fn helmholtz(gpu: &Gpu, cfg: &HelmholtzConfig) -> Result<HelmholtzReport> {
         lbfgs_iterations: lbfgs.iterations(),
         lbfgs_evaluations: lbfgs.evaluations(),
         wall_s: start.elapsed().as_secs_f64(),
-        weights: w,
+        weights: net.weights,
     })
 }

@@ -12,12 +12,15 @@
 //! gradient. [`Cpikan::forward_derivatives`] propagates, in forward mode and analytically, the
 //! output and its first and second derivatives along each physical input axis (for PDE
 //! residuals); [`Cpikan::forward_derivatives_train`] keeps those channel activations and
-//! [`Cpikan::backward_derivatives`] returns the parameter gradients of a loss on (u, u_a, u_aa).
-//! [`fit`] fits one to a frame region (`pinn fit`), [`helmholtz`] is the PDE benchmark;
+//! [`Cpikan::backward_derivatives`] returns the parameter gradients of a loss on (u, u_a, u_aa)
+//! ([`Cpikan::derivative_loss`] does both for a loss computed on the host). Both passes run the
+//! same layer loop with the kernels' [`Pass`]. [`train`] holds the host Adam / L-BFGS loops that
+//! [`fit`] (fit one to a frame region, `pinn fit`) and [`helmholtz`] (the PDE benchmark) share;
 //! [`reference`](mod@reference) is the whole network on the CPU in f64.
 
 pub mod fit;
 pub mod helmholtz;
+pub mod train;
 
 use std::path::Path;
 
@@ -74,15 +77,16 @@ impl CpikanConfig {
         Ok(())
     }
 }
-/// The parameters of a Scaled-cPIKAN on the host (also the layout of its gradients).
+/// The parameters of a Scaled-cPIKAN on the host (also the layout of its gradients): f32, or f64
+/// in the [`reference`](mod@reference) (so finite differences can perturb them finely).
 #[derive(Clone, Debug)]
-pub struct CpikanWeights {
+pub struct CpikanWeights<T = f32> {
     pub config: CpikanConfig,
     /// Per layer, `(n_in, n_out, degree + 1)` C-order.
-    pub coeffs: Vec<Vec<f32>>,
+    pub coeffs: Vec<Vec<T>>,
     /// Per hidden layer (all but the last), LayerNorm weight and bias.
-    pub ln_weight: Vec<Vec<f32>>,
-    pub ln_bias: Vec<Vec<f32>>,
+    pub ln_weight: Vec<Vec<T>>,
+    pub ln_bias: Vec<Vec<T>>,
 }
 impl CpikanWeights {
     /// Read a state_dict with the seed's names (see the module docs).
@@ -147,31 +151,64 @@ impl CpikanWeights {
     }
 }
 /// Gradients of a scalar loss with respect to the parameters (same layout as [`CpikanWeights`])
-/// and to the physical input coordinates `(batch, d_in)`.
+/// and to the physical input coordinates `(batch, d_in)`; f32 on the GPU, f64 in the
+/// [`reference`](mod@reference).
 #[derive(Clone, Debug)]
-pub struct CpikanGrads {
-    pub coeffs: Vec<Vec<f32>>,
-    pub ln_weight: Vec<Vec<f32>>,
-    pub ln_bias: Vec<Vec<f32>>,
-    pub coords: Vec<f32>,
+pub struct CpikanGrads<T = f32> {
+    pub coeffs: Vec<Vec<T>>,
+    pub ln_weight: Vec<Vec<T>>,
+    pub ln_bias: Vec<Vec<T>>,
+    pub coords: Vec<T>,
 }
-/// The network's output and its derivatives along the physical input axes, each `(batch, d_out)`.
-/// For `d_in = 1`, `uy` and `uyy` are empty.
+impl<T: Copy> CpikanGrads<T> {
+    /// Empty tensors for a network of `n_layers` Chebyshev layers.
+    fn empty(n_layers: usize) -> CpikanGrads<T> {
+        CpikanGrads {
+            coeffs: vec![Vec::new(); n_layers],
+            ln_weight: vec![Vec::new(); n_layers - 1],
+            ln_bias: vec![Vec::new(); n_layers - 1],
+            coords: Vec::new(),
+        }
+    }
+
+    /// The parameter gradients as one vector, in the order of [`flatten`].
+    pub fn flat(&self) -> Vec<T> {
+        flatten(&self.coeffs, &self.ln_weight, &self.ln_bias)
+    }
+}
+/// The network's output and its derivatives along the physical input axes, each `(batch, d_out)`;
+/// f32 on the GPU, f64 in the [`reference`](mod@reference). For `d_in = 1`, `uy` and `uyy` are empty.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Derivatives {
-    pub u: Vec<f32>,
-    pub ux: Vec<f32>,
-    pub uy: Vec<f32>,
-    pub uxx: Vec<f32>,
-    pub uyy: Vec<f32>,
+pub struct Derivatives<T = f32> {
+    pub u: Vec<T>,
+    pub ux: Vec<T>,
+    pub uy: Vec<T>,
+    pub uxx: Vec<T>,
+    pub uyy: Vec<T>,
 }
-impl Derivatives {
+impl<T: Copy> Derivatives<T> {
     /// Split a `(batch, d_out, 1 + 2 dirs)` channel buffer's contents.
-    fn from_channels(v: &[f32], dirs: usize) -> Derivatives {
+    pub fn from_channels(v: &[T], dirs: usize) -> Derivatives<T> {
         let ch = channels(dirs);
         let take = |q: usize| if q < ch { v.chunks(ch).map(|c| c[q]).collect() } else { Vec::new() };
         let (uy, uyy) = if dirs >= 2 { (take(2), take(2 + dirs)) } else { (Vec::new(), Vec::new()) };
         Derivatives { u: take(0), ux: take(1), uy, uxx: take(1 + dirs), uyy }
+    }
+
+    /// The columns of `dirs` (1 or 2) directions in channel order: `u`, `ux`, (`uy`), `uxx`, (`uyy`).
+    pub fn columns(&self, dirs: usize) -> Vec<&[T]> {
+        if dirs == 2 {
+            vec![&self.u, &self.ux, &self.uy, &self.uxx, &self.uyy]
+        } else {
+            vec![&self.u, &self.ux, &self.uxx]
+        }
+    }
+
+    /// The inverse of [`Derivatives::from_channels`] (`dirs` 1 or 2): `(batch · d_out, 1 + 2 dirs)`,
+    /// or `None` unless every column has `len` values.
+    pub fn to_channels(&self, dirs: usize, len: usize) -> Option<Vec<T>> {
+        let cols = self.columns(dirs);
+        cols.iter().all(|c| c.len() == len).then(|| (0..len).flat_map(|i| cols.iter().map(move |c| c[i])).collect())
     }
 }
 /// A Scaled-cPIKAN with its parameters on the GPU.
@@ -185,23 +222,24 @@ pub struct Cpikan {
 /// The GPU activations of one forward pass, kept for [`Cpikan::backward`].
 pub struct Activations {
     pub batch: usize,
+    /// Values, or the derivative channels (inside [`DerivativeActivations`]).
+    pass: Pass,
     /// Input of each Chebyshev layer: the scaled coordinates, then each hidden `tanh` output.
     inputs: Vec<wgpu::Buffer>,
     /// Output of each Chebyshev layer (the last is the network's output).
     outputs: Vec<wgpu::Buffer>,
 }
 /// The GPU channel activations of one derivative pass, kept for [`Cpikan::backward_derivatives`].
-pub struct DerivativeActivations {
-    pub batch: usize,
-    /// Input channels of each Chebyshev layer.
-    inputs: Vec<wgpu::Buffer>,
-    /// Output channels of each Chebyshev layer.
-    outputs: Vec<wgpu::Buffer>,
-}
+pub struct DerivativeActivations(Activations);
 impl Activations {
-    /// The network's output `(batch, d_out)`.
+    /// The network's output `(batch, d_out)` (`(batch, d_out, channels)` for a derivative pass).
     pub fn output(&self, gpu: &Gpu, d_out: usize) -> Result<Vec<f32>> {
-        Readback::f32(gpu, self.outputs.last().unwrap(), self.batch * d_out)
+        Readback::f32(gpu, self.outputs.last().unwrap(), self.batch * d_out * self.pass.channels())
+    }
+}
+impl DerivativeActivations {
+    pub fn batch(&self) -> usize {
+        self.0.batch
     }
 }
 impl Cpikan {
@@ -223,85 +261,6 @@ impl Cpikan {
         Self::new(gpu, &CpikanWeights::load(path)?)
     }
 
-    /// Run the network on `batch` samples taken from `coords`; keeps every activation.
-    pub fn forward_pass(&self, gpu: &Gpu, coords: Coords, batch: usize) -> Result<Activations> {
-        let c = &self.config;
-        if batch == 0 {
-            return Err(Error::Shape("cPIKAN forward of an empty batch".into()));
-        }
-        let mut inputs = vec![zeroed_f32(gpu, "cpikan x0", batch * c.d_in())?];
-        let mut outputs = Vec::new();
-        let mut ds = vec![affine_scale(gpu, coords, &self.domain, &inputs[0], batch, c.d_in())?];
-        for l in 0..c.n_layers() {
-            let s = c.shape(l, batch);
-            outputs.push(zeroed_f32(gpu, "cpikan z", batch * s.n_out)?);
-            ds.push(cheby_forward(gpu, s, &inputs[l], &self.coeffs[l], &outputs[l])?);
-            if l + 1 < c.n_layers() {
-                inputs.push(zeroed_f32(gpu, "cpikan a", batch * s.n_out)?);
-                let (g, b) = (&self.ln_weight[l], &self.ln_bias[l]);
-                ds.push(layernorm_tanh_forward(gpu, batch, s.n_out, &outputs[l], g, b, &inputs[l + 1])?);
-            }
-        }
-        gpu.run(&ds.iter().collect::<Vec<_>>())?;
-        Ok(Activations { batch, inputs, outputs })
-    }
-
-    /// The network at `coords` `(batch, d_in)` in physical units: `(batch, d_out)`.
-    pub fn forward(&self, gpu: &Gpu, coords: &[f32]) -> Result<Vec<f32>> {
-        let d = self.config.d_in();
-        if coords.is_empty() || !coords.len().is_multiple_of(d) {
-            return Err(Error::Shape(format!("{} coordinate values for {d} inputs", coords.len())));
-        }
-        let batch = coords.len() / d;
-        let x = storage_f32(gpu, "cpikan coords", coords)?;
-        self.forward_pass(gpu, Coords::Buffer(&x), batch)?.output(gpu, self.config.d_out())
-    }
-
-    /// The output and its first and second derivatives along each physical input axis
-    /// (`d_in` 1 or 2), at `batch` samples taken from `coords`, in one analytic forward-mode pass.
-    pub fn forward_derivatives_pass(&self, gpu: &Gpu, coords: Coords, batch: usize) -> Result<Derivatives> {
-        let c = &self.config;
-        let d = c.d_in();
-        if !(1..=2).contains(&d) {
-            return Err(Error::Shape(format!("forward_derivatives needs 1 or 2 inputs, not layers {:?}", c.layers)));
-        }
-        if batch == 0 {
-            return Err(Error::Shape("cPIKAN forward of an empty batch".into()));
-        }
-        let ch = channels(d);
-        let mut x = zeroed_f32(gpu, "cpikan dx0", batch * d * ch)?;
-        let mut keep = Vec::new();
-        let mut ds = vec![affine_scale_derivatives(gpu, coords, &self.domain, &x, batch, d)?];
-        for l in 0..c.n_layers() {
-            let s = c.shape(l, batch);
-            let z = zeroed_f32(gpu, "cpikan dz", batch * s.n_out * ch)?;
-            ds.push(cheby_forward_derivatives(gpu, s, d, &x, &self.coeffs[l], &z)?);
-            let next = if l + 1 < c.n_layers() {
-                let a = zeroed_f32(gpu, "cpikan da", batch * s.n_out * ch)?;
-                let (g, b) = (&self.ln_weight[l], &self.ln_bias[l]);
-                ds.push(layernorm_tanh_derivatives(gpu, batch, s.n_out, d, &z, g, b, &a)?);
-                keep.push(z);
-                a
-            } else {
-                z
-            };
-            keep.push(std::mem::replace(&mut x, next));
-        }
-        gpu.run(&ds.iter().collect::<Vec<_>>())?;
-        let v = Readback::f32(gpu, &x, batch * c.d_out() * ch)?;
-        Ok(Derivatives::from_channels(&v, d))
-    }
-
-    /// [`Cpikan::forward_derivatives_pass`] at `coords` `(batch, d_in)` in physical units.
-    pub fn forward_derivatives(&self, gpu: &Gpu, coords: &[f32]) -> Result<Derivatives> {
-        let d = self.config.d_in();
-        if coords.is_empty() || !coords.len().is_multiple_of(d) {
-            return Err(Error::Shape(format!("{} coordinate values for {d} inputs", coords.len())));
-        }
-        let x = storage_f32(gpu, "cpikan coords", coords)?;
-        self.forward_derivatives_pass(gpu, Coords::Buffer(&x), coords.len() / d)
-    }
-
     /// Overwrite the parameters with `w` (same config).
     pub fn upload(&self, gpu: &Gpu, w: &CpikanWeights) -> Result<()> {
         w.validate()?;
@@ -319,36 +278,128 @@ impl Cpikan {
         Ok(())
     }
 
-    /// [`Cpikan::forward_derivatives`] keeping the activations for
-    /// [`Cpikan::backward_derivatives`].
-    pub fn forward_derivatives_train(&self, gpu: &Gpu, coords: &[f32]) -> Result<(Derivatives, DerivativeActivations)> {
+    /// Chebyshev layer `l`'s `pass` on `batch` samples of `x`.
+    fn layer<'a>(&'a self, l: usize, batch: usize, pass: Pass, x: &'a wgpu::Buffer) -> ChebyLayer<'a> {
+        ChebyLayer { shape: self.config.shape(l, batch), pass, x, coeffs: &self.coeffs[l] }
+    }
+
+    /// The LayerNorm + tanh after Chebyshev layer `l`, on its output `z`.
+    fn layer_norm<'a>(&'a self, l: usize, batch: usize, pass: Pass, z: &'a wgpu::Buffer) -> LayerNormTanh<'a> {
+        let (gamma, beta) = (&self.ln_weight[l], &self.ln_bias[l]);
+        LayerNormTanh { batch, n: self.config.layers[l + 1], pass, z, gamma, beta }
+    }
+
+    /// `coords` `(batch, d_in)` in a GPU buffer, and `batch`.
+    fn upload_coords(&self, gpu: &Gpu, coords: &[f32]) -> Result<(wgpu::Buffer, usize)> {
+        let d = self.config.d_in();
+        if coords.is_empty() || !coords.len().is_multiple_of(d) {
+            return Err(Error::Shape(format!("{} coordinate values for {d} inputs", coords.len())));
+        }
+        Ok((storage_f32(gpu, "cpikan coords", coords)?, coords.len() / d))
+    }
+
+    /// Run the network's `pass` on `batch` samples taken from `coords`; keeps every activation.
+    fn run_forward(&self, gpu: &Gpu, coords: Coords, batch: usize, pass: Pass) -> Result<Activations> {
+        let c = &self.config;
+        if batch == 0 {
+            return Err(Error::Shape("cPIKAN forward of an empty batch".into()));
+        }
+        let ch = pass.channels();
+        let mut inputs = vec![zeroed_f32(gpu, "cpikan x0", batch * c.d_in() * ch)?];
+        let mut outputs = Vec::new();
+        let mut ds = vec![affine_scale(gpu, pass, coords, &self.domain, &inputs[0], batch, c.d_in())?];
+        for l in 0..c.n_layers() {
+            let s = c.shape(l, batch);
+            outputs.push(zeroed_f32(gpu, "cpikan z", batch * s.n_out * ch)?);
+            ds.push(cheby_forward(gpu, self.layer(l, batch, pass, &inputs[l]), &outputs[l])?);
+            if l + 1 < c.n_layers() {
+                inputs.push(zeroed_f32(gpu, "cpikan a", batch * s.n_out * ch)?);
+                ds.push(layernorm_tanh_forward(gpu, self.layer_norm(l, batch, pass, &outputs[l]), &inputs[l + 1])?);
+            }
+        }
+        gpu.run(&ds.iter().collect::<Vec<_>>())?;
+        Ok(Activations { batch, pass, inputs, outputs })
+    }
+
+    /// Run the network on `batch` samples taken from `coords`; keeps every activation.
+    pub fn forward_pass(&self, gpu: &Gpu, coords: Coords, batch: usize) -> Result<Activations> {
+        self.run_forward(gpu, coords, batch, Pass::Values)
+    }
+
+    /// The network at `coords` `(batch, d_in)` in physical units: `(batch, d_out)`.
+    pub fn forward(&self, gpu: &Gpu, coords: &[f32]) -> Result<Vec<f32>> {
+        let (x, batch) = self.upload_coords(gpu, coords)?;
+        self.forward_pass(gpu, Coords::Buffer(&x), batch)?.output(gpu, self.config.d_out())
+    }
+
+    /// The network (d_in = 2, d_out = 1) at every integer pixel (x = column, y = row): `(h, w)`.
+    pub fn eval_grid(&self, gpu: &Gpu, h: usize, w: usize) -> Result<Vec<f32>> {
+        if self.config.d_in() != 2 || self.config.d_out() != 1 {
+            return Err(Error::Shape(format!("eval_grid needs a 2 -> 1 network, not layers {:?}", self.config.layers)));
+        }
+        self.forward_pass(gpu, Coords::Grid { w }, h * w)?.output(gpu, 1)
+    }
+
+    /// The derivative pass on `batch` samples taken from `coords`, keeping its activations.
+    fn derivatives_pass(
+        &self,
+        gpu: &Gpu,
+        coords: Coords,
+        batch: usize,
+    ) -> Result<(Derivatives, DerivativeActivations)> {
         let c = &self.config;
         let d = c.d_in();
         if !(1..=2).contains(&d) {
             return Err(Error::Shape(format!("forward_derivatives needs 1 or 2 inputs, not layers {:?}", c.layers)));
         }
-        if coords.is_empty() || !coords.len().is_multiple_of(d) {
-            return Err(Error::Shape(format!("{} coordinate values for {d} inputs", coords.len())));
+        let acts = self.run_forward(gpu, coords, batch, Pass::Derivatives { dirs: d })?;
+        let v = acts.output(gpu, c.d_out())?;
+        Ok((Derivatives::from_channels(&v, d), DerivativeActivations(acts)))
+    }
+
+    /// The output and its first and second derivatives along each physical input axis
+    /// (`d_in` 1 or 2), at `batch` samples taken from `coords`, in one analytic forward-mode pass.
+    pub fn forward_derivatives_pass(&self, gpu: &Gpu, coords: Coords, batch: usize) -> Result<Derivatives> {
+        Ok(self.derivatives_pass(gpu, coords, batch)?.0)
+    }
+
+    /// [`Cpikan::forward_derivatives_pass`] at `coords` `(batch, d_in)` in physical units.
+    pub fn forward_derivatives(&self, gpu: &Gpu, coords: &[f32]) -> Result<Derivatives> {
+        Ok(self.forward_derivatives_train(gpu, coords)?.0)
+    }
+
+    /// [`Cpikan::forward_derivatives`] keeping the activations for
+    /// [`Cpikan::backward_derivatives`].
+    pub fn forward_derivatives_train(&self, gpu: &Gpu, coords: &[f32]) -> Result<(Derivatives, DerivativeActivations)> {
+        let (x, batch) = self.upload_coords(gpu, coords)?;
+        self.derivatives_pass(gpu, Coords::Buffer(&x), batch)
+    }
+
+    /// A scalar loss of the derivative pass at `coords` `(batch, d_in)` and its parameter gradient
+    /// (one vector, the order of [`flatten`]): `loss` gets the pass's output and a gradient of
+    /// zeros of the same shapes to fill, and returns the loss.
+    pub fn derivative_loss(
+        &self,
+        gpu: &Gpu,
+        coords: &[f32],
+        loss: impl FnOnce(&Derivatives, &mut Derivatives) -> f64,
+    ) -> Result<(f32, Vec<f32>)> {
+        let (d, acts) = self.forward_derivatives_train(gpu, coords)?;
+        let zeros = |v: &[f32]| vec![0.0; v.len()];
+        let mut g =
+            Derivatives { u: zeros(&d.u), ux: zeros(&d.ux), uy: zeros(&d.uy), uxx: zeros(&d.uxx), uyy: zeros(&d.uyy) };
+        let value = loss(&d, &mut g);
+        Ok((value as f32, self.backward_derivatives(gpu, &acts, &g)?.flat()))
+    }
+
+    /// Gradients of a loss whose gradient with respect to the output of `acts` is `dy`
+    /// `(batch, d_out)`: parameters, and the physical input coordinates.
+    pub fn backward(&self, gpu: &Gpu, acts: &Activations, dy: &[f32]) -> Result<CpikanGrads> {
+        let (batch, d_out) = (acts.batch, self.config.d_out());
+        if dy.len() != batch * d_out {
+            return Err(Error::Shape(format!("dy has {} values for ({batch}, {d_out})", dy.len())));
         }
-        let batch = coords.len() / d;
-        let ch = channels(d);
-        let xb = storage_f32(gpu, "cpikan coords", coords)?;
-        let mut inputs = vec![zeroed_f32(gpu, "cpikan dx0", batch * d * ch)?];
-        let mut outputs = Vec::new();
-        let mut ds = vec![affine_scale_derivatives(gpu, Coords::Buffer(&xb), &self.domain, &inputs[0], batch, d)?];
-        for l in 0..c.n_layers() {
-            let s = c.shape(l, batch);
-            outputs.push(zeroed_f32(gpu, "cpikan dz", batch * s.n_out * ch)?);
-            ds.push(cheby_forward_derivatives(gpu, s, d, &inputs[l], &self.coeffs[l], &outputs[l])?);
-            if l + 1 < c.n_layers() {
-                inputs.push(zeroed_f32(gpu, "cpikan da", batch * s.n_out * ch)?);
-                let (g, b) = (&self.ln_weight[l], &self.ln_bias[l]);
-                ds.push(layernorm_tanh_derivatives(gpu, batch, s.n_out, d, &outputs[l], g, b, &inputs[l + 1])?);
-            }
-        }
-        gpu.run(&ds.iter().collect::<Vec<_>>())?;
-        let v = Readback::f32(gpu, outputs.last().unwrap(), batch * c.d_out() * ch)?;
-        Ok((Derivatives::from_channels(&v, d), DerivativeActivations { batch, inputs, outputs }))
+        self.run_backward(gpu, acts, dy)
     }
 
     /// Gradients of a loss on the derivative pass of `acts`, given its gradient `g` with respect to
@@ -361,134 +412,65 @@ impl Cpikan {
         g: &Derivatives,
     ) -> Result<CpikanGrads> {
         let c = &self.config;
-        let (batch, d, nl) = (acts.batch, c.d_in(), c.n_layers());
-        let ch = channels(d);
-        let n = batch * c.d_out();
-        let mut cols = vec![&g.u, &g.ux];
-        if d == 2 {
-            cols.push(&g.uy);
-        }
-        cols.push(&g.uxx);
-        if d == 2 {
-            cols.push(&g.uyy);
-        }
-        if cols.iter().any(|v| v.len() != n) {
-            return Err(Error::Shape(format!("derivative gradients: every channel needs ({batch}, {})", c.d_out())));
-        }
-        let dy: Vec<f32> = (0..n).flat_map(|i| cols.iter().map(move |v| v[i])).collect();
+        let batch = acts.batch();
+        let dy = g.to_channels(c.d_in(), batch * c.d_out()).ok_or_else(|| {
+            Error::Shape(format!("derivative gradients: every channel needs ({batch}, {})", c.d_out()))
+        })?;
+        self.run_backward(gpu, &acts.0, &dy)
+    }
+
+    /// The backward of `acts`' pass for the output(-channel) gradient `dy`.
+    fn run_backward(&self, gpu: &Gpu, acts: &Activations, dy: &[f32]) -> Result<CpikanGrads> {
+        let c = &self.config;
+        let (batch, pass) = (acts.batch, acts.pass);
+        let ch = pass.channels();
         let mut ds = Vec::new();
-        let mut dz = storage_f32(gpu, "cpikan dy", &dy)?;
-        let mut keep = Vec::new();
-        let mut dc = Vec::new();
-        let mut dln = Vec::new();
-        for l in (0..nl).rev() {
+        // dz: the gradient of the current layer's output; keep: buffers the dispatches use.
+        let mut dz = storage_f32(gpu, "cpikan dy", dy)?;
+        let (mut keep, mut dc, mut dln) = (Vec::new(), Vec::new(), Vec::new());
+        for l in (0..c.n_layers()).rev() {
             let s = c.shape(l, batch);
             let dcl = zeroed_f32(gpu, "cpikan dc", s.coeffs())?;
             let dx = zeroed_f32(gpu, "cpikan dx", batch * s.n_in * ch)?;
-            ds.extend(cheby_backward_derivatives_coeffs(gpu, s, d, &acts.inputs[l], &dz, &dcl)?);
-            ds.push(cheby_backward_derivatives_input(gpu, s, d, &acts.inputs[l], &self.coeffs[l], &dz, &dx)?);
-            dc.push((l, dcl, s.coeffs()));
-            if l > 0 {
-                let nf = s.n_in;
-                let dzp = zeroed_f32(gpu, "cpikan dz", batch * nf * ch)?;
-                let scratch = [zeroed_f32(gpu, "cpikan du", batch * nf)?, zeroed_f32(gpu, "cpikan dux", batch * nf)?];
-                let (dg, db) = (zeroed_f32(gpu, "cpikan dgamma", nf)?, zeroed_f32(gpu, "cpikan dbeta", nf)?);
-                let (gm, bt) = (&self.ln_weight[l - 1], &self.ln_bias[l - 1]);
-                let sc = [&scratch[0], &scratch[1]];
-                let z = &acts.outputs[l - 1];
-                ds.push(layernorm_tanh_derivatives_backward(gpu, batch, nf, d, z, gm, bt, &dx, &dzp, sc)?);
-                ds.extend(layernorm_params_backward(gpu, batch, nf, sc, &dg, &db)?);
-                dln.push((l - 1, dg, db, scratch));
-                keep.push(std::mem::replace(&mut dz, dzp));
+            ds.extend(cheby_backward(gpu, self.layer(l, batch, pass, &acts.inputs[l]), &dz, &dx, &dcl)?);
+            dc.push((l, dcl));
+            let next = if l > 0 {
+                let n = s.n_in;
+                let dzp = zeroed_f32(gpu, "cpikan dz", batch * n * ch)?;
+                let (dg, db) = (zeroed_f32(gpu, "cpikan dgamma", n)?, zeroed_f32(gpu, "cpikan dbeta", n)?);
+                let ln = self.layer_norm(l - 1, batch, pass, &acts.outputs[l - 1]);
+                ds.extend(layernorm_tanh_backward(gpu, ln, &dx, &dzp, &dg, &db)?);
+                dln.push((l - 1, dg, db));
                 keep.push(dx);
+                dzp
             } else {
-                keep.push(std::mem::replace(&mut dz, dx));
-            }
+                dx
+            };
+            keep.push(std::mem::replace(&mut dz, next));
         }
         gpu.run(&ds.iter().collect::<Vec<_>>())?;
         let mut grads = read_param_grads(gpu, c, &dc, &dln)?;
-        // dz now holds the gradient of the scaled input channels.
+        // dz now holds the gradient of the scaled input (channels).
+        let d = c.d_in();
         let dx0 = Readback::f32(gpu, &dz, batch * d * ch)?;
         grads.coords =
             (0..batch * d).map(|i| dx0[i * ch] * 2.0 / (c.domain_max[i % d] - c.domain_min[i % d])).collect();
         Ok(grads)
     }
-
-    /// The network (d_in = 2, d_out = 1) at every integer pixel (x = column, y = row): `(h, w)`.
-    pub fn eval_grid(&self, gpu: &Gpu, h: usize, w: usize) -> Result<Vec<f32>> {
-        if self.config.d_in() != 2 || self.config.d_out() != 1 {
-            return Err(Error::Shape(format!("eval_grid needs a 2 -> 1 network, not layers {:?}", self.config.layers)));
-        }
-        self.forward_pass(gpu, Coords::Grid { w }, h * w)?.output(gpu, 1)
-    }
-
-    /// Gradients of a loss whose gradient with respect to the output of `acts` is `dy`
-    /// `(batch, d_out)`: parameters, and the physical input coordinates.
-    pub fn backward(&self, gpu: &Gpu, acts: &Activations, dy: &[f32]) -> Result<CpikanGrads> {
-        let c = &self.config;
-        let batch = acts.batch;
-        if dy.len() != batch * c.d_out() {
-            return Err(Error::Shape(format!("dy has {} values for ({batch}, {})", dy.len(), c.d_out())));
-        }
-        let nl = c.n_layers();
-        let mut ds = Vec::new();
-        // dzs[l]: gradient of Chebyshev layer l's output; dxs[l]: of its input.
-        let mut dzs: Vec<Option<wgpu::Buffer>> = (0..nl).map(|_| None).collect();
-        dzs[nl - 1] = Some(storage_f32(gpu, "cpikan dy", dy)?);
-        let mut dc = Vec::new();
-        let mut dxs = Vec::new();
-        let mut dln = Vec::new();
-        for l in (0..nl).rev() {
-            let s = c.shape(l, batch);
-            let dz = dzs[l].take().unwrap();
-            let dcl = zeroed_f32(gpu, "cpikan dc", s.coeffs())?;
-            let dx = zeroed_f32(gpu, "cpikan dx", batch * s.n_in)?;
-            ds.extend(cheby_backward_coeffs(gpu, s, &acts.inputs[l], &dz, &dcl)?);
-            ds.push(cheby_backward_input(gpu, s, &acts.inputs[l], &self.coeffs[l], &dz, &dx)?);
-            if l > 0 {
-                let n = s.n_in;
-                let dzp = zeroed_f32(gpu, "cpikan dz", batch * n)?;
-                let scratch = [zeroed_f32(gpu, "cpikan du", batch * n)?, zeroed_f32(gpu, "cpikan dux", batch * n)?];
-                let (dg, db) = (zeroed_f32(gpu, "cpikan dgamma", n)?, zeroed_f32(gpu, "cpikan dbeta", n)?);
-                let (g, b) = (&self.ln_weight[l - 1], &self.ln_bias[l - 1]);
-                let sc = [&scratch[0], &scratch[1]];
-                ds.push(layernorm_tanh_backward(gpu, batch, n, &acts.outputs[l - 1], g, b, &dx, &dzp, sc)?);
-                ds.extend(layernorm_params_backward(gpu, batch, n, sc, &dg, &db)?);
-                dzs[l - 1] = Some(dzp);
-                dln.push((l - 1, dg, db, scratch));
-            }
-            dc.push((l, dcl, s.coeffs()));
-            dxs.push((dz, dx));
-        }
-        gpu.run(&ds.iter().collect::<Vec<_>>())?;
-        let mut grads = read_param_grads(gpu, c, &dc, &dln)?;
-        let d = c.d_in();
-        let dx0 = Readback::f32(gpu, &dxs.last().unwrap().1, batch * d)?;
-        grads.coords =
-            dx0.iter().enumerate().map(|(i, v)| v * 2.0 / (c.domain_max[i % d] - c.domain_min[i % d])).collect();
-        Ok(grads)
-    }
 }
-/// Read back the coefficient and LayerNorm gradients a backward pass left in `dc` (layer, buffer,
-/// length) and `dln` (layer, dγ, dβ, scratch); `coords` is left for the caller.
-#[allow(clippy::type_complexity)]
-fn read_param_grads<S>(
+/// Read back the coefficient and LayerNorm gradients a backward pass left in `dc` (layer, buffer)
+/// and `dln` (layer, dγ, dβ); `coords` is left for the caller.
+fn read_param_grads(
     gpu: &Gpu,
     c: &CpikanConfig,
-    dc: &[(usize, wgpu::Buffer, usize)],
-    dln: &[(usize, wgpu::Buffer, wgpu::Buffer, S)],
+    dc: &[(usize, wgpu::Buffer)],
+    dln: &[(usize, wgpu::Buffer, wgpu::Buffer)],
 ) -> Result<CpikanGrads> {
-    let nl = c.n_layers();
-    let mut grads = CpikanGrads {
-        coeffs: vec![Vec::new(); nl],
-        ln_weight: vec![Vec::new(); nl - 1],
-        ln_bias: vec![Vec::new(); nl - 1],
-        coords: Vec::new(),
-    };
-    for (l, buf, len) in dc {
-        grads.coeffs[*l] = Readback::f32(gpu, buf, *len)?;
+    let mut grads = CpikanGrads::empty(c.n_layers());
+    for (l, buf) in dc {
+        grads.coeffs[*l] = Readback::f32(gpu, buf, c.shape(*l, 1).coeffs())?;
     }
-    for (l, dg, db, _) in dln {
+    for (l, dg, db) in dln {
         grads.ln_weight[*l] = Readback::f32(gpu, dg, c.layers[l + 1])?;
         grads.ln_bias[*l] = Readback::f32(gpu, db, c.layers[l + 1])?;
     }
@@ -514,8 +496,8 @@ pub fn init_weights(config: &CpikanConfig, rng: &mut Rng) -> CpikanWeights {
 }
 
 /// Flatten the parameters (coefficients, then γ, β per hidden layer).
-pub fn flatten(coeffs: &[Vec<f32>], ln_weight: &[Vec<f32>], ln_bias: &[Vec<f32>]) -> Vec<f32> {
-    let mut v: Vec<f32> = coeffs.concat();
+pub fn flatten<T: Copy>(coeffs: &[Vec<T>], ln_weight: &[Vec<T>], ln_bias: &[Vec<T>]) -> Vec<T> {
+    let mut v: Vec<T> = coeffs.concat();
     for (g, b) in ln_weight.iter().zip(ln_bias) {
         v.extend_from_slice(g);
         v.extend_from_slice(b);
@@ -538,30 +520,20 @@ pub fn unflatten(w: &mut CpikanWeights, flat: &[f32]) {
     }
 }
 
-/// Plain-Rust f64 versions of the whole network, for the tests.
+/// Plain-Rust f64 versions of the whole network, for the tests; like the GPU network, each pass
+/// is the derivative pass with no directions for the values.
 pub mod reference {
-    use super::{CpikanConfig, CpikanWeights};
-    use crate::ops::chebykan::channels;
+    use super::CpikanWeights;
+    use crate::ops::chebykan::Pass;
     use crate::ops::chebykan::reference::*;
 
-    /// The output and its axis derivatives (f64; see [`super::Derivatives`]).
-    #[derive(Clone, Debug)]
-    pub struct Derivatives {
-        pub u: Vec<f64>,
-        pub ux: Vec<f64>,
-        pub uy: Vec<f64>,
-        pub uxx: Vec<f64>,
-        pub uyy: Vec<f64>,
-    }
+    /// The output and its axis derivatives in f64.
+    pub type Derivatives = super::Derivatives<f64>;
+    /// f64 gradients.
+    pub type Grads = super::CpikanGrads<f64>;
 
-    /// The parameters in f64 (so finite differences can perturb them finely).
-    #[derive(Clone, Debug)]
-    pub struct Net {
-        pub config: CpikanConfig,
-        pub coeffs: Vec<Vec<f64>>,
-        pub ln_weight: Vec<Vec<f64>>,
-        pub ln_bias: Vec<Vec<f64>>,
-    }
+    /// The parameters in f64.
+    pub type Net = CpikanWeights<f64>;
     impl From<&CpikanWeights> for Net {
         fn from(w: &CpikanWeights) -> Net {
             let up = |v: &[Vec<f32>]| v.iter().map(|t| f64s(t)).collect();
@@ -573,123 +545,58 @@ pub mod reference {
             }
         }
     }
-    /// The whole network's forward-mode derivative pass (`d_in` any; `uy` / `uyy` only for `d_in ≥ 2`).
-    pub fn network_derivatives(w: &Net, coords: &[f64]) -> Derivatives {
-        let c = &w.config;
-        let d = c.d_in();
-        let batch = coords.len() / d;
-        let mut x = affine_scale_derivatives(coords, d, &f64s(&c.domain_min), &f64s(&c.domain_max));
-        for l in 0..c.n_layers() {
-            x = cheby_forward_derivatives(c.shape(l, batch), d, &x, &w.coeffs[l]);
-            if l + 1 < c.n_layers() {
-                x = layernorm_tanh_derivatives(&x, c.layers[l + 1], d, &w.ln_weight[l], &w.ln_bias[l]);
-            }
-        }
-        let ch = channels(d);
-        let take = |q: usize| x.chunks(ch).map(|v| v[q]).collect::<Vec<f64>>();
-        let (uy, uyy) = if d >= 2 { (take(2), take(2 + d)) } else { (Vec::new(), Vec::new()) };
-        Derivatives { u: take(0), ux: take(1), uy, uxx: take(1 + d), uyy }
-    }
     fn f64s(v: &[f32]) -> Vec<f64> {
         v.iter().map(|&x| x as f64).collect()
     }
-    /// Every layer's input (scaled coordinates, hidden tanh outputs) and Chebyshev output.
-    pub fn network_forward(w: &Net, coords: &[f64]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    /// Every layer's input (scaled coordinates, hidden tanh outputs) and Chebyshev output, in
+    /// `pass`'s channels.
+    pub fn network_forward(w: &Net, pass: Pass, coords: &[f64]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let c = &w.config;
         let batch = coords.len() / c.d_in();
-        let mut inputs = vec![affine_scale(coords, c.d_in(), &f64s(&c.domain_min), &f64s(&c.domain_max))];
+        let mut inputs = vec![affine_scale(pass, coords, c.d_in(), &f64s(&c.domain_min), &f64s(&c.domain_max))];
         let mut outputs = Vec::new();
         for l in 0..c.n_layers() {
-            let z = cheby_forward(c.shape(l, batch), &inputs[l], &w.coeffs[l]);
+            let z = cheby_forward(c.shape(l, batch), pass, &inputs[l], &w.coeffs[l]);
             if l + 1 < c.n_layers() {
-                inputs.push(layernorm_tanh_forward(&z, c.layers[l + 1], &w.ln_weight[l], &w.ln_bias[l]));
+                inputs.push(layernorm_tanh_forward(pass, &z, c.layers[l + 1], &w.ln_weight[l], &w.ln_bias[l]));
             }
             outputs.push(z);
         }
         (inputs, outputs)
     }
-    /// Gradients for output gradient `dy`, in [`CpikanWeights`] layout (f64), plus the coordinates'.
-    pub fn network_backward(w: &Net, coords: &[f64], dy: &[f64]) -> Grads {
+    /// The whole network's forward-mode derivative pass (`d_in` any; `uy` / `uyy` only for `d_in ≥ 2`).
+    pub fn network_derivatives(w: &Net, coords: &[f64]) -> Derivatives {
+        let d = w.config.d_in();
+        let (_, outputs) = network_forward(w, Pass::Derivatives { dirs: d }, coords);
+        Derivatives::from_channels(outputs.last().unwrap(), d)
+    }
+    /// Gradients for the gradient `dy` of a loss with respect to `pass`' output channels
+    /// (`(batch, d_out)` for the values; `(batch, d_out, 1 + 2 d_in)`, u, u_a, u_aa as in
+    /// [`super::Derivatives`], for the derivatives), plus the coordinates' (through the value
+    /// channel: the tangents are constants).
+    pub fn network_backward(w: &Net, pass: Pass, coords: &[f64], dy: &[f64]) -> Grads {
         let c = &w.config;
-        let batch = coords.len() / c.d_in();
-        let (inputs, outputs) = network_forward(w, coords);
-        let nl = c.n_layers();
-        let mut g = Grads {
-            coeffs: vec![Vec::new(); nl],
-            ln_weight: vec![Vec::new(); nl - 1],
-            ln_bias: vec![Vec::new(); nl - 1],
-            coords: Vec::new(),
-        };
+        let (d, nl) = (c.d_in(), c.n_layers());
+        let batch = coords.len() / d;
+        let (inputs, outputs) = network_forward(w, pass, coords);
+        let mut g = Grads::empty(nl);
         let mut dz = dy.to_vec();
         for l in (0..nl).rev() {
-            let s = c.shape(l, batch);
-            g.coeffs[l] = cheby_backward_coeffs(s, &inputs[l], &dz);
-            let dx = cheby_backward_input(s, &inputs[l], &w.coeffs[l], &dz);
+            let (dx, dc) = cheby_backward(c.shape(l, batch), pass, &inputs[l], &w.coeffs[l], &dz);
+            g.coeffs[l] = dc;
             if l > 0 {
                 let (gm, bt) = (&w.ln_weight[l - 1], &w.ln_bias[l - 1]);
-                let (dzp, dg, db) = layernorm_tanh_backward(&outputs[l - 1], s.n_in, gm, bt, &dx);
+                let (dzp, dg, db) = layernorm_tanh_backward(pass, &outputs[l - 1], c.layers[l], gm, bt, &dx);
                 g.ln_weight[l - 1] = dg;
                 g.ln_bias[l - 1] = db;
                 dz = dzp;
             } else {
-                let d = c.d_in();
-                g.coords = dx
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| v * 2.0 / (c.domain_max[i % d] as f64 - c.domain_min[i % d] as f64))
-                    .collect();
-            }
-        }
-        g
-    }
-    /// Gradients of a loss on the derivative pass: `g (batch, d_out, 1 + 2 d_in)` is its gradient
-    /// with respect to the output channels (u, u_a, u_aa as in [`super::Derivatives`]). The
-    /// coordinate gradient is that through the value channel (the tangents are constants).
-    pub fn network_derivatives_backward(w: &Net, coords: &[f64], g: &[f64]) -> Grads {
-        let c = &w.config;
-        let d = c.d_in();
-        let batch = coords.len() / d;
-        let nl = c.n_layers();
-        let mut inputs = vec![affine_scale_derivatives(coords, d, &f64s(&c.domain_min), &f64s(&c.domain_max))];
-        let mut outputs = Vec::new();
-        for l in 0..nl {
-            let z = cheby_forward_derivatives(c.shape(l, batch), d, &inputs[l], &w.coeffs[l]);
-            if l + 1 < nl {
-                inputs.push(layernorm_tanh_derivatives(&z, c.layers[l + 1], d, &w.ln_weight[l], &w.ln_bias[l]));
-            }
-            outputs.push(z);
-        }
-        let mut grads = Grads {
-            coeffs: vec![Vec::new(); nl],
-            ln_weight: vec![Vec::new(); nl - 1],
-            ln_bias: vec![Vec::new(); nl - 1],
-            coords: Vec::new(),
-        };
-        let mut dz = g.to_vec();
-        let ch = channels(d);
-        for l in (0..nl).rev() {
-            let (dx, dc) = cheby_backward_derivatives(c.shape(l, batch), d, &inputs[l], &w.coeffs[l], &dz);
-            grads.coeffs[l] = dc;
-            if l > 0 {
-                let (gm, bt) = (&w.ln_weight[l - 1], &w.ln_bias[l - 1]);
-                let (dzp, dg, db) = layernorm_tanh_derivatives_backward(&outputs[l - 1], c.layers[l], d, gm, bt, &dx);
-                grads.ln_weight[l - 1] = dg;
-                grads.ln_bias[l - 1] = db;
-                dz = dzp;
-            } else {
-                grads.coords = (0..batch * d)
+                let ch = pass.channels();
+                g.coords = (0..batch * d)
                     .map(|i| dx[i * ch] * 2.0 / (c.domain_max[i % d] as f64 - c.domain_min[i % d] as f64))
                     .collect();
             }
         }
-        grads
-    }
-    /// f64 gradients (see [`super::CpikanGrads`]).
-    #[derive(Clone, Debug)]
-    pub struct Grads {
-        pub coeffs: Vec<Vec<f64>>,
-        pub ln_weight: Vec<Vec<f64>>,
-        pub ln_bias: Vec<Vec<f64>>,
-        pub coords: Vec<f64>,
+        g
     }
 }
