@@ -1,6 +1,7 @@
 //! Checkpoints (safetensors with PyTorch names, BatchNorm counters and optional optimizer state)
 //! and the fresh He-initialised U-Net state. No GPU needed.
 
+use crate::common::fixture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -9,10 +10,6 @@ use psi_gpu::io::checkpoint::{self, Checkpoint, OptimizerState};
 use psi_gpu::io::weights::Weights;
 use psi_gpu::nn::unet::init::{he_init, to_weights};
 use psi_gpu::nn::unet::{UNet, UNetConfig};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// A fresh, empty directory for one test.
 fn scratch(test: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! The command line end to end: `info`, `infer` with both models, and bad input giving one clear
 //! error line, exit code 2 and no output file.
 
+use crate::common::fixture;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,10 +12,6 @@ use psi_gpu::psi::surface::seed_heights;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_psi-gpu"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A fresh directory for one test.

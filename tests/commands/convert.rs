@@ -1,37 +1,13 @@
 //! Bucket-image folders <-> `.npy` frames: round trips through BMP and PNG, and the errors a
 //! user can run into.
 
+use crate::common::TempPath;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use psi_gpu::io::bmp::{luma8, write_bmp};
 use psi_gpu::io::images::{ConvertInfo, ImageFormat, images_to_npy, npy_to_images};
 use psi_gpu::io::npy::{NpyReader, NpyWriter};
 use psi_gpu::{Error, HostType};
-
-/// A fresh directory in the temp directory, removed with its contents on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("psi_gpu_convert_{}_{n}_{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn write_npy(path: &Path, ty: HostType, shape: &[usize], bytes: &[u8]) {
     let mut writer = NpyWriter::new(path, ty, shape).unwrap();
@@ -81,7 +57,7 @@ fn names(files: &[PathBuf]) -> Vec<String> {
 
 #[test]
 fn u8_round_trips_through_bmp_and_png() {
-    let tmp = TempDir::new("u8");
+    let tmp = TempPath::dir("u8");
     let (c, h, w) = (16, 37, 53);
     let data = noise(c * h * w, 1);
     let frame = tmp.join("frame.npy");
@@ -115,7 +91,7 @@ fn u8_round_trips_through_bmp_and_png() {
 
 #[test]
 fn u16_round_trips_through_png() {
-    let tmp = TempDir::new("u16");
+    let tmp = TempPath::dir("u16");
     let (c, h, w) = (3, 5, 7);
     let mut values: Vec<u16> = noise(c * h * w * 2, 2).chunks(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
     values[..4].copy_from_slice(&[0, 1, 256, 65535]);
@@ -147,7 +123,7 @@ fn u16_round_trips_through_png() {
 
 #[test]
 fn float_frames_and_bad_shapes_are_refused() {
-    let tmp = TempDir::new("float");
+    let tmp = TempPath::dir("float");
     let frame = tmp.join("frame.npy");
     write_npy(&frame, HostType::F32, &[2, 2, 2], &[0; 32]);
     let m = message(npy_to_images(&frame, &tmp.join("out"), ImageFormat::Png));
@@ -171,7 +147,7 @@ fn float_frames_and_bad_shapes_are_refused() {
 
 #[test]
 fn many_channels_get_more_digits() {
-    let tmp = TempDir::new("many");
+    let tmp = TempPath::dir("many");
     let frame = tmp.join("frame.npy");
     let data = noise(101 * 2 * 3, 3);
     write_npy(&frame, HostType::U8, &[101, 2, 3], &data);
@@ -185,7 +161,7 @@ fn many_channels_get_more_digits() {
 
 #[test]
 fn stale_images_in_the_target_folder_are_an_error() {
-    let tmp = TempDir::new("stale");
+    let tmp = TempPath::dir("stale");
     let frame = tmp.join("frame.npy");
     write_npy(&frame, HostType::U8, &[2, 2, 2], &[1; 8]);
     let dir = tmp.join("images");
@@ -204,7 +180,7 @@ fn stale_images_in_the_target_folder_are_an_error() {
 
 #[test]
 fn folder_errors_are_clear() {
-    let tmp = TempDir::new("errors");
+    let tmp = TempPath::dir("errors");
     let out = tmp.join("out.npy");
     let gray = |dir: &Path, name: &str, w: usize, h: usize| write_bmp(&dir.join(name), w, h, &vec![7; w * h]).unwrap();
 
@@ -300,7 +276,7 @@ fn bmp24(width: usize, height: usize, pixels: &[[u8; 3]]) -> Vec<u8> {
 
 #[test]
 fn colour_images_are_read_as_gray() {
-    let tmp = TempDir::new("colour");
+    let tmp = TempPath::dir("colour");
     let dir = tmp.join("images");
     std::fs::create_dir(&dir).unwrap();
     let (w, h) = (3, 2);
@@ -334,7 +310,7 @@ fn colour_images_are_read_as_gray() {
 
 #[test]
 fn custom_name_patterns() {
-    let tmp = TempDir::new("pattern");
+    let tmp = TempPath::dir("pattern");
     let dir = tmp.join("images");
     std::fs::create_dir(&dir).unwrap();
     for i in 0..3u8 {
@@ -418,7 +394,7 @@ fn interlaced_png(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
 
 #[test]
 fn interlaced_png_is_read() {
-    let tmp = TempDir::new("interlaced");
+    let tmp = TempPath::dir("interlaced");
     let dir = tmp.join("images");
     std::fs::create_dir(&dir).unwrap();
     let (w, h) = (11, 9);

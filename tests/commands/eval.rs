@@ -1,32 +1,13 @@
 //! `psi_gpu::eval` against numpy's figures for a committed fixture
 //! (tests/fixtures/make_eval_fixture.py), and its errors for mismatched inputs.
 
-use std::path::{Path, PathBuf};
+use crate::common::{TempPath, fixture};
 
 use psi_gpu::Error;
 use psi_gpu::HostType;
 use psi_gpu::commands::eval::{EvalOptions, Metrics, error_map, eval};
 use psi_gpu::io::npy::{NpyWriter, read_f32, write_f32};
 use psi_gpu::io::preview::PreviewOptions;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// A path in the temp directory, removed on drop.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> TempPath {
-        TempPath(std::env::temp_dir().join(format!("psi-gpu-eval-{}-{name}", std::process::id())))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn expected(case: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixture("eval_expected.json")).unwrap();

@@ -1,10 +1,7 @@
 //! The GPU frame generator against the CPU models: seed heights and buckets, u8/u16/f16
 //! quantisation, banding invariance, noise statistics and random surfaces, on every adapter.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::common::gpus;
+use crate::common::{TempPath, gpus};
 use psi_gpu::Gpu;
 use psi_gpu::HostType;
 use psi_gpu::commands::generate::{GenerateStats, generate};
@@ -15,23 +12,6 @@ use psi_gpu::psi::surface::seed_heights;
 use psi_gpu::psi::surface::{Shape, random_heights_cpu};
 use psi_gpu::psi::synthetic::{GenerateOptions, heights_cpu, model_cpu};
 
-/// A unique path in the temp directory, removed on drop.
-struct TempNpy(PathBuf);
-
-impl TempNpy {
-    fn new(name: &str) -> TempNpy {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        TempNpy(std::env::temp_dir().join(format!("psi-gpu-generate-{}-{n}-{name}.npy", std::process::id())))
-    }
-}
-
-impl Drop for TempNpy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A generated frame: raw bucket bytes, its shape, and the true heights.
 struct Frame {
     bytes: Vec<u8>,
@@ -41,7 +21,7 @@ struct Frame {
 }
 
 fn run(gpu: &Gpu, opts: &GenerateOptions) -> Frame {
-    let (out, truth) = (TempNpy::new("buckets"), TempNpy::new("truth"));
+    let (out, truth) = (TempPath::new("buckets"), TempPath::new("truth"));
     let mut last = 0;
     let stats = generate(gpu, opts, &out.0, Some(&truth.0), |done, total| {
         assert!(done > last && done <= total, "progress {done}/{total} after {last}");
@@ -335,7 +315,7 @@ fn ab_variation_follows_the_model() {
 #[test]
 fn bad_options_are_rejected_without_files() {
     let gpu = &gpus()[0];
-    let out = TempNpy::new("bad");
+    let out = TempPath::new("bad");
     let cases = [
         GenerateOptions { height: 0, ..Default::default() },
         GenerateOptions { psi: PsiConfig::with(vec![], 4), ..Default::default() },

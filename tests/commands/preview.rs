@@ -1,6 +1,7 @@
 //! PNG previews: sizes, colours, the colour bar, streaming downsampling and errors, checked by
 //! decoding the written PNG.
 
+use crate::common::TempPath;
 use std::collections::HashSet;
 use std::io::BufReader;
 use std::path::PathBuf;
@@ -10,21 +11,6 @@ use psi_gpu::Error;
 use psi_gpu::HostType;
 use psi_gpu::io::npy::{NpyWriter, write_f32};
 use psi_gpu::io::preview::{NO_DATA, PreviewInfo, PreviewOptions, viridis, write_error_preview, write_preview};
-
-/// A path in the temp directory, removed on drop.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> TempPath {
-        TempPath(std::env::temp_dir().join(format!("psi-gpu-preview-{}-{name}", std::process::id())))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Decoded 8-bit RGB image.
 struct Image {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::common::{Rng, gpus, rel_l2};
+use crate::common::{Rng, TempPath, gpus, rel_l2};
 use psi_gpu::HostType;
 use psi_gpu::gpu::{Gpu, Precision};
 use psi_gpu::io::npy::{NpyReader, NpyWriter};
@@ -16,30 +16,20 @@ use psi_gpu::psi::buckets as synth;
 use psi_gpu::psi::surface::seed_heights;
 use psi_gpu::tiling::{StreamOptions, stream};
 
-/// A temporary npy file removed on drop.
-struct TempNpy(PathBuf);
-
-impl TempNpy {
-    fn new(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempNpy {
-        let path = std::env::temp_dir().join(format!("psi-gpu-tiling-{}-{name}.npy", std::process::id()));
-        let mut w = NpyWriter::new(&path, ty, shape).unwrap();
-        w.write(bytes).unwrap();
-        w.finish().unwrap();
-        TempNpy(path)
-    }
-}
-
-impl Drop for TempNpy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A temporary `.npy` file holding `bytes` as a `ty` array of `shape`.
+fn temp_npy(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempPath {
+    let path = TempPath::new(&format!("{name}.npy"));
+    let mut w = NpyWriter::new(&path.0, ty, shape).unwrap();
+    w.write(bytes).unwrap();
+    w.finish().unwrap();
+    path
 }
 
 /// Run `model` over `file` and return the `(out_c, H, W)` result assembled from the row bands.
 fn run(
     gpu: &Gpu,
     model: &Model,
-    file: &TempNpy,
+    file: &TempPath,
     tile: usize,
     overlap: usize,
     batch: Option<usize>,
@@ -77,9 +67,9 @@ fn identity_model_stitches_exactly() {
     let mut rng = Rng::new(11);
     let (c, h, w) = (3, 97, 131);
     let values = rng.vec(c * h * w, 0.5, 2.0);
-    let f32_file = TempNpy::new("id-f32", HostType::F32, &[c, h, w], bytemuck::cast_slice(&values));
+    let f32_file = temp_npy("id-f32", HostType::F32, &[c, h, w], bytemuck::cast_slice(&values));
     let bytes: Vec<u8> = (0..c * h * w).map(|_| rng.int(1, 255) as u8).collect();
-    let u8_file = TempNpy::new("id-u8", HostType::U8, &[c, h, w], &bytes);
+    let u8_file = temp_npy("id-u8", HostType::U8, &[c, h, w], &bytes);
     for gpu in gpus() {
         let model = Model::first_channel(gpu, c, Precision::F32).unwrap();
         // (tile, overlap, batch): square, odd, overlap = tile / 2, larger than the frame, whole.
@@ -113,7 +103,7 @@ fn seed_frame(h: usize, w: usize, noise: f32) -> (Vec<f32>, Vec<f32>) {
 fn unet_tiled_matches_whole_frame() {
     let (h, w) = (384, 320);
     let (_, frame) = seed_frame(h, w, 0.0);
-    let file = TempNpy::new("unet-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
+    let file = temp_npy("unet-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
     let mut weights =
         Weights::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_b8.safetensors")).unwrap();
     let gpu = &gpus()[0];
@@ -139,7 +129,7 @@ fn unet_tiled_matches_whole_frame() {
 fn classical_heights_are_identical_tiled_and_whole() {
     let (h, w) = (120, 150);
     let (truth, frame) = seed_frame(h, w, 0.0);
-    let file = TempNpy::new("classical-f32", HostType::F32, &[16, h, w], bytemuck::cast_slice(&frame));
+    let file = temp_npy("classical-f32", HostType::F32, &[16, h, w], bytemuck::cast_slice(&frame));
     for gpu in gpus() {
         let model = Model::Classical(Classical::new(gpu, ClassicalConfig::default()).unwrap());
         let whole = run(gpu, &model, &file, 0, 0, None, 1.0);
@@ -157,7 +147,7 @@ fn classical_heights_are_identical_tiled_and_whole() {
 fn classical_on_noisy_u8_frame() {
     let (h, w) = (96, 128);
     let (truth, frame) = seed_frame(h, w, 2.0);
-    let file = TempNpy::new("classical-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
+    let file = temp_npy("classical-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
     let gpu = &gpus()[0];
     let model = Model::Classical(Classical::new(gpu, ClassicalConfig::default()).unwrap());
     let got = run(gpu, &model, &file, 64, 16, None, 1.0 / 255.0);

@@ -3,18 +3,12 @@
 //! (tests/fixtures/make_loss_adam_fixtures.py), skipped steps on inf/NaN gradients, scale growth,
 //! the flat parameter layout and the learning-rate schedules.
 
-use std::path::{Path, PathBuf};
-
-use crate::common::{Rng, gpus};
+use crate::common::{Rng, fixture, gpus};
 use psi_gpu::gpu::{Gpu, Readback};
 use psi_gpu::io::npy::read_f32;
 use psi_gpu::ops::adam::reference;
 use psi_gpu::optim::adam::PARAM_ALIGN;
 use psi_gpu::optim::{Adam, AdamConfig, LossScaler, LrSchedule, ParamLayout, Params, ScalerConfig};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 /// Per element |got − want| ≤ rel·|want| + floor·max|want|.
 fn assert_close(got: &[f32], want: &[f64], rel: f64, floor: f64, what: &str) {
