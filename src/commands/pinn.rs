@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 use crate::commands::infer::load_unet;
 use crate::commands::{Device, write_json};
+use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::npy::{NpyReader, write_f32};
+use crate::io::npy::{NpyReader, to_f32, write_f32};
 use crate::nn::cpikan::Cpikan;
-use crate::nn::cpikan::fit::{Init, PinnFitOptions, PinnFitReport, pinn_fit, save_model};
+use crate::nn::cpikan::fit::{Init, PinnFitOptions, PinnFitReport, pinn_fit_region, save_model};
 use crate::nn::cpikan::helmholtz::{HelmholtzConfig, HelmholtzReport, helmholtz};
 use crate::tiling::region;
 
@@ -102,22 +103,24 @@ impl fmt::Display for FitReport {
     }
 }
 
-/// The U-Net's heights (its first output channel) on `region` of `frame`, `h × w` row-major:
-/// the region is read once, in its raw type, and run in memory as one tile.
-fn unet_heights(gpu: &Gpu, frame: &std::path::Path, region: [usize; 4], weights: &std::path::Path) -> Result<Vec<f32>> {
-    let mut reader = NpyReader::open(frame)?;
-    let bytes = reader.read_region(region)?;
-    let (ty, c) = (reader.header().ty, reader.header().shape[0]);
+/// The U-Net's heights (its first output channel) on the region `raw` (`(c, h, w)` of `ty`), run
+/// in memory as one tile, `h × w` row-major.
+fn unet_heights(gpu: &Gpu, weights: &std::path::Path, ty: HostType, shape: [usize; 3], raw: &[u8]) -> Result<Vec<f32>> {
     let model = load_unet(gpu, weights, None)?;
-    let out = region::run_raw(gpu, &model, ty, [c, region[2], region[3]], &bytes, None)?;
+    let out = region::run_raw(gpu, &model, ty, shape, raw, None)?;
     Ok(out.index_axis_move(ndarray::Axis(0), 0).into_iter().collect())
 }
 
-/// Fit the network, write the heights (and the network if asked).
+/// Fit the network, write the heights (and the network if asked). The region is read once, in
+/// its raw type: the U-Net start (if any) runs on it as it is, the fit on its values as f32.
 pub fn fit(gpu: &Gpu, opts: &FitOptions) -> Result<FitReport> {
+    let mut reader = NpyReader::open(&opts.frame)?;
+    let raw = reader.read_region(opts.region)?;
+    let (ty, c) = (reader.header().ty, reader.header().shape[0]);
+    let [_, _, h, w] = opts.region;
     let init = match &opts.init {
         FitInit::Classical => Init::Classical,
-        FitInit::UNet(weights) => Init::Heights(unet_heights(gpu, &opts.frame, opts.region, weights)?),
+        FitInit::UNet(weights) => Init::Heights(unet_heights(gpu, weights, ty, [c, h, w], &raw)?),
     };
     let fopts = PinnFitOptions {
         region: opts.region,
@@ -129,8 +132,8 @@ pub fn fit(gpu: &Gpu, opts: &FitOptions) -> Result<FitReport> {
         seed: opts.seed,
         ..Default::default()
     };
-    let r = pinn_fit(gpu, &opts.frame, &fopts)?;
-    write_f32(&opts.output, &[opts.region[2], opts.region[3]], &r.heights)?;
+    let r = pinn_fit_region(gpu, &opts.frame, c, &to_f32(ty, &raw), &fopts)?;
+    write_f32(&opts.output, &[h, w], &r.heights)?;
     if let Some(m) = &opts.save_model {
         save_model(m, &r.weights)?;
     }

@@ -55,6 +55,8 @@ run finetune --weights $F/unet_b8.safetensors --frames $F/frame_64x64.npy --patc
 run pinn eval --weights $F/cpikan_2_16_16_1.safetensors --height 20 --width 30 -o "$OUT/pinn_eval.npy"
 run pinn fit $F/psi_frame_96x128.npy --region 10,20,16,24 -o "$OUT/pinn_fit.npy" --save-model "$OUT/pinn_fit.safetensors" \
     --supervised-steps 20 --adam-steps 5 --lbfgs-iters 5
+run pinn fit $F/frame_64x64.npy --region 5,5,24,24 -o "$OUT/pinn_fit_unet.npy" --init unet:$F/unet_b8.safetensors \
+    --supervised-steps 20 --adam-steps 5 --lbfgs-iters 5
 
 cd "$OUT"
 python3 - <<'PY' > SHA256SUMS

@@ -291,9 +291,26 @@ fn initial_network(opts: &PinnFitOptions, h0: &[f32]) -> CpikanWeights {
 
 /// Fit a Scaled-cPIKAN height `h(x, y)` to the physics of `opts.region` of `frame`.
 pub fn pinn_fit(gpu: &Gpu, frame: &Path, opts: &PinnFitOptions) -> Result<PinnFitReport> {
+    validate(opts)?;
+    let (c, data) = read_region(frame, opts.region)?;
+    pinn_fit_region(gpu, frame, c, &data, opts)
+}
+
+/// [`pinn_fit`] on a region already read: `data` holds its `(c, h, w)` raw intensities as f32
+/// (see [`read_region`]); `frame` names the file in errors.
+pub fn pinn_fit_region(
+    gpu: &Gpu,
+    frame: &Path,
+    c: usize,
+    data: &[f32],
+    opts: &PinnFitOptions,
+) -> Result<PinnFitReport> {
     let start = Instant::now();
     let classical = validate(opts)?;
-    let (c, data) = read_region(frame, opts.region)?;
+    let [_, _, h, w] = opts.region;
+    if data.len() != c * h * w {
+        return Err(Error::Shape(format!("{} values for a {c} x {h} x {w} region", data.len())));
+    }
     if c != opts.psi.channels() {
         return Err(Error::Shape(format!(
             "{}: {c} channels, but {} wavelengths x {} buckets = {} expected",
@@ -303,8 +320,8 @@ pub fn pinn_fit(gpu: &Gpu, frame: &Path, opts: &PinnFitOptions) -> Result<PinnFi
             opts.psi.channels()
         )));
     }
-    let h0 = initial_heights(gpu, opts, classical, &data)?;
-    let pb = Problem::new(opts, &data);
+    let h0 = initial_heights(gpu, opts, classical, data)?;
+    let pb = Problem::new(opts, data);
     let mut net = Trainee::new(gpu, initial_network(opts, &h0))?;
     let mut params = net.params();
 
