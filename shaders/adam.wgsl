@@ -1,5 +1,5 @@
 // Adam on f32 master weights, with the loss scaler's inf check and gradient clipping
-// (see src/optim/adam.rs). Every tensor works on a flat packed buffer of all parameters as vec4
+// (see src/ops/adam.rs). Every tensor works on a flat packed buffer of all parameters as vec4
 // (the host pads the length to a multiple of 64 elements); grads, m and v share its layout.
 //
 //   fill          words[i] = p.fill for i < p.count (zero_grad; resetting found_inf)

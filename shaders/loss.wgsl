@@ -1,4 +1,4 @@
-// Training losses (see src/psi/loss.rs), each forward next to its backward.
+// Training losses (see src/ops/loss.rs), each forward next to its backward.
 //
 //   loss_ab   per-pixel offset A and modulation B of every laser, estimated from the frame once
 //             per frame: A = mean_k I_k, B = (2/N)·sqrt(S² + C²), S = Σ_k I_k sin δ_k,

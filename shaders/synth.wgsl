@@ -1,4 +1,4 @@
-// Synthetic PSI frames, one band of rows at a time (see src/psi/generate.rs).
+// Synthetic PSI frames, one band of rows at a time (see src/ops/synth.rs).
 //
 // `surface`: one invocation per pixel of the band (1-D, folded by lib/grid.wgsl's flat_index).
 // Writes three planes of `rows * w` f32 into `field`: the height (µm), A and B of the pixel.
