@@ -1,9 +1,9 @@
 //! Checkpoints (safetensors with PyTorch names, BatchNorm counters and optional optimizer state)
 //! and the fresh He-initialised U-Net state. No GPU needed.
 
-use crate::common::fixture;
+use crate::common::{TempPath, fixture};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use psi_gpu::error::Error;
 use psi_gpu::io::checkpoint::{self, Checkpoint, OptimizerState};
@@ -12,13 +12,6 @@ use psi_gpu::nn::unet::init::{he_init, to_weights};
 use psi_gpu::nn::unet::{UNet, UNetConfig};
 
 /// A fresh, empty directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("checkpoint").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn entry(name: &str, shape: &[usize], f: impl Fn(usize) -> f32) -> (String, Vec<usize>, Vec<f32>) {
     let n = shape.iter().product();
     (name.to_string(), shape.to_vec(), (0..n).map(f).collect())
@@ -64,7 +57,7 @@ fn assert_same_tensors(w: &Weights, tensors: &[(String, Vec<usize>, Vec<f32>)]) 
 
 #[test]
 fn round_trip_with_optimizer() {
-    let dir = scratch("round_trip_with_optimizer");
+    let dir = TempPath::dir("round_trip_with_optimizer");
     let path = dir.join("ck.safetensors");
     let ck = small_checkpoint(true);
     checkpoint::save(&path, &ck).unwrap();
@@ -113,7 +106,7 @@ fn round_trip_with_optimizer() {
 
 #[test]
 fn round_trip_without_optimizer() {
-    let dir = scratch("round_trip_without_optimizer");
+    let dir = TempPath::dir("round_trip_without_optimizer");
     let path = dir.join("model.safetensors");
     let mut ck = small_checkpoint(false);
     ck.metadata.clear();
@@ -131,7 +124,7 @@ fn round_trip_without_optimizer() {
 
 #[test]
 fn overwrites_an_existing_file() {
-    let dir = scratch("overwrites_an_existing_file");
+    let dir = TempPath::dir("overwrites_an_existing_file");
     let path = dir.join("ck.safetensors");
     std::fs::write(&path, b"old contents").unwrap();
     let ck = small_checkpoint(true);
@@ -142,7 +135,7 @@ fn overwrites_an_existing_file() {
 
 #[test]
 fn num_batches_tracked_entries_come_from_the_count() {
-    let dir = scratch("num_batches_tracked_entries_come_from_the_count");
+    let dir = TempPath::dir("num_batches_tracked_entries_come_from_the_count");
     let path = dir.join("ck.safetensors");
     let mut ck = small_checkpoint(false);
     ck.tensors.push(entry("inc.double_conv.1.num_batches_tracked", &[], |_| 3.0));
@@ -155,7 +148,7 @@ fn num_batches_tracked_entries_come_from_the_count() {
 
 #[test]
 fn unwritable_path_is_an_io_error_naming_it() {
-    let dir = scratch("unwritable_path_is_an_io_error_naming_it");
+    let dir = TempPath::dir("unwritable_path_is_an_io_error_naming_it");
     let path = dir.join("no/such/dir/ck.safetensors");
     let e = checkpoint::save(&path, &small_checkpoint(true)).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
@@ -175,7 +168,7 @@ fn unwritable_path_is_an_io_error_naming_it() {
 
 #[test]
 fn bad_checkpoints_are_rejected_and_leave_the_old_file() {
-    let dir = scratch("bad_checkpoints_are_rejected_and_leave_the_old_file");
+    let dir = TempPath::dir("bad_checkpoints_are_rejected_and_leave_the_old_file");
     let path = dir.join("ck.safetensors");
     let good = small_checkpoint(true);
     checkpoint::save(&path, &good).unwrap();
@@ -208,7 +201,7 @@ fn bad_checkpoints_are_rejected_and_leave_the_old_file() {
 
 #[test]
 fn load_errors_are_clear() {
-    let dir = scratch("load_errors_are_clear");
+    let dir = TempPath::dir("load_errors_are_clear");
     let e = checkpoint::load(&dir.join("missing.safetensors")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
     let garbage = dir.join("garbage.safetensors");
@@ -327,7 +320,7 @@ fn he_init_values() {
 
 #[test]
 fn saved_he_init_loads_as_a_unet() {
-    let dir = scratch("saved_he_init_loads_as_a_unet");
+    let dir = TempPath::dir("saved_he_init_loads_as_a_unet");
     let path = dir.join("init.safetensors");
     let state = he_init(3, 2, 8, 42);
     let ck = Checkpoint {

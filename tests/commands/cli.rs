@@ -1,8 +1,8 @@
 //! The command line end to end: `info`, `infer` with both models, and bad input giving one clear
 //! error line, exit code 2 and no output file.
 
-use crate::common::fixture;
-use std::path::{Path, PathBuf};
+use crate::common::{TempPath, fixture};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use psi_gpu::HostType;
@@ -12,14 +12,6 @@ use psi_gpu::psi::surface::seed_heights;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_psi-gpu"))
-}
-
-/// A fresh directory for one test.
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("psi-gpu-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// stderr without the display-server probing noise some GL drivers print.
@@ -43,7 +35,7 @@ fn info_lists_adapters() {
 
 #[test]
 fn infer_unet_whole_frame_matches_pytorch() {
-    let d = dir("unet");
+    let d = TempPath::dir("unet");
     let out = d.join("h.npy");
     let o = bin()
         .args(["infer", fixture("frame_100x75.npy").to_str().unwrap(), "--tile", "0", "--precision", "f32"])
@@ -59,7 +51,7 @@ fn infer_unet_whole_frame_matches_pytorch() {
 
 #[test]
 fn infer_multi_class_unet_writes_every_class() {
-    let d = dir("classes");
+    let d = TempPath::dir("classes");
     let out = d.join("c.npy");
     let o = bin()
         .args(["infer", fixture("frame3_37x50.npy").to_str().unwrap(), "--precision", "f32"])
@@ -103,7 +95,7 @@ fn infer_multi_class_unet_writes_every_class() {
 
 #[test]
 fn infer_classical_default_with_quality_and_stats() {
-    let d = dir("classical");
+    let d = TempPath::dir("classical");
     let (h, w) = (70, 90);
     let truth = seed_heights(h, w);
     let frame = synth::buckets(&truth, h, w, &synth::SynthConfig::default());
@@ -157,7 +149,7 @@ fn expect_error(args: &[&str], out: &Path, needle: &str) {
 
 #[test]
 fn bad_input_is_one_clear_error() {
-    let d = dir("errors");
+    let d = TempPath::dir("errors");
     let out = d.join("out.npy");
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
     let weights = fixture("unet_b8.safetensors");
@@ -242,7 +234,7 @@ fn bad_input_is_one_clear_error() {
 
 #[test]
 fn demo_generate_bench_run_end_to_end() {
-    let d = dir("demo");
+    let d = TempPath::dir("demo");
     let o = bin()
         .args(["demo", "--size", "160", "--tile", "64", "--overlap", "16", "--dir", d.to_str().unwrap()])
         .output()
@@ -278,7 +270,7 @@ fn demo_generate_bench_run_end_to_end() {
 
 #[test]
 fn train_checkpoints_and_resumes_exactly() {
-    let d = dir("train");
+    let d = TempPath::dir("train");
     let run = |steps: &str, out: &Path, extra: &[&str]| {
         let o = bin()
             .args(["train", "--base", "4", "--patch", "32", "--batch", "1", "--synthetic", "2"])
@@ -308,7 +300,7 @@ fn train_checkpoints_and_resumes_exactly() {
 
 #[test]
 fn pinn_eval_matches_pytorch() {
-    let d = dir("pinn");
+    let d = TempPath::dir("pinn");
     let out = d.join("p.npy");
     let o = bin()
         .args(["pinn", "eval", "--weights", fixture("cpikan_2_16_16_1.safetensors").to_str().unwrap()])
@@ -338,7 +330,7 @@ fn random_frame(path: &Path, seed: u64, size: usize) {
 
 #[test]
 fn finetune_lowers_the_physics_loss_of_the_chosen_layers() {
-    let d = dir("finetune");
+    let d = TempPath::dir("finetune");
     let (f1, f2, hold) = (d.join("a.npy"), d.join("b.npy"), d.join("held.npy"));
     random_frame(&f1, 1, 48);
     random_frame(&f2, 2, 48);

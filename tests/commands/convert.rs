@@ -64,7 +64,7 @@ fn u8_round_trips_through_bmp_and_png() {
     write_npy(&frame, HostType::U8, &[c, h, w], &data);
 
     for format in [ImageFormat::Bmp, ImageFormat::Png] {
-        let dir = tmp.join(&format!("images_{format}"));
+        let dir = tmp.join(format!("images_{format}"));
         let written = npy_to_images(&frame, &dir, format).unwrap();
         assert_eq!((written.channels, written.height, written.width, written.dtype), (c, h, w, HostType::U8));
         let expected: Vec<String> = (0..c).map(|i| format!("bucket_{i:02}.{format}")).collect();
@@ -72,7 +72,7 @@ fn u8_round_trips_through_bmp_and_png() {
         assert!(written.files.iter().all(|f| f.parent() == Some(&*dir)));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), c, "no temporary files left behind");
 
-        let back = tmp.join(&format!("back_{format}.npy"));
+        let back = tmp.join(format!("back_{format}.npy"));
         let read = images_to_npy(&dir, &back, None).unwrap();
         assert_eq!(read, written);
         assert_eq!(read_npy(&back), (HostType::U8, vec![c, h, w], data.clone()), "{format}");

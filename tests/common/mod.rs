@@ -142,13 +142,18 @@ impl TempPath {
         std::fs::create_dir_all(&t.0).unwrap();
         t
     }
+}
 
-    /// `NAME` inside the folder.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+/// A `TempPath` is used as the path it holds (`join`, `display`, `to_str`, `&temp` as `&Path`).
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
     }
+}
 
-    pub fn path(&self) -> &Path {
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
         &self.0
     }
 }

@@ -54,7 +54,7 @@ fn fitted() -> &'static Fitted {
     FIT.get_or_init(|| {
         let gpu = &gpus()[0];
         let f = TempPath::new("pinn-fit-frame.npy");
-        let truth = write_frame(f.path());
+        let truth = write_frame(&f);
         let opts = PinnFitOptions {
             region: [20, 20, 24, 24],
             smoothness: 1e-3,
@@ -64,7 +64,7 @@ fn fitted() -> &'static Fitted {
             lbfgs_iters: 250,
             ..Default::default()
         };
-        let r = pinn_fit(gpu, f.path(), &opts).unwrap();
+        let r = pinn_fit(gpu, &f, &opts).unwrap();
         eprintln!(
             "pinn fit on {}: height MSE vs truth classical {:.3e} -> fitted {:.3e} µm²; supervised MSE {:.3e} \
              (h0 variance {:.3e}); physics loss {:.4} -> {:.4} (after Adam {:.4}; h0 data loss {:.4}); \
@@ -94,16 +94,16 @@ fn variance(v: &[f32]) -> f64 {
 #[test]
 fn read_region_crops_rows_and_columns() {
     let f = TempPath::new("crop.npy");
-    write_frame(f.path());
-    let (_, all) = read_region(f.path(), [0, 0, FH, FW]).unwrap();
+    write_frame(&f);
+    let (_, all) = read_region(&f, [0, 0, FH, FW]).unwrap();
     let region = [5, 9, 7, 11];
-    let (c, part) = read_region(f.path(), region).unwrap();
+    let (c, part) = read_region(&f, region).unwrap();
     assert_eq!(c, 16);
     for ch in 0..16 {
         let want = crop(&all[ch * FH * FW..(ch + 1) * FH * FW], region);
         assert_eq!(&part[ch * 77..(ch + 1) * 77], want.as_slice(), "channel {ch}");
     }
-    assert!(read_region(f.path(), [60, 0, 8, 8]).is_err());
+    assert!(read_region(&f, [60, 0, 8, 8]).is_err());
 }
 
 #[test]
@@ -137,8 +137,8 @@ fn saved_model_reproduces_the_heights() {
     let gpu = &gpus()[0];
     let Fitted { opts, report: r, .. } = fitted();
     let m = TempPath::new("pinn-fit-model.safetensors");
-    save_model(m.path(), &r.weights).unwrap();
-    let model = Cpikan::load(gpu, m.path()).unwrap();
+    save_model(&m, &r.weights).unwrap();
+    let model = Cpikan::load(gpu, &m).unwrap();
     let [y0, x0, h, w] = opts.region;
     let coords: Vec<f32> = (0..h * w).flat_map(|p| [(x0 + p % w) as f32, (y0 + p / w) as f32]).collect();
     // The same parameters on the same adapter: the same bits.
@@ -151,7 +151,7 @@ fn data_loss_at_the_truth_is_the_noise_variance() {
     // wavelength, phase step, A or B would make it thousands (B² / 2 = 5000).
     let gpu = &gpus()[0];
     let f = TempPath::new("truth.npy");
-    let truth = write_frame(f.path());
+    let truth = write_frame(&f);
     let region = [8, 30, 16, 16];
     let heights = crop(&truth, region);
     let opts = PinnFitOptions {
@@ -163,7 +163,7 @@ fn data_loss_at_the_truth_is_the_noise_variance() {
         layers: vec![2, 4, 1],
         ..Default::default()
     };
-    let r = pinn_fit(gpu, f.path(), &opts).unwrap();
+    let r = pinn_fit(gpu, &f, &opts).unwrap();
     assert_eq!(r.initial_heights, heights, "Init::Heights is h0");
     // 16 x 16 pixels x 16 buckets: the sample variance is within ~0.1 of the noise's.
     let e = r.h0_data_loss as f64;
@@ -175,7 +175,7 @@ fn data_loss_at_the_truth_is_the_noise_variance() {
 fn pinn_fit_rejects_bad_inputs() {
     let gpu = &gpus()[0];
     let f = TempPath::new("bad.npy");
-    write_frame(f.path());
+    write_frame(&f);
     let none = PinnFitOptions {
         supervised_steps: 0,
         adam_steps: 0,
@@ -185,9 +185,9 @@ fn pinn_fit_rejects_bad_inputs() {
     };
     let small = PinnFitOptions { region: [0, 0, 8, 8], ..none.clone() };
     // The same options with a good input run.
-    assert!(pinn_fit(gpu, f.path(), &small).is_ok());
+    assert!(pinn_fit(gpu, &f, &small).is_ok());
     let fails = |opts: PinnFitOptions, says: &str| {
-        let e = pinn_fit(gpu, f.path(), &opts).unwrap_err().to_string();
+        let e = pinn_fit(gpu, &f, &opts).unwrap_err().to_string();
         assert!(e.contains(says), "error {e:?} should say {says:?}");
     };
     fails(PinnFitOptions { region: [40, 40, 32, 32], ..none.clone() }, "does not fit in the 64 x 64 frame");
