@@ -209,7 +209,13 @@ impl From<GenerateArgs> for generate::Options {
             height: a.height,
             width: a.width,
             dtype: a.dtype.0,
-            psi: PsiConfig { wavelengths: a.wavelengths.0, buckets: a.buckets, a: a.ab.0, b: a.ab.1 },
+            psi: PsiConfig {
+                wavelengths: a.wavelengths.0,
+                buckets: a.buckets,
+                a: a.ab.0,
+                b: a.ab.1,
+                ..Default::default()
+            },
             ab_variation: a.ab_variation,
             noise: a.noise,
             seed: a.seed,

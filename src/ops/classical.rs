@@ -87,6 +87,8 @@ impl ClassicalConfig {
             )));
         }
         self.psi.validate_wavelengths("the classical solver")?;
+        self.psi.validate_distinct_wavelengths()?;
+        self.psi.require_nominal_steps("the classical solver")?;
         let (h0, h1) = self.height_range;
         if !(h0.is_finite() && h1.is_finite() && h0 < h1) {
             return Err(Error::Invalid(format!(
@@ -134,7 +136,7 @@ pub fn constants(config: &ClassicalConfig) -> Vec<f32> {
         c.extend(split12(l1 / wl as f64));
     }
     for k in 0..psi.buckets {
-        let d = psi.phase_step(k);
+        let d = psi.phase_step(0, k);
         c.extend([d.cos() as f32, d.sin() as f32]);
     }
     c

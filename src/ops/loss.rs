@@ -79,6 +79,7 @@ impl PhysicsConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.psi.validate_wavelengths("the physics loss")?;
+        self.psi.require_nominal_steps("the physics loss")?;
         if self.psi.buckets == 0 {
             return Err(Error::Invalid("the physics loss needs at least one bucket per laser; got 0".into()));
         }
@@ -472,8 +473,8 @@ pub mod reference {
                     };
                     let hv = height[img * hw + px];
                     for k in 0..nb {
-                        let theta = 2.0 * tau * hv / wl + config.psi.phase_step(k);
-                        let r = buckets::intensity(a, b, hv, wl, config.psi.phase_step(k))
+                        let theta = 2.0 * tau * hv / wl + config.psi.phase_step(l, k);
+                        let r = buckets::intensity(a, b, hv, wl, config.psi.phase_step(l, k))
                             - frame[((img * nl + l) * nb + k) * hw + px] * fs;
                         data += r * r;
                         grad[img * hw + px] += 2.0 / m * r * (-b * theta.sin()) * (2.0 * tau / wl);

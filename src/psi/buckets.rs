@@ -22,9 +22,9 @@ pub fn render(
     mut noise: impl FnMut() -> f64,
 ) -> Vec<f64> {
     let mut out = Vec::with_capacity(psi.channels() * heights.len());
-    for &wl in &psi.wavelengths {
+    for (l, &wl) in psi.wavelengths.iter().enumerate() {
         for k in 0..psi.buckets {
-            let delta = psi.phase_step(k);
+            let delta = psi.phase_step(l, k);
             for (p, &z) in heights.iter().enumerate() {
                 let (a, b) = ab(p);
                 out.push(intensity(a, b, z as f64, wl as f64, delta) + noise());

@@ -16,13 +16,27 @@ pub const DEFAULT_A: f32 = 128.0;
 /// Modulation B of synthetic frames (counts).
 pub const DEFAULT_B: f32 = 100.0;
 
+/// The phase steps δ of each laser's buckets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum PhaseSteps {
+    /// δ_k = 2πk/N for every laser.
+    #[default]
+    Nominal,
+    /// One calibrated list of N steps (radians) for every laser.
+    Shared(Vec<f64>),
+    /// N calibrated steps (radians) per laser, in channel order.
+    PerLaser(Vec<Vec<f64>>),
+}
+
 /// Lasers, phase steps and the bucket model's A/B.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PsiConfig {
     /// One wavelength per laser, µm, in channel order.
     pub wavelengths: Vec<f32>,
-    /// Phase-shift buckets per laser (N); bucket k has δ_k = 2πk/N.
+    /// Phase-shift buckets per laser (N).
     pub buckets: usize,
+    /// The buckets' phase steps (nominal 2πk/N unless calibrated).
+    pub phase_steps: PhaseSteps,
     /// Offset A (counts).
     pub a: f32,
     /// Modulation B (counts).
@@ -31,7 +45,13 @@ pub struct PsiConfig {
 
 impl Default for PsiConfig {
     fn default() -> Self {
-        PsiConfig { wavelengths: DEFAULT_WAVELENGTHS.to_vec(), buckets: DEFAULT_BUCKETS, a: DEFAULT_A, b: DEFAULT_B }
+        PsiConfig {
+            wavelengths: DEFAULT_WAVELENGTHS.to_vec(),
+            buckets: DEFAULT_BUCKETS,
+            phase_steps: PhaseSteps::Nominal,
+            a: DEFAULT_A,
+            b: DEFAULT_B,
+        }
     }
 }
 
@@ -50,9 +70,70 @@ impl PsiConfig {
         self.lasers() * self.buckets
     }
 
-    /// δ_k = 2πk/N (radians), in f64.
-    pub fn phase_step(&self, k: usize) -> f64 {
-        2.0 * std::f64::consts::PI * k as f64 / self.buckets as f64
+    /// δ of bucket `k` of laser `laser` (radians, f64): 2πk/N unless calibrated.
+    pub fn phase_step(&self, laser: usize, k: usize) -> f64 {
+        match &self.phase_steps {
+            PhaseSteps::Nominal => 2.0 * std::f64::consts::PI * k as f64 / self.buckets as f64,
+            PhaseSteps::Shared(d) => d[k],
+            PhaseSteps::PerLaser(d) => d[laser][k],
+        }
+    }
+
+    /// The steps are the nominal 2πk/N.
+    pub fn nominal_steps(&self) -> bool {
+        self.phase_steps == PhaseSteps::Nominal
+    }
+
+    /// Calibrated steps, if any, have one finite value per bucket (and one list per laser).
+    pub fn validate_phase_steps(&self) -> Result<()> {
+        let n = self.buckets;
+        let check = |d: &[f64], what: &str| {
+            if d.len() != n {
+                return Err(Error::Invalid(format!("{what}: {} phase steps for {n} buckets per laser", d.len())));
+            }
+            if d.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Invalid(format!("{what}: phase steps must be finite")));
+            }
+            Ok(())
+        };
+        match &self.phase_steps {
+            PhaseSteps::Nominal => Ok(()),
+            PhaseSteps::Shared(d) => check(d, "phase steps"),
+            PhaseSteps::PerLaser(all) => {
+                if all.len() != self.lasers() {
+                    return Err(Error::Invalid(format!(
+                        "{} lists of phase steps for {} lasers",
+                        all.len(),
+                        self.lasers()
+                    )));
+                }
+                all.iter().enumerate().try_for_each(|(l, d)| check(d, &format!("laser {}", l + 1)))
+            }
+        }
+    }
+
+    /// An error naming `what` unless the steps are nominal (for the code that assumes 2πk/N).
+    pub fn require_nominal_steps(&self, what: &str) -> Result<()> {
+        self.validate_phase_steps()?;
+        if !self.nominal_steps() {
+            return Err(Error::Invalid(format!("{what} supports only the nominal phase steps 2πk/N")));
+        }
+        Ok(())
+    }
+
+    /// No two lasers share a wavelength: the multi-wavelength fringe-order search is degenerate
+    /// when two do.
+    pub fn validate_distinct_wavelengths(&self) -> Result<()> {
+        for (i, a) in self.wavelengths.iter().enumerate() {
+            if let Some(j) = self.wavelengths[..i].iter().position(|b| b == a) {
+                return Err(Error::Invalid(format!(
+                    "wavelengths {} and {} are both {a} µm; the lasers' wavelengths must differ",
+                    j + 1,
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// At least one wavelength, each positive and finite; `what` names the user ("the physics
@@ -78,5 +159,34 @@ impl PsiConfig {
             return Err(Error::Invalid(format!("A = {} and B = {} must be finite", self.a, self.b)));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_steps_nominal_and_calibrated() {
+        let mut c = PsiConfig::with(vec![5.0, 6.0], 4);
+        assert!((c.phase_step(1, 3) - 1.5 * std::f64::consts::PI).abs() < 1e-15);
+        c.phase_steps = PhaseSteps::Shared(vec![0.0, 1.6, 3.1, 4.7]);
+        assert_eq!(c.phase_step(1, 2), 3.1);
+        assert!(c.validate_phase_steps().is_ok() && c.require_nominal_steps("x").is_err());
+        c.phase_steps = PhaseSteps::PerLaser(vec![vec![0.0, 1.0, 2.0, 3.0], vec![0.0, 1.5, 3.0, 4.5]]);
+        assert_eq!(c.phase_step(1, 1), 1.5);
+        c.phase_steps = PhaseSteps::PerLaser(vec![vec![0.0, 1.0, 2.0, 3.0]]);
+        assert!(c.validate_phase_steps().unwrap_err().to_string().contains("1 lists of phase steps for 2 lasers"));
+        c.phase_steps = PhaseSteps::Shared(vec![0.0, 1.0, f64::NAN, 3.0]);
+        assert!(c.validate_phase_steps().is_err());
+        c.phase_steps = PhaseSteps::Shared(vec![0.0, 1.0]);
+        assert!(c.validate_phase_steps().unwrap_err().to_string().contains("2 phase steps for 4 buckets"));
+    }
+
+    #[test]
+    fn equal_wavelengths_are_refused() {
+        assert!(PsiConfig::default().validate_distinct_wavelengths().is_ok());
+        let e = PsiConfig::with(vec![5.0, 5.5, 5.0], 4).validate_distinct_wavelengths().unwrap_err();
+        assert!(e.to_string().contains("wavelengths 1 and 3 are both 5 µm"), "{e}");
     }
 }

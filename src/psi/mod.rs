@@ -7,4 +7,4 @@ pub mod phase;
 pub mod surface;
 pub mod synthetic;
 
-pub use config::PsiConfig;
+pub use config::{PhaseSteps, PsiConfig};

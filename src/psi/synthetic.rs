@@ -71,6 +71,7 @@ impl GenerateOptions {
             return Err(Error::Invalid(format!("frame {} x {} is too large", self.height, self.width)));
         }
         self.psi.validate_wavelengths("generating a frame")?;
+        self.psi.require_nominal_steps("the generator")?;
         if self.psi.buckets == 0 {
             return Err(Error::Invalid("generating a frame needs at least one bucket per laser; got 0".into()));
         }

@@ -185,6 +185,7 @@ fn bad_input_is_one_clear_error() {
     std::fs::write(d.join("f8.npy"), bytes).unwrap();
     expect_error(&[&p("f8.npy")], &out, "unsupported dtype");
 
+    std::fs::copy(fixture("psi_frame_96x128.npy"), d.join("psi.npy")).unwrap();
     let frame3 = fixture("frame3_37x50.npy");
     expect_error(&[frame3.to_str().unwrap(), "--weights", wts, "--tile", "0"], &out, "channels");
     expect_error(&[frame3.to_str().unwrap()], &out, "expects 16");
@@ -226,6 +227,8 @@ fn bad_input_is_one_clear_error() {
     expect_error(&[f, "--weights", &p("text.npy")], &out, "not a valid safetensors file");
 
     expect_error(&[f, "--tile", "32", "--overlap", "32"], &out, "--overlap");
+    // Two lasers on one wavelength make the fringe-order search degenerate.
+    expect_error(&[&p("psi.npy"), "--wavelengths", "5,5,5,5"], &out, "wavelengths 1 and 2 are both 5 µm");
     let bad_out = d.join("no/such/dir/out.npy");
     let o = bin().args(["infer", f, "-o", bad_out.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -112,7 +112,7 @@ fn check_value(got: &LossValue, want: &reference::Value, tol: f64, what: &str) {
 fn physics_matches_reference() {
     let default = PhysicsConfig::default();
     let three = PhysicsConfig {
-        psi: PsiConfig { wavelengths: vec![4.2, 5.1, 6.3], buckets: 5, a: 100.0, b: 60.0 },
+        psi: PsiConfig { wavelengths: vec![4.2, 5.1, 6.3], buckets: 5, a: 100.0, b: 60.0, ..Default::default() },
         frame_scale: 1.0 / 255.0,
         ..Default::default()
     };
@@ -238,6 +238,7 @@ fn physics_matches_pytorch() {
                 buckets: json["buckets"].as_u64().unwrap() as usize,
                 a: c["a"].as_f64().unwrap() as f32,
                 b: c["b"].as_f64().unwrap() as f32,
+                ..Default::default()
             },
             per_pixel_ab: c["per_pixel_ab"].as_bool().unwrap(),
             smoothness: c["smoothness"].as_f64().unwrap() as f32,

@@ -142,7 +142,7 @@ impl Problem {
         let (l, n, np) = (opts.psi.lasers(), opts.psi.buckets, h * w);
         let tau = 2.0 * std::f64::consts::PI;
         let k = (0..l * n)
-            .map(|ch| (2.0 * tau / opts.psi.wavelengths[ch / n] as f64, opts.psi.phase_step(ch % n)))
+            .map(|ch| (2.0 * tau / opts.psi.wavelengths[ch / n] as f64, opts.psi.phase_step(ch / n, ch % n)))
             .collect::<Vec<_>>();
         let frame: Vec<f64> = data.iter().map(|&v| v as f64).collect();
         let (a, b) = if opts.estimate_ab {
