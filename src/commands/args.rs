@@ -10,6 +10,7 @@ use crate::commands::pinn::{FitInit, Problem};
 use crate::commands::train::LossChoice;
 use crate::dtype::HostType;
 use crate::gpu::Precision;
+use crate::io::preview::PreviewRange;
 use crate::io::weights::parse_scale;
 use crate::optim::LrSchedule;
 use crate::psi::config::{DEFAULT_A, DEFAULT_B, DEFAULT_WAVELENGTHS};
@@ -288,6 +289,40 @@ impl FromStr for Problem {
     }
 }
 
+/// `--preview-range`: `robust` (the 1st to 99th percentile), `full` (minimum to maximum) or
+/// `LO,HI` percentiles (`0.1,99.9`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PreviewRangeArg(pub PreviewRange);
+
+impl FromStr for PreviewRangeArg {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s {
+            "robust" => Ok(PreviewRangeArg::default()),
+            "full" => Ok(PreviewRangeArg(PreviewRange::Full)),
+            _ => match pair::<f32>(s) {
+                Some((lo, hi)) if 0.0 <= lo && lo < hi && hi <= 100.0 => {
+                    Ok(PreviewRangeArg(PreviewRange::Percentiles { lo, hi }))
+                }
+                _ => fail(format!(
+                    "--preview-range '{s}': expected robust (1st to 99th percentile), full (min to max) or \
+                     percentiles LO,HI with 0 <= LO < HI <= 100"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for PreviewRangeArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            p if p == PreviewRange::default() => f.write_str("robust"),
+            PreviewRange::Full => f.write_str("full"),
+            PreviewRange::Percentiles { lo, hi } => write!(f, "{lo},{hi}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +349,14 @@ mod tests {
         assert_eq!("3,4,5,6".parse::<Region>(), Ok(Region([3, 4, 5, 6])));
         assert_eq!("up3, outc".parse::<Layers>(), Ok(Layers::Prefixes(vec!["up3".into(), "outc".into()])));
         assert_eq!("unet:w.safetensors".parse::<FitInit>(), Ok(FitInit::UNet("w.safetensors".into())));
+        assert_eq!("full".parse::<PreviewRangeArg>(), Ok(PreviewRangeArg(PreviewRange::Full)));
+        assert_eq!(
+            "0.5,99.5".parse::<PreviewRangeArg>(),
+            Ok(PreviewRangeArg(PreviewRange::Percentiles { lo: 0.5, hi: 99.5 }))
+        );
+        for r in ["robust", "full", "0.5,99.5"] {
+            assert_eq!(r.parse::<PreviewRangeArg>().unwrap().to_string(), r);
+        }
         let errors = [
             ("--precision", "f64".parse::<PrecisionArg>().err()),
             ("--input-scale", "0".parse::<InputScale>().err()),
@@ -329,6 +372,7 @@ mod tests {
             ("--layers", ",".parse::<Layers>().err()),
             ("--init", "foo".parse::<FitInit>().err()),
             ("helmholtz", "poisson".parse::<Problem>().err()),
+            ("--preview-range", "99,1".parse::<PreviewRangeArg>().err()),
         ];
         for (needle, e) in errors {
             let e = e.unwrap_or_else(|| panic!("{needle}: accepted"));

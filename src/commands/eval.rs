@@ -1,8 +1,8 @@
 //! Accuracy of a predicted height map against the truth.
 //!
-//! [`eval`] streams the prediction, the truth and an optional mask in bands of rows (memory does
-//! not depend on the map's height) and accumulates, in f64, the error `e = pred - truth` of each
-//! evaluated pixel:
+//! [`eval`] streams the prediction, the truth, an optional selection mask and an optional reason
+//! mask in bands of rows (memory does not depend on the map's height) and accumulates, in f64,
+//! the error `e = pred - truth` of each evaluated pixel:
 //!
 //! - `rmse`, `mae`, `max_abs` (max |e|) and `bias` (mean e);
 //! - `mape`: mean of `|e| / |truth| * 100` over the pixels with `|truth| > 1e-10` (percent);
@@ -17,14 +17,23 @@
 //! one column, a single pixel) fits only the directions it spans, as a least-squares solver's
 //! minimum-norm solution would.
 //!
-//! Non-finite values are not skipped: a NaN in an evaluated pixel makes the metrics NaN (mask
-//! such pixels out).
+//! A pixel is evaluated when it is selected (no `mask`, or the mask is non-zero there) and its
+//! prediction is not NaN. NaN predictions — the solver's "no height here" — are left out of every
+//! metric and counted as `invalid`. Other non-finite values are not skipped: an infinite
+//! prediction makes the metrics infinite, a NaN truth makes them NaN (mask such pixels out).
+//!
+//! Two masks, two meanings: `mask` selects (non-zero = evaluate, as a region of interest), while
+//! `reasons` is a reason mask as `infer --mask` and `generate --truth-mask` write it (u8, 0 = ok,
+//! [`Reason`] codes otherwise) and only adds counts: per code, the selected pixels and how many of
+//! them are NaN in the prediction. Passing a reason mask as `mask` would evaluate exactly the
+//! pixels that have no height.
 
 use std::path::{Path, PathBuf};
 
 use crate::commands::write_json;
 use crate::error::{Error, Result};
-use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, band_rows, write_error_preview_masked};
+use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, PreviewRange, band_rows, write_error_preview_masked};
+use crate::psi::reason::Reason;
 
 /// `|truth|` at or below this is left out of the MAPE.
 pub const MAPE_MIN_TRUTH: f64 = 1e-10;
@@ -35,6 +44,24 @@ pub struct EvalOptions {
     /// An `(H, W)` (or `(1, H, W)`) array of any supported dtype: only pixels where it is
     /// non-zero are evaluated.
     pub mask: Option<PathBuf>,
+    /// A reason mask `(H, W)` of codes 0..=255 (0 ok, [`Reason`] codes): the selected pixels
+    /// and their NaN predictions are counted per code.
+    pub reasons: Option<PathBuf>,
+}
+
+/// The selected pixels of one reason code and how many of them are NaN in the prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonCount {
+    pub code: u8,
+    pub pixels: u64,
+    pub invalid: u64,
+}
+
+impl ReasonCount {
+    /// The reason's name (`ok`, `low_modulation`, …) or `code_N` for a code without one.
+    pub fn name(&self) -> String {
+        Reason::from_code(self.code).map_or_else(|| format!("code_{}", self.code), |r| r.name().to_string())
+    }
 }
 
 /// Error metrics of a prediction, in the maps' units (MAPE in percent).
@@ -54,13 +81,18 @@ pub struct Metrics {
     pub pixels: u64,
     /// Pixels in the MAPE.
     pub mape_pixels: u64,
+    /// Selected pixels left out because the prediction is NaN there.
+    pub invalid: u64,
+    /// With a reason mask: every [`Reason`] code, then any other code present, in code order.
+    pub reasons: Option<Vec<ReasonCount>>,
 }
 
 impl Metrics {
     /// The metrics as a JSON object (non-finite values, such as the MAPE of an all-zero truth,
-    /// become `null`).
+    /// become `null`); with a reason mask, `reasons` lists
+    /// `{"code", "name", "pixels", "invalid"}` per code.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "rmse": self.rmse,
             "mae": self.mae,
             "max_abs": self.max_abs,
@@ -69,13 +101,28 @@ impl Metrics {
             "rmse_detrended": self.rmse_detrended,
             "pixels": self.pixels,
             "mape_pixels": self.mape_pixels,
-        })
+            "invalid": self.invalid,
+        });
+        if let Some(reasons) = &self.reasons {
+            let list: Vec<serde_json::Value> = reasons
+                .iter()
+                .map(
+                    |r| serde_json::json!({"code": r.code, "name": r.name(), "pixels": r.pixels, "invalid": r.invalid}),
+                )
+                .collect();
+            json["reasons"] = list.into();
+        }
+        json
     }
 }
 
 impl std::fmt::Display for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "pixels          {}", self.pixels)?;
+        writeln!(f, "invalid         {} (NaN in the prediction, left out)", self.invalid)?;
+        for r in self.reasons.iter().flatten() {
+            writeln!(f, "  {:<22}{} pixels, {} NaN", r.name(), r.pixels, r.invalid)?;
+        }
         writeln!(f, "rmse            {:.6e}", self.rmse)?;
         writeln!(f, "rmse_detrended  {:.6e}", self.rmse_detrended)?;
         writeln!(f, "mae             {:.6e}", self.mae)?;
@@ -95,7 +142,7 @@ pub fn error_preview() -> PreviewOptions {
     PreviewOptions { label: "|error| µm".into(), ..Default::default() }
 }
 
-/// Write a colour-mapped PNG of `|pred - truth|` (masked pixels shown as no data); see
+/// Write a colour-mapped PNG of `|pred - truth|` (masked and NaN pixels shown as no data); see
 /// [`crate::io::preview::write_error_preview`].
 pub fn error_map(
     pred: &Path,
@@ -118,6 +165,8 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// Write a colour-mapped PNG of `|pred - truth|` here.
     pub error_map: Option<PathBuf>,
+    /// The error map's colour scale.
+    pub preview_range: PreviewRange,
 }
 
 /// What `psi-gpu eval` found and wrote.
@@ -138,7 +187,7 @@ impl std::fmt::Display for Report {
         write!(f, "{}", self.metrics)?;
         if let Some((png, info)) = &self.error_map {
             let (w, h, min, max) = (info.width, info.height, info.min, info.max);
-            write!(f, "\nerror map: {} ({w}x{h}, |error| {min:.3e}..{max:.3e} µm)", png.display())?;
+            write!(f, "\nerror map: {} ({w}x{h}, colour scale |error| {min:.3e}..{max:.3e} µm)", png.display())?;
         }
         Ok(())
     }
@@ -151,7 +200,10 @@ pub fn run(opts: &Options) -> Result<Report> {
         write_json(path, &metrics.to_json())?;
     }
     let error_map = match &opts.error_map {
-        Some(png) => Some((png.clone(), error_map(&opts.pred, &opts.truth, png, &opts.eval, &error_preview())?)),
+        Some(png) => {
+            let style = PreviewOptions { range: opts.preview_range, ..error_preview() };
+            Some((png.clone(), error_map(&opts.pred, &opts.truth, png, &opts.eval, &style)?))
+        }
         None => None,
     };
     Ok(Report { metrics, error_map })
@@ -162,17 +214,20 @@ fn eval_in_bands(pred: &Path, truth: &Path, opts: &EvalOptions, band: Option<usi
     let mut p = MapReader::open(pred)?;
     let mut t = MapReader::open(truth)?;
     p.check_same_shape("prediction", &t, "truth")?;
-    let mut m = opts.mask.as_deref().map(MapReader::open).transpose()?;
-    if let Some(m) = &m {
-        m.check_same_shape("mask", &t, "truth")?;
-    }
+    let open_like = |path: Option<&Path>, what: &str| -> Result<Option<MapReader>> {
+        let m = path.map(MapReader::open).transpose()?;
+        m.as_ref().map(|m| m.check_same_shape(what, &t, "truth")).transpose()?;
+        Ok(m)
+    };
+    let mut m = open_like(opts.mask.as_deref(), "mask")?;
+    let mut reasons = open_like(opts.reasons.as_deref(), "reason mask")?;
     let (h, w) = (p.height(), p.width());
     let band = band.unwrap_or_else(|| band_rows(w)).max(1);
     let cx = (w as f64 - 1.0) / 2.0;
     let cy = (h as f64 - 1.0) / 2.0;
 
-    let mut acc = Accumulator::default();
-    let (mut pv, mut tv, mut mv) = (Vec::new(), Vec::new(), Vec::new());
+    let mut acc = Accumulator { reasons: reasons.as_ref().map(|_| vec![[0; 2]; 256]), ..Default::default() };
+    let (mut pv, mut tv, mut mv, mut rv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut row_e = Vec::with_capacity(w);
     let mut row0 = 0;
     while p.rows_left() > 0 {
@@ -182,14 +237,49 @@ fn eval_in_bands(pred: &Path, truth: &Path, opts: &EvalOptions, band: Option<usi
         if let Some(m) = &mut m {
             m.read_band(rows, &mut mv)?;
         }
+        if let Some(r) = &mut reasons {
+            r.read_band(rows, &mut rv)?;
+            check_codes(r.path(), &rv, row0, w)?;
+        }
         for r in 0..rows.min(pv.len() / w.max(1)) {
             let span = r * w..(r + 1) * w;
-            let mask_row = m.as_ref().map(|_| &mv[span.clone()]);
-            acc.add_row((row0 + r) as f64 - cy, cx, &pv[span.clone()], &tv[span], mask_row, &mut row_e);
+            let row = Row {
+                y: (row0 + r) as f64 - cy,
+                pred: &pv[span.clone()],
+                truth: &tv[span.clone()],
+                mask: m.as_ref().map(|_| &mv[span.clone()]),
+                reasons: reasons.as_ref().map(|_| &rv[span]),
+            };
+            acc.add_row(&row, cx, &mut row_e);
         }
         row0 += rows;
     }
     acc.finish(pred)
+}
+
+/// An error unless every value of a band of the reason mask `path` (from row `row0`, `w` wide)
+/// is an integer code 0..=255.
+fn check_codes(path: &Path, values: &[f32], row0: usize, w: usize) -> Result<()> {
+    match values.iter().position(|&v| !(v.fract() == 0.0 && (0.0..=255.0).contains(&v))) {
+        None => Ok(()),
+        Some(i) => Err(Error::Invalid(format!(
+            "{}: the reason mask holds {} at row {}, column {}; expected codes 0..255 (0 ok, 1 low modulation, \
+             2 saturated, 3 non-finite input, 4 order unresolved)",
+            path.display(),
+            values[i],
+            row0 + i / w.max(1),
+            i % w.max(1)
+        ))),
+    }
+}
+
+/// One row of the maps, at centred height `y`.
+struct Row<'a> {
+    y: f64,
+    pred: &'a [f32],
+    truth: &'a [f32],
+    mask: Option<&'a [f32]>,
+    reasons: Option<&'a [f32]>,
 }
 
 /// Running sums over the evaluated pixels.
@@ -202,23 +292,27 @@ struct Accumulator {
     nan: bool,
     sum_ape: f64,
     mape_pixels: u64,
+    /// Selected pixels with a NaN prediction.
+    invalid: u64,
+    /// With a reason mask: per code, [selected pixels, of which NaN].
+    reasons: Option<Vec<[u64; 2]>>,
 }
 
 impl Accumulator {
-    /// Add one row at centred height `y`; `row_e` is scratch space for the row's (x, e) pairs.
-    fn add_row(
-        &mut self,
-        y: f64,
-        cx: f64,
-        pred: &[f32],
-        truth: &[f32],
-        mask: Option<&[f32]>,
-        row_e: &mut Vec<(f64, f64)>,
-    ) {
+    /// Add one row; `row_e` is scratch space for the row's (x, e) pairs.
+    fn add_row(&mut self, row: &Row, cx: f64, row_e: &mut Vec<(f64, f64)>) {
         row_e.clear();
         let (mut sum_x, mut sum_e, mut sum_abs) = (0.0f64, 0.0f64, 0.0f64);
-        for (col, (&p, &t)) in pred.iter().zip(truth).enumerate() {
-            if mask.is_some_and(|m| m[col] == 0.0) {
+        for (col, (&p, &t)) in row.pred.iter().zip(row.truth).enumerate() {
+            if row.mask.is_some_and(|m| m[col] == 0.0) {
+                continue;
+            }
+            if let (Some(counts), Some(codes)) = (&mut self.reasons, row.reasons) {
+                counts[codes[col] as usize][0] += 1;
+                counts[codes[col] as usize][1] += u64::from(p.is_nan());
+            }
+            if p.is_nan() {
+                self.invalid += 1;
                 continue;
             }
             let (p, t) = (f64::from(p), f64::from(t));
@@ -255,34 +349,42 @@ impl Accumulator {
             sxe += dx * de;
             see += de * de;
         }
-        let row = Moments { n, mean: [mx, y, me], m: [[sxx, 0.0, sxe], [0.0, 0.0, 0.0], [sxe, 0.0, see]] };
+        let row = Moments { n, mean: [mx, row.y, me], m: [[sxx, 0.0, sxe], [0.0, 0.0, 0.0], [sxe, 0.0, see]] };
         self.moments.merge(&row);
     }
 
     fn finish(self, pred: &Path) -> Result<Metrics> {
         let Moments { n, mean, m } = self.moments;
-        if n == 0.0 {
+        if n == 0.0 && self.invalid == 0 {
             return Err(Error::Invalid(format!(
                 "{}: no pixels to evaluate (the map is empty or the mask selects none)",
                 pred.display()
             )));
         }
-        let bias = mean[2];
+        let nan_if_empty = |v: f64| if n == 0.0 { f64::NAN } else { v };
+        let bias = nan_if_empty(mean[2]);
         let see = m[2][2];
         let rmse = (see / n + bias * bias).sqrt();
         let explained = explained_by_plane([[m[0][0], m[0][1]], [m[1][0], m[1][1]]], [m[0][2], m[1][2]]);
         let residual = (see - explained).max(0.0);
         let rmse_detrended = if see.is_nan() || explained.is_nan() { f64::NAN } else { (residual / n).sqrt() };
         let mape = if self.mape_pixels > 0 { self.sum_ape / self.mape_pixels as f64 * 100.0 } else { f64::NAN };
+        let reasons = self.reasons.map(|counts| {
+            let listed = |(code, c): (usize, &[u64; 2])| code < Reason::ALL.len() || c[0] > 0;
+            let each = |(code, c): (usize, &[u64; 2])| ReasonCount { code: code as u8, pixels: c[0], invalid: c[1] };
+            counts.iter().enumerate().filter(|&x| listed(x)).map(each).collect()
+        });
         Ok(Metrics {
             rmse,
             mae: self.sum_abs / n,
-            max_abs: if self.nan { f64::NAN } else { self.max_abs },
+            max_abs: if self.nan || n == 0.0 { f64::NAN } else { self.max_abs },
             mape,
             bias,
             rmse_detrended,
             pixels: n as u64,
             mape_pixels: self.mape_pixels,
+            invalid: self.invalid,
+            reasons,
         })
     }
 }
@@ -394,7 +496,7 @@ mod tests {
         crate::io::npy::write_f32(&paths[1], &[h, w], &truth).unwrap();
         crate::io::npy::write_f32(&paths[2], &[h, w], &mask).unwrap();
         for mask in [None, Some(paths[2].clone())] {
-            let opts = EvalOptions { mask };
+            let opts = EvalOptions { mask, ..Default::default() };
             let whole = eval(&paths[0], &paths[1], &opts).unwrap();
             for band in [1, 2, 5, 22, 23, 100] {
                 let banded = eval_in_bands(&paths[0], &paths[1], &opts, Some(band)).unwrap();

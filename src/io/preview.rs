@@ -4,13 +4,19 @@
 //! streamed in bands of rows by [`MapReader`] and block-averaged on the fly into a grid of at
 //! most [`PreviewOptions::max_size`] pixels on its long side, so a 9344 × 7000 map is read once
 //! with memory bounded by the band and the output grid. NaN and infinite pixels are left out of
-//! the averages; a grid cell with no finite pixel is drawn grey.
+//! the averages; a grid cell more than half of whose pixels are not finite is no data, drawn in
+//! [`NO_DATA`] grey (a colour viridis does not have), and the legend then shows a `no data`
+//! swatch.
 //!
-//! The grid is coloured with viridis from its minimum (dark purple) to its maximum (yellow), and
-//! a colour bar to its right shows the scale: maximum at the top, minimum at the bottom and the
-//! label (e.g. `height µm`) in between, in a small built-in bitmap font. The PNG (8-bit RGB) is
-//! written to a temporary file next to the target and renamed into place, so an error never
-//! leaves a half-written image behind.
+//! The grid is coloured with viridis from the low end of the scale (dark purple) to its high end
+//! (yellow). By default ([`PreviewRange::Percentiles`] 1, 99) the ends are the 1st and 99th
+//! percentiles of the grid's finite cells (nearest rank, exact: the grid is in memory), so one
+//! spike does not flatten the picture; values beyond the ends take the end colours.
+//! [`PreviewRange::Full`] uses the minimum and maximum. A colour bar right of the map shows the
+//! scale: the high end at the top, the low end at the bottom, and between them the label (e.g.
+//! `height µm`) and how the ends were chosen (`p1-p99`, `min-max`), in a small built-in bitmap
+//! font. The PNG (8-bit RGB) is written to a temporary file next to the target and renamed into
+//! place, so an error never leaves a half-written image behind.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -132,6 +138,42 @@ impl MapReader {
     }
 }
 
+/// How the ends of the colour scale are chosen from the grid's finite cells.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PreviewRange {
+    /// The `lo`-th and `hi`-th percentiles (0 ≤ lo < hi ≤ 100), nearest rank; when they are
+    /// equal (a map flat but for a few cells) the minimum and maximum instead.
+    Percentiles { lo: f32, hi: f32 },
+    /// The minimum and maximum.
+    Full,
+}
+
+impl Default for PreviewRange {
+    /// The 1st to 99th percentile.
+    fn default() -> Self {
+        PreviewRange::Percentiles { lo: 1.0, hi: 99.0 }
+    }
+}
+
+impl PreviewRange {
+    fn check(self) -> Result<()> {
+        match self {
+            PreviewRange::Percentiles { lo, hi } if !(0.0 <= lo && lo < hi && hi <= 100.0) => {
+                Err(Error::Invalid(format!("preview percentiles {lo},{hi} must satisfy 0 <= low < high <= 100")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The legend's note: `p1-p99`, `p0.5-p99.5` or `min-max`.
+    pub fn note(self) -> String {
+        match self {
+            PreviewRange::Percentiles { lo, hi } => format!("p{}-p{}", format_value(lo), format_value(hi)),
+            PreviewRange::Full => "min-max".into(),
+        }
+    }
+}
+
 /// How a preview is drawn.
 #[derive(Clone, Debug)]
 pub struct PreviewOptions {
@@ -141,20 +183,30 @@ pub struct PreviewOptions {
     /// Text under the scale, e.g. `height µm` or `|error| µm`. Letters are drawn lower-case;
     /// characters the built-in font lacks are drawn as `?`.
     pub label: String,
+    /// The ends of the colour scale (default: 1st to 99th percentile).
+    pub range: PreviewRange,
 }
 
 impl Default for PreviewOptions {
     fn default() -> Self {
-        PreviewOptions { max_size: 1600, label: "height µm".into() }
+        PreviewOptions { max_size: 1600, label: "height µm".into(), range: PreviewRange::default() }
     }
 }
 
 /// What [`write_preview`] drew.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PreviewInfo {
-    /// Smallest and largest value of the (block-averaged) grid: the ends of the colour scale.
+    /// The ends of the colour scale (values beyond them take the end colours).
     pub min: f32,
     pub max: f32,
+    /// Smallest and largest finite value of the (block-averaged) grid.
+    pub data_min: f32,
+    pub data_max: f32,
+    /// The scale's ends were chosen as [`PreviewRange::Full`]: the data's minimum and maximum
+    /// (asked for, or percentiles that were equal).
+    pub full_range: bool,
+    /// Grid cells drawn as no data.
+    pub no_data: usize,
     /// Size of the whole PNG (map and colour bar).
     pub width: usize,
     pub height: usize,
@@ -180,7 +232,7 @@ pub fn grid_size(height: usize, width: usize, max_size: usize) -> (usize, usize)
 
 /// Block-averages rows of a `height` × `width` map, pushed in order, into a smaller grid: input
 /// pixel `(r, c)` falls in cell `(r * gh / height, c * gw / width)`. Non-finite values are
-/// skipped; a cell without finite values is NaN.
+/// left out of the mean; a cell more than half of whose pixels are not finite is NaN.
 #[derive(Debug)]
 pub struct Downsampler {
     height: usize,
@@ -189,6 +241,8 @@ pub struct Downsampler {
     col_cell: Vec<u32>,
     sums: Vec<f64>,
     counts: Vec<u32>,
+    /// Non-finite pixels per cell.
+    missing: Vec<u32>,
     row: usize,
     cell_row: usize,
     grid: Vec<f32>,
@@ -207,6 +261,7 @@ impl Downsampler {
             col_cell,
             sums: vec![0.0; gw],
             counts: vec![0; gw],
+            missing: vec![0; gw],
             row: 0,
             cell_row: 0,
             grid: Vec::with_capacity(gh * gw),
@@ -229,6 +284,8 @@ impl Downsampler {
                 if v.is_finite() {
                     self.sums[cell as usize] += f64::from(v);
                     self.counts[cell as usize] += 1;
+                } else {
+                    self.missing[cell as usize] += 1;
                 }
             }
             self.row += 1;
@@ -236,10 +293,9 @@ impl Downsampler {
     }
 
     fn flush_row(&mut self) {
-        for (sum, count) in self.sums.iter_mut().zip(&mut self.counts) {
-            self.grid.push(if *count > 0 { (*sum / f64::from(*count)) as f32 } else { f32::NAN });
-            *sum = 0.0;
-            *count = 0;
+        for ((sum, count), missing) in self.sums.iter_mut().zip(&mut self.counts).zip(&mut self.missing) {
+            self.grid.push(if *count > 0 && *count >= *missing { (*sum / f64::from(*count)) as f32 } else { f32::NAN });
+            (*sum, *count, *missing) = (0.0, 0, 0);
         }
     }
 
@@ -296,11 +352,55 @@ pub struct Rendered {
     pub rgb: Vec<u8>,
     pub width: usize,
     pub height: usize,
-    /// Ends of the colour scale (the grid's finite minimum and maximum).
-    pub min: f32,
-    pub max: f32,
+    /// The colour scale.
+    pub scale_ends: ScaleEnds,
     /// Pixels per grid cell along each axis.
     pub scale: usize,
+}
+
+/// The ends of a grid's colour scale and what they came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaleEnds {
+    /// Low and high end of the scale.
+    pub lo: f32,
+    pub hi: f32,
+    /// The grid's finite minimum and maximum.
+    pub data_min: f32,
+    pub data_max: f32,
+    /// The ends are the minimum and maximum.
+    pub full: bool,
+    /// Cells without data (NaN).
+    pub no_data: usize,
+}
+
+impl ScaleEnds {
+    /// The scale of `grid` under `range`; an error when it has no finite value.
+    pub fn of(grid: &[f32], range: PreviewRange) -> Result<ScaleEnds> {
+        let mut finite: Vec<f32> = grid.iter().copied().filter(|v| v.is_finite()).collect();
+        if finite.is_empty() {
+            return Err(Error::Invalid("nothing to draw: the map has no finite values".into()));
+        }
+        let no_data = grid.len() - finite.len();
+        let (data_min, data_max) =
+            finite.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let full = ScaleEnds { lo: data_min, hi: data_max, data_min, data_max, full: true, no_data };
+        let PreviewRange::Percentiles { lo, hi } = range else { return Ok(full) };
+        let last = finite.len() - 1;
+        let mut rank = |p: f32| {
+            let k = ((f64::from(p) / 100.0 * last as f64).round() as usize).min(last);
+            *finite.select_nth_unstable_by(k, f32::total_cmp).1
+        };
+        let (lo, hi) = (rank(lo), rank(hi));
+        if lo >= hi {
+            return Ok(full);
+        }
+        Ok(ScaleEnds { lo, hi, full: lo == data_min && hi == data_max, ..full })
+    }
+
+    /// The note under the label: how the ends were chosen.
+    fn note(&self, range: PreviewRange) -> String {
+        if self.full { PreviewRange::Full.note() } else { range.note() }
+    }
 }
 
 /// Width of the colour bar.
@@ -314,6 +414,8 @@ const MIN_HEIGHT: usize = 120;
 /// Maps smaller than this on their long side are enlarged by a whole factor towards it.
 const MIN_LONG_SIDE: usize = 400;
 const BLACK: [u8; 3] = [0, 0, 0];
+/// The legend's text for cells without data, beside a [`NO_DATA`] swatch.
+const NO_DATA_TEXT: &str = "no data";
 
 /// Draw a `gh × gw` grid (row-major, NaN for no data) with its colour bar. A grid whose long side
 /// is under 400 is enlarged by a whole factor (each cell a square of pixels), up to that size
@@ -322,60 +424,101 @@ pub fn render(grid: &[f32], gh: usize, gw: usize, opts: &PreviewOptions) -> Resu
     if gh.checked_mul(gw) != Some(grid.len()) || grid.is_empty() {
         return Err(Error::Invalid(format!("a {gh} x {gw} grid needs {} values, got {}", gh * gw, grid.len())));
     }
-    let (min, max) = grid
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    if min > max {
-        return Err(Error::Invalid("nothing to draw: the map has no finite values".into()));
-    }
-    let range = f64::from(max) - f64::from(min);
-    let t_of = |v: f32| if range > 0.0 { ((f64::from(v) - f64::from(min)) / range) as f32 } else { 0.5 };
+    opts.range.check()?;
+    let ends = ScaleEnds::of(grid, opts.range)?;
+    let (lo, hi) = (f64::from(ends.lo), f64::from(ends.hi));
+    let t_of = |v: f32| if hi > lo { ((f64::from(v) - lo) / (hi - lo)) as f32 } else { 0.5 };
 
     let long = gh.max(gw);
     let cell = (MIN_LONG_SIDE.min(opts.max_size.max(long)) / long).max(1);
     let (map_h, map_w) = (gh * cell, gw * cell);
-    let scale = if map_h >= 900 { 3 } else { 2 };
-    let top_text = format_value(max);
-    let bottom_text = format_value(min);
-    let label = opts.label.trim();
-    let text_width = [&top_text, &bottom_text, label].iter().map(|s| text_width(s, scale)).max().unwrap_or(0);
-    let width = map_w + GAP + BAR_WIDTH + TEXT_GAP + text_width + GAP;
+    let legend = Legend::new(&ends, opts, map_h);
+    let width = map_w + GAP + BAR_WIDTH + TEXT_GAP + legend.text_width() + GAP;
     let height = map_h.max(MIN_HEIGHT);
     let mut canvas = Canvas { rgb: vec![255; width * height * 3], width, height };
 
     for (y, row) in grid.chunks_exact(gw).enumerate() {
         for (x, &v) in row.iter().enumerate() {
             let c = if v.is_finite() { viridis(t_of(v)) } else { NO_DATA };
-            for dy in 0..cell {
-                for dx in 0..cell {
-                    canvas.set(x * cell + dx, y * cell + dy, c);
-                }
-            }
+            canvas.fill(x * cell, y * cell, cell, cell, c);
+        }
+    }
+    legend.draw(&mut canvas, map_w + GAP);
+    Ok(Rendered { rgb: canvas.rgb, width, height, scale_ends: ends, scale: cell })
+}
+
+/// The colour bar and its text: the scale's ends, the label, the note on how the ends were
+/// chosen, and a no-data swatch when some cells have no data.
+struct Legend {
+    top: String,
+    bottom: String,
+    lines: Vec<String>,
+    no_data: bool,
+    /// Text scale (2, or 3 beside tall maps).
+    scale: usize,
+}
+
+impl Legend {
+    fn new(ends: &ScaleEnds, opts: &PreviewOptions, map_h: usize) -> Legend {
+        let lines = [opts.label.trim().to_string(), ends.note(opts.range)].into_iter().filter(|s| !s.is_empty());
+        Legend {
+            top: format_value(ends.hi),
+            bottom: format_value(ends.lo),
+            lines: lines.collect(),
+            no_data: ends.no_data > 0,
+            scale: if map_h >= 900 { 3 } else { 2 },
         }
     }
 
-    // The bar: maximum at the top, minimum at the bottom, outlined in black.
-    let bar_x = map_w + GAP;
-    for y in 0..height {
-        let t = if height > 1 { 1.0 - y as f32 / (height - 1) as f32 } else { 0.5 };
-        let colour = if y == 0 || y == height - 1 { BLACK } else { viridis(t) };
-        for x in bar_x..bar_x + BAR_WIDTH {
-            let edge = x == bar_x || x == bar_x + BAR_WIDTH - 1;
-            canvas.set(x, y, if edge { BLACK } else { colour });
+    /// Pixels from one text line's top to the next.
+    fn line_height(&self) -> usize {
+        (GLYPH_ROWS + 2) * self.scale
+    }
+
+    fn swatch_width(&self) -> usize {
+        GLYPH_CAP * self.scale + GLYPH_ADVANCE * self.scale
+    }
+
+    fn text_width(&self) -> usize {
+        let s = self.scale;
+        let texts = [&self.top, &self.bottom].into_iter().chain(&self.lines);
+        let widest = texts.map(|t| text_width(t, s)).max().unwrap_or(0);
+        let swatch = if self.no_data { self.swatch_width() + text_width(NO_DATA_TEXT, s) } else { 0 };
+        widest.max(swatch)
+    }
+
+    /// Draw the bar at column `bar_x` (the high end at the top, outlined in black) and the text
+    /// right of it: the ends level with the bar's ends, the other lines centred between them.
+    fn draw(&self, canvas: &mut Canvas, bar_x: usize) {
+        let height = canvas.height;
+        for y in 0..height {
+            let t = if height > 1 { 1.0 - y as f32 / (height - 1) as f32 } else { 0.5 };
+            let colour = if y == 0 || y == height - 1 { BLACK } else { viridis(t) };
+            canvas.fill(bar_x, y, BAR_WIDTH, 1, colour);
+            canvas.set(bar_x, y, BLACK);
+            canvas.set(bar_x + BAR_WIDTH - 1, y, BLACK);
+        }
+        let (x, s) = (bar_x + BAR_WIDTH + TEXT_GAP, self.scale);
+        let cap = GLYPH_CAP * s;
+        canvas.text(x, 0, &self.top, s);
+        canvas.text(x, height - cap, &self.bottom, s);
+        let rows = self.lines.len() + usize::from(self.no_data);
+        let mut y = height.saturating_sub((rows * self.line_height()).saturating_sub(2 * s)) / 2;
+        for line in &self.lines {
+            canvas.text(x, y, line, s);
+            y += self.line_height();
+        }
+        if self.no_data {
+            canvas.fill(x, y, cap, cap, BLACK);
+            canvas.fill(x + s, y + s, cap - 2 * s, cap - 2 * s, NO_DATA);
+            canvas.text(x + self.swatch_width(), y, NO_DATA_TEXT, s);
+        }
+        // Ticks joining the numbers to the ends of the bar.
+        for tx in bar_x + BAR_WIDTH..x - 1 {
+            canvas.set(tx, 0, BLACK);
+            canvas.set(tx, height - 1, BLACK);
         }
     }
-    let text_x = bar_x + BAR_WIDTH + TEXT_GAP;
-    let cap = GLYPH_CAP * scale;
-    canvas.text(text_x, 0, &top_text, scale);
-    canvas.text(text_x, height - cap, &bottom_text, scale);
-    canvas.text(text_x, (height - cap) / 2, label, scale);
-    // Ticks joining the numbers to the ends of the bar.
-    for x in bar_x + BAR_WIDTH..text_x - 1 {
-        canvas.set(x, 0, BLACK);
-        canvas.set(x, height - 1, BLACK);
-    }
-    Ok(Rendered { rgb: canvas.rgb, width, height, min, max, scale: cell })
 }
 
 /// Save 8-bit RGB pixels as a PNG, through the atomic writer.
@@ -403,9 +546,14 @@ pub fn save_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<
 fn render_and_save(grid: &[f32], gh: usize, gw: usize, output: &Path, opts: &PreviewOptions) -> Result<PreviewInfo> {
     let r = render(grid, gh, gw, opts)?;
     save_png(output, &r.rgb, r.width, r.height)?;
+    let e = r.scale_ends;
     Ok(PreviewInfo {
-        min: r.min,
-        max: r.max,
+        min: e.lo,
+        max: e.hi,
+        data_min: e.data_min,
+        data_max: e.data_max,
+        full_range: e.full,
+        no_data: e.no_data,
         width: r.width,
         height: r.height,
         grid_width: gw,
@@ -418,7 +566,7 @@ fn check_options(opts: &PreviewOptions) -> Result<()> {
     if opts.max_size == 0 {
         return Err(Error::Invalid("the preview size must be at least 1 pixel".into()));
     }
-    Ok(())
+    opts.range.check()
 }
 
 fn check_not_empty(map: &MapReader) -> Result<()> {
@@ -527,6 +675,8 @@ const GLYPH_W: usize = 5;
 const GLYPH_ADVANCE: usize = 6;
 /// Rows from the top of a glyph to its baseline (digits and capitals fill them).
 const GLYPH_CAP: usize = 7;
+/// Rows of a glyph cell, descenders included.
+const GLYPH_ROWS: usize = 9;
 
 /// The built-in font: `#` is ink. Rows beyond those listed are blank.
 #[rustfmt::skip]
@@ -614,6 +764,15 @@ impl Canvas {
         }
     }
 
+    /// A `w × h` rectangle with its top-left corner at (`x`, `y`).
+    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, c: [u8; 3]) {
+        for yy in y..y + h {
+            for xx in x..x + w {
+                self.set(xx, yy, c);
+            }
+        }
+    }
+
     /// Draw `text` in black with the top of its glyph cells at `y`.
     fn text(&mut self, x: usize, y: usize, text: &str, scale: usize) {
         for (i, c) in text.chars().enumerate() {
@@ -694,18 +853,37 @@ mod tests {
         // 4 x 6 averaged into 2 x 3: 2 x 2 blocks.
         let mut d = Downsampler::new(4, 6, 2, 3).unwrap();
         let mut v: Vec<f32> = (0..24).map(|i| i as f32).collect();
-        v[0] = f32::NAN;
-        v[4] = f32::INFINITY;
-        v[5] = f32::NAN;
-        v[10] = f32::NAN;
-        v[11] = f32::NAN;
+        // Cell (0, 0) one non-finite pixel, (0, 2) four, (1, 0) two (half: still drawn), (1, 1)
+        // three (more than half: no data).
+        for i in [0, 4, 5, 10, 11, 12, 13, 14, 15, 20] {
+            v[i] = if i == 4 { f32::INFINITY } else { f32::NAN };
+        }
         d.push_rows(&v[..6]);
         d.push_rows(&v[6..]);
         let g = d.finish().unwrap();
         assert_eq!(g[0], (1.0 + 6.0 + 7.0) / 3.0);
         assert_eq!(g[1], (2.0 + 3.0 + 8.0 + 9.0) / 4.0);
         assert!(g[2].is_nan());
-        assert_eq!(g[3], (12.0 + 13.0 + 18.0 + 19.0) / 4.0);
+        assert_eq!(g[3], (18.0 + 19.0) / 2.0);
+        assert!(g[4].is_nan());
+        assert_eq!(g[5], (16.0 + 17.0 + 22.0 + 23.0) / 4.0);
         assert!(Downsampler::new(4, 6, 5, 3).is_err());
+    }
+
+    #[test]
+    fn scale_ends_are_nearest_rank_percentiles() {
+        // 0..=100 shuffled, with NaN cells: the p-th percentile is p.
+        let mut grid: Vec<f32> = (0..=100).map(|i| ((i * 37) % 101) as f32).collect();
+        grid.extend([f32::NAN; 7]);
+        let e = ScaleEnds::of(&grid, PreviewRange::default()).unwrap();
+        assert_eq!((e.lo, e.hi, e.data_min, e.data_max, e.full, e.no_data), (1.0, 99.0, 0.0, 100.0, false, 7));
+        let e = ScaleEnds::of(&grid, PreviewRange::Percentiles { lo: 0.0, hi: 100.0 }).unwrap();
+        assert_eq!((e.lo, e.hi, e.full), (0.0, 100.0, true));
+        let e = ScaleEnds::of(&grid, PreviewRange::Percentiles { lo: 12.5, hi: 50.0 }).unwrap();
+        assert_eq!((e.lo, e.hi), (13.0, 50.0)); // rank 12.5 rounds to 13
+        assert_eq!(ScaleEnds::of(&grid, PreviewRange::Full).unwrap().hi, 100.0);
+        assert!(ScaleEnds::of(&[f32::NAN, f32::INFINITY], PreviewRange::Full).is_err());
+        assert_eq!(PreviewRange::default().note(), "p1-p99");
+        assert_eq!(PreviewRange::Percentiles { lo: 0.5, hi: 99.5 }.note(), "p0.5-p99.5");
     }
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use psi_gpu::commands::args::{
-    Ab, ArgError, Dtype, HeightRange, InputScale, PrecisionArg, Region, Schedule, SurfaceShape, SyntheticRange,
-    Wavelengths,
+    Ab, ArgError, Dtype, HeightRange, InputScale, PrecisionArg, PreviewRangeArg, Region, Schedule, SurfaceShape,
+    SyntheticRange, Wavelengths,
 };
 use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
@@ -147,15 +147,25 @@ pub struct EvalArgs {
     /// Write a colour-mapped PNG of |pred - truth| here.
     #[arg(long)]
     error_map: Option<PathBuf>,
-    /// Evaluate only pixels where this (H, W) npy is non-zero.
+    /// Evaluate only pixels where this (H, W) npy is non-zero (a selection; not a reason mask).
     #[arg(long)]
     mask: Option<PathBuf>,
+    /// A reason mask (H, W) u8 as infer --mask or generate --truth-mask write it (0 ok, 1 low
+    /// modulation, 2 saturated, 3 non-finite input, 4 order unresolved): count pixels and NaN
+    /// predictions per reason.
+    #[arg(long)]
+    reasons: Option<PathBuf>,
+    /// Colour scale of the error map: robust (1st to 99th percentile), full (min to max) or LO,HI
+    /// percentiles.
+    #[arg(long, default_value_t)]
+    preview_range: PreviewRangeArg,
 }
 
 impl From<EvalArgs> for eval::Options {
     fn from(a: EvalArgs) -> Self {
-        let eval = eval::EvalOptions { mask: a.mask };
-        Self { pred: a.pred, truth: a.truth, eval, json: a.json, error_map: a.error_map }
+        let eval = eval::EvalOptions { mask: a.mask, reasons: a.reasons };
+        let (json, error_map, preview_range) = (a.json, a.error_map, a.preview_range.0);
+        Self { pred: a.pred, truth: a.truth, eval, json, error_map, preview_range }
     }
 }
 

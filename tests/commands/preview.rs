@@ -1,5 +1,6 @@
-//! PNG previews: sizes, colours, the colour bar, streaming downsampling and errors, checked by
-//! decoding the written PNG.
+//! PNG previews: sizes, colours, the colour bar, the robust and the full colour scale, no-data
+//! cells and their legend swatch, streaming downsampling and errors, checked by decoding the
+//! written PNG.
 
 use crate::common::TempPath;
 use std::collections::HashSet;
@@ -10,7 +11,9 @@ use std::time::Instant;
 use psi_gpu::Error;
 use psi_gpu::HostType;
 use psi_gpu::io::npy::{NpyWriter, write_f32};
-use psi_gpu::io::preview::{NO_DATA, PreviewInfo, PreviewOptions, viridis, write_error_preview, write_preview};
+use psi_gpu::io::preview::{
+    NO_DATA, PreviewInfo, PreviewOptions, PreviewRange, viridis, write_error_preview, write_preview,
+};
 
 /// Decoded 8-bit RGB image.
 struct Image {
@@ -50,6 +53,16 @@ fn check_colour_bar(img: &Image, info: &PreviewInfo) {
     assert!(black.count() > 200, "no text");
 }
 
+fn full() -> PreviewOptions {
+    PreviewOptions { range: PreviewRange::Full, ..Default::default() }
+}
+
+/// Pixels right of the map (the legend) in the no-data colour.
+fn legend_no_data_pixels(img: &Image, info: &PreviewInfo) -> usize {
+    let map_w = info.grid_width * info.scale;
+    (map_w..img.w).flat_map(|x| (0..img.h).map(move |y| (x, y))).filter(|&(x, y)| img.px(x, y) == NO_DATA).count()
+}
+
 #[test]
 fn gradient_preview() {
     let (h, w) = (300, 500);
@@ -58,7 +71,7 @@ fn gradient_preview() {
     let input = TempPath::new("gradient.npy");
     write_f32(&input.0, &[h, w], &data).unwrap();
     let out = TempPath::new("gradient.png");
-    let info = write_preview(&input.0, &out.0, &PreviewOptions::default()).unwrap();
+    let info = write_preview(&input.0, &out.0, &full()).unwrap();
 
     assert_eq!((info.grid_height, info.grid_width, info.scale), (h, w, 1));
     assert_eq!((info.min, info.max), (-1.0, value(h - 1, w - 1)));
@@ -95,7 +108,7 @@ fn tall_strip_is_block_averaged() {
     let input = TempPath::new("strip.npy");
     write_f32(&input.0, &[1, h, w], &data).unwrap();
     let out = TempPath::new("strip.png");
-    let opts = PreviewOptions { max_size: 200, label: "height µm".into() };
+    let opts = PreviewOptions { max_size: 200, ..full() };
     let info = write_preview(&input.0, &out.0, &opts).unwrap();
     assert_eq!((info.grid_height, info.grid_width, info.scale), (200, 1, 1));
     assert_eq!(info.min, 7.0); // mean of rows 0..15
@@ -106,6 +119,8 @@ fn tall_strip_is_block_averaged() {
     assert_eq!(img.px(0, 0), viridis(0.0));
     assert_eq!(img.px(0, 198), viridis(1.0));
     assert_eq!(img.px(0, 199), NO_DATA);
+    assert_eq!(info.no_data, 1);
+    assert!(legend_no_data_pixels(&img, &info) > 20, "no no-data swatch in the legend");
     check_colour_bar(&img, &info);
 }
 
@@ -118,7 +133,12 @@ fn small_map_keeps_a_readable_height_and_integer_input() {
     wr.write(&(0..1200).map(|i| (i % 600 / 3) as u8).collect::<Vec<_>>()).unwrap();
     wr.finish().unwrap();
     let out = TempPath::new("wide.png");
-    let info = write_preview(&input.0, &out.0, &PreviewOptions { max_size: 300, label: "counts".into() }).unwrap();
+    let info = write_preview(
+        &input.0,
+        &out.0,
+        &PreviewOptions { max_size: 300, label: "counts".into(), range: PreviewRange::Full },
+    )
+    .unwrap();
     assert_eq!((info.grid_height, info.grid_width, info.scale), (1, 300, 1));
     assert_eq!((info.min, info.max), (0.0, 199.0));
     let img = Image::load(&out.0);
@@ -137,7 +157,7 @@ fn error_preview_shows_absolute_difference() {
     write_f32(&tp.0, &[h, w], &truth).unwrap();
     write_f32(&pp.0, &[h, w], &pred).unwrap();
     let out = TempPath::new("err.png");
-    let opts = PreviewOptions { max_size: 1600, label: "|error| µm".into() };
+    let opts = PreviewOptions { max_size: 1600, label: "|error| µm".into(), ..Default::default() };
     let info = write_error_preview(&pp.0, &tp.0, &out.0, &opts).unwrap();
     assert!((info.min - 0.25).abs() < 1e-5 && (info.max - 0.5).abs() < 1e-5, "{info:?}");
     // 60 wide: enlarged 6 times (to 360 px, under 400).
@@ -156,6 +176,75 @@ fn error_preview_shows_absolute_difference() {
     let other = TempPath::new("eother.npy");
     write_f32(&other.0, &[h, w + 1], &vec![0.0; h * (w + 1)]).unwrap();
     assert!(matches!(write_error_preview(&other.0, &tp.0, &out.0, &opts), Err(Error::Shape(_))));
+}
+
+/// One spike flattens a min–max picture; the default scale (1st to 99th percentile) keeps the
+/// ramp's colours and draws the spike in the top colour.
+#[test]
+fn robust_scale_ignores_a_spike() {
+    let (h, w) = (40, 100);
+    let mut data: Vec<f32> = (0..h * w).map(|i| (i % w) as f32).collect(); // 0..99 per row
+    data[5 * w + 50] = 1e6;
+    let input = TempPath::new("spike.npy");
+    write_f32(&input.0, &[h, w], &data).unwrap();
+    let out = TempPath::new("spike.png");
+    let info = write_preview(&input.0, &out.0, &PreviewOptions::default()).unwrap();
+    // 4000 cells, nearest rank: the 1st percentile is sorted[40] = 1, the 99th sorted[3959] = 99.
+    assert_eq!((info.min, info.max, info.data_min, info.data_max), (1.0, 99.0, 0.0, 1e6));
+    assert!(!info.full_range && info.no_data == 0);
+    let img = Image::load(&out.0);
+    let s = info.scale;
+    assert_eq!(img.px(0, 0), viridis(0.0)); // below the low end: its colour
+    assert_eq!(img.px(50 * s, 5 * s), viridis(1.0)); // the spike
+    for c in [20, 50, 75] {
+        assert!(close(img.px(c * s, 0), viridis((c as f32 - 1.0) / 98.0)), "column {c}");
+    }
+    assert_eq!(legend_no_data_pixels(&img, &info), 0, "a no-data swatch without no-data cells");
+    // Full range: the ramp is all at the bottom colour.
+    let info = write_preview(&input.0, &out.0, &full()).unwrap();
+    assert_eq!((info.min, info.max), (0.0, 1e6));
+    assert!(info.full_range);
+    assert!(close(Image::load(&out.0).px(75 * s, 0), viridis(0.0)));
+    // Other percentiles, and percentiles that meet: a map flat but for the spike falls back to
+    // min–max.
+    let opts = PreviewOptions { range: PreviewRange::Percentiles { lo: 10.0, hi: 90.0 }, ..Default::default() };
+    let info = write_preview(&input.0, &out.0, &opts).unwrap();
+    assert_eq!((info.min, info.max), (10.0, 90.0));
+    let mut flat = vec![3.0f32; h * w];
+    flat[7] = 9.0;
+    write_f32(&input.0, &[h, w], &flat).unwrap();
+    let info = write_preview(&input.0, &out.0, &PreviewOptions::default()).unwrap();
+    assert_eq!((info.min, info.max, info.full_range), (3.0, 9.0, true));
+    let bad = PreviewOptions { range: PreviewRange::Percentiles { lo: 60.0, hi: 40.0 }, ..Default::default() };
+    assert!(matches!(write_preview(&input.0, &out.0, &bad), Err(Error::Invalid(_))));
+}
+
+/// Downsampled maps keep a NaN region: a cell more than half of whose pixels are NaN is no data.
+#[test]
+fn nan_regions_survive_downsampling() {
+    let (h, w) = (400, 400);
+    let mut data: Vec<f32> = (0..h * w).map(|i| ((i / w) + (i % w)) as f32).collect();
+    for r in 100..200 {
+        for c in 100..300 {
+            data[r * w + c] = f32::NAN;
+        }
+    }
+    // Scattered NaN (one pixel in 16) does not blank its cells.
+    for i in (0..h * w).step_by(16) {
+        if data[i].is_finite() {
+            data[i] = f32::NAN;
+        }
+    }
+    let input = TempPath::new("holes.npy");
+    write_f32(&input.0, &[h, w], &data).unwrap();
+    let out = TempPath::new("holes.png");
+    let info = write_preview(&input.0, &out.0, &PreviewOptions { max_size: 100, ..Default::default() }).unwrap();
+    assert_eq!((info.grid_height, info.grid_width, info.scale), (100, 100, 1));
+    assert_eq!(info.no_data, 25 * 50, "the 100 x 200 NaN block is 25 x 50 cells of 4 x 4");
+    let img = Image::load(&out.0);
+    assert_eq!(img.px(40, 30), NO_DATA);
+    assert_ne!(img.px(10, 10), NO_DATA);
+    assert!(legend_no_data_pixels(&img, &info) > 20);
 }
 
 #[test]
