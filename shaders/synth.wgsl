@@ -1,7 +1,8 @@
 // Synthetic PSI frames, one band of rows at a time (see src/ops/synth.rs).
 //
 // `surface`: one invocation per pixel of the band (1-D, folded by lib/grid.wgsl's flat_index).
-// Writes three planes of `rows * w` f32 into `field`: the height (µm), A and B of the pixel.
+// Writes three planes of `rows * w` f32 into `field`: the height (µm), A and B of the pixel
+// (after the A/B variation and the patches).
 // `buckets`: one invocation per output u32 word of the band, channel-major: word i of channel ch
 // is `out[ch * wpc + i]` and holds 1 (f32), 2 (u16, f16) or 4 (u8) consecutive elements of that
 // channel's `rows * w` band, little-endian; the last word of a channel is zero-padded.
@@ -10,7 +11,8 @@
 // - Heights of the seed surface come from separable tables the host computed in f64 (one entry
 //   per column and per row), so a pixel costs one product, two sums and a square root and lands
 //   within about one f32 ulp of the CPU's f64 value.
-// - The phase 4π·h/λ + 2πk/N is formed in turns (2π = 1): u = h · (2/λ) with both factors split
+// - The phase 4π·h/λ + δ is formed in turns (2π = 1), δ/2π from the host's table of each
+//   channel's step (k/N, or the calibrated step): u = h · (2/λ) with both factors split
 //   into 12-bit leading parts, so the large product hi·hi is exact and its integer part is
 //   dropped exactly; only the fraction (|·| < 1) meets rounding. The cosine is a range-reduced
 //   Cephes polynomial (about 1e-7 absolute): the built-in cos is only loosely specified.
@@ -23,7 +25,7 @@ struct GenParams {
     row0: u32,
     channels: u32,
     buckets: u32,
-    // 0: seed surface (tables), 1: random terms.
+    // 0: seed surface (tables), 1: random terms, 2: steep cap (tables).
     shape: u32,
     terms: u32,
     // 0: f32, 1: u8, 2: u16, 3: f16.
@@ -40,11 +42,31 @@ struct GenParams {
     // A and B variation fields: cos(2π(f.x·x + f.y)) · cos(2π(f.z·y + f.w)).
     fa: vec4<f32>,
     fb: vec4<f32>,
+    // Steep cap: h = C / (sqrt(cap_q + C) + cap_root) - cap_half_sag, C = col.y + row.y.
+    cap_q: f32,
+    cap_root: f32,
+    cap_half_sag: f32,
+    patches: u32,
+    // A - B of saturated pixels.
+    sat_base: f32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+// A rectangle of rows rect.x .. rect.z, columns rect.y .. rect.w: B × factor, and A = sat_base + B
+// when saturate is 1.
+struct Patch {
+    rect: vec4<u32>,
+    factor: f32,
+    saturate: u32,
+    _pad: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: GenParams;
 // Per column (w entries) then per row (h entries): seed tables
-// column: [x, 15·exp(-(x-0.2)²/0.2), 5x, 100·(x+0.5)²], row: [y, exp(-(y+0.3)²/0.2), 2.5y, 100·(y-0.4)²].
+// column: [x, 15·exp(-(x-0.2)²/0.2), 5x, 100·(x+0.5)²], row: [y, exp(-(y+0.3)²/0.2), 2.5y, 100·(y-0.4)²];
+// steep tables: column [x, c·(w-1-c), 0, 0], row [y, r·(h-1-r), 0, 0].
 @group(0) @binding(1) var<storage, read> coords: array<vec4<f32>>;
 // Random surface terms, 8 values each: [kind, amplitude, cx, cy, p0, p1, p2, p3].
 @group(0) @binding(2) var<storage, read> terms: array<f32>;
@@ -53,6 +75,10 @@ struct GenParams {
 // Per laser: [2/λ hi, 2/λ lo].
 @group(0) @binding(4) var<storage, read> lasers: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
+// Per channel: its phase step δ/2π in [0, 1].
+@group(0) @binding(6) var<storage, read> steps: array<f32>;
+// `p.patches` patches (at least one entry).
+@group(0) @binding(7) var<storage, read> patches: array<Patch>;
 
 const INV_2_24: f32 = 5.9604644775390625e-8;
 
@@ -115,14 +141,31 @@ fn surface(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     var h: f32;
     if (p.shape == 0u) {
         h = (col.y * row.y + (col.z + row.z)) + sqrt(col.w + row.w);
-    } else {
+    } else if (p.shape == 1u) {
         h = random_height(col.x, row.x);
+    } else {
+        let c = col.y + row.y;
+        let d = sqrt(p.cap_q + c) + p.cap_root;
+        h = select(0.0, c / d, d > 0.0) - p.cap_half_sag;
     }
     var a = p.a;
     var b = p.b;
     if (p.ab_var != 0.0) {
         a *= 1.0 + p.ab_var * ab_shape(p.fa, col.x, row.x);
         b *= 1.0 + p.ab_var * ab_shape(p.fb, col.x, row.x);
+    }
+    let y = p.row0 + i / p.w;
+    let x = i % p.w;
+    var saturate = 0u;
+    for (var k = 0u; k < p.patches; k++) {
+        let q = patches[k];
+        if (y >= q.rect.x && y < q.rect.z && x >= q.rect.y && x < q.rect.w) {
+            b *= q.factor;
+            saturate |= q.saturate;
+        }
+    }
+    if (saturate != 0u) {
+        a = p.sat_base + b;
     }
     field[i] = h;
     field[plane + i] = a;
@@ -181,7 +224,7 @@ fn buckets(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let laser = ch / p.buckets;
     let c_hi = lasers[2u * laser];
     let c_lo = lasers[2u * laser + 1u];
-    let shift = f32(ch % p.buckets) / f32(p.buckets);
+    let shift = steps[ch];
     var per = 1u;
     if (p.kind == 1u) {
         per = 4u;

@@ -13,8 +13,10 @@ use crate::gpu::Precision;
 use crate::io::preview::PreviewRange;
 use crate::io::weights::parse_scale;
 use crate::optim::LrSchedule;
+use crate::psi::PhaseSteps;
 use crate::psi::config::{DEFAULT_A, DEFAULT_B, DEFAULT_WAVELENGTHS};
 use crate::psi::surface::Shape;
+use crate::psi::synthetic::{Patch, PatchKind};
 
 /// A value the command line could not parse; the message names the flag and what it expects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,14 +162,16 @@ impl FromStr for Dtype {
     }
 }
 
-/// `--shape`: `seed` or `random`.
+/// `--shape`: `seed`, `random` or `steep`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SurfaceShape(pub Shape);
 
 impl FromStr for SurfaceShape {
     type Err = ArgError;
     fn from_str(s: &str) -> Result<Self, ArgError> {
-        Shape::parse(s).map(SurfaceShape).ok_or_else(|| ArgError(format!("--shape '{s}': expected seed or random")))
+        Shape::parse(s)
+            .map(SurfaceShape)
+            .ok_or_else(|| ArgError(format!("--shape '{s}': expected seed, random or steep")))
     }
 }
 
@@ -289,6 +293,80 @@ impl FromStr for Problem {
     }
 }
 
+/// `--phase-steps`: calibrated phase steps in degrees, comma-separated: one list for every laser
+/// (`0,90,180,270`) or one list per laser separated by `;` (`0,90,180,270;0,88,179,271`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseStepsArg(pub PhaseSteps);
+
+impl FromStr for PhaseStepsArg {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let list = |l: &str| -> Option<Vec<f64>> {
+            l.split(',').map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(f64::to_radians)).collect()
+        };
+        let lists: Option<Vec<Vec<f64>>> = s.split(';').map(list).collect();
+        match lists {
+            Some(mut l) if l.len() == 1 => Ok(PhaseStepsArg(PhaseSteps::Shared(l.remove(0)))),
+            Some(l) => Ok(PhaseStepsArg(PhaseSteps::PerLaser(l))),
+            None => fail(format!(
+                "--phase-steps '{s}': expected degrees like 0,90,180,270 (one list for all lasers) or lists per \
+                 laser separated by ';'"
+            )),
+        }
+    }
+}
+
+/// `y,x,h,w` as four pixel counts.
+fn rectangle(s: &str) -> Option<[usize; 4]> {
+    let values: Option<Vec<usize>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
+    values?.try_into().ok()
+}
+
+/// A patch of `kind` on the rectangle `y,x,h,w` that `flag` was given.
+fn rectangle_patch(s: &str, flag: &str, kind: PatchKind) -> Result<Patch, ArgError> {
+    let patch = rectangle(s).map(|region| Patch { kind, region });
+    patch.ok_or_else(|| ArgError(format!("{flag} '{s}': expected y,x,h,w in pixels")))
+}
+
+/// `--dark y,x,h,w`: a rectangle without fringes (B = 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DarkPatch(pub Patch);
+
+impl FromStr for DarkPatch {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        rectangle_patch(s, "--dark", PatchKind::Dark).map(DarkPatch)
+    }
+}
+
+/// `--saturate y,x,h,w`: a rectangle whose buckets all clip at the type's maximum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SaturatePatch(pub Patch);
+
+impl FromStr for SaturatePatch {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        rectangle_patch(s, "--saturate", PatchKind::Saturate).map(SaturatePatch)
+    }
+}
+
+/// `--low-contrast y,x,h,w:F`: a rectangle whose modulation B is × F (0 ≤ F ≤ 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LowContrastPatch(pub Patch);
+
+impl FromStr for LowContrastPatch {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let parsed = s.split_once(':').and_then(|(r, f)| Some((rectangle(r)?, f.trim().parse::<f32>().ok()?)));
+        match parsed {
+            Some((region, f)) if (0.0..=1.0).contains(&f) => {
+                Ok(LowContrastPatch(Patch { kind: PatchKind::LowContrast(f), region }))
+            }
+            _ => fail(format!("--low-contrast '{s}': expected y,x,h,w:F in pixels, with a factor 0 <= F <= 1 on B")),
+        }
+    }
+}
+
 /// `--preview-range`: `robust` (the 1st to 99th percentile), `full` (minimum to maximum) or
 /// `LO,HI` percentiles (`0.1,99.9`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -349,6 +427,21 @@ mod tests {
         assert_eq!("3,4,5,6".parse::<Region>(), Ok(Region([3, 4, 5, 6])));
         assert_eq!("up3, outc".parse::<Layers>(), Ok(Layers::Prefixes(vec!["up3".into(), "outc".into()])));
         assert_eq!("unet:w.safetensors".parse::<FitInit>(), Ok(FitInit::UNet("w.safetensors".into())));
+        let rad = |d: &[f64]| d.iter().map(|v| v.to_radians()).collect::<Vec<_>>();
+        assert_eq!(
+            "0, 90,180,270".parse::<PhaseStepsArg>(),
+            Ok(PhaseStepsArg(PhaseSteps::Shared(rad(&[0.0, 90.0, 180.0, 270.0]))))
+        );
+        assert_eq!(
+            "0,90,180;0,91,182".parse::<PhaseStepsArg>(),
+            Ok(PhaseStepsArg(PhaseSteps::PerLaser(vec![rad(&[0.0, 90.0, 180.0]), rad(&[0.0, 91.0, 182.0])])))
+        );
+        assert_eq!(
+            "1,2,3,4".parse::<DarkPatch>(),
+            Ok(DarkPatch(Patch { kind: PatchKind::Dark, region: [1, 2, 3, 4] }))
+        );
+        assert_eq!("1,2,3,4".parse::<SaturatePatch>().unwrap().0.kind, PatchKind::Saturate);
+        assert_eq!("1,2,3,4:0.25".parse::<LowContrastPatch>().unwrap().0.kind, PatchKind::LowContrast(0.25));
         assert_eq!("full".parse::<PreviewRangeArg>(), Ok(PreviewRangeArg(PreviewRange::Full)));
         assert_eq!(
             "0.5,99.5".parse::<PreviewRangeArg>(),
@@ -372,6 +465,12 @@ mod tests {
             ("--layers", ",".parse::<Layers>().err()),
             ("--init", "foo".parse::<FitInit>().err()),
             ("helmholtz", "poisson".parse::<Problem>().err()),
+            ("--phase-steps", "0,90,x".parse::<PhaseStepsArg>().err()),
+            ("--phase-steps", "0,90;".parse::<PhaseStepsArg>().err()),
+            ("--dark", "1,2,3".parse::<DarkPatch>().err()),
+            ("--saturate", "1,2,3,-4".parse::<SaturatePatch>().err()),
+            ("--low-contrast", "1,2,3,4".parse::<LowContrastPatch>().err()),
+            ("--low-contrast", "1,2,3,4:1.5".parse::<LowContrastPatch>().err()),
             ("--preview-range", "99,1".parse::<PreviewRangeArg>().err()),
         ];
         for (needle, e) in errors {

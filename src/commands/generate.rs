@@ -1,7 +1,9 @@
 //! `psi-gpu generate`: a synthetic frame made on the GPU (`ops::synth`) band by band into a
 //! `(L·N, H, W)` bucket stack `.npy` (channel `laser * N + bucket`), optionally with the true
-//! heights `(H, W)` f32 beside it. Two band slots: the GPU computes one while the host writes the
-//! other, so memory depends on the band and the width, never on the height.
+//! heights `(H, W)` f32 beside it and the truth mask `(H, W)` u8: what a solver should make of
+//! each pixel ([`crate::psi::reason::Reason`] codes, from `psi::synthetic::reason_rows` on the
+//! CPU). Two band slots: the GPU computes one while the host writes the other, so memory depends
+//! on the band and the width, never on the height.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,10 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::npy::NpyWriter;
-use crate::io::preview::{PreviewOptions, write_preview};
+use crate::io::preview::{PreviewOptions, PreviewRange, band_rows as mask_band_rows, write_preview};
 use crate::ops::synth::{BandSlot, SynthInputs, band_rows, words_per_channel};
-use crate::psi::synthetic::GenerateOptions;
+use crate::psi::reason::Reason;
+use crate::psi::synthetic::{GenerateOptions, reason_rows};
 
 /// What [`generate`] did.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,8 +162,31 @@ pub struct Options {
     pub output: PathBuf,
     /// Also write the true heights `(H, W)` f32 here.
     pub truth: Option<PathBuf>,
+    /// Write the truth mask `(H, W)` u8 here: the [`Reason`] code a solver should give each
+    /// pixel (0 ok, 1 low modulation, 2 saturated).
+    pub truth_mask: Option<PathBuf>,
     /// Write a colour-mapped PNG of the true heights here.
     pub preview: Option<PathBuf>,
+    /// The preview's colour scale.
+    pub preview_range: PreviewRange,
+}
+
+/// Write the truth mask of `opts` through `writer`, in bands of rows; the pixels per reason
+/// code (index = code).
+fn write_truth_mask(opts: &GenerateOptions, mut writer: NpyWriter) -> Result<[u64; 5]> {
+    let (h, w) = (opts.height, opts.width);
+    let band = mask_band_rows(w);
+    let mut counts = [0u64; 5];
+    let mut codes = Vec::with_capacity(band.min(h) * w);
+    for row0 in (0..h).step_by(band) {
+        reason_rows(opts, row0, band.min(h - row0), &mut codes);
+        for &c in &codes {
+            counts[c as usize] += 1;
+        }
+        writer.write(&codes)?;
+    }
+    writer.finish()?;
+    Ok(counts)
 }
 
 /// What `psi-gpu generate` wrote.
@@ -171,6 +197,8 @@ pub struct Report {
     pub device: Device,
     /// The preview's width and height.
     pub preview: Option<(usize, usize)>,
+    /// Pixels of the truth mask per reason code, when it was written.
+    pub truth_mask: Option<[u64; 5]>,
 }
 
 impl fmt::Display for Report {
@@ -186,8 +214,21 @@ impl fmt::Display for Report {
             o.generate.shape.name()
         )?;
         write!(f, "heights {lo:.3}..{hi:.3} µm | {:.2} s on {}", s.seconds, self.device)?;
+        let patches = &o.generate.patches;
+        if !patches.is_empty() {
+            let names: Vec<&str> = patches.iter().map(|p| p.name()).collect();
+            write!(f, "\npatches: {}", names.join(", "))?;
+        }
         if let Some(t) = &o.truth {
             write!(f, "\ntruth: {}", t.display())?;
+        }
+        if let (Some(m), Some(counts)) = (&o.truth_mask, self.truth_mask) {
+            let per: Vec<String> = Reason::ALL
+                .iter()
+                .filter(|r| counts[r.code() as usize] > 0)
+                .map(|r| format!("{} {}", counts[r.code() as usize], r.name()))
+                .collect();
+            write!(f, "\ntruth mask: {} ({})", m.display(), per.join(", "))?;
         }
         if let (Some(png), Some((w, h))) = (&o.preview, self.preview) {
             write!(f, "\npreview: {} ({w}x{h})", png.display())?;
@@ -196,15 +237,21 @@ impl fmt::Display for Report {
     }
 }
 
-/// Generate the frame, its truth if asked, and the preview (drawn from the truth, which is
-/// written beside the output for the purpose and removed when `truth` is not asked for).
+/// Generate the frame, its truth and truth mask if asked, and the preview (drawn from the truth,
+/// which is written beside the output for the purpose and removed when `truth` is not asked
+/// for). The mask's file is opened first, so a bad path fails before anything is written.
 pub fn run(gpu: &Gpu, opts: &Options, on_rows: impl FnMut(usize, usize)) -> Result<Report> {
+    let g = &opts.generate;
+    g.validate()?;
+    let mask = opts.truth_mask.as_deref().map(|m| NpyWriter::new(m, HostType::U8, &[g.height, g.width])).transpose()?;
     let truth =
         opts.truth.clone().or_else(|| opts.preview.as_ref().map(|_| opts.output.with_extension("truth.tmp.npy")));
-    let stats = generate(gpu, &opts.generate, &opts.output, truth.as_deref(), on_rows)?;
+    let stats = generate(gpu, g, &opts.output, truth.as_deref(), on_rows)?;
+    let truth_mask = mask.map(|m| write_truth_mask(g, m)).transpose()?;
     let preview = match (&opts.preview, &truth) {
         (Some(png), Some(t)) => {
-            let info = write_preview(t, png, &PreviewOptions::default());
+            let style = PreviewOptions { range: opts.preview_range, ..Default::default() };
+            let info = write_preview(t, png, &style);
             if opts.truth.is_none() {
                 let _ = std::fs::remove_file(t);
             }
@@ -213,5 +260,5 @@ pub fn run(gpu: &Gpu, opts: &Options, on_rows: impl FnMut(usize, usize)) -> Resu
         }
         _ => None,
     };
-    Ok(Report { options: opts.clone(), stats, device: Device::of(gpu), preview })
+    Ok(Report { options: opts.clone(), stats, device: Device::of(gpu), preview, truth_mask })
 }

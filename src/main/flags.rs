@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use psi_gpu::commands::args::{
-    Ab, ArgError, Dtype, HeightRange, InputScale, PrecisionArg, PreviewRangeArg, Region, Schedule, SurfaceShape,
-    SyntheticRange, Wavelengths,
+    Ab, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, PhaseStepsArg, PrecisionArg,
+    PreviewRangeArg, Region, SaturatePatch, Schedule, SurfaceShape, SyntheticRange, Wavelengths,
 };
 use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
@@ -17,7 +17,7 @@ use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::ClassicalConfig;
 use psi_gpu::psi::PsiConfig;
 use psi_gpu::psi::config::DEFAULT_BUCKETS;
-use psi_gpu::psi::synthetic::GenerateOptions;
+use psi_gpu::psi::synthetic::{DEFAULT_SLOPE, GenerateOptions};
 
 #[derive(Parser)]
 #[command(name = "psi-gpu", version, about = "Phase-shifting-interferometry bucket images to height maps on any GPU")]
@@ -183,9 +183,13 @@ pub struct GenerateArgs {
     /// Also write the true heights (H, W) f32 here.
     #[arg(long)]
     truth: Option<PathBuf>,
-    /// Surface: seed (the seed's peak + plane + cone) or random (smooth caps, tilts, steps, ripples).
+    /// Surface: seed (the seed's peak + plane + cone), random (smooth caps, tilts, steps, ripples)
+    /// or steep (a spherical cap whose slope reaches --slope at the corners: dense fringes).
     #[arg(long, default_value = "seed")]
     shape: SurfaceShape,
+    /// Steep surface only: slope at the frame's corners, µm per pixel [default: 0.5].
+    #[arg(long)]
+    slope: Option<f32>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Random surfaces only: heights × this (e.g. 0.02 with --height-offset 1.25 keeps them within
@@ -208,9 +212,29 @@ pub struct GenerateArgs {
     wavelengths: Wavelengths,
     #[arg(long, default_value_t = DEFAULT_BUCKETS)]
     buckets: usize,
+    /// Calibrated phase steps in degrees, e.g. 0,92,178,271 for every laser, or one list per
+    /// laser separated by ';' (default: 360·k/buckets).
+    #[arg(long)]
+    phase_steps: Option<PhaseStepsArg>,
+    /// A rectangle y,x,h,w without fringes (B = 0, A unchanged); repeatable.
+    #[arg(long)]
+    dark: Vec<DarkPatch>,
+    /// A rectangle y,x,h,w:F whose modulation B is multiplied by F in [0, 1]; repeatable.
+    #[arg(long)]
+    low_contrast: Vec<LowContrastPatch>,
+    /// A rectangle y,x,h,w where every bucket clips at the type's maximum (u8, u16); repeatable.
+    #[arg(long)]
+    saturate: Vec<SaturatePatch>,
+    /// Also write the truth mask (H, W) u8 here: 0 ok, 1 low modulation (B = 0), 2 saturated.
+    #[arg(long)]
+    truth_mask: Option<PathBuf>,
     /// Write a colour-mapped PNG of the true heights here.
     #[arg(long)]
     preview: Option<PathBuf>,
+    /// Colour scale of the preview: robust (1st to 99th percentile), full (min to max) or LO,HI
+    /// percentiles.
+    #[arg(long, default_value_t)]
+    preview_range: PreviewRangeArg,
 }
 
 impl From<GenerateArgs> for generate::Options {
@@ -222,9 +246,9 @@ impl From<GenerateArgs> for generate::Options {
             psi: PsiConfig {
                 wavelengths: a.wavelengths.0,
                 buckets: a.buckets,
+                phase_steps: a.phase_steps.map(|p| p.0).unwrap_or_default(),
                 a: a.ab.0,
                 b: a.ab.1,
-                ..Default::default()
             },
             ab_variation: a.ab_variation,
             noise: a.noise,
@@ -232,9 +256,18 @@ impl From<GenerateArgs> for generate::Options {
             shape: a.shape.0,
             height_scale: a.height_scale,
             height_offset: a.height_offset,
+            slope: a.slope.unwrap_or(DEFAULT_SLOPE),
+            patches: a
+                .dark
+                .iter()
+                .map(|p| p.0)
+                .chain(a.low_contrast.iter().map(|p| p.0))
+                .chain(a.saturate.iter().map(|p| p.0))
+                .collect(),
             ..Default::default()
         };
-        Self { generate, output: a.output, truth: a.truth, preview: a.preview }
+        let (truth, truth_mask, preview, preview_range) = (a.truth, a.truth_mask, a.preview, a.preview_range.0);
+        Self { generate, output: a.output, truth, truth_mask, preview, preview_range }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Synthetic PSI frames on the GPU (`shaders/synth.wgsl`), one band of rows at a time: the
-//! `surface` kernel evaluates the height map (the seed surface from per-column and per-row tables,
-//! or the random surface's terms) and the A/B fields, the `buckets` kernel renders every channel's
-//! `I = A + B·cos(4π·h/λ_l + 2πk/N)` (+ Gaussian noise), quantises and packs it into u32 words.
+//! `surface` kernel evaluates the height map (the seed surface or the steep cap from per-column
+//! and per-row tables, or the random surface's terms) and the A/B fields with their patches, the
+//! `buckets` kernel renders every channel's `I = A + B·cos(4π·h/λ_l + δ_lk)` (δ from a table of
+//! the channels' steps, nominal 2πk/N or calibrated; + Gaussian noise), quantises and packs it
+//! into u32 words.
 //! [`BandSlot`] holds one band's buffers and recorded dispatches; `commands::generate` streams the
 //! bands into files.
 //!
@@ -18,8 +20,8 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Precision, Shader, grid_1d, staging, storage, zeroed};
 use crate::psi::phase::split12;
-use crate::psi::surface::{Shape, coord};
-use crate::psi::synthetic::{GenerateOptions, ab_fields};
+use crate::psi::surface::{Shape, SphericalCap, coord};
+use crate::psi::synthetic::{GenerateOptions, PatchKind, ab_fields};
 
 pub static SHADER: Shader = wgsl!("synth": "lib/grid.wgsl", "lib/phase.wgsl", "synth.wgsl");
 
@@ -32,16 +34,54 @@ fn laser_constants(wavelengths: &[f32]) -> Vec<f32> {
     wavelengths.iter().flat_map(|&wl| split12(2.0 / wl as f64)).collect()
 }
 
-/// Per column `[x, 15·exp(−(x−0.2)²/0.2), 5x, 100·(x+0.5)²]`, then per row
-/// `[y, exp(−(y+0.3)²/0.2), 2.5y, 100·(y−0.4)²]`, computed in f64: the seed surface is
-/// `col[1]·row[1] + (col[2] + row[2]) + sqrt(col[3] + row[3])`.
-fn coordinate_tables(h: usize, w: usize) -> Vec<[f32; 4]> {
+/// Per channel (laser-major) its phase step in turns, δ/2π in [0, 1]: `k/N` in f32 for the
+/// nominal steps, the calibrated step reduced in f64 otherwise.
+fn step_turns(opts: &GenerateOptions) -> Vec<f32> {
+    let psi = &opts.psi;
+    let n = psi.buckets;
+    let tau = 2.0 * std::f64::consts::PI;
+    (0..psi.lasers())
+        .flat_map(|l| (0..n).map(move |k| (l, k)))
+        .map(|(l, k)| {
+            if psi.nominal_steps() { k as f32 / n as f32 } else { (psi.phase_step(l, k) / tau).rem_euclid(1.0) as f32 }
+        })
+        .collect()
+}
+
+/// The patches as the shader reads them: `[y0, x0, y1, x1]` (ends exclusive), the B factor, the
+/// saturate flag and two words of padding; one all-zero patch when there are none.
+fn patch_table(opts: &GenerateOptions) -> Vec<u32> {
+    let mut table: Vec<u32> = opts
+        .patches
+        .iter()
+        .flat_map(|p| {
+            let [y, x, h, w] = p.region.map(|v| v as u32);
+            [y, x, y + h, x + w, p.b_factor().to_bits(), (p.kind == PatchKind::Saturate) as u32, 0, 0]
+        })
+        .collect();
+    table.resize(table.len().max(8), 0);
+    table
+}
+
+/// Per column, then per row, the table `[coordinate, …]` of the surface, computed in f64. Seed:
+/// column `[x, 15·exp(−(x−0.2)²/0.2), 5x, 100·(x+0.5)²]`, row
+/// `[y, exp(−(y+0.3)²/0.2), 2.5y, 100·(y−0.4)²]`, the surface being
+/// `col[1]·row[1] + (col[2] + row[2]) + sqrt(col[3] + row[3])`. Steep: `[x, c·(w−1−c), 0, 0]`
+/// and `[y, r·(h−1−r), 0, 0]` ([`SphericalCap`]). Random surfaces read only the coordinates.
+fn coordinate_tables(shape: Shape, h: usize, w: usize) -> Vec<[f32; 4]> {
+    let steep = shape == Shape::Steep;
     let cols = (0..w).map(|c| {
         let x = coord(c, w);
+        if steep {
+            return [x, SphericalCap::axis_term(c, w), 0.0, 0.0];
+        }
         [x, 15.0 * (-(x - 0.2).powi(2) / 0.2).exp(), 5.0 * x, 100.0 * (x + 0.5).powi(2)]
     });
     let rows = (0..h).map(|r| {
         let y = coord(r, h);
+        if steep {
+            return [y, SphericalCap::axis_term(r, h), 0.0, 0.0];
+        }
         [y, (-(y + 0.3).powi(2) / 0.2).exp(), 2.5 * y, 100.0 * (y - 0.4).powi(2)]
     });
     cols.chain(rows).map(|v| v.map(|x| x as f32)).collect()
@@ -68,6 +108,12 @@ pub(super) struct GenParams {
     sigma: f32,
     fa: [f32; 4],
     fb: [f32; 4],
+    cap_q: f32,
+    cap_root: f32,
+    cap_half_sag: f32,
+    patches: u32,
+    sat_base: f32,
+    _pad1: [u32; 3],
 }
 
 /// Output words per channel band of `rows` rows.
@@ -94,20 +140,24 @@ pub fn band_rows(gpu: &Gpu, opts: &GenerateOptions) -> Result<usize> {
 }
 
 /// The constant inputs of one frame's generation: coordinate tables, surface terms, laser
-/// constants and the A/B fields.
+/// constants, phase steps, patches and the A/B fields.
 pub struct SynthInputs {
     opts: GenerateOptions,
     terms: usize,
     fields: [[f32; 4]; 2],
+    cap: SphericalCap,
     coords: wgpu::Buffer,
     term_buf: wgpu::Buffer,
     lasers: wgpu::Buffer,
+    steps: wgpu::Buffer,
+    patches: wgpu::Buffer,
 }
 
 impl SynthInputs {
     pub fn new(gpu: &Gpu, opts: &GenerateOptions) -> Result<SynthInputs> {
         opts.validate()?;
-        let coords = storage(gpu, "synth coords", bytemuck::cast_slice(&coordinate_tables(opts.height, opts.width)))?;
+        let tables = coordinate_tables(opts.shape, opts.height, opts.width);
+        let coords = storage(gpu, "synth coords", bytemuck::cast_slice(&tables))?;
         let terms = opts.surface_terms();
         let mut term_data: Vec<f32> = terms
             .iter()
@@ -116,13 +166,18 @@ impl SynthInputs {
         term_data.resize(term_data.len().max(8), 0.0);
         let term_buf = storage(gpu, "synth terms", bytemuck::cast_slice(&term_data))?;
         let lasers = storage(gpu, "synth lasers", bytemuck::cast_slice(&laser_constants(&opts.psi.wavelengths)))?;
+        let steps = storage(gpu, "synth steps", bytemuck::cast_slice(&step_turns(opts)))?;
+        let patches = storage(gpu, "synth patches", bytemuck::cast_slice(&patch_table(opts)))?;
         Ok(SynthInputs {
             opts: opts.clone(),
             terms: terms.len(),
             fields: ab_fields(opts.seed),
+            cap: SphericalCap::new(opts.height, opts.width, opts.slope as f64),
             coords,
             term_buf,
             lasers,
+            steps,
+            patches,
         })
     }
 
@@ -138,6 +193,7 @@ impl SynthInputs {
             shape: match o.shape {
                 Shape::Seed => 0,
                 Shape::Random => 1,
+                Shape::Steep => 2,
             },
             terms: self.terms as u32,
             kind: super::host_type_code(o.dtype),
@@ -151,6 +207,12 @@ impl SynthInputs {
             sigma: o.noise,
             fa,
             fb,
+            cap_q: self.cap.q as f32,
+            cap_root: self.cap.q.sqrt() as f32,
+            cap_half_sag: self.cap.half_sag as f32,
+            patches: o.patches.len() as u32,
+            sat_base: o.saturated_base(),
+            _pad1: [0; 3],
         }
     }
 }
@@ -177,11 +239,11 @@ impl BandSlot {
         let staging = staging(gpu, "synth staging", out_bytes + plane_bytes);
         let p0 = inputs.params(0, rows);
         let [sx, sy] = grid_1d(gpu, rows * w, WG);
-        let surface_buffers = [(1, &inputs.coords), (2, &inputs.term_buf), (3, &field)];
+        let surface_buffers = [(1, &inputs.coords), (2, &inputs.term_buf), (3, &field), (7, &inputs.patches)];
         let surface =
             Dispatch::new(gpu, &SHADER.kernel("surface"), Precision::F32, &p0, &surface_buffers, [sx, sy, 1])?;
         let [bx, by] = grid_1d(gpu, channels * wpc, WG);
-        let bucket_buffers = [(3, &field), (4, &inputs.lasers), (5, &out)];
+        let bucket_buffers = [(3, &field), (4, &inputs.lasers), (5, &out), (6, &inputs.steps)];
         let buckets = Dispatch::new(gpu, &SHADER.kernel("buckets"), Precision::F32, &p0, &bucket_buffers, [bx, by, 1])?;
         Ok(BandSlot { field, out, staging, surface, buckets })
     }

@@ -1,6 +1,7 @@
-//! Height maps of synthetic frames (µm), on the CPU in f64: the seed's test surface and smooth
+//! Height maps of synthetic frames (µm), on the CPU in f64: the seed's test surface, smooth
 //! random surfaces drawn from a seed as a short list of terms (the GPU generator evaluates the
-//! same terms, `ops::synth`). Coordinates x (column) and y (row) run over [−1, 1].
+//! same terms, `ops::synth`), and a steep spherical cap whose fringes are dense. Coordinates x
+//! (column) and y (row) run over [−1, 1]; the cap is laid out in pixels.
 
 use crate::rng::Rng;
 
@@ -38,14 +39,17 @@ pub enum Shape {
     Seed,
     /// A smooth random surface drawn from `seed` ([`random_terms`]), |h| ≤ 60 µm.
     Random,
+    /// A spherical cap centred on the frame, steepest at its corners ([`SphericalCap`]).
+    Steep,
 }
 
 impl Shape {
-    /// `seed` or `random` (case-insensitive).
+    /// `seed`, `random` or `steep` (case-insensitive).
     pub fn parse(s: &str) -> Option<Shape> {
         match s.to_ascii_lowercase().as_str() {
             "seed" => Some(Shape::Seed),
             "random" => Some(Shape::Random),
+            "steep" => Some(Shape::Steep),
             _ => None,
         }
     }
@@ -54,8 +58,60 @@ impl Shape {
         match self {
             Shape::Seed => "seed",
             Shape::Random => "random",
+            Shape::Steep => "steep",
         }
     }
+}
+
+/// The steep surface: a sphere seen from above, centred on a `height` × `width` frame, whose
+/// slope reaches `slope` µm per pixel at the frame's corners (the fringes of λ = 5 µm light are
+/// then `λ/2 / slope` pixels apart there). With r the distance in pixels from the centre and
+/// `r_c` that of the corners, the sphere's radius R satisfies `R² − r_c² = q = r_c²/slope²`, and
+/// `h = sqrt(R² − r²) − m` with m halfway between apex and corners, so the heights span
+/// ±sag/2, `sag = R − √q` (a 256² frame at 0.5 µm/px: ±21 µm).
+///
+/// `R² − r² = q + c·(w−1−c) + r·(h−1−r)` for pixel (row r, column c): the two products are
+/// integers, which the GPU receives as per-column and per-row tables, and
+/// `h = C / (sqrt(q + C) + √q) − sag/2` with `C` their sum avoids cancellation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SphericalCap {
+    /// `R² − r_c²` (pixels²).
+    pub q: f64,
+    /// `sag / 2` (µm): the apex is at +half_sag, the corners at −half_sag.
+    pub half_sag: f64,
+}
+
+impl SphericalCap {
+    pub fn new(height: usize, width: usize, slope: f64) -> SphericalCap {
+        let half = |n: usize| (n.max(1) - 1) as f64 / 2.0;
+        let rc2 = half(width).powi(2) + half(height).powi(2);
+        let q = rc2 / (slope * slope);
+        SphericalCap { q, half_sag: ((q + rc2).sqrt() - q.sqrt()) / 2.0 }
+    }
+
+    /// `i·(n − 1 − i)`: the column's (or row's) share of `R² − r² − q`.
+    pub fn axis_term(i: usize, n: usize) -> f64 {
+        i as f64 * (n - 1 - i) as f64
+    }
+
+    /// The height for `c = axis_term(col) + axis_term(row)`.
+    pub fn height(&self, c: f64) -> f64 {
+        let d = (self.q + c).sqrt() + self.q.sqrt();
+        if d > 0.0 { c / d - self.half_sag } else { -self.half_sag }
+    }
+}
+
+/// The steep surface of a `height` × `width` frame (µm), evaluated in f64.
+pub fn steep_heights(height: usize, width: usize, slope: f64) -> Vec<f32> {
+    let cap = SphericalCap::new(height, width, slope);
+    let mut out = Vec::with_capacity(height * width);
+    for r in 0..height {
+        let cy = SphericalCap::axis_term(r, height);
+        for c in 0..width {
+            out.push(cap.height(cy + SphericalCap::axis_term(c, width)) as f32);
+        }
+    }
+    out
 }
 
 /// Kinds of random-surface terms (the shader's `switch`).
@@ -189,4 +245,35 @@ pub fn heights_from_terms(terms: &[Term], height: usize, width: usize) -> Vec<f3
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steep_cap_has_its_slope_at_the_corners_and_spans_its_sag() {
+        let (h, w, slope) = (41, 61, 0.5);
+        let z = steep_heights(h, w, slope);
+        let cap = SphericalCap::new(h, w, slope);
+        // The sphere itself: sqrt(R² − r²) − m.
+        let (cy, cx) = ((h - 1) as f64 / 2.0, (w - 1) as f64 / 2.0);
+        let r2 = cy * cy + cx * cx + cap.q;
+        let m = (r2.sqrt() + cap.q.sqrt()) / 2.0;
+        for (r, c) in [(0, 0), (20, 30), (7, 51), (40, 60)] {
+            let d2 = (r as f64 - cy).powi(2) + (c as f64 - cx).powi(2);
+            let want = (r2 - d2).sqrt() - m;
+            assert!((z[r * w + c] as f64 - want).abs() < 1e-5, "({r}, {c})");
+        }
+        assert!((z[0] as f64 + cap.half_sag).abs() < 1e-5 && (z[20 * w + 30] as f64 - cap.half_sag).abs() < 1e-5);
+        // Radial slope at the corner, by a central difference along the diagonal.
+        let along = |t: f64| {
+            let d2 = (cy * t).powi(2) + (cx * t).powi(2);
+            (r2 - d2).sqrt()
+        };
+        let rc = (cy * cy + cx * cx).sqrt();
+        let got = (along(1.0 - 1e-6) - along(1.0 + 1e-6)) / (2e-6 * rc);
+        assert!((got - slope).abs() < 1e-6, "slope {got}");
+        assert_eq!(steep_heights(1, 1, 0.5), vec![0.0]);
+    }
 }

@@ -1,16 +1,18 @@
 //! The GPU frame generator against the CPU models: seed heights and buckets, u8/u16/f16
-//! quantisation, banding invariance, noise statistics and random surfaces, on every adapter.
+//! quantisation, banding invariance, noise statistics, random and steep surfaces, calibrated phase
+//! steps, dark/low-contrast/saturated patches and the truth mask, on every adapter.
 
 use crate::common::{TempPath, gpus};
 use psi_gpu::Gpu;
 use psi_gpu::HostType;
-use psi_gpu::commands::generate::{GenerateStats, generate};
+use psi_gpu::commands::generate::{self as generate_cmd, GenerateStats, generate};
 use psi_gpu::io::npy::{NpyReader, read_f32};
-use psi_gpu::psi::PsiConfig;
 use psi_gpu::psi::buckets as synth;
+use psi_gpu::psi::reason::Reason;
 use psi_gpu::psi::surface::seed_heights;
 use psi_gpu::psi::surface::{Shape, random_heights_cpu};
-use psi_gpu::psi::synthetic::{GenerateOptions, heights_cpu, model_cpu};
+use psi_gpu::psi::synthetic::{GenerateOptions, Patch, PatchKind, ab_cpu, heights_cpu, model_cpu, reason_rows};
+use psi_gpu::psi::{PhaseSteps, PsiConfig};
 
 /// A generated frame: raw bucket bytes, its shape, and the true heights.
 struct Frame {
@@ -43,6 +45,12 @@ fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f6
     a.into_iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
+/// Largest |bucket − model_cpu| of an f32 frame, on its own written heights (counts).
+fn model_error(opts: &GenerateOptions, f: &Frame) -> f64 {
+    let got: &[f32] = bytemuck::cast_slice(&f.bytes);
+    max_abs_diff(got.iter().map(|&v| v as f64), model_cpu(opts, &f.truth))
+}
+
 fn seed_opts(h: usize, w: usize, dtype: HostType) -> GenerateOptions {
     GenerateOptions { height: h, width: w, dtype, ..Default::default() }
 }
@@ -58,8 +66,7 @@ fn seed_f32_matches_the_cpu_model() {
         let eh = max_abs_diff(f.truth.iter().map(|&v| v as f64), want_h.iter().map(|&v| v as f64));
         let eb = max_abs_diff(got.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
         // The bucket computation alone, on the GPU's own heights.
-        let model = model_cpu(&seed_opts(h, w, HostType::F32), &f.truth);
-        let em = max_abs_diff(got.iter().map(|&v| v as f64), model.iter().copied());
+        let em = model_error(&seed_opts(h, w, HostType::F32), &f);
         eprintln!("{}: heights {eh:e} µm, buckets {eb:e} counts (on its own heights {em:e})", gpu.describe());
         assert!(eh <= 1e-5, "heights off by {eh:e} µm");
         assert!(eb <= 2e-3, "buckets off by {eb:e} counts");
@@ -263,8 +270,7 @@ fn random_surfaces_match_the_cpu_and_differ_by_seed() {
             let spread = f.truth.iter().map(|&v| (v as f64 - mean).abs()).sum::<f64>() / f.truth.len() as f64;
             assert!(spread > 0.5, "seed {seed}: a nearly flat surface (mean deviation {spread} µm)");
             // The buckets follow the written heights.
-            let got: &[f32] = bytemuck::cast_slice(&f.bytes);
-            let em = max_abs_diff(got.iter().map(|&v| v as f64), model_cpu(&opts, &f.truth));
+            let em = model_error(&opts, &f);
             assert!(em <= 1e-4, "seed {seed}: buckets off by {em:e} counts");
             surfaces.push(f.truth);
         }
@@ -291,8 +297,7 @@ fn scaled_random_surfaces_match_the_cpu() {
         let e = max_abs_diff(f1.truth.iter().map(|&v| v as f64), f0.truth.iter().map(|&v| 1.25 + 0.02 * v as f64));
         assert!(e <= 1e-5, "{}: not 1.25 + 0.02 h ({e:e})", gpu.describe());
         assert!(f1.truth.iter().all(|&v| (0.05..=2.45).contains(&v)), "outside 1.25 ± 1.2 µm");
-        let got: &[f32] = bytemuck::cast_slice(&f1.bytes);
-        assert!(max_abs_diff(got.iter().map(|&v| v as f64), model_cpu(&scaled, &f1.truth)) <= 1e-4);
+        assert!(model_error(&scaled, &f1) <= 1e-4);
     }
     let bad = GenerateOptions { height_scale: 2.0, ..seed_opts(h, w, HostType::F32) };
     assert!(bad.validate().is_err(), "a scale on the seed surface is rejected");
@@ -303,10 +308,9 @@ fn ab_variation_follows_the_model() {
     let opts = GenerateOptions { ab_variation: 0.4, seed: 21, ..seed_opts(33, 47, HostType::F32) };
     for gpu in gpus() {
         let f = run(gpu, &opts);
-        let got: &[f32] = bytemuck::cast_slice(&f.bytes);
-        let model = model_cpu(&opts, &f.truth);
-        let e = max_abs_diff(got.iter().map(|&v| v as f64), model.iter().copied());
+        let e = model_error(&opts, &f);
         assert!(e <= 5e-4, "{}: off by {e:e} counts", gpu.describe());
+        let got: &[f32] = bytemuck::cast_slice(&f.bytes);
         let flat = model_cpu(&GenerateOptions { ab_variation: 0.0, ..opts.clone() }, &f.truth);
         assert!(max_abs_diff(got.iter().map(|&v| v as f64), flat) > 10.0, "no visible A/B variation");
     }
@@ -329,5 +333,234 @@ fn bad_options_are_rejected_without_files() {
         assert!(matches!(err, psi_gpu::Error::Invalid(_)), "{err:?}");
         assert!(!err.to_string().is_empty());
         assert!(!out.0.exists());
+    }
+}
+
+/// Calibrated phase steps, one list for every laser and one per laser: the buckets follow the
+/// CPU model with those steps (f32 and u8), and differ visibly from the nominal steps.
+#[test]
+fn calibrated_phase_steps_follow_the_model() {
+    let deg = |d: &[f64]| d.iter().map(|v| v.to_radians()).collect::<Vec<_>>();
+    let shared = PhaseSteps::Shared(deg(&[0.0, 93.0, 178.5, 272.0]));
+    let per_laser =
+        PhaseSteps::PerLaser(vec![deg(&[-3.0, 88.0, 181.0]), deg(&[0.0, 121.0, 239.0]), deg(&[5.0, 95.0, 725.0])]);
+    let cases = [
+        GenerateOptions {
+            psi: PsiConfig { phase_steps: shared, ..Default::default() },
+            ..seed_opts(19, 27, HostType::F32)
+        },
+        GenerateOptions {
+            psi: PsiConfig { phase_steps: per_laser, ..PsiConfig::with(vec![5.0, 5.7, 6.3], 3) },
+            shape: Shape::Random,
+            seed: 4,
+            ab_variation: 0.2,
+            band_rows: 5,
+            ..seed_opts(19, 27, HostType::F32)
+        },
+    ];
+    for gpu in gpus() {
+        for opts in &cases {
+            let f = run(gpu, opts);
+            let e = model_error(opts, &f);
+            assert!(e <= 2e-4, "{}: {:?}: off the model by {e:e} counts", gpu.describe(), opts.psi.phase_steps);
+            let nominal = GenerateOptions {
+                psi: PsiConfig { phase_steps: PhaseSteps::Nominal, ..opts.psi.clone() },
+                ..opts.clone()
+            };
+            assert!(model_error(&nominal, &f) > 3.0, "steps ignored");
+            check_integers(gpu, &GenerateOptions { dtype: HostType::U8, ..opts.clone() }, None, 1e-3);
+        }
+    }
+}
+
+/// Dark, low-contrast and saturated patches (overlapping, across band edges): A and B follow the
+/// CPU model, every bucket of a saturated patch is the type's maximum even with noise, a dark
+/// patch without noise is A in every channel, and the truth mask says what a solver should do.
+#[test]
+fn patches_follow_the_model_and_the_truth_mask() {
+    let (h, w) = (29, 37);
+    let patches = vec![
+        Patch { kind: PatchKind::Dark, region: [2, 3, 6, 9] },
+        Patch { kind: PatchKind::LowContrast(0.3), region: [10, 0, 8, 20] },
+        Patch { kind: PatchKind::LowContrast(0.5), region: [14, 15, 10, 10] },
+        Patch { kind: PatchKind::Saturate, region: [20, 22, 9, 15] },
+        Patch { kind: PatchKind::LowContrast(0.0), region: [0, 30, 3, 7] },
+    ];
+    let opts = GenerateOptions {
+        patches,
+        shape: Shape::Random,
+        seed: 11,
+        ab_variation: 0.2,
+        band_rows: 6,
+        ..seed_opts(h, w, HostType::U8)
+    };
+    let f32_opts = GenerateOptions { dtype: HostType::F32, patches: opts.patches[..3].to_vec(), ..opts.clone() };
+    let reasons = {
+        let mut r = Vec::new();
+        reason_rows(&opts, 0, h, &mut r);
+        r
+    };
+    let count = |code: Reason| reasons.iter().filter(|&&c| c == code.code()).count();
+    assert_eq!((count(Reason::Saturated), count(Reason::LowModulation)), (9 * 15, 6 * 9 + 3 * 7));
+    for gpu in gpus() {
+        let f = run(gpu, &f32_opts);
+        let got: &[f32] = bytemuck::cast_slice(&f.bytes);
+        let e = model_error(&f32_opts, &f);
+        assert!(e <= 5e-4, "{}: patches off the model by {e:e} counts", gpu.describe());
+        let ab = ab_cpu(&f32_opts);
+        // No fringes in a dark patch: every channel the same value, the pixel's A.
+        for p in (2..8).flat_map(|r| (3..12).map(move |col| r * w + col)) {
+            let first = got[p];
+            assert!((first as f64 - ab[p].0).abs() < 1e-4, "dark pixel {p}: {first} is not A = {}", ab[p].0);
+            assert!((0..f32_opts.channels()).all(|c| got[c * h * w + p] == first), "dark pixel {p} has fringes");
+        }
+        check_integers(gpu, &opts, None, 1e-3);
+        let noisy = run(gpu, &GenerateOptions { noise: 12.0, ..opts.clone() });
+        for (i, &v) in noisy.bytes.iter().enumerate() {
+            let p = i % (h * w);
+            if reasons[p] == Reason::Saturated.code() {
+                assert_eq!(v, 255, "{}: saturated pixel {p} of channel {} is {v}", gpu.describe(), i / (h * w));
+            }
+        }
+    }
+    // The truth mask beside the frame, through the command.
+    let d = TempPath::dir("truthmask");
+    let cmd = generate_cmd::Options {
+        generate: opts.clone(),
+        output: d.join("f.npy"),
+        truth: None,
+        truth_mask: Some(d.join("m.npy")),
+        preview: None,
+        preview_range: Default::default(),
+    };
+    let report = generate_cmd::run(&gpus()[0], &cmd, |_, _| {}).unwrap();
+    let mut m = NpyReader::open(&d.join("m.npy")).unwrap();
+    assert_eq!((m.header().ty, m.header().shape.clone()), (HostType::U8, vec![h, w]));
+    assert_eq!(m.read_all().unwrap(), reasons);
+    assert_eq!(report.truth_mask, Some([(h * w - 9 * 15 - 75) as u64, 75, 9 * 15, 0, 0]));
+    let text = report.to_string();
+    assert!(text.contains("truth mask") && text.contains("135 saturated") && text.contains("patches: dark"), "{text}");
+}
+
+/// The steep surface: the CPU's heights, its buckets, and dense fringes (neighbours up to about
+/// `slope` apart near the corners).
+#[test]
+fn steep_surface_matches_the_cpu() {
+    let (h, w) = (31, 45);
+    for gpu in gpus() {
+        for (slope, dtype) in [(0.5, HostType::F32), (1.1, HostType::F32), (0.8, HostType::U16)] {
+            let opts = GenerateOptions { shape: Shape::Steep, slope, band_rows: 8, ..seed_opts(h, w, dtype) };
+            let f = run(gpu, &opts);
+            let want = heights_cpu(&opts);
+            let e = max_abs_diff(f.truth.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
+            assert!(e <= 1e-5, "{}: slope {slope}: heights off by {e:e} µm", gpu.describe());
+            let steepest = (0..h * w - 1)
+                .filter(|i| i % w != w - 1)
+                .map(|i| (f.truth[i + 1] - f.truth[i]).abs())
+                .fold(0.0f32, f32::max);
+            // Along a row the slope's x component at the corners: slope · cos(atan(22/15 ... )).
+            let cos = 22.0 / (22.0f32.powi(2) + 15.0f32.powi(2)).sqrt();
+            assert!((steepest / (slope * cos) - 1.0).abs() < 0.1, "slope {slope}: steepest step {steepest}");
+            if dtype == HostType::F32 {
+                let em = model_error(&opts, &f);
+                assert!(em <= 1e-4, "slope {slope}: buckets off by {em:e} counts");
+            } else {
+                check_integers(gpu, &opts, None, 1e-3);
+            }
+        }
+    }
+}
+
+/// The new features leave the bytes independent of the band size.
+#[test]
+fn hard_cases_do_not_depend_on_bands() {
+    let deg = |d: &[f64]| d.iter().map(|v| v.to_radians()).collect::<Vec<_>>();
+    let opts = GenerateOptions {
+        shape: Shape::Steep,
+        noise: 4.0,
+        seed: 3,
+        psi: PsiConfig { phase_steps: PhaseSteps::Shared(deg(&[1.0, 91.0, 179.0, 268.0])), ..Default::default() },
+        patches: vec![
+            Patch { kind: PatchKind::Saturate, region: [5, 5, 20, 4] },
+            Patch { kind: PatchKind::Dark, region: [11, 20, 3, 30] },
+        ],
+        ..seed_opts(33, 51, HostType::U8)
+    };
+    for gpu in gpus() {
+        let a = run(gpu, &GenerateOptions { band_rows: 4, ..opts.clone() });
+        let b = run(gpu, &GenerateOptions { band_rows: 64, ..opts.clone() });
+        assert!(a.bytes == b.bytes && a.truth == b.truth, "{}: depends on the band size", gpu.describe());
+    }
+}
+
+#[test]
+fn bad_hard_case_options_are_rejected() {
+    let base = seed_opts(20, 30, HostType::U8);
+    let patch = |kind, region| GenerateOptions { patches: vec![Patch { kind, region }], ..base.clone() };
+    let cases = [
+        ("inside the 20 x 30 frame", patch(PatchKind::Dark, [15, 0, 6, 4])),
+        ("inside the 20 x 30 frame", patch(PatchKind::Saturate, [0, 0, 0, 4])),
+        ("in [0, 1]", patch(PatchKind::LowContrast(1.5), [0, 0, 2, 2])),
+        ("integer dtype", GenerateOptions { dtype: HostType::F32, ..patch(PatchKind::Saturate, [0, 0, 2, 2]) }),
+        ("needs --shape steep", GenerateOptions { slope: 0.7, ..base.clone() }),
+        ("positive and finite", GenerateOptions { shape: Shape::Steep, slope: 0.0, ..base.clone() }),
+        ("needs --shape random", GenerateOptions { shape: Shape::Steep, height_offset: 1.0, ..base.clone() }),
+        (
+            "3 phase steps for 4 buckets",
+            GenerateOptions {
+                psi: PsiConfig { phase_steps: PhaseSteps::Shared(vec![0.0, 1.0, 2.0]), ..Default::default() },
+                ..base.clone()
+            },
+        ),
+    ];
+    for (needle, opts) in cases {
+        let e = opts.validate().unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}
+
+/// The flags end to end: a hard-case frame with its truth mask, and bad values giving one
+/// `error:` line, exit code 2 and no file.
+#[test]
+fn hard_case_flags_on_the_command_line() {
+    let d = TempPath::dir("genflags");
+    let bin = || std::process::Command::new(env!("CARGO_BIN_EXE_psi-gpu"));
+    let (out, mask) = (d.join("f.npy"), d.join("m.npy"));
+    let o = bin()
+        .args(["generate", out.to_str().unwrap(), "--height", "24", "--width", "32", "--dtype", "u8"])
+        .args(["--shape", "steep", "--slope", "0.6", "--noise", "3", "--phase-steps", "0,91,179,272"])
+        .args(["--dark", "1,1,4,5", "--low-contrast", "10,10,5,5:0.2", "--saturate", "18,20,6,12"])
+        .args(["--saturate", "0,28,2,4", "--truth-mask", mask.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("steep surface") && text.contains("20 low_modulation, 80 saturated"), "{text}");
+    let codes = NpyReader::open(&mask).unwrap().read_all().unwrap();
+    assert_eq!(codes.iter().filter(|&&c| c == 2).count(), 80);
+    let frame = NpyReader::open(&out).unwrap().read_all().unwrap();
+    assert!((0..16).all(|c| frame[c * 24 * 32 + 20 * 32 + 25] == 255), "a saturated pixel below 255");
+    for bad in [
+        vec!["--phase-steps", "0,90,x"],
+        vec!["--dark", "1,2,3"],
+        vec!["--low-contrast", "1,1,2,2:3"],
+        vec!["--saturate", "30,0,2,2"],
+        vec!["--slope", "0.4"],
+        vec!["--preview-range", "full,1"],
+    ] {
+        let bad_out = d.join("bad.npy");
+        let o = bin()
+            .args(["generate", bad_out.to_str().unwrap(), "--height", "24", "--width", "32", "--dtype", "u8"])
+            .args(&bad)
+            .output()
+            .unwrap();
+        let lines: Vec<String> = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .map(String::from)
+            .collect();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {lines:?}");
+        assert!(lines.len() == 1 && lines[0].starts_with("error:"), "{bad:?}: {lines:?}");
+        assert!(!bad_out.exists(), "{bad:?} left a file");
     }
 }
