@@ -32,6 +32,10 @@ pub enum Error {
     /// that prints the whole chain names it once.
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
+    /// Two of a command's files are one: an output would replace an input, or two outputs would
+    /// share a path.
+    #[error("{output_role} {} is the same file as {other_role} {}: {consequence}", output.display(), other.display())]
+    SameFile { output_role: String, output: PathBuf, other_role: String, other: PathBuf, consequence: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

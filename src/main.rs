@@ -1,12 +1,13 @@
-//! psi-gpu command line: parse the flags (`main/flags.rs`: the clap structs and their conversion
-//! into each command's `Options`), run the command (`psi_gpu::commands`), print its report.
+//! psi-gpu command line: parse the flags (`main/flags.rs`: the clap structs, their conversion
+//! into each command's `Options`, and the refusal of flags the run would not use), run the
+//! command (`psi_gpu::commands`), print its report.
 
 use std::error::Error as _;
 use std::fmt::Display;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
 use psi_gpu::commands::args::ArgError;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, info, pinn, train};
@@ -18,17 +19,30 @@ mod flags;
 use flags::{Cli, Command, PinnCommand};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
-        // A value our parsers rejected: their message alone, as every other error.
-        Err(e) => match e.source().and_then(|s| s.downcast_ref::<ArgError>()) {
-            Some(message) => return fail(anyhow::anyhow!(message.clone())),
-            None => e.exit(),
-        },
+        Err(code) => return code,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
+    }
+}
+
+/// The flags; a bad one (or one the run would not use) is reported, and its exit code returned.
+fn parse() -> std::result::Result<Cli, ExitCode> {
+    let matches = Cli::command().try_get_matches().map_err(clap_error)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
+    flags::refuse_unused(&cli.command, &matches).map_err(|unused| fail(unused.into()))?;
+    Ok(cli)
+}
+
+/// A value our parsers rejected: their message alone, as every other error; clap's own errors
+/// (unknown flags, `--help`) as clap prints them.
+fn clap_error(e: clap::Error) -> ExitCode {
+    match e.source().and_then(|s| s.downcast_ref::<ArgError>()) {
+        Some(message) => fail(anyhow::anyhow!(message.clone())),
+        None => e.exit(),
     }
 }
 

@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::commands::outputs::Files;
 use crate::commands::write_json;
 use crate::error::{Error, Result};
 use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, band_rows, write_error_preview_masked};
@@ -146,6 +147,13 @@ impl std::fmt::Display for Report {
 
 /// Evaluate, then write the JSON and the error map if asked.
 pub fn run(opts: &Options) -> Result<Report> {
+    Files::new()
+        .inputs("the prediction", [&opts.pred])
+        .inputs("the truth", [&opts.truth])
+        .inputs("--mask", &opts.eval.mask)
+        .outputs("--json", &opts.json)
+        .outputs("--error-map", &opts.error_map)
+        .check()?;
     let metrics = eval(&opts.pred, &opts.truth, &opts.eval)?;
     if let Some(path) = &opts.json {
         write_json(path, &metrics.to_json())?;

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::commands::Device;
+use crate::commands::outputs::Files;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -199,6 +200,8 @@ impl fmt::Display for Report {
 /// Generate the frame, its truth if asked, and the preview (drawn from the truth, which is
 /// written beside the output for the purpose and removed when `truth` is not asked for).
 pub fn run(gpu: &Gpu, opts: &Options, on_rows: impl FnMut(usize, usize)) -> Result<Report> {
+    let files = Files::new().outputs("the output", [&opts.output]).outputs("--truth", &opts.truth);
+    files.outputs("--preview", &opts.preview).check()?;
     let truth =
         opts.truth.clone().or_else(|| opts.preview.as_ref().map(|_| opts.output.with_extension("truth.tmp.npy")));
     let stats = generate(gpu, &opts.generate, &opts.output, truth.as_deref(), on_rows)?;

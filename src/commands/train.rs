@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::commands::Device;
+use crate::commands::outputs::{Files, same_file};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
@@ -250,12 +251,51 @@ fn check_options(opts: &Options) -> Result<()> {
     if opts.batch == 0 || opts.grad_accum == 0 {
         return Err(Error::Invalid("--batch and --grad-accum must be at least 1".into()));
     }
+    let refuse = |message: &str| Err(Error::Invalid(message.into()));
+    match opts.epochs {
+        Some(0) => return refuse("--epochs 0 trains nothing: give at least 1"),
+        None if opts.steps == 0 => return refuse("--steps 0 trains nothing: give at least 1"),
+        _ => {}
+    }
+    if opts.frames.is_empty() && opts.synthetic == 0 {
+        return refuse("--synthetic 0 without --frames leaves no training frame");
+    }
+    if opts.frames.is_empty() && !opts.truth.is_empty() {
+        return refuse("--truth gives the truth of --frames, and there are none");
+    }
+    if opts.resume.is_some() && opts.init.is_some() {
+        return refuse("--resume continues a checkpoint and --init starts from weights: give one of them");
+    }
+    if opts.validate_every > 0 && opts.validation == 0 {
+        return refuse("--validate-every needs validation frames (--validation 0 gives none)");
+    }
     if let Some((lo, hi)) = opts.height_range
         && !(lo.is_finite() && hi.is_finite() && lo < hi)
     {
         return Err(Error::Invalid(format!("--height-range {lo},{hi}: expected LO,HI with LO < HI")));
     }
     Ok(())
+}
+
+/// The files (see [`Files`]). The checkpoint may be the one resumed: it is read whole before
+/// the first save, and its successor replaces it atomically.
+fn check_files(opts: &Options) -> Result<()> {
+    let checkpoint = (opts.checkpoint_every > 0).then(|| checkpoint_path(&opts.output));
+    let resumed = opts.resume.iter().filter(|r| checkpoint.as_ref().is_none_or(|c| !same_file(r, c)));
+    Files::new()
+        .inputs("--init", &opts.init)
+        .inputs("--resume", resumed)
+        .inputs_in_folders("--frames", &opts.frames, "npy")
+        .inputs("--truth", &opts.truth)
+        .outputs("the output (-o)", [&opts.output])
+        .outputs("the checkpoint", &checkpoint)
+        .outputs("--history", &opts.history)
+        .check()
+}
+
+/// Where `--checkpoint-every` saves: OUTPUT.ckpt.safetensors.
+fn checkpoint_path(output: &Path) -> PathBuf {
+    output.with_extension("ckpt.safetensors")
 }
 
 /// The weights to start from: `resume` > `init` > fresh He-initialised ones; with the optimizer
@@ -349,7 +389,6 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     /// Check the options and the data, build the trainer; also returns the step to start from.
     fn new(gpu: &'a Gpu, opts: &'a Options) -> Result<(Session<'a>, usize)> {
-        check_options(opts)?;
         let (weights, optim, nbt) = starting_weights(opts)?;
         let config = UNet::config(&weights)?;
         let precision = gpu.resolve_precision(opts.precision)?;
@@ -497,6 +536,8 @@ impl<'a> Session<'a> {
 
 /// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step.
 pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f32, f32, f32), f32)) -> Result<Report> {
+    check_options(opts)?;
+    check_files(opts)?;
     let (mut session, start_step) = Session::new(gpu, opts)?;
     let steps = session.steps();
     let mut history = opts.history.as_deref().map(History::create).transpose()?;
@@ -516,7 +557,7 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f3
         }
         progress(step + 1, steps, loss, lr as f32);
         if opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0 {
-            session.save(&opts.output.with_extension("ckpt.safetensors"), step + 1, true)?;
+            session.save(&checkpoint_path(&opts.output), step + 1, true)?;
         }
         if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < steps {
             validations.push(session.validate(step + 1)?);
