@@ -1,16 +1,19 @@
 //! psi-gpu command line: parse the flags (`main/flags.rs`: the clap structs, their conversion
 //! into each command's `Options`, and the refusal of flags the run would not use), run the
-//! command (`psi_gpu::commands`), print its report.
+//! command (`psi_gpu::commands`), print its report. SIGINT and SIGTERM ask the run to stop at its
+//! next check (`psi_gpu::error::interrupt`); a second one ends the process at once.
 
 use std::error::Error as _;
 use std::fmt::Display;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
 use psi_gpu::commands::args::ArgError;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, info, pinn, train};
+use psi_gpu::error::interrupt;
 use psi_gpu::gpu::{Gpu, GpuOptions};
 
 #[path = "main/flags.rs"]
@@ -23,6 +26,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    if let Err(e) = stop_on_signals() {
+        return fail(anyhow::anyhow!("could not install the SIGINT/SIGTERM handlers: {e}"));
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
@@ -46,10 +52,22 @@ fn clap_error(e: clap::Error) -> ExitCode {
     }
 }
 
-/// One `error:` line on stderr, exit code 2.
+/// SIGINT and SIGTERM store their number in the library's stop request; a second one exits at
+/// once with 128 + its number (a run stuck in one GPU call can still be ended).
+fn stop_on_signals() -> std::io::Result<()> {
+    static ASKED: AtomicBool = AtomicBool::new(false);
+    for signal in [interrupt::SIGINT, interrupt::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, &ASKED)?;
+        signal_hook::flag::register(signal, &ASKED)?;
+        signal_hook::flag::register_usize(signal, interrupt::flag(), signal as usize)?;
+    }
+    Ok(())
+}
+
+/// One `error:` line on stderr; exit code 2, or 130/143 when a signal stopped the run.
 fn fail(e: anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
-    ExitCode::from(2)
+    ExitCode::from(e.downcast_ref::<psi_gpu::Error>().map_or(2, psi_gpu::Error::exit_code))
 }
 
 fn run(cli: Cli) -> Result<()> {

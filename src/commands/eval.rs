@@ -184,6 +184,7 @@ fn eval_in_bands(pred: &Path, truth: &Path, opts: &EvalOptions, band: Option<usi
     let mut row_e = Vec::with_capacity(w);
     let mut row0 = 0;
     while p.rows_left() > 0 {
+        crate::error::interrupt::check()?;
         let rows = band.min(p.rows_left());
         p.read_band(rows, &mut pv)?;
         t.read_band(rows, &mut tv)?;

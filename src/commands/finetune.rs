@@ -374,6 +374,7 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, f32)) -> R
     let mut best = (loss_before, x.clone());
     let mut evals = 0;
     lbfgs.step(&mut x, &mut |p: &[f32], g: &mut [f32]| -> Result<f32> {
+        crate::error::interrupt::check()?;
         trainer.write_param_entries(gpu, &entries, p)?;
         let loss = evaluate(gpu, &mut trainer, &data.train, 0, &mut resident)?;
         g.copy_from_slice(&trainer.read_grad_entries(gpu, &entries)?);

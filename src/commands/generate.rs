@@ -118,6 +118,7 @@ pub fn generate(
     };
     let mut pending: Option<Pending> = None;
     for b in 0..bands {
+        crate::error::interrupt::check()?;
         let (row0, rows) = (b * band, band.min(h - b * band));
         let si = b % slots.len();
         let submission = gpu.queue.submit([slots[si].encode(gpu, &inputs, row0, rows)]);

@@ -545,6 +545,7 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f3
     let (mut first_loss, mut last_loss, mut skipped) = (f32::NAN, f32::NAN, 0);
     let t0 = Instant::now();
     for step in start_step..steps {
+        crate::error::interrupt::check()?;
         let (loss, lr, report) = session.step(step)?;
         skipped += !report.applied as usize;
         if first_loss.is_nan() {

@@ -1,7 +1,9 @@
 //! The one atomic writer every output goes through. A file is written under a hidden temporary
 //! name beside its target (`.NAME.tmp-PID-N`), flushed and synced to disk, then renamed over the
-//! target. A writer dropped before [`AtomicFile::commit`] (an error, a panic) removes its
-//! temporary file, so the target is either complete or untouched — never half-written.
+//! target. A writer dropped before [`AtomicFile::commit`] (an error, a panic, an interrupt)
+//! removes its temporary file, so the target is either complete or untouched — never
+//! half-written; a commit asked for after a stop request
+//! ([`interrupt`](crate::error::interrupt)) is refused.
 //!
 //! The temporary file is created exclusively (`create_new`): PID and counter make its name unique
 //! within a host, and where they do not (two processes with one PID in different containers
@@ -15,7 +17,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, interrupt};
 
 /// The most bytes of the target's name the temporary name keeps (the rest of it, `.` and
 /// `.tmp-PID-N`, takes at most 37 more).
@@ -92,8 +94,10 @@ impl AtomicFile {
         self.writer()?.write_all(bytes).map_err(|e| Error::io(path, e))
     }
 
-    /// Flush, sync to disk, close, and rename the temporary file over the target.
+    /// Flush, sync to disk, close, and rename the temporary file over the target — unless a stop
+    /// was requested, which leaves the target untouched and removes the temporary file.
     pub fn commit(mut self) -> Result<()> {
+        interrupt::check()?;
         let out =
             self.out.take().ok_or_else(|| Error::Invalid(format!("{}: the writer is closed", self.path.display())))?;
         let file = out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;

@@ -224,6 +224,7 @@ pub fn stream(
     for i in 0..g.ys.len() {
         for j0 in (0..g.xs.len()).step_by(p.batch) {
             let j1 = (j0 + p.batch).min(g.xs.len());
+            crate::error::interrupt::check()?;
             p.run_batch(gpu, &band, w, i, j0, j1)?;
             done += j1 - j0;
             on_tiles(done, total);

@@ -1,6 +1,6 @@
 //! Data safety end to end: an output never replaces an input or shares a file with another
 //! output, output folders are checked before any work, options the run would not use are
-//! refused.
+//! refused, and a signal stops a run without leaving a file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -167,5 +167,61 @@ fn options_the_run_would_not_use_are_refused() {
         assert!(line.contains(needle), "{args:?}: {line} lacks '{needle}'");
         let left: Vec<_> = std::fs::read_dir(&*d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 2, "{args:?}: {left:?}");
+    }
+}
+
+/// Start `args` in `dir`, wait until it has a temporary file open, send `signal` (`INT` or
+/// `TERM`); the exit code, the stderr lines and the folder's files afterwards.
+#[cfg(unix)]
+fn interrupt(dir: &Path, args: &[&str], signal: &str) -> (Option<i32>, Vec<String>, Vec<String>) {
+    let mut child = bin().current_dir(dir).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    let names = || -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    while !names().iter().any(|n| n.contains(".tmp-")) {
+        assert!(start.elapsed() < Duration::from_secs(120), "{args:?} never started writing");
+        assert!(child.try_wait().unwrap().is_none(), "{args:?} ended before it was interrupted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).lines().map(String::from).collect();
+    (o.status.code(), stderr, names())
+}
+
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_the_run_and_leaves_no_file() {
+    let d = TempPath::dir("signal");
+    let train = [
+        "train",
+        "--steps",
+        "100000",
+        "--synthetic",
+        "1",
+        "--synthetic-size",
+        "32",
+        "--patch",
+        "32",
+        "--batch",
+        "1",
+        "--base",
+        "4",
+        "--validation",
+        "0",
+        "--history",
+        "h.csv",
+        "-o",
+        "w.safetensors",
+    ];
+    let generate = ["generate", "g.npy", "--height", "16384", "--width", "4096", "--dtype", "u8", "--truth", "t.npy"];
+    for (args, signal, code) in [(&train[..], "INT", 130), (&train[..], "TERM", 143), (&generate[..], "INT", 130)] {
+        let (status, stderr, left) = interrupt(&d, args, signal);
+        assert_eq!(status, Some(code), "{args:?} SIG{signal}: {stderr:?}");
+        assert_eq!(stderr.len(), 1, "{args:?}: one line expected: {stderr:?}");
+        assert!(stderr[0].starts_with(&format!("error: interrupted by SIG{signal}")), "{stderr:?}");
+        assert!(left.is_empty(), "{args:?} SIG{signal} left {left:?}");
     }
 }
