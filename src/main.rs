@@ -22,6 +22,11 @@ mod flags;
 use flags::{Cli, Command, PinnCommand};
 
 fn main() -> ExitCode {
+    if let Some((name, value)) = psi_gpu::gpu::quiet_display_probe_env() {
+        // SAFETY: the first statement of `main`: no other thread exists that could read the
+        // environment while it changes.
+        unsafe { std::env::set_var(name, value) };
+    }
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,

@@ -1,6 +1,7 @@
 //! Data safety end to end: an output never replaces an input or shares a file with another
 //! output, output folders are checked before any work, options the run would not use are
-//! refused, and a signal stops a run without leaving a file.
+//! refused, a signal stops a run without leaving a file, and a successful Vulkan run prints no
+//! `error:` line.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -224,4 +225,34 @@ fn a_signal_stops_the_run_and_leaves_no_file() {
         assert!(stderr[0].starts_with(&format!("error: interrupted by SIG{signal}")), "{stderr:?}");
         assert!(left.is_empty(), "{args:?} SIG{signal} left {left:?}");
     }
+}
+
+#[test]
+fn a_successful_vulkan_run_prints_no_error_line() {
+    let d = TempPath::dir("quiet");
+    // Where Mesa's device-select layer cannot reach a Wayland display (no XDG_RUNTIME_DIR).
+    let o = bin()
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .args(["--backend", "vulkan", "infer", fixture("psi_frame_96x128.npy").to_str().unwrap(), "--tile", "0"])
+        .args(["-o", d.join("h.npy").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() && stderr.contains("no GPU adapter found") {
+        eprintln!("no Vulkan adapter: skipped");
+        return;
+    }
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with("error:")), "a successful run printed: {stderr}");
+    // A name as long as file systems allow (its temporary name must fit too), and the error text
+    // of a missing input naming the OS error once.
+    let long = d.join(format!("{}.npy", "h".repeat(251)));
+    let frame = fixture("psi_frame_96x128.npy");
+    let o = bin().args(["infer", frame.to_str().unwrap(), "--tile", "0", "-o"]).arg(&long).output().unwrap();
+    assert!(o.status.success() && long.exists(), "{}", String::from_utf8_lossy(&o.stderr));
+    let args = ["infer", "missing.npy"];
+    let line = error_line(&args, &run(&d, &args));
+    assert_eq!(line.matches("os error 2").count(), 1, "{line}");
 }
