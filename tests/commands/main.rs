@@ -11,3 +11,4 @@ mod eval;
 mod generate;
 mod preview;
 mod region;
+mod weights;
