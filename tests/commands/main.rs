@@ -13,3 +13,4 @@ mod generate;
 mod preview;
 mod region;
 mod safety;
+mod weights;
