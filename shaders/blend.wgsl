@@ -1,6 +1,11 @@
 // Seam-free stitching: each tile's model output is multiplied by its window and added, with its
-// weight, into a ring of accumulator rows (values and weights, atomics from lib/atomic_*.wgsl);
-// `normalize` turns finished rows into value / weight and resets them for reuse.
+// weight, into a ring of accumulator rows (values and weights); `normalize` turns finished rows
+// into value / weight and resets them for reuse.
+//
+// Deterministic: one `accumulate` dispatch per tile (`p.tile`), recorded in tile order, so every
+// accumulator element has one writer per dispatch (a plain read-add-write, no atomics) and the
+// tiles covering a pixel are added in a fixed order — the bytes do not depend on the run, the
+// batch size or the device's scheduling.
 //
 // Window: separable, sin² ramps of length `overlap` on the sides that have a neighbouring tile,
 // 1 elsewhere (image borders included). Neighbours' ramps are complementary (sin² + cos² = 1)
@@ -18,13 +23,16 @@ struct BlendParams {
     overlap: u32,
     row0: u32,
     rows: u32,
+    // The tile of the batch this accumulate dispatch adds.
+    tile: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: BlendParams;
 @group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> wsum: array<f32>;
 @group(0) @binding(4) var<storage, read> tile_out: array<T>;
 @group(0) @binding(5) var<storage, read_write> rows_out: array<f32>;
 
@@ -50,10 +58,11 @@ fn axis_weight(j: u32, n: u32, low: bool, high: bool) -> f32 {
     return w;
 }
 
+// Tile p.tile of the batch: one invocation per tile pixel, each owning one accumulator element.
 @compute @workgroup_size(256, 1, 1)
 fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    let k = gid.z;
+    let k = p.tile;
     if (i >= p.th * p.tw || k >= p.count) {
         return;
     }
@@ -65,9 +74,10 @@ fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let r = (t.x + y) % p.ring;
     let col = t.y + x;
     for (var c = 0u; c < p.c; c++) {
-        acc_add((c * p.ring + r) * p.w + col, f32(tile_out[((k * p.c + c) * p.th + y) * p.tw + x]) * wgt);
+        let a = (c * p.ring + r) * p.w + col;
+        acc[a] = acc[a] + f32(tile_out[((k * p.c + c) * p.th + y) * p.tw + x]) * wgt;
     }
-    wsum_add(r * p.w + col, wgt);
+    wsum[r * p.w + col] = wsum[r * p.w + col] + wgt;
 }
 
 // rows_out[c, y, x] = value / weight for frame rows row0 .. row0 + rows; resets those rows.
@@ -80,9 +90,12 @@ fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let y = i / p.w;
     let x = i % p.w;
     let r = (p.row0 + y) % p.ring;
-    let ws = wsum_take(r * p.w + x);
+    let ws = wsum[r * p.w + x];
+    wsum[r * p.w + x] = 0.0;
     for (var c = 0u; c < p.c; c++) {
-        let v = acc_take((c * p.ring + r) * p.w + x);
+        let a = (c * p.ring + r) * p.w + x;
+        let v = acc[a];
+        acc[a] = 0.0;
         rows_out[(c * p.rows + y) * p.w + x] = select(0.0, v / ws, ws > 0.0);
     }
 }

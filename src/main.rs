@@ -1,15 +1,19 @@
-//! psi-gpu command line: parse the flags (`main/flags.rs`: the clap structs and their conversion
-//! into each command's `Options`), run the command (`psi_gpu::commands`), print its report.
+//! psi-gpu command line: parse the flags (`main/flags.rs`: the clap structs, their conversion
+//! into each command's `Options`, and the refusal of flags the run would not use), run the
+//! command (`psi_gpu::commands`), print its report. SIGINT and SIGTERM ask the run to stop at its
+//! next check (`psi_gpu::error::interrupt`); a second one ends the process at once.
 
 use std::error::Error as _;
 use std::fmt::Display;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
 use psi_gpu::commands::args::ArgError;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, info, pinn, train};
+use psi_gpu::error::interrupt;
 use psi_gpu::gpu::{Gpu, GpuOptions};
 
 #[path = "main/flags.rs"]
@@ -18,24 +22,57 @@ mod flags;
 use flags::{Cli, Command, PinnCommand};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    if let Some((name, value)) = psi_gpu::gpu::quiet_display_probe_env() {
+        // SAFETY: the first statement of `main`: no other thread exists that could read the
+        // environment while it changes.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let cli = match parse() {
         Ok(cli) => cli,
-        // A value our parsers rejected: their message alone, as every other error.
-        Err(e) => match e.source().and_then(|s| s.downcast_ref::<ArgError>()) {
-            Some(message) => return fail(anyhow::anyhow!(message.clone())),
-            None => e.exit(),
-        },
+        Err(code) => return code,
     };
+    if let Err(e) = stop_on_signals() {
+        return fail(anyhow::anyhow!("could not install the SIGINT/SIGTERM handlers: {e}"));
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
 
-/// One `error:` line on stderr, exit code 2.
+/// The flags; a bad one (or one the run would not use) is reported, and its exit code returned.
+fn parse() -> std::result::Result<Cli, ExitCode> {
+    let matches = Cli::command().try_get_matches().map_err(clap_error)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
+    flags::refuse_unused(&cli.command, &matches).map_err(|unused| fail(unused.into()))?;
+    Ok(cli)
+}
+
+/// A value our parsers rejected: their message alone, as every other error; clap's own errors
+/// (unknown flags, `--help`) as clap prints them.
+fn clap_error(e: clap::Error) -> ExitCode {
+    match e.source().and_then(|s| s.downcast_ref::<ArgError>()) {
+        Some(message) => fail(anyhow::anyhow!(message.clone())),
+        None => e.exit(),
+    }
+}
+
+/// SIGINT and SIGTERM store their number in the library's stop request; a second one exits at
+/// once with 128 + its number (a run stuck in one GPU call can still be ended).
+fn stop_on_signals() -> std::io::Result<()> {
+    static ASKED: AtomicBool = AtomicBool::new(false);
+    for signal in [interrupt::SIGINT, interrupt::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, &ASKED)?;
+        signal_hook::flag::register(signal, &ASKED)?;
+        signal_hook::flag::register_usize(signal, interrupt::flag(), signal as usize)?;
+    }
+    Ok(())
+}
+
+/// One `error:` line on stderr; exit code 2, or 130/143 when a signal stopped the run.
 fn fail(e: anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
-    ExitCode::from(2)
+    ExitCode::from(e.downcast_ref::<psi_gpu::Error>().map_or(2, psi_gpu::Error::exit_code))
 }
 
 fn run(cli: Cli) -> Result<()> {

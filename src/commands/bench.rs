@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::commands::generate::generate;
 use crate::commands::infer::{InferOptions, InferStats, infer_with, load_model};
+use crate::commands::outputs::Files;
 use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
@@ -97,6 +98,10 @@ impl Drop for Cleanup<'_> {
 /// Generate a u8 frame (noise σ = 2 counts), time infer on it with the model and with the
 /// first-channel model (each after an untimed warm-up run), write the JSON if asked.
 pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
+    if opts.batch == Some(0) {
+        return Err(Error::Invalid("--batch 0: a batch holds at least one tile".into()));
+    }
+    Files::new().inputs("--weights", &opts.weights).outputs("--json", &opts.json).check()?;
     std::fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
     let cleanup = Cleanup(&opts.dir);
     let frame = opts.dir.join("frame.npy");

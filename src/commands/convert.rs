@@ -4,8 +4,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::Result;
-use crate::io::images::{ConvertInfo, ImageFormat, images_to_npy, npy_to_images};
+use crate::commands::outputs::Files;
+use crate::error::{Error, Result};
+use crate::io::images::{ConvertInfo, ImageFormat, find_bucket_images, images_to_npy, npy_to_images};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -35,8 +36,18 @@ impl fmt::Display for Report {
 /// Images to npy when the input is a folder, else npy to images.
 pub fn run(opts: &Options) -> Result<Report> {
     let info = if opts.input.is_dir() {
+        // The images it reads (a folder without them is the conversion's own error).
+        let images = find_bucket_images(&opts.input, opts.pattern.as_deref()).unwrap_or_default();
+        Files::new().inputs("the image", images).outputs("the output", [&opts.output]).check()?;
         images_to_npy(&opts.input, &opts.output, opts.pattern.as_deref())?
     } else {
+        if let Some(pattern) = &opts.pattern {
+            return Err(Error::Invalid(format!(
+                "--pattern {pattern} names the images read from a folder; images written are named bucket_NN.{}",
+                opts.format.extension()
+            )));
+        }
+        Files::new().inputs("the input", [&opts.input]).output_folder("the output folder", &opts.output).check()?;
         npy_to_images(&opts.input, &opts.output, opts.format)?
     };
     Ok(Report { options: opts.clone(), info })

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::commands::eval::{EvalOptions, Metrics, error_map, error_preview, eval};
 use crate::commands::generate::{GenerateStats, generate};
 use crate::commands::infer::{InferOptions, InferStats, infer};
+use crate::commands::outputs::Files;
 use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
@@ -69,6 +70,16 @@ pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let p = |name: &str| dir.join(name);
+    let files = vec![
+        ("bucket frame (16, H, W) u8", p("frame.npy")),
+        ("true heights", p("truth.npy")),
+        ("recovered heights", p("height.npy")),
+        ("fringe contrast", p("quality.npy")),
+        ("metrics", p("eval.json")),
+        ("height preview", p("height.png")),
+        ("error preview", p("error.png")),
+    ];
+    Files::new().outputs("--dir", files.iter().map(|(_, f)| f)).check()?;
     let gopts = GenerateOptions { height: size, width: size, dtype: HostType::U8, noise: 2.0, ..Default::default() };
     let generated = generate(gpu, &gopts, &p("frame.npy"), Some(&p("truth.npy")), |_, _| {})?;
 
@@ -82,14 +93,5 @@ pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
     write_json(&p("eval.json"), &metrics.to_json())?;
     write_preview(&p("height.npy"), &p("height.png"), &PreviewOptions::default())?;
     error_map(&p("height.npy"), &p("truth.npy"), &p("error.png"), &EvalOptions::default(), &error_preview())?;
-    let files = vec![
-        ("bucket frame (16, H, W) u8", p("frame.npy")),
-        ("true heights", p("truth.npy")),
-        ("recovered heights", p("height.npy")),
-        ("fringe contrast", p("quality.npy")),
-        ("metrics", p("eval.json")),
-        ("height preview", p("height.png")),
-        ("error preview", p("error.png")),
-    ];
     Ok(Report { size, device: Device::of(gpu), files, generate: generated, infer: inferred, metrics })
 }

@@ -30,6 +30,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::commands::outputs::Files;
 use crate::commands::write_json;
 use crate::error::{Error, Result};
 use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, PreviewRange, band_rows, write_error_preview_masked};
@@ -195,6 +196,14 @@ impl std::fmt::Display for Report {
 
 /// Evaluate, then write the JSON and the error map if asked.
 pub fn run(opts: &Options) -> Result<Report> {
+    Files::new()
+        .inputs("the prediction", [&opts.pred])
+        .inputs("the truth", [&opts.truth])
+        .inputs("--mask", &opts.eval.mask)
+        .inputs("--reasons", &opts.eval.reasons)
+        .outputs("--json", &opts.json)
+        .outputs("--error-map", &opts.error_map)
+        .check()?;
     let metrics = eval(&opts.pred, &opts.truth, &opts.eval)?;
     if let Some(path) = &opts.json {
         write_json(path, &metrics.to_json())?;
@@ -231,6 +240,7 @@ fn eval_in_bands(pred: &Path, truth: &Path, opts: &EvalOptions, band: Option<usi
     let mut row_e = Vec::with_capacity(w);
     let mut row0 = 0;
     while p.rows_left() > 0 {
+        crate::error::interrupt::check()?;
         let rows = band.min(p.rows_left());
         p.read_band(rows, &mut pv)?;
         t.read_band(rows, &mut tv)?;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::commands::Device;
+use crate::commands::outputs::Files;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
@@ -333,6 +334,12 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, f32)) -> R
     if opts.batch == 0 || opts.crops == 0 || opts.iterations == 0 {
         return Err(Error::Invalid("--batch, --crops and --iterations must be at least 1".into()));
     }
+    Files::new()
+        .inputs("--weights", [&opts.weights])
+        .inputs_in_folders("--frames", &opts.frames, "npy")
+        .inputs_in_folders("--holdout", &opts.holdout, "npy")
+        .outputs("the output (-o)", [&opts.output])
+        .check()?;
     let (weights, _, nbt) = checkpoint::load(&opts.weights)?;
     let config = UNet::config(&weights)?;
     let data = Data::load(opts, config.n_channels)?;
@@ -367,6 +374,7 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, f32)) -> R
     let mut best = (loss_before, x.clone());
     let mut evals = 0;
     lbfgs.step(&mut x, &mut |p: &[f32], g: &mut [f32]| -> Result<f32> {
+        crate::error::interrupt::check()?;
         trainer.write_param_entries(gpu, &entries, p)?;
         let loss = evaluate(gpu, &mut trainer, &data.train, 0, &mut resident)?;
         g.copy_from_slice(&trainer.read_grad_entries(gpu, &entries)?);

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::commands::Device;
+use crate::commands::outputs::Files;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -120,6 +121,7 @@ pub fn generate(
     };
     let mut pending: Option<Pending> = None;
     for b in 0..bands {
+        crate::error::interrupt::check()?;
         let (row0, rows) = (b * band, band.min(h - b * band));
         let si = b % slots.len();
         let submission = gpu.queue.submit([slots[si].encode(gpu, &inputs, row0, rows)]);
@@ -242,6 +244,8 @@ impl fmt::Display for Report {
 /// for). The mask's file is opened first, so a bad path fails before anything is written.
 pub fn run(gpu: &Gpu, opts: &Options, on_rows: impl FnMut(usize, usize)) -> Result<Report> {
     let g = &opts.generate;
+    let files = Files::new().outputs("the output", [&opts.output]).outputs("--truth", &opts.truth);
+    files.outputs("--truth-mask", &opts.truth_mask).outputs("--preview", &opts.preview).check()?;
     g.validate()?;
     let mask = opts.truth_mask.as_deref().map(|m| NpyWriter::new(m, HostType::U8, &[g.height, g.width])).transpose()?;
     let truth =

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::commands::outputs::Files;
 use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
@@ -262,9 +263,36 @@ impl fmt::Display for Report {
     }
 }
 
+/// Options that would be ignored, and the files (see [`Files`]), refused before any work.
+fn check(opts: &Options) -> Result<()> {
+    let o = &opts.infer;
+    if o.batch == Some(0) {
+        return Err(Error::Invalid("--batch 0: a batch holds at least one tile".into()));
+    }
+    if o.weights.is_some() && o.quality.is_some() {
+        return Err(Error::Invalid(
+            "--quality is the classical solver's fringe-contrast map; the U-Net (--weights) makes none".into(),
+        ));
+    }
+    if o.weights.is_none() && o.precision == Some(Precision::F16) {
+        return Err(Error::Invalid(
+            "--precision f16 applies to the U-Net (--weights); the classical solver runs in f32".into(),
+        ));
+    }
+    Files::new()
+        .inputs("the input", [&o.input])
+        .inputs("--weights", &o.weights)
+        .outputs("the output (-o)", [&o.output])
+        .outputs("--quality", &o.quality)
+        .outputs("--stats-json", &opts.stats_json)
+        .outputs("--preview", &opts.preview)
+        .check()
+}
+
 /// Infer, then write the preview and the statistics if asked; `on_tiles(done, total)` reports
 /// progress.
 pub fn run(gpu: &Gpu, opts: &Options, on_tiles: impl FnMut(usize, usize)) -> Result<Report> {
+    check(opts)?;
     let stats = infer(gpu, &opts.infer, on_tiles)?;
     let output = opts.infer.output.clone();
     let preview = match &opts.preview {

@@ -2,7 +2,7 @@
 //! `Options` struct, a `run` that does the job through the layers below (writing its files
 //! through [`crate::io::atomic`]) and a `Report` whose `Display` is what the CLI prints (and
 //! `to_json`, where the command writes JSON). [`args`] parses the values the command line spells
-//! as text.
+//! as text; [`outputs`] checks a command's files before it starts.
 
 use std::path::Path;
 
@@ -18,6 +18,7 @@ pub mod finetune;
 pub mod generate;
 pub mod infer;
 pub mod info;
+pub mod outputs;
 pub mod pinn;
 pub mod train;
 

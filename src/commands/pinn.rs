@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::commands::infer::load_unet;
+use crate::commands::outputs::Files;
 use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
@@ -44,6 +45,7 @@ pub fn eval(gpu: &Gpu, opts: &EvalOptions) -> Result<EvalReport> {
     if h == 0 || w == 0 {
         return Err(Error::Invalid("--height and --width must be positive".into()));
     }
+    Files::new().inputs("--weights", [&opts.weights]).outputs("the output (-o)", [&opts.output]).check()?;
     let values = Cpikan::load(gpu, &opts.weights)?.eval_grid(gpu, h, w)?;
     write_f32(&opts.output, &[h, w], &values)?;
     Ok(EvalReport { options: opts.clone(), device: Device::of(gpu) })
@@ -114,6 +116,16 @@ fn unet_heights(gpu: &Gpu, weights: &std::path::Path, ty: HostType, shape: [usiz
 /// Fit the network, write the heights (and the network if asked). The region is read once, in
 /// its raw type: the U-Net start (if any) runs on it as it is, the fit on its values as f32.
 pub fn fit(gpu: &Gpu, opts: &FitOptions) -> Result<FitReport> {
+    let unet = match &opts.init {
+        FitInit::UNet(weights) => Some(weights),
+        FitInit::Classical => None,
+    };
+    Files::new()
+        .inputs("the frame", [&opts.frame])
+        .inputs("--init", unet)
+        .outputs("the output (-o)", [&opts.output])
+        .outputs("--save-model", &opts.save_model)
+        .check()?;
     let mut reader = NpyReader::open(&opts.frame)?;
     let raw = reader.read_region(opts.region)?;
     let (ty, c) = (reader.header().ty, reader.header().shape[0]);
@@ -229,6 +241,7 @@ impl fmt::Display for BenchReport {
 
 /// Run the benchmark, write the JSON if asked.
 pub fn bench(gpu: &Gpu, opts: &BenchOptions) -> Result<BenchReport> {
+    Files::new().outputs("--json", &opts.json).check()?;
     let config = match opts.problem {
         Problem::Helmholtz => opts.config(),
     };

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::commands::Device;
+use crate::commands::outputs::{Files, same_file};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
 use crate::io::atomic::AtomicFile;
 use crate::io::checkpoint::{self, Checkpoint, OptimizerState};
 use crate::io::frames::{Frame, load_frames};
-use crate::io::weights::Weights;
+use crate::io::weights::{Weights, check_finite};
 use crate::nn::Model;
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
@@ -250,12 +251,51 @@ fn check_options(opts: &Options) -> Result<()> {
     if opts.batch == 0 || opts.grad_accum == 0 {
         return Err(Error::Invalid("--batch and --grad-accum must be at least 1".into()));
     }
+    let refuse = |message: &str| Err(Error::Invalid(message.into()));
+    match opts.epochs {
+        Some(0) => return refuse("--epochs 0 trains nothing: give at least 1"),
+        None if opts.steps == 0 => return refuse("--steps 0 trains nothing: give at least 1"),
+        _ => {}
+    }
+    if opts.frames.is_empty() && opts.synthetic == 0 {
+        return refuse("--synthetic 0 without --frames leaves no training frame");
+    }
+    if opts.frames.is_empty() && !opts.truth.is_empty() {
+        return refuse("--truth gives the truth of --frames, and there are none");
+    }
+    if opts.resume.is_some() && opts.init.is_some() {
+        return refuse("--resume continues a checkpoint and --init starts from weights: give one of them");
+    }
+    if opts.validate_every > 0 && opts.validation == 0 {
+        return refuse("--validate-every needs validation frames (--validation 0 gives none)");
+    }
     if let Some((lo, hi)) = opts.height_range
         && !(lo.is_finite() && hi.is_finite() && lo < hi)
     {
         return Err(Error::Invalid(format!("--height-range {lo},{hi}: expected LO,HI with LO < HI")));
     }
     Ok(())
+}
+
+/// The files (see [`Files`]). The checkpoint may be the one resumed: it is read whole before
+/// the first save, and its successor replaces it atomically.
+fn check_files(opts: &Options) -> Result<()> {
+    let checkpoint = (opts.checkpoint_every > 0).then(|| checkpoint_path(&opts.output));
+    let resumed = opts.resume.iter().filter(|r| checkpoint.as_ref().is_none_or(|c| !same_file(r, c)));
+    Files::new()
+        .inputs("--init", &opts.init)
+        .inputs("--resume", resumed)
+        .inputs_in_folders("--frames", &opts.frames, "npy")
+        .inputs("--truth", &opts.truth)
+        .outputs("the output (-o)", [&opts.output])
+        .outputs("the checkpoint", &checkpoint)
+        .outputs("--history", &opts.history)
+        .check()
+}
+
+/// Where `--checkpoint-every` saves: OUTPUT.ckpt.safetensors.
+fn checkpoint_path(output: &Path) -> PathBuf {
+    output.with_extension("ckpt.safetensors")
 }
 
 /// The weights to start from: `resume` > `init` > fresh He-initialised ones; with the optimizer
@@ -349,7 +389,6 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     /// Check the options and the data, build the trainer; also returns the step to start from.
     fn new(gpu: &'a Gpu, opts: &'a Options) -> Result<(Session<'a>, usize)> {
-        check_options(opts)?;
         let (weights, optim, nbt) = starting_weights(opts)?;
         let config = UNet::config(&weights)?;
         let precision = gpu.resolve_precision(opts.precision)?;
@@ -475,8 +514,9 @@ impl<'a> Session<'a> {
         m
     }
 
-    /// Save the weights after `step` steps (with the optimizer state: a resumable checkpoint).
-    fn save(&self, path: &Path, step: usize, with_optimizer: bool) -> Result<()> {
+    /// Save the weights after `step` steps (with the optimizer state: a resumable checkpoint);
+    /// a non-finite state stops the run ([`Stop::diverged`]) and leaves `path` as it was.
+    fn save(&self, path: &Path, step: usize, with_optimizer: bool, stop: &Stop) -> Result<()> {
         let gpu = self.gpu;
         let optimizer = if with_optimizer { Some(self.trainer.optimizer_state(gpu)?) } else { None };
         let ck = Checkpoint {
@@ -485,26 +525,65 @@ impl<'a> Session<'a> {
             metadata: self.metadata(step),
             optimizer,
         };
+        ck.check_finite().map_err(|what| stop.diverged(step, &what))?;
         checkpoint::save(path, &ck)
     }
 
-    fn validate(&self, step: usize) -> Result<Validation> {
-        let w = to_weights(&self.trainer.state_dict(self.gpu)?, NO_METADATA);
+    fn validate(&self, step: usize, stop: &Stop) -> Result<Validation> {
+        let state = self.trainer.state_dict(self.gpu)?;
+        for (name, _, data) in &state {
+            check_finite(name, data).map_err(|what| stop.diverged(step, &what))?;
+        }
+        let w = to_weights(&state, NO_METADATA);
         let (rmse, c) = validate(self.gpu, &w, &self.validation, self.input_scale, &self.classical)?;
         Ok(Validation { step, rmse, classical_rmse: c[0], classical_range_rmse: c.get(1).copied() })
     }
 }
 
-/// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step.
+/// What a run that stops early leaves behind: the output is not written, the last checkpoint
+/// (the step it holds, when this run wrote it) is kept.
+struct Stop<'a> {
+    opts: &'a Options,
+    checkpoint: PathBuf,
+    checkpoint_step: Option<usize>,
+}
+
+impl Stop<'_> {
+    /// The one-line error for a loss or state that went non-finite (`what`) at `step`.
+    fn diverged(&self, step: usize, what: &str) -> Error {
+        let kept = match self.checkpoint_step {
+            Some(s) => format!("; the last good checkpoint {} (step {s}) is kept", self.checkpoint.display()),
+            None => String::new(),
+        };
+        Error::Invalid(format!(
+            "training diverged at step {step}: {what}; stopped without writing {}{kept} — lower --lr (now {:e}) or \
+             check the training frames for NaN/Inf",
+            self.opts.output.display(),
+            self.opts.lr
+        ))
+    }
+}
+
+/// Train; `progress(step, steps, (loss, data, smoothness), lr)` is called after every step. A
+/// loss or parameter that goes NaN/±Inf stops the run with an error: nothing non-finite is ever
+/// saved, and the last good checkpoint stays as it was.
 pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f32, f32, f32), f32)) -> Result<Report> {
+    check_options(opts)?;
+    check_files(opts)?;
     let (mut session, start_step) = Session::new(gpu, opts)?;
     let steps = session.steps();
     let mut history = opts.history.as_deref().map(History::create).transpose()?;
     let mut validations = Vec::new();
     let (mut first_loss, mut last_loss, mut skipped) = (f32::NAN, f32::NAN, 0);
     let t0 = Instant::now();
+    let checkpoint = checkpoint_path(&opts.output);
+    let mut stop = Stop { opts, checkpoint: checkpoint.clone(), checkpoint_step: None };
     for step in start_step..steps {
+        crate::error::interrupt::check()?;
         let (loss, lr, report) = session.step(step)?;
+        if !loss.0.is_finite() {
+            return Err(stop.diverged(step + 1, &format!("the loss is {}", loss.0)));
+        }
         skipped += !report.applied as usize;
         if first_loss.is_nan() {
             first_loss = loss.0;
@@ -516,18 +595,19 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f3
         }
         progress(step + 1, steps, loss, lr as f32);
         if opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0 {
-            session.save(&opts.output.with_extension("ckpt.safetensors"), step + 1, true)?;
+            session.save(&checkpoint, step + 1, true, &stop)?;
+            stop.checkpoint_step = Some(step + 1);
         }
         if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < steps {
-            validations.push(session.validate(step + 1)?);
+            validations.push(session.validate(step + 1, &stop)?);
         }
     }
     let trained = steps.saturating_sub(start_step);
     let seconds_per_step = t0.elapsed().as_secs_f64() / trained.max(1) as f64;
     if opts.validation > 0 {
-        validations.push(session.validate(steps)?);
+        validations.push(session.validate(steps, &stop)?);
     }
-    session.save(&opts.output, steps, false)?;
+    session.save(&opts.output, steps, false, &stop)?;
     if let Some(h) = history {
         h.0.commit()?;
     }

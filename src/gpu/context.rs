@@ -36,6 +36,35 @@ impl GpuOptions {
     }
 }
 
+/// The environment variable to set, before any thread starts, so that opening Vulkan prints no
+/// `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` lines; `None` when nothing
+/// needs to change.
+///
+/// Mesa's device-select layer (an implicit Vulkan layer) asks libwayland for the display's GPU
+/// whenever the instance enables `VK_KHR_wayland_surface`, which wgpu always does where it
+/// exists. Without an absolute `XDG_RUNTIME_DIR` (or an absolute `WAYLAND_DISPLAY`, or
+/// `WAYLAND_SOCKET`) libwayland cannot reach a display at all and says so on stderr, once per
+/// enumeration. Then — and only then: a runtime folder of the user's own is never replaced —
+/// `XDG_RUNTIME_DIR=/dev/null` makes the same failed probe silent (no socket can exist under
+/// `/dev/null`, so the connection fails at once), and the layer goes on exactly as before
+/// (`MESA_VK_DEVICE_SELECT`, `DRI_PRIME`, the X11 and boot-VGA probes), which disabling it
+/// (`NODEVICE_SELECT=1`) would not. Changing the environment is the embedder's part: the CLI
+/// does it first thing in `main`; an embedding such as the Python package can set the same
+/// variable before it opens a device.
+pub fn quiet_display_probe_env() -> Option<(&'static str, &'static str)> {
+    quiet_display_probe(|name| std::env::var_os(name))
+}
+
+fn quiet_display_probe(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<(&'static str, &'static str)> {
+    if !cfg!(all(unix, not(target_vendor = "apple"), not(target_os = "android"))) {
+        return None;
+    }
+    let absolute = |name: &str| var(name).is_some_and(|v| v.to_string_lossy().starts_with('/'));
+    let unset = var("XDG_RUNTIME_DIR").is_none_or(|v| v.is_empty());
+    let other_route = absolute("WAYLAND_DISPLAY") || var("WAYLAND_SOCKET").is_some();
+    (unset && !other_route).then_some(("XDG_RUNTIME_DIR", "/dev/null"))
+}
+
 fn env_flag(name: &str) -> bool {
     std::env::var(name).map(|v| !v.is_empty() && v != "0").unwrap_or(false)
 }
@@ -278,5 +307,30 @@ impl Gpu {
     /// Largest buffer a single storage binding may cover on this device.
     pub fn max_binding(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_display_probe_is_quietened_only_where_it_cannot_reach_a_display() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.into())
+        };
+        let want = if cfg!(all(unix, not(target_vendor = "apple"), not(target_os = "android"))) {
+            Some(("XDG_RUNTIME_DIR", "/dev/null"))
+        } else {
+            None
+        };
+        assert_eq!(quiet_display_probe(env(&[])), want);
+        assert_eq!(quiet_display_probe(env(&[("XDG_RUNTIME_DIR", "")])), want);
+        assert_eq!(quiet_display_probe(env(&[("WAYLAND_DISPLAY", "wayland-1")])), want);
+        // The user's own runtime folder, or another way to the display: left alone.
+        assert_eq!(quiet_display_probe(env(&[("XDG_RUNTIME_DIR", "/run/user/1000")])), None);
+        assert_eq!(quiet_display_probe(env(&[("XDG_RUNTIME_DIR", "relative")])), None);
+        assert_eq!(quiet_display_probe(env(&[("WAYLAND_DISPLAY", "/tmp/wayland-0")])), None);
+        assert_eq!(quiet_display_probe(env(&[("WAYLAND_SOCKET", "3")])), None);
     }
 }

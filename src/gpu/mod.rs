@@ -10,7 +10,7 @@ mod plan;
 mod tensor;
 
 pub use buffers::{Readback, staging, storage, storage_f32, uniform, zeroed, zeroed_f32};
-pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends};
+pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends, quiet_display_probe_env};
 pub use dispatch::{Binding, Dispatch, grid_1d};
 pub use pipeline::{Kernel, Precision, Shader};
 pub use plan::Plan;

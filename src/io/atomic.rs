@@ -1,8 +1,15 @@
 //! The one atomic writer every output goes through. A file is written under a hidden temporary
-//! name beside its target (`.NAME.tmp-PID-N`, unique per process and per file, so two outputs
-//! never share one), flushed and synced to disk, then renamed over the target. A writer dropped
-//! before [`AtomicFile::commit`] (an error, a panic) removes its temporary file, so the target is
-//! either complete or untouched — never half-written.
+//! name beside its target (`.NAME.tmp-PID-N`), flushed and synced to disk, then renamed over the
+//! target. A writer dropped before [`AtomicFile::commit`] (an error, a panic, an interrupt)
+//! removes its temporary file, so the target is either complete or untouched — never
+//! half-written; a commit asked for after a stop request
+//! ([`interrupt`](crate::error::interrupt)) is refused.
+//!
+//! The temporary file is created exclusively (`create_new`): PID and counter make its name unique
+//! within a host, and where they do not (two processes with one PID in different containers
+//! sharing a folder, an old file a crashed run left) the next counter value is taken instead of
+//! sharing the file. `NAME` is cut to [`MAX_STEM_BYTES`] so that the temporary name stays within
+//! the 255-byte file-name limit of common file systems even for the longest target names.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -10,7 +17,43 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, interrupt};
+
+/// The most bytes of the target's name the temporary name keeps (the rest of it, `.` and
+/// `.tmp-PID-N`, takes at most 37 more).
+pub const MAX_STEM_BYTES: usize = 200;
+
+/// Tries at fresh counter values before giving up on creating a temporary file.
+const MAX_TRIES: usize = 64;
+
+/// `.NAME.tmp-PID-N` with NAME cut to [`MAX_STEM_BYTES`] (at a character boundary; a name that is
+/// not UTF-8 is shown lossily — the name only has to be recognisable and unique).
+fn temporary_name(name: &std::ffi::OsStr, n: u64) -> OsString {
+    let mut tmp = OsString::from(".");
+    if name.len() <= MAX_STEM_BYTES {
+        tmp.push(name);
+    } else {
+        let lossy = name.to_string_lossy();
+        let cut = (0..=MAX_STEM_BYTES).rev().find(|&i| lossy.is_char_boundary(i)).unwrap_or(0);
+        tmp.push(&lossy[..cut]);
+    }
+    tmp.push(format!(".tmp-{}-{n}", std::process::id()));
+    tmp
+}
+
+/// Create the temporary file of `path` (file name `name`) exclusively, at the first counter value
+/// `next` gives whose name is free.
+fn create_temporary(path: &Path, name: &std::ffi::OsStr, mut next: impl FnMut() -> u64) -> Result<(PathBuf, File)> {
+    let mut tries = 1;
+    loop {
+        let tmp = path.with_file_name(temporary_name(name, next()));
+        match File::options().write(true).create_new(true).open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < MAX_TRIES => tries += 1,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+}
 
 /// A file being written under a temporary name (see the module docs).
 #[derive(Debug)]
@@ -30,11 +73,7 @@ impl AtomicFile {
     pub fn with_capacity(path: &Path, capacity: usize) -> Result<AtomicFile> {
         let name = path.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let tmp = path.with_file_name(tmp_name);
-        let file = File::create(&tmp).map_err(|e| Error::io(path, e))?;
+        let (tmp, file) = create_temporary(path, name, || COUNTER.fetch_add(1, Ordering::Relaxed))?;
         Ok(AtomicFile { path: path.to_path_buf(), tmp, out: Some(BufWriter::with_capacity(capacity, file)) })
     }
 
@@ -55,8 +94,10 @@ impl AtomicFile {
         self.writer()?.write_all(bytes).map_err(|e| Error::io(path, e))
     }
 
-    /// Flush, sync to disk, close, and rename the temporary file over the target.
+    /// Flush, sync to disk, close, and rename the temporary file over the target — unless a stop
+    /// was requested, which leaves the target untouched and removes the temporary file.
     pub fn commit(mut self) -> Result<()> {
+        interrupt::check()?;
         let out =
             self.out.take().ok_or_else(|| Error::Invalid(format!("{}: the writer is closed", self.path.display())))?;
         let file = out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
@@ -139,6 +180,47 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"aaaa");
         b.commit().unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"bb", "the last commit wins whole, never a mix");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_longest_names_keep_their_temporary_name_within_the_limit() {
+        let d = dir("long");
+        for name in ["x".repeat(255), "é".repeat(127), format!("{}.npy", "a".repeat(251))] {
+            let target = d.join(&name);
+            let f = AtomicFile::create(&target).unwrap();
+            let tmp = f.tmp.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(tmp.len() <= 255 && tmp.starts_with(&format!(".{}", &name[..100])), "{tmp}");
+            assert!(tmp.contains(".tmp-"), "{tmp}");
+            f.commit().unwrap();
+            assert!(target.exists());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_temporary_name_already_taken_is_never_shared() {
+        // Another process with our PID (another container on a shared folder) holds the names
+        // of the next counter values: create_new moves on instead of truncating its file.
+        let d = dir("taken");
+        let (target, name) = (d.join("out.bin"), std::ffi::OsStr::new("out.bin"));
+        let taken: Vec<PathBuf> = (1000..1040).map(|n| d.join(temporary_name(name, n))).collect();
+        for p in &taken {
+            std::fs::write(p, b"theirs").unwrap();
+        }
+        let mut n = 1000;
+        let (tmp, mut file) = create_temporary(&target, name, || {
+            n += 1;
+            n - 1
+        })
+        .unwrap();
+        assert_eq!(tmp, d.join(temporary_name(name, 1040)));
+        file.write_all(b"ours").unwrap();
+        for p in &taken {
+            assert_eq!(std::fs::read(p).unwrap(), b"theirs", "{}", p.display());
+        }
+        // Names taken at every try: an error, not a shared file.
+        assert!(create_temporary(&target, name, || 1000).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::io::weights::{Weights, f32_bytes, to_safetensors};
+use crate::io::weights::{Weights, check_finite, f32_bytes, to_safetensors};
 
 /// Prefix of the optimizer tensors: no module or parameter of the U-Net has such a name.
 pub const OPTIM_PREFIX: &str = "__optim__.";
@@ -58,9 +58,28 @@ pub struct OptimizerState {
     pub growth_tracker: u32,
 }
 
-/// Check `ck` and build the safetensors bytes.
+impl Checkpoint {
+    /// `Err` naming the first tensor (optimizer moments included) or loss scale that is NaN or
+    /// ±Inf: such a state is never saved.
+    pub fn check_finite(&self) -> std::result::Result<(), String> {
+        for (name, _, data) in &self.tensors {
+            check_finite(name, data)?;
+        }
+        if let Some(o) = &self.optimizer {
+            check_finite(OPTIM_M, &o.m)?;
+            check_finite(OPTIM_V, &o.v)?;
+            if !o.loss_scale.is_finite() {
+                return Err(format!("the loss scale is {}", o.loss_scale));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check `ck` (finite values included) and build the safetensors bytes.
 fn serialize(path: &Path, ck: &Checkpoint) -> Result<Vec<u8>> {
     let invalid = |m: String| Error::Invalid(format!("checkpoint {}: {m}", path.display()));
+    ck.check_finite().map_err(|m| invalid(format!("{m}; refusing to save")))?;
     let mut names = BTreeSet::new();
     // (name, dtype, shape, bytes)
     let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -118,12 +137,14 @@ fn parse_meta<T: FromStr>(meta: &[Option<String>], i: usize, err: &impl Fn(Strin
 }
 
 /// Write `ck` to `path` (safetensors; see the module docs) through the atomic writer, so `path`
-/// is never left half-written.
+/// is never left half-written. A state with a non-finite value is refused and `path` left as it
+/// was.
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
     crate::io::atomic::write_bytes(path, &serialize(path, ck)?)
 }
 
-/// Read a checkpoint written by [`save`] (or any PyTorch state_dict in safetensors form).
+/// Read a checkpoint written by [`save`] (or any PyTorch state_dict in safetensors form); every
+/// floating tensor, optimizer moments included, must be finite ([`Weights::parse`]).
 ///
 /// Returns the model weights (the `__optim__.*` tensors and `optim.*` metadata removed), the
 /// optimizer state if the file has one, and the `num_batches_tracked` of the first BatchNorm
@@ -158,7 +179,7 @@ pub fn load(path: &Path) -> Result<(Weights, Option<OptimizerState>, i64)> {
     let (mut moments, tensors): (BTreeMap<_, _>, BTreeMap<_, _>) =
         std::mem::take(&mut weights.tensors).into_iter().partition(|(n, _)| n.starts_with(OPTIM_PREFIX));
     weights.tensors = tensors;
-    if let Some(name) = weights.other.iter().find(|n| n.starts_with(OPTIM_PREFIX)) {
+    if let Some(name) = weights.other.keys().find(|n| n.starts_with(OPTIM_PREFIX)) {
         return Err(err(format!("optimizer tensor '{name}' is not a float tensor")));
     }
     let meta: Vec<Option<String>> = RESERVED_META.iter().map(|k| weights.metadata.remove(*k)).collect();
@@ -180,11 +201,15 @@ pub fn load(path: &Path) -> Result<(Weights, Option<OptimizerState>, i64)> {
         if m.len() != v.len() {
             return Err(err(format!("optimizer moments have {} and {} values", m.len(), v.len())));
         }
+        let loss_scale: f32 = parse_meta(&meta, 1, &err)?;
+        if !(loss_scale.is_finite() && loss_scale > 0.0) {
+            return Err(err(format!("metadata '{META_LOSS_SCALE}' = {loss_scale}: a loss scale is finite and > 0")));
+        }
         Some(OptimizerState {
             step: parse_meta(&meta, 0, &err)?,
             m,
             v,
-            loss_scale: parse_meta(&meta, 1, &err)?,
+            loss_scale,
             growth_tracker: parse_meta(&meta, 2, &err)?,
         })
     };

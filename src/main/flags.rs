@@ -1,10 +1,13 @@
 //! The command line's flags: one clap struct per subcommand (its docs are the `--help` text),
 //! each followed by its conversion into the command's `Options`. Values spelled as text are
-//! parsed by `psi_gpu::commands::args`.
+//! parsed by `psi_gpu::commands::args`. [`refuse_unused`] refuses a flag given that the run would
+//! not use (checks that need to know whether a flag was given rather than defaulted; the others
+//! are in each command's `run`).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
 use psi_gpu::commands::args::{
     Ab, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, PhaseStepsArg, PrecisionArg,
     PreviewRangeArg, Region, SaturatePatch, Schedule, SurfaceShape, SyntheticRange, Wavelengths,
@@ -17,7 +20,56 @@ use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::ClassicalConfig;
 use psi_gpu::psi::PsiConfig;
 use psi_gpu::psi::config::DEFAULT_BUCKETS;
+use psi_gpu::psi::surface::Shape;
 use psi_gpu::psi::synthetic::{DEFAULT_SLOPE, GenerateOptions};
+
+/// The first flag given on the command line (not defaulted) that `command` would not use, as an
+/// error naming it and why.
+pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgError> {
+    let Some((_, m)) = matches.subcommand() else { return Ok(()) };
+    let unused = |when: bool, ids: &[&str], why: &str| match ids.iter().find(|id| given(m, id)) {
+        Some(id) if when => Err(ArgError(format!("--{} {why}", id.replace('_', "-")))),
+        _ => Ok(()),
+    };
+    let classical_only = "applies to the classical solver only: the U-Net (--weights) does not use it";
+    let whole_frame = "has no effect with --tile 0 (the whole frame is one tile)";
+    match command {
+        Command::Infer(a) => {
+            unused(a.weights.is_some(), &["wavelengths", "buckets", "height_range"], classical_only)?;
+            unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
+            unused(a.tiles.tile == 0, &["overlap"], whole_frame)
+        }
+        Command::Bench(a) => unused(a.tiles.tile == 0, &["overlap"], whole_frame),
+        Command::Generate(a) => {
+            let random = "applies to random surfaces (--shape random) only";
+            unused(a.shape.0 != Shape::Random, &["height_scale", "height_offset"], random)?;
+            unused(a.shape.0 != Shape::Steep, &["slope"], "applies to the steep surface (--shape steep) only")?;
+            unused(a.preview.is_none(), &["preview_range"], "sets the colour scale of --preview, which is not asked")
+        }
+        Command::Eval(a) => unused(
+            a.error_map.is_none(),
+            &["preview_range"],
+            "sets the colour scale of --error-map, which is not asked",
+        ),
+        Command::Convert(a) => {
+            unused(a.input.is_dir(), &["format"], "sets the format of images written; images read keep their own")
+        }
+        Command::Train(a) => {
+            unused(a.epochs.is_some(), &["steps"], "is replaced by --epochs: give one of them")?;
+            let supervised = a.loss == LossChoice::Supervised;
+            unused(supervised, &["smoothness"], "weighs the physics loss's smoothness term: --loss supervised has none")
+        }
+        Command::Finetune(a) => {
+            unused(a.patch == 0, &["crops"], "has no effect with --patch 0 (each frame is one whole crop)")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the flag `id` was given on the command line (not defaulted, not from the environment).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(ValueSource::CommandLine)
+}
 
 #[derive(Parser)]
 #[command(name = "psi-gpu", version, about = "Phase-shifting-interferometry bucket images to height maps on any GPU")]

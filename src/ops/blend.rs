@@ -1,20 +1,24 @@
-//! Seam-free stitching on the GPU (`shaders/blend.wgsl`): windowed atomic accumulation of tile
-//! outputs into a ring of accumulator rows, and normalisation of finished rows.
+//! Seam-free stitching on the GPU (`shaders/blend.wgsl`): windowed accumulation of tile outputs
+//! into a ring of accumulator rows, and normalisation of finished rows.
 //!
-//! Native f32 atomics where the device has SHADER_FLOAT32_ATOMIC (`shaders/lib/atomic_native.wgsl`),
-//! a compare-and-swap loop on u32 bit patterns elsewhere (`shaders/lib/atomic_cas.wgsl`, the GL
-//! backend).
+//! Deterministic on every device: one accumulate dispatch per tile of a batch, recorded in tile
+//! order in one compute pass. wgpu puts a barrier between dispatches that use a buffer as
+//! read-write storage (a compute pass has one usage scope per dispatch, and read-write storage is
+//! not among the usages a backend orders by itself), so each dispatch sees the previous one's
+//! sums; within one, every accumulator element has a single writer. No atomics: the same code on
+//! Vulkan, GL, DX12 and Metal, and each pixel's tiles are added in tile order whatever the batch
+//! size (batch 3 gives the bytes of batch 1).
 //! [`reference`](mod@reference) is the window on the CPU.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Precision, Readback, Shader, Tensor, check_binding, grid_1d};
 
-pub static SHADER_NATIVE: Shader = wgsl!("blend_native": "lib/grid.wgsl", "lib/atomic_native.wgsl", "blend.wgsl");
-pub static SHADER_CAS: Shader = wgsl!("blend_cas": "lib/grid.wgsl", "lib/atomic_cas.wgsl", "blend.wgsl");
+pub static SHADER: Shader = wgsl!("blend": "lib/grid.wgsl", "blend.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlendParams {
+    /// Tiles in the model's output (the batch).
     pub count: u32,
     pub c: u32,
     pub th: u32,
@@ -24,14 +28,17 @@ pub struct BlendParams {
     pub overlap: u32,
     pub row0: u32,
     pub rows: u32,
-    pub _pad: [u32; 3],
+    /// The tile of the batch an accumulate dispatch adds.
+    pub tile: u32,
+    pub _pad: [u32; 2],
 }
 
-/// Accumulators for `ring` rows of a `w`-wide frame with `c` output channels, and the two
-/// dispatches that fill and drain them.
+/// Accumulators for `ring` rows of a `w`-wide frame with `c` output channels, and the dispatches
+/// that fill them (one per tile of a batch) and drain them.
 pub struct Blender {
     pub params: BlendParams,
-    accumulate: Dispatch,
+    /// Dispatch `k` adds tile `k` of the batch.
+    accumulate: Vec<Dispatch>,
     normalize: Dispatch,
     /// `[c, ring, w]` f32: normalised rows land here (the first `rows * w` of each channel block).
     pub rows_out: Tensor,
@@ -78,24 +85,26 @@ impl Blender {
             overlap: overlap as u32,
             row0: 0,
             rows: 0,
-            _pad: [0; 3],
+            tile: 0,
+            _pad: [0; 2],
         };
-        let shader = if gpu.float32_atomics { &SHADER_NATIVE } else { &SHADER_CAS };
-        let launch = |entry, bufs: &[(u32, &wgpu::Buffer)], count: usize, planes: usize| {
+        let launch = |entry, params: &BlendParams, bufs: &[(u32, &wgpu::Buffer)], count: usize| {
             let [gx, gy] = grid_1d(gpu, count, 256);
-            Dispatch::new(gpu, &shader.kernel(entry), tile_out.precision, &params, bufs, [gx, gy, planes as u32])
+            Dispatch::new(gpu, &SHADER.kernel(entry), tile_out.precision, params, bufs, [gx, gy, 1])
         };
-        let accumulate = launch("accumulate", &[(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)], th * tw, n)?;
-        let normalize = launch("normalize", &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w, 1)?;
+        let bufs = [(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)];
+        let accumulate = (0..n as u32)
+            .map(|tile| launch("accumulate", &BlendParams { tile, ..params }, &bufs, th * tw))
+            .collect::<Result<Vec<_>>>()?;
+        let normalize = launch("normalize", &params, &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w)?;
         let bytes = 2 * acc.size() + rows_out.buffer.size();
         Ok(Blender { params, accumulate, normalize, rows_out, bytes, acc: [acc, wsum] })
     }
 
-    /// The accumulate dispatch for a batch of `count` real tiles (parameters written now).
-    pub fn accumulate(&mut self, gpu: &Gpu, count: usize) -> &Dispatch {
-        self.params.count = count as u32;
-        self.accumulate.update(gpu, &self.params);
-        &self.accumulate
+    /// The accumulate dispatches for a batch of `count` real tiles, one per tile: record them in
+    /// this order (in one pass or several) for the fixed order of additions.
+    pub fn accumulate(&self, count: usize) -> &[Dispatch] {
+        &self.accumulate[..count]
     }
 
     /// The accumulated weights `[ring, w]` (frame row y at ring row `y % ring`): what

@@ -3,7 +3,7 @@
 //! in `mod reference`, which the tests compare against.
 //!
 //! A kernel is one walk: `shaders/X.wgsl` ↔ `src/ops/X.rs` ↔ `tests/ops/X.rs` ↔ bench group `X`;
-//! the WGSL pieces several kernels share (phase arithmetic, raw-data decoding, the blend atomics,
+//! the WGSL pieces several kernels share (phase arithmetic, raw-data decoding, the grid index,
 //! the workgroup sum) live in `shaders/lib/`.
 //!
 //! # CPU references
@@ -72,12 +72,11 @@ pub struct Program {
 }
 
 /// Every WGSL program the engine compiles.
-pub fn programs() -> [Program; 13] {
+pub fn programs() -> [Program; 12] {
     [
         program!(adam::SHADER, AdamParams),
         program!(batchnorm::SHADER, BnParams),
-        program!(blend::SHADER_NATIVE, BlendParams),
-        program!(blend::SHADER_CAS, BlendParams),
+        program!(blend::SHADER, BlendParams),
         program!(chebykan::SHADER, ChebyParams),
         program!(classical::SHADER, ClassicalParams),
         program!(conv::SHADER, ConvParams),

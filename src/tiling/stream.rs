@@ -1,6 +1,6 @@
 //! The streaming driver: for each row of tiles, read that band of rows (every channel) from the
 //! npy file, run the tiles in batches — upload the batch's block in its raw dtype, gather and
-//! convert on the GPU, model, windowed atomic accumulation — then normalise the rows no later
+//! convert on the GPU, model, windowed accumulation in tile order — then normalise the rows no later
 //! tile touches, read them back and hand them to the caller. Host and GPU memory depend on the
 //! tile size, batch and frame width, never on the frame's height.
 
@@ -181,7 +181,9 @@ impl Pipeline {
             let mut pass = enc.begin_compute_pass(&Default::default());
             self.gather.record(&mut pass);
             self.plan.record(&mut pass);
-            self.blender.accumulate(gpu, j1 - j0).record(&mut pass);
+            for d in self.blender.accumulate(j1 - j0) {
+                d.record(&mut pass);
+            }
         }
         gpu.queue.submit([enc.finish()]);
         gpu.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
@@ -224,6 +226,7 @@ pub fn stream(
     for i in 0..g.ys.len() {
         for j0 in (0..g.xs.len()).step_by(p.batch) {
             let j1 = (j0 + p.batch).min(g.xs.len());
+            crate::error::interrupt::check()?;
             p.run_batch(gpu, &band, w, i, j0, j1)?;
             done += j1 - j0;
             on_tiles(done, total);

@@ -64,7 +64,7 @@ fn round_trip_with_optimizer() {
     let (w, opt, nbt) = checkpoint::load(&path).unwrap();
     assert_same_tensors(&w, &ck.tensors);
     assert_eq!(nbt, 4242);
-    let other: BTreeSet<&str> = w.other.iter().map(String::as_str).collect();
+    let other: BTreeSet<&str> = w.other.keys().map(String::as_str).collect();
     assert_eq!(
         other,
         BTreeSet::from(["inc.double_conv.1.num_batches_tracked", "up1.conv.double_conv.4.num_batches_tracked"])
@@ -143,7 +143,7 @@ fn num_batches_tracked_entries_come_from_the_count() {
     let (w, _, nbt) = checkpoint::load(&path).unwrap();
     assert_eq!(nbt, 4242);
     assert!(!w.tensors.contains_key("inc.double_conv.1.num_batches_tracked"));
-    assert!(w.other.iter().any(|n| n == "inc.double_conv.1.num_batches_tracked"));
+    assert_eq!(w.other.get("inc.double_conv.1.num_batches_tracked"), Some(&safetensors::Dtype::I64));
 }
 
 #[test]
@@ -190,6 +190,19 @@ fn bad_checkpoints_are_rejected_and_leave_the_old_file() {
     let mut ck = good.clone();
     ck.optimizer.as_mut().unwrap().v.pop();
     bad.push((ck, "moments"));
+    // Non-finite values: refused by name, whatever holds them.
+    let mut ck = good.clone();
+    ck.tensors[3].2[1] = f32::NAN;
+    bad.push((ck, "tensor 'inc.double_conv.1.running_mean' has 1 non-finite of 2 values"));
+    let mut ck = good.clone();
+    ck.optimizer.as_mut().unwrap().m[7] = f32::INFINITY;
+    bad.push((ck, "tensor '__optim__.m' has 1 non-finite of 40 values (the first, inf, at index 7)"));
+    let mut ck = good.clone();
+    ck.optimizer.as_mut().unwrap().v[0] = f32::NEG_INFINITY;
+    bad.push((ck, "tensor '__optim__.v'"));
+    let mut ck = good.clone();
+    ck.optimizer.as_mut().unwrap().loss_scale = f32::NAN;
+    bad.push((ck, "the loss scale is NaN"));
     for (ck, what) in bad {
         let e = checkpoint::save(&path, &ck).unwrap_err();
         assert!(e.to_string().contains(what), "{what}: {e}");
@@ -268,9 +281,9 @@ fn he_init_matches_the_pytorch_state_dict() {
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
 
     // The integer buffers: one per BatchNorm, as in the PyTorch file.
-    let want_other: BTreeSet<&str> = fx.other.iter().map(String::as_str).collect();
+    let want_other: BTreeSet<&str> = fx.other.keys().map(String::as_str).collect();
     let w = to_weights(&state, [("base", "8")]);
-    let got_other: BTreeSet<&str> = w.other.iter().map(String::as_str).collect();
+    let got_other: BTreeSet<&str> = w.other.keys().map(String::as_str).collect();
     assert_eq!(got_other, want_other);
     assert!(want_other.iter().all(|n| n.ends_with(".num_batches_tracked")));
     assert_eq!(w.path, PathBuf::from("<memory>"));
@@ -338,8 +351,7 @@ fn saved_he_init_loads_as_a_unet() {
     assert_same_tensors(&w, &state);
     let mem = to_weights(&state, &ck.metadata);
     assert_eq!(UNet::config(&mem).unwrap(), UNet::config(&w).unwrap());
-    let (a, b): (BTreeSet<&String>, BTreeSet<&String>) = (mem.other.iter().collect(), w.other.iter().collect());
-    assert_eq!(a, b);
+    assert_eq!(mem.other, w.other);
 }
 
 #[test]
@@ -349,4 +361,30 @@ fn to_weights_keeps_mismatched_data_visible() {
     let w = to_weights(&state, BTreeMap::<String, String>::new());
     let e = w.get("inc.double_conv.0.weight", &[8, 16, 3, 3]).unwrap_err();
     assert!(e.to_string().contains("has shape"), "{e}");
+}
+
+#[test]
+fn non_finite_optimizer_state_is_refused_on_load() {
+    let dir = TempPath::dir("non_finite_optimizer_on_load");
+    // Files written by the safetensors crate directly, past the checks of checkpoint::save.
+    let write = |file: &str, v: f32, scale: &str| {
+        let (m, vv) = (1.0f32.to_le_bytes(), v.to_le_bytes());
+        let view = |b| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], b).unwrap();
+        let meta = std::collections::HashMap::from([
+            ("optim.step".to_string(), "1".to_string()),
+            ("optim.loss_scale".to_string(), scale.to_string()),
+            ("optim.growth_tracker".to_string(), "0".to_string()),
+        ]);
+        let bytes = safetensors::serialize([("__optim__.m", view(&m)), ("__optim__.v", view(&vv))], Some(meta));
+        let path = dir.join(file);
+        std::fs::write(&path, bytes.unwrap()).unwrap();
+        path
+    };
+    assert!(checkpoint::load(&write("ok.safetensors", 0.5, "1")).unwrap().1.is_some());
+    let e = checkpoint::load(&write("nan.safetensors", f32::NAN, "1")).unwrap_err().to_string();
+    assert!(e.contains("tensor '__optim__.v' has 1 non-finite of 1 values"), "{e}");
+    for scale in ["NaN", "inf", "0", "-2"] {
+        let e = checkpoint::load(&write("scale.safetensors", 0.5, scale)).unwrap_err().to_string();
+        assert!(e.contains("'optim.loss_scale'") && e.contains("finite and > 0"), "{scale}: {e}");
+    }
 }

@@ -547,6 +547,7 @@ fn hard_case_flags_on_the_command_line() {
         vec!["--saturate", "30,0,2,2"],
         vec!["--slope", "0.4"],
         vec!["--preview-range", "full,1"],
+        vec!["--preview-range", "full"], // without --preview
     ] {
         let bad_out = d.join("bad.npy");
         let o = bin()

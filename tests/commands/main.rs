@@ -1,4 +1,5 @@
-//! The commands and file formats: the CLI and its errors, image conversion, eval, generate, previews, checkpoints.
+//! The commands and file formats: the CLI and its errors, image conversion, eval, generate, previews, checkpoints,
+//! data safety (aliased outputs, ignored options, signals).
 //! One test binary per group (one link, one GPU context per process).
 
 #[path = "../common/mod.rs"]
@@ -11,3 +12,5 @@ mod eval;
 mod generate;
 mod preview;
 mod region;
+mod safety;
+mod weights;

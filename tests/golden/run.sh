@@ -6,9 +6,9 @@
 #   tests/golden/run.sh target/release/psi-gpu /tmp/golden-after
 #   PSI_GPU_BACKEND=gl PRECISIONS=f32 tests/golden/run.sh target/release/psi-gpu /tmp/golden-after-gl
 #
-# Tiled runs use --batch 1 (or --tile 0): with overlap and batch > 1 the order of float atomic
-# additions can change the last bits between runs. safetensors files are hashed as their tensors
-# plus their metadata with sorted keys (the writer's metadata order is not fixed).
+# Tiled runs use --batch 1 (or --tile 0), as they did when the blend used float atomics (its
+# order is now fixed: batch > 1 gives the same bytes). safetensors files are hashed as their
+# tensors plus their header with sorted keys, as they were before the writer sorted them itself.
 set -euo pipefail
 BIN=$(realpath "$1")
 OUT=$2

@@ -1,9 +1,10 @@
 //! Tiled, streaming inference: identity stitching is exact, the U-Net tiled matches the whole
-//! frame, and the classical solver gives the same heights tiled and whole.
+//! frame and gives the same bytes run after run and batch size after batch size, and the
+//! classical solver gives the same heights tiled and whole.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::common::{Rng, TempPath, gpus, rel_l2};
+use crate::common::{Rng, TempPath, fixture, gpus, rel_l2};
 use psi_gpu::HostType;
 use psi_gpu::gpu::{Gpu, Precision};
 use psi_gpu::io::npy::{NpyReader, NpyWriter};
@@ -29,13 +30,13 @@ fn temp_npy(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempPath
 fn run(
     gpu: &Gpu,
     model: &Model,
-    file: &TempPath,
+    file: &Path,
     tile: usize,
     overlap: usize,
     batch: Option<usize>,
     scale: f32,
 ) -> Vec<f32> {
-    let mut reader = NpyReader::open(&file.0).unwrap();
+    let mut reader = NpyReader::open(file).unwrap();
     let [_, h, w] = reader.header().shape[..] else { panic!("rank") };
     let oc = model.out_channels();
     let mut out = vec![f32::NAN; oc * h * w];
@@ -123,6 +124,23 @@ fn unet_tiled_matches_whole_frame() {
     let e = rel_l2(&tiled, &whole);
     eprintln!("U-Net b8 (default-init scale) tiled 128/32 vs whole frame, {h} x {w}: relative L2 {e:.2e}");
     assert!(e < 1e-3, "relative L2 {e:e}");
+}
+
+#[test]
+fn tiled_unet_gives_the_same_bytes_every_run_and_batch() {
+    // Overlapping tiles of one batch touch the same pixels: the blend adds them in tile order
+    // (one accumulate dispatch per tile), so the bytes do not depend on the run or the batch size.
+    let frame = fixture("frame_100x75.npy");
+    let weights = Weights::load(&fixture("unet_b8.safetensors")).unwrap();
+    for gpu in gpus() {
+        let model = Model::UNet(UNet::new(gpu, &weights, Precision::F32).unwrap());
+        let one = run(gpu, &model, &frame, 32, 12, Some(1), 1.0 / 255.0);
+        for batch in [3, 3, 4] {
+            let got = run(gpu, &model, &frame, 32, 12, Some(batch), 1.0 / 255.0);
+            let differ = got.iter().zip(&one).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{}: batch {batch} vs batch 1: {differ} pixels differ", gpu.describe());
+        }
+    }
 }
 
 #[test]

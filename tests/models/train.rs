@@ -2,13 +2,17 @@
 //! (tests/fixtures/make_train_step_fixture.py): BatchNorm in training mode, the physics loss with
 //! smoothness 1e-4, input scale 1/255, Adam lr 1e-3, f32. Every tensor within 2e-4. And the
 //! eval-mode (frozen BatchNorm) gradient fine-tuning uses, against PyTorch's
-//! (tests/fixtures/make_finetune_fixture.py).
+//! (tests/fixtures/make_finetune_fixture.py). Non-finite weights and negative running variances
+//! are refused, and a training run whose loss goes non-finite stops without saving it.
 
-use crate::common::{fixture, gpus};
+use crate::common::{TempPath, fixture, gpus};
 use psi_gpu::HostType;
+use psi_gpu::commands::train::{self, LossChoice};
 use psi_gpu::gpu::Precision;
-use psi_gpu::io::npy::NpyReader;
+use psi_gpu::io::checkpoint;
+use psi_gpu::io::npy::{NpyReader, NpyWriter};
 use psi_gpu::io::weights::Weights;
+use psi_gpu::nn::unet::UNet;
 use psi_gpu::nn::unet::train::{TrainConfig, UNetTrainer};
 use psi_gpu::ops::loss::{LossKind, PhysicsConfig};
 use psi_gpu::optim::AdamConfig;
@@ -187,4 +191,108 @@ fn f16_training_skips_overflow_and_tracks_f32() {
             assert!(rel < 2e-2, "f16 loss {} vs f32 {}", lh.total, lf.total);
         }
     }
+}
+
+#[test]
+fn non_finite_weights_and_negative_running_variances_are_refused() {
+    let init = Weights::load(&fixture("train_step_init.safetensors")).unwrap();
+    let edit = |name: &str, i: usize, v: f32| {
+        let mut w = init.clone();
+        w.tensors.get_mut(name).unwrap().data[i] = v;
+        w
+    };
+    let cases = [
+        (
+            edit("down2.maxpool_conv.1.double_conv.3.weight", 17, f32::NAN),
+            "tensor 'down2.maxpool_conv.1.double_conv.3.weight' has 1 non-finite",
+        ),
+        (edit("outc.conv.bias", 0, f32::INFINITY), "tensor 'outc.conv.bias' has 1 non-finite"),
+        (
+            edit("up3.conv.double_conv.1.running_var", 2, -0.5),
+            "tensor 'up3.conv.double_conv.1.running_var' is -0.5 in channel 2: a variance cannot be negative",
+        ),
+    ];
+    for gpu in gpus() {
+        for (w, want) in &cases {
+            let e = UNet::new(gpu, w, Precision::F32).err().expect("UNet::new accepted bad weights").to_string();
+            assert!(e.contains(want), "{}: {e}", gpu.describe());
+            let e = UNetTrainer::new(gpu, w, 1, 32, 32, config(Precision::F32))
+                .err()
+                .expect("trainer accepted")
+                .to_string();
+            assert!(e.contains(want), "{}: trainer: {e}", gpu.describe());
+        }
+        // A running variance of exactly 0 is a variance (a constant channel): accepted.
+        assert!(UNet::new(gpu, &edit("inc.double_conv.1.running_var", 0, 0.0), Precision::F32).is_ok());
+    }
+}
+
+/// A short synthetic training run into `dir` (32 x 32 frames, base 4, a checkpoint every step).
+fn short_run(dir: &TempPath, lr: f64) -> train::Options {
+    train::Options {
+        base: 4,
+        synthetic: 2,
+        synthetic_size: 32,
+        steps: 4,
+        batch: 2,
+        patch: 0,
+        lr,
+        output: dir.join("w.safetensors"),
+        checkpoint_every: 1,
+        history: Some(dir.join("history.csv")),
+        validation: 0,
+        precision: Some(Precision::F32),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn training_stops_when_the_loss_goes_non_finite_and_keeps_the_last_good_checkpoint() {
+    for gpu in gpus() {
+        // lr 1e30: the first step's update makes the second loss infinite.
+        let dir = TempPath::dir("diverge");
+        let opts = short_run(&dir, 1e30);
+        let e = train::run(gpu, &opts, |_, _, _, _| {}).err().expect("a diverged run succeeded").to_string();
+        let ckpt = dir.join("w.ckpt.safetensors");
+        assert!(e.contains("training diverged at step 2: the loss is inf"), "{}: {e}", gpu.describe());
+        assert!(e.contains(&format!("the last good checkpoint {} (step 1) is kept", ckpt.display())), "{e}");
+        assert!(e.contains("--lr (now 1e30)"), "{e}");
+        assert!(!opts.output.exists() && !dir.join("history.csv").exists(), "{}", gpu.describe());
+        let (w, optim, _) = checkpoint::load(&ckpt).expect("the kept checkpoint loads (every value finite)");
+        assert_eq!(w.metadata["steps"], "1");
+        assert!(optim.is_some());
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, 1, "{}: only the checkpoint is left", gpu.describe());
+
+        // NaN in a training frame: the first loss is NaN, nothing is written.
+        let dir = TempPath::dir("nan-frames");
+        let frame = dir.join("frame.npy");
+        let mut values: Vec<f32> = (0..16 * 32 * 32).map(|i| 100.0 + (i % 97) as f32).collect();
+        values[5000] = f32::NAN;
+        let mut wr = NpyWriter::new(&frame, HostType::F32, &[16, 32, 32]).unwrap();
+        wr.write(bytemuck::cast_slice(&values)).unwrap();
+        wr.finish().unwrap();
+        let opts = train::Options { frames: vec![frame], batch: 1, loss: LossChoice::Physics, ..short_run(&dir, 1e-3) };
+        let e = train::run(gpu, &opts, |_, _, _, _| {}).err().expect("NaN frames trained").to_string();
+        assert!(e.contains("training diverged at step 1: the loss is NaN") && e.contains("NaN/Inf"), "{e}");
+        assert!(!e.contains("checkpoint"), "no checkpoint was written, none is named: {e}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only the frame is left");
+    }
+}
+
+#[test]
+fn train_cli_exits_non_zero_with_one_line_when_the_loss_diverges() {
+    let dir = TempPath::dir("diverge-cli");
+    let out = dir.join("w.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_psi-gpu"))
+        .args(["train", "--base", "4", "--synthetic", "2", "--synthetic-size", "32", "--steps", "3", "--batch", "2"])
+        .args(["--patch", "0", "--lr", "1e30", "--validation", "0", "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains("XDG_RUNTIME_DIR")).collect();
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("error: training diverged at step 2"), "{stderr}");
+    assert!(!out.exists());
 }

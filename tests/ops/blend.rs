@@ -1,8 +1,8 @@
 //! Seam-free stitching (`ops::blend`): constant-1 tiles accumulated through the `Blender` the way
-//! `tiling::stream` drives it (tile descriptors, batches of tiles, accumulate), on grids with
-//! overlap and odd sizes; the accumulated weights against the sums of the CPU window's products
-//! (`blend::reference::axis`), on every adapter and precision — native f32 atomics on Vulkan, the
-//! compare-and-swap path on GL — then normalize reproduces the constant and resets the weights.
+//! `tiling::stream` drives it (tile descriptors, batches of tiles, one accumulate dispatch per
+//! tile in one pass), on grids with overlap and odd sizes; the accumulated weights against the
+//! sums of the CPU window's products (`blend::reference::axis`), on every adapter and precision,
+//! then normalize reproduces the constant and resets the weights.
 
 use crate::common::{Tol, assert_close, f32s, targets};
 use psi_gpu::gpu::{Readback, Tensor, storage};
@@ -40,9 +40,11 @@ fn window_sums(g: &TileGrid) -> Vec<f64> {
 #[test]
 fn accumulated_weights_match_the_cpu_window() {
     // (h, w, tile, overlap, channels): odd sizes and strides; one tile row lower than the tile
-    // (non-square tiles); a last tile flush with the border; a single tile (all weights 1).
-    let cases = [(37, 53, 16, 5, 2), (11, 45, 16, 7, 1), (40, 23, 12, 3, 3), (20, 17, 32, 8, 1)];
-    let batch = 2;
+    // (non-square tiles); a last tile flush with the border; a single tile (all weights 1); an
+    // overlap of 11 of 16 (every pixel in up to 4 tiles of a batch, added by consecutive
+    // dispatches of one pass: a lost barrier would lose sums).
+    let cases = [(37, 53, 16, 5, 2), (11, 45, 16, 7, 1), (40, 23, 12, 3, 3), (20, 17, 32, 8, 1), (21, 38, 16, 11, 2)];
+    let batch = 3;
     for (gpu, p) in targets() {
         for &(h, w, tile, overlap, c) in &cases {
             let g = TileGrid::new(h, w, tile, overlap).unwrap();
@@ -58,7 +60,8 @@ fn accumulated_weights_match_the_cpu_window() {
                     let j1 = (j0 + batch).min(g.xs.len());
                     let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(&g, i, j)).collect();
                     gpu.queue.write_buffer(&tiles, 0, bytemuck::cast_slice(&desc));
-                    gpu.run(&[blender.accumulate(gpu, j1 - j0)]).unwrap();
+                    let dispatches: Vec<_> = blender.accumulate(j1 - j0).iter().collect();
+                    gpu.run(&dispatches).unwrap();
                 }
             }
             let want = f32s(&window_sums(&g));

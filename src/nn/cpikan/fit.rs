@@ -396,7 +396,8 @@ fn physics_phases(net: &mut Trainee, params: &mut Vec<f32>, pb: &Problem, opts: 
 
 /// Write `w` as an F32 safetensors state_dict with the seed's names (`domain_min`, `domain_max`,
 /// `network.{3l}.cheby_coeffs`, `network.{3l + 1}.weight` / `.bias`), readable by
-/// [`CpikanWeights::load`] / [`super::Cpikan::load`], through the atomic writer.
+/// [`CpikanWeights::load`] / [`super::Cpikan::load`], through the atomic writer. A NaN or ±Inf
+/// parameter is refused by name and `path` left as it was.
 pub fn save_model(path: &Path, w: &CpikanWeights) -> Result<()> {
     w.validate()?;
     let c = &w.config;

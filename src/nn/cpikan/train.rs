@@ -50,6 +50,7 @@ pub fn adam(
 ) -> Result<()> {
     let mut adam = HostAdam::new(params.len(), lr);
     for step in 0..steps {
+        crate::error::interrupt::check()?;
         net.set(params)?;
         let (value, g) = loss(net)?;
         if !value.is_finite() {
@@ -84,6 +85,7 @@ pub fn lbfgs(
         return Ok((lbfgs, None));
     }
     let mut closure = |p: &[f32], g: &mut [f32]| -> Result<f32> {
+        crate::error::interrupt::check()?;
         net.set(p)?;
         let (value, grad) = loss(net)?;
         g.copy_from_slice(&grad);

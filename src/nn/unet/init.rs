@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use crate::io::weights::{HostTensor, Weights};
+use crate::io::weights::{Dtype, HostTensor, Weights};
 use crate::nn::unet::{Role, UNetConfig, state_dict};
 use crate::rng::Rng;
 
@@ -50,15 +50,12 @@ pub fn to_weights<K: Into<String>, V: Into<String>>(
     metadata: impl IntoIterator<Item = (K, V)>,
 ) -> Weights {
     let mut tensors = BTreeMap::new();
-    let mut other = Vec::new();
+    let mut other = BTreeMap::new();
     for (name, shape, data) in state {
         let shape = if shape.iter().product::<usize>() == data.len() { shape.clone() } else { vec![data.len()] };
         tensors.insert(name.clone(), HostTensor { shape, data: data.clone() });
         if let Some(prefix) = name.strip_suffix(".running_var") {
-            let nbt = format!("{prefix}.num_batches_tracked");
-            if !other.contains(&nbt) {
-                other.push(nbt);
-            }
+            other.insert(format!("{prefix}.num_batches_tracked"), Dtype::I64);
         }
     }
     let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.into(), v.into())).collect();

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Plan;
 use crate::gpu::Tensor;
 use crate::gpu::{Dispatch, Gpu, Precision};
-use crate::io::weights::Weights;
+use crate::io::weights::{HostTensor, Weights};
 use crate::ops::conv::{ConvWeights, conv};
 use crate::ops::pool::maxpool2x2;
 use crate::ops::upsample::upsample2x_pad;
@@ -172,10 +172,24 @@ pub struct UNet {
     outc: ConvWeights,
 }
 
+/// `{bn}.running_var` of `layer`, checked: a variance is never negative (one below 0 would make
+/// eval-mode BatchNorm's scale the root of a negative number, or a huge plausible-looking gain).
+pub fn running_var<'a>(wts: &'a Weights, layer: &ConvLayer) -> Result<&'a HostTensor> {
+    let name = layer.bn("running_var");
+    let var = wts.get(&name, &[layer.cout])?;
+    if let Some(o) = var.data.iter().position(|&v| v.is_nan() || v < 0.0) {
+        return Err(Error::Weights {
+            path: wts.path.clone(),
+            message: format!("tensor '{name}' is {} in channel {o}: a variance cannot be negative", var.data[o]),
+        });
+    }
+    Ok(var)
+}
+
 /// One 3x3 convolution followed by eval-mode BatchNorm and ReLU.
 fn conv_bn_relu(gpu: &Gpu, p: Precision, wts: &Weights, layer: &ConvLayer) -> Result<ConvWeights> {
-    let [w, g, beta, mean, var] = layer.tensors().map(|t| wts.get(&t.name, &t.shape));
-    let (w, g, beta, mean, var) = (w?, g?, beta?, mean?, var?);
+    let [w, g, beta, mean, _] = layer.tensors().map(|t| wts.get(&t.name, &t.shape));
+    let (w, g, beta, mean, var) = (w?, g?, beta?, mean?, running_var(wts, layer)?);
     let (cin, cout) = (layer.cin, layer.cout);
     let mut scale = vec![0f32; cout];
     let mut shift = vec![0f32; cout];
@@ -201,8 +215,10 @@ impl UNet {
         Ok(UNetConfig { n_channels: inc[1], n_classes: out[0], base: inc[0] })
     }
 
-    /// Upload a U-Net from its state_dict, checking every tensor's presence and shape.
+    /// Upload a U-Net from its state_dict, checking every tensor's presence, shape and
+    /// finiteness, and that every running variance is ≥ 0.
     pub fn new(gpu: &Gpu, wts: &Weights, precision: Precision) -> Result<UNet> {
+        wts.check_finite()?;
         let config = Self::config(wts)?;
         let blocks = blocks(&config)
             .iter()

@@ -130,7 +130,7 @@ impl Net {
         let p = train.precision;
         let layer = |l: &ConvLayer| -> Result<ConvBnRelu> {
             let mean = &weights.get(&l.bn("running_mean"), &[l.cout])?.data;
-            let var = &weights.get(&l.bn("running_var"), &[l.cout])?.data;
+            let var = &unet::running_var(weights, l)?.data;
             let size = [n, h >> l.level, w >> l.level];
             ConvBnRelu::new(gpu, p, [l.cin, l.cout], size, (mean, var), train.frozen_bn)
         };
@@ -367,11 +367,13 @@ fn make_loss(gpu: &Gpu, kind: &LossKind, bufs: &Buffers, scaler: &LossScaler) ->
 }
 
 impl UNetTrainer {
-    /// Build the trainer from a state_dict (PyTorch names), for batches of `n` frames of `h` x `w`.
+    /// Build the trainer from a state_dict (PyTorch names), for batches of `n` frames of `h` x `w`;
+    /// every tensor must be finite and every running variance ≥ 0.
     pub fn new(gpu: &Gpu, weights: &Weights, n: usize, h: usize, w: usize, train: TrainConfig) -> Result<Self> {
         if h < 16 || w < 16 {
             return Err(Error::Shape(format!("the U-Net needs patches of at least 16 x 16 pixels; got {h} x {w}")));
         }
+        weights.check_finite()?;
         let config = UNet::config(weights)?;
         let flat = load_params(gpu, weights, &config)?;
         let scaler =
