@@ -29,8 +29,8 @@ struct ClassicalParams {
     flags: u32,
     _pad0: u32,
     _pad1: u32,
-    // A laser with B = 0, B < min_b or B < min_contrast * A is dropped; a bucket <= clip_lo or >= clip_hi
-    // is left out of its laser's fit.
+    // A laser with B = 0, B < min_b or B < min_contrast * A is dropped; a bucket <= clip_lo or
+    // >= clip_hi is clipped (left out of its laser's fit if the fit of all buckets agrees).
     min_b: f32,
     min_contrast: f32,
     clip_lo: f32,
@@ -65,9 +65,11 @@ const SATURATED: u32 = 2u;
 const NONFINITE: u32 = 3u;
 const UNRESOLVED: u32 = 4u;
 
-// Per invocation: each laser's phase (turns) and weight n·B²/λ² (0 when dropped).
+// Per invocation: each laser's phase (turns) and weight n·B²/λ² (0 when dropped); per-pixel
+// search: 1 for the usable lasers after the anchor, else 0.
 var<private> phi: array<f32, 16>;
 var<private> wgt: array<f32, 16>;
+var<private> keep: array<f32, 16>;
 
 // atan(t) for t in [0, 1]: Cephes' atanf (range reduction at tan(π/8), degree-9 odd polynomial),
 // about 2e-7 relative error. The builtin atan2 may be as coarse as 4096 ulp by the WGSL spec.
@@ -276,9 +278,23 @@ struct Decision {
     reason: u32,
 }
 
+// Per-pixel cost of the anchor's order m: Σ (t_l - round t_l)² over the usable lasers after the
+// anchor (the first usable one): `keep` is 1 for those, 0 else (no branch in the hot loop).
+fn residuals(a: u32, nl: u32, m: i32, fa: f32) -> f32 {
+    var cost = 0.0;
+    for (var l = 1u; l < nl; l++) {
+        let d = fringe(a, l, m, fa, phi[l]).y;
+        cost += d * d * keep[l];
+    }
+    return cost;
+}
+
 // Per-pixel search over the anchor's orders with a fringe of margin; candidates outside the height
 // range only win when no candidate is inside it (a range narrower than one fringe). Ties: first.
 fn search_per_pixel(a: u32, mask: u32, nl: u32) -> Decision {
+    for (var l = 0u; l < nl; l++) {
+        keep[l] = select(0.0, 1.0, l > a && (mask & (1u << l)) != 0u);
+    }
     let fa = phi[a];
     let m_min = i32(laser_const(a, 4u));
     let m_max = i32(laser_const(a, 5u));
@@ -290,13 +306,7 @@ fn search_per_pixel(a: u32, mask: u32, nl: u32) -> Decision {
     for (var m = m_min; m <= m_max; m++) {
         let u = f32(m) + fa;
         let outside = u < u_min || u > u_max;
-        var cost = 0.0;
-        for (var l = 0u; l < nl; l++) {
-            if (l != a && (mask & (1u << l)) != 0u) {
-                let d = fringe(a, l, m, fa, phi[l]).y;
-                cost += d * d;
-            }
-        }
+        let cost = residuals(a, nl, m, fa);
         if ((best_outside && !outside) || (outside == best_outside && cost < best_cost)) {
             best_m = m;
             best_cost = cost;
@@ -328,32 +338,31 @@ fn height_per_pixel(a: u32, mask: u32, nl: u32, m: i32) -> f32 {
 }
 
 // Weighted: (cost, d̄) of the anchor's order m, d_l = h_l - h_a.
-fn spread(a: u32, mask: u32, nl: u32, m: i32) -> vec2<f32> {
+fn spread(a: u32, nl: u32, m: i32) -> vec2<f32> {
     let fa = phi[a];
-    var sw = wgt[a];
+    var sw = 0.0;
     var swd = 0.0;
     var swdd = 0.0;
+    // Every laser: a dropped one weighs 0, the anchor's own d is 0 (r_aa = 1); no branch.
     for (var l = 0u; l < nl; l++) {
-        if (l != a && (mask & (1u << l)) != 0u) {
-            let d = -(laser_const(l, 0u) + laser_const(l, 1u)) * fringe(a, l, m, fa, phi[l]).y;
-            let w = wgt[l];
-            sw += w;
-            swd += w * d;
-            swdd += w * d * d;
-        }
+        let d = -(laser_const(l, 0u) + laser_const(l, 1u)) * fringe(a, l, m, fa, phi[l]).y;
+        let w = wgt[l];
+        sw += w;
+        swd += w * d;
+        swdd += w * d * d;
     }
     let mean = swd / sw;
     return vec2<f32>(max(swdd - swd * mean, 0.0), mean);
 }
 
 // Weighted search: every anchor order whose candidate lies inside the height range. Ties: first.
-fn search_weighted(a: u32, mask: u32, nl: u32) -> Decision {
+fn search_weighted(a: u32, nl: u32) -> Decision {
     let fa = phi[a];
     let m_min = i32(ceil(laser_const(a, 2u) - fa));
     let m_max = i32(floor(laser_const(a, 3u) - fa));
     var d = Decision(m_min, BIG, BIG, UNRESOLVED);
     for (var m = m_min; m <= m_max; m++) {
-        let cost = spread(a, mask, nl, m).x;
+        let cost = spread(a, nl, m).x;
         if (cost < d.cost) {
             d.runner_up = d.cost;
             d.m = m;
@@ -367,11 +376,11 @@ fn search_weighted(a: u32, mask: u32, nl: u32) -> Decision {
 }
 
 // Weighted height: h_a + d̄, the large exact part of h_a summed last.
-fn height_weighted(a: u32, mask: u32, nl: u32, m: i32) -> f32 {
+fn height_weighted(a: u32, nl: u32, m: i32) -> f32 {
     let fm = f32(m);
     let big = laser_const(a, 0u) * fm;
     let small = laser_const(a, 1u) * fm + (laser_const(a, 0u) + laser_const(a, 1u)) * phi[a];
-    return big + (small + spread(a, mask, nl, m).y);
+    return big + (small + spread(a, nl, m).y);
 }
 
 // The anchor of the usable lasers `mask`: the first (per-pixel) or the one of most weight.
@@ -429,10 +438,10 @@ fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         if (worst != OK && ambiguous(a, mask, nl)) {
             reason = worst;
         } else if ((p.flags & WEIGHTED) != 0u) {
-            let d = search_weighted(a, mask, nl);
+            let d = search_weighted(a, nl);
             reason = d.reason;
             if (reason == OK) {
-                height = height_weighted(a, mask, nl, d.m);
+                height = height_weighted(a, nl, d.m);
             }
         } else {
             let d = search_per_pixel(a, mask, nl);
