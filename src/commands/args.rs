@@ -12,6 +12,7 @@ use crate::dtype::HostType;
 use crate::gpu::Precision;
 use crate::io::preview::PreviewRange;
 use crate::io::weights::parse_scale;
+use crate::ops::classical::{MinModulation, Unwrap};
 use crate::optim::LrSchedule;
 use crate::psi::PhaseSteps;
 use crate::psi::config::{DEFAULT_A, DEFAULT_B, DEFAULT_WAVELENGTHS};
@@ -293,26 +294,80 @@ impl FromStr for Problem {
     }
 }
 
-/// `--phase-steps`: calibrated phase steps in degrees, comma-separated: one list for every laser
-/// (`0,90,180,270`) or one list per laser separated by `;` (`0,90,180,270;0,88,179,271`).
-#[derive(Clone, Debug, PartialEq)]
+impl FromStr for Unwrap {
+    type Err = ArgError;
+    /// `--unwrap`: `per-pixel` or `weighted`.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let table = [(Unwrap::PerPixel.name(), Unwrap::PerPixel), (Unwrap::Weighted.name(), Unwrap::Weighted)];
+        named(s, &table, || format!("--unwrap '{s}': expected per-pixel or weighted"))
+    }
+}
+
+impl FromStr for MinModulation {
+    type Err = ArgError;
+    /// `--min-modulation`: counts of B (`3`) or a fraction of the offset A (`0.05A`), not negative.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let t = s.trim();
+        let (number, of_a) = match t.strip_suffix(['A', 'a']) {
+            Some(n) => (n, true),
+            None => (t, false),
+        };
+        match number.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => {
+                Ok(if of_a { MinModulation::OfOffset(v) } else { MinModulation::Counts(v) })
+            }
+            _ => fail(format!("--min-modulation '{s}': expected counts of B like 3, or a fraction of A like 0.05A")),
+        }
+    }
+}
+
+/// `--saturation`: a positive raw level (like 4095 for a 12-bit camera in u16 frames).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Saturation(pub f32);
+
+impl FromStr for Saturation {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        match s.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(Saturation(v)),
+            _ => fail(format!("--saturation '{s}': expected a positive raw level like 4095")),
+        }
+    }
+}
+
+/// `--phase-steps`: `nominal` (360°·k/N), one list of steps in degrees for every laser
+/// (`0,90,180,270`), or one list per laser separated by `;` (`0,90,180,270;0,91,179,272`).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseStepsArg(pub PhaseSteps);
 
 impl FromStr for PhaseStepsArg {
     type Err = ArgError;
     fn from_str(s: &str) -> Result<Self, ArgError> {
-        let list = |l: &str| -> Option<Vec<f64>> {
-            l.split(',').map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(f64::to_radians)).collect()
-        };
-        let lists: Option<Vec<Vec<f64>>> = s.split(';').map(list).collect();
-        match lists {
-            Some(mut l) if l.len() == 1 => Ok(PhaseStepsArg(PhaseSteps::Shared(l.remove(0)))),
-            Some(l) => Ok(PhaseStepsArg(PhaseSteps::PerLaser(l))),
-            None => fail(format!(
-                "--phase-steps '{s}': expected degrees like 0,90,180,270 (one list for all lasers) or lists per \
-                 laser separated by ';'"
-            )),
+        if s.trim() == "nominal" {
+            return Ok(PhaseStepsArg(PhaseSteps::Nominal));
         }
+        let lists: Option<Vec<Vec<f64>>> = s
+            .split(';')
+            .map(|list| list.split(',').map(|v| v.trim().parse().ok().filter(|d: &f64| d.is_finite())).collect())
+            .collect();
+        lists.map(|l| PhaseStepsArg(PhaseSteps::from_degrees(l))).ok_or_else(|| {
+            ArgError(format!(
+                "--phase-steps '{s}': expected nominal, degrees like 0,90,180,270, or one list per laser like \
+                 0,90,180,270;0,91,179,272"
+            ))
+        })
+    }
+}
+
+impl fmt::Display for PhaseStepsArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lists = self.0.to_degrees();
+        if lists.is_empty() {
+            return f.write_str("nominal");
+        }
+        let text: Vec<String> =
+            lists.iter().map(|d| d.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")).collect();
+        f.write_str(&text.join(";"))
     }
 }
 
@@ -427,15 +482,17 @@ mod tests {
         assert_eq!("3,4,5,6".parse::<Region>(), Ok(Region([3, 4, 5, 6])));
         assert_eq!("up3, outc".parse::<Layers>(), Ok(Layers::Prefixes(vec!["up3".into(), "outc".into()])));
         assert_eq!("unet:w.safetensors".parse::<FitInit>(), Ok(FitInit::UNet("w.safetensors".into())));
-        let rad = |d: &[f64]| d.iter().map(|v| v.to_radians()).collect::<Vec<_>>();
-        assert_eq!(
-            "0, 90,180,270".parse::<PhaseStepsArg>(),
-            Ok(PhaseStepsArg(PhaseSteps::Shared(rad(&[0.0, 90.0, 180.0, 270.0]))))
-        );
-        assert_eq!(
-            "0,90,180;0,91,182".parse::<PhaseStepsArg>(),
-            Ok(PhaseStepsArg(PhaseSteps::PerLaser(vec![rad(&[0.0, 90.0, 180.0]), rad(&[0.0, 91.0, 182.0])])))
-        );
+        assert_eq!("weighted".parse::<Unwrap>(), Ok(Unwrap::Weighted));
+        assert_eq!("3".parse::<MinModulation>(), Ok(MinModulation::Counts(3.0)));
+        assert_eq!(" 0.05A".parse::<MinModulation>(), Ok(MinModulation::OfOffset(0.05)));
+        assert_eq!("nominal".parse::<PhaseStepsArg>(), Ok(PhaseStepsArg::default()));
+        let shared = "0,90,180".parse::<PhaseStepsArg>().unwrap();
+        assert!(matches!(&shared.0, PhaseSteps::Shared(d) if d.len() == 3));
+        assert_eq!(shared.to_string(), "0,90,180");
+        let per = "0,90,180,270; 0,91,179,272".parse::<PhaseStepsArg>().unwrap();
+        assert!(matches!(&per.0, PhaseSteps::PerLaser(d) if d.len() == 2 && d[1].len() == 4));
+        assert_eq!(PhaseStepsArg::default().to_string(), "nominal");
+        assert_eq!("4095".parse::<Saturation>(), Ok(Saturation(4095.0)));
         assert_eq!(
             "1,2,3,4".parse::<DarkPatch>(),
             Ok(DarkPatch(Patch { kind: PatchKind::Dark, region: [1, 2, 3, 4] }))
@@ -465,7 +522,11 @@ mod tests {
             ("--layers", ",".parse::<Layers>().err()),
             ("--init", "foo".parse::<FitInit>().err()),
             ("helmholtz", "poisson".parse::<Problem>().err()),
+            ("--unwrap", "spatial".parse::<Unwrap>().err()),
+            ("--min-modulation", "-1".parse::<MinModulation>().err()),
+            ("--min-modulation", "0.1B".parse::<MinModulation>().err()),
             ("--phase-steps", "0,90,x".parse::<PhaseStepsArg>().err()),
+            ("--saturation", "0".parse::<Saturation>().err()),
             ("--phase-steps", "0,90;".parse::<PhaseStepsArg>().err()),
             ("--dark", "1,2,3".parse::<DarkPatch>().err()),
             ("--saturate", "1,2,3,-4".parse::<SaturatePatch>().err()),

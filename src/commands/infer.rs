@@ -4,6 +4,11 @@
 //! U-Net when weights are given, else the classical multi-wavelength solver. [`infer`] is the
 //! engine (benchmarks and the demo call it); [`run`] is the command: infer, then the optional
 //! preview PNG and statistics JSON.
+//!
+//! The classical solver learns the frame's raw type here: its clip levels (0 and the type's
+//! maximum for u8/u16, `--saturation` otherwise) and modulation floor are in raw counts, which
+//! reach it multiplied by the input scale ([`Levels::for_input`]). Its optional quality and
+//! reason channels go to their own files (`--quality` f32, `--mask` u8 [`Reason`] codes).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,8 @@ use crate::io::weights::Weights;
 use crate::nn::Model;
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
-use crate::ops::classical::ClassicalConfig;
+use crate::ops::classical::{ClassicalConfig, Levels, MinModulation};
+use crate::psi::reason::Reason;
 pub use crate::tiling::region::input_scale;
 use crate::tiling::{StreamOptions, StreamStats, stream};
 
@@ -33,6 +39,13 @@ pub struct InferOptions {
     pub classical: ClassicalConfig,
     /// Where to write the classical solver's fringe-contrast map, if wanted.
     pub quality: Option<PathBuf>,
+    /// Where to write the classical solver's reason per pixel (u8 [`Reason`] codes), if wanted.
+    pub mask: Option<PathBuf>,
+    /// The classical solver's modulation floor (`None`: [`Levels::for_input`]'s default).
+    pub min_modulation: Option<MinModulation>,
+    /// Raw level at and above which a bucket is saturated (`None`: the type's maximum for
+    /// u8/u16, none for floats).
+    pub saturation: Option<f32>,
     pub tile: usize,
     pub overlap: usize,
     pub batch: Option<usize>,
@@ -52,6 +65,9 @@ impl InferOptions {
             weights: None,
             classical: ClassicalConfig::default(),
             quality: None,
+            mask: None,
+            min_modulation: None,
+            saturation: None,
             tile: 512,
             overlap: 128,
             batch: None,
@@ -73,6 +89,9 @@ pub struct InferStats {
     pub output_shape: Vec<usize>,
     pub overlap: usize,
     pub stream: StreamStats,
+    /// NaN pixels of the height map, and per [`Reason`] code when a mask was written.
+    pub invalid: usize,
+    pub reasons: Option<[usize; 5]>,
 }
 
 impl InferStats {
@@ -95,14 +114,77 @@ pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result
     Ok(Model::UNet(UNet::new(gpu, &weights, precision)?))
 }
 
-/// Load the model the options ask for.
+/// Load the model the options ask for (the classical solver's levels from the input's type).
 pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
     match &opts.weights {
+        Some(_) if opts.mask.is_some() => {
+            Err(Error::Invalid("--mask is the classical solver's; it cannot be used with --weights".into()))
+        }
         Some(path) => load_unet(gpu, path, opts.precision),
         None => {
+            let ty = NpyReader::open(&opts.input)?.header().ty;
+            let scale = input_scale(opts.input_scale, None, ty);
             let mut config = opts.classical.clone();
-            config.quality = opts.quality.is_some();
+            config.levels = Levels::for_input(ty, scale, opts.min_modulation, opts.saturation)?;
+            (config.quality, config.reason) = (opts.quality.is_some(), opts.mask.is_some());
             Ok(Model::Classical(Classical::new(gpu, config)?))
+        }
+    }
+}
+
+/// The files of a model's extra output channels: the classical solver's quality (f32) and reason
+/// (u8) maps, each `(H, W)`, and the NaN and reason counts.
+struct Extras {
+    quality: Option<NpyWriter>,
+    mask: Option<NpyWriter>,
+    invalid: usize,
+    reasons: [usize; 5],
+}
+
+impl Extras {
+    fn new(model: &Model, opts: &InferOptions, [h, w]: [usize; 2]) -> Result<Extras> {
+        let (q, r) = match model {
+            Model::Classical(c) => (c.config.quality, c.config.reason),
+            _ => (false, false),
+        };
+        let open = |path: &Option<PathBuf>, on: bool, ty| match path {
+            Some(path) if on => NpyWriter::new(path, ty, &[h, w]).map(Some),
+            _ => Ok(None),
+        };
+        let quality = open(&opts.quality, q, HostType::F32)?;
+        let mask = open(&opts.mask, r, HostType::U8)?;
+        Ok(Extras { quality, mask, invalid: 0, reasons: [0; 5] })
+    }
+
+    /// Output channels of the model that are not the main output's.
+    fn channels(&self) -> usize {
+        self.quality.is_some() as usize + self.mask.is_some() as usize
+    }
+
+    /// Write a finished block: `heights` then the extra channels, `block` values each.
+    fn write(&mut self, heights: &[f32], extra: &[f32], block: usize) -> Result<()> {
+        self.invalid += heights.iter().filter(|v| v.is_nan()).count();
+        let mut channels = extra.chunks_exact(block);
+        if let Some(q) = self.quality.as_mut() {
+            q.write(bytemuck::cast_slice(channels.next().unwrap_or_default()))?;
+        }
+        if let (Some(m), Some(values)) = (self.mask.as_mut(), channels.next()) {
+            let codes: Vec<u8> = values.iter().map(|&v| v.round() as u8).collect();
+            for &c in &codes {
+                self.reasons[(c as usize).min(4)] += 1;
+            }
+            m.write(&codes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<[usize; 5]>> {
+        if let Some(q) = self.quality {
+            q.finish()?;
+        }
+        match self.mask {
+            Some(m) => m.finish().map(|_| Some(self.reasons)),
+            None => Ok(None),
         }
     }
 }
@@ -131,15 +213,12 @@ pub fn infer_with(
             });
         }
     };
-    // Channels of the main output; the classical solver's quality map goes to its own file.
-    let quality = matches!(model, Model::Classical(_)) && opts.quality.is_some();
-    let main_c = model.out_channels() - quality as usize;
+    // Channels of the main output; the classical solver's quality and reason maps go to their own
+    // files.
+    let mut extras = Extras::new(model, opts, [h, w])?;
+    let main_c = model.out_channels() - extras.channels();
     let output_shape = if main_c == 1 { vec![h, w] } else { vec![main_c, h, w] };
     let mut out = NpyWriter::new(&opts.output, HostType::F32, &output_shape)?;
-    let mut qual = match (&opts.quality, quality) {
-        (Some(q), true) => Some(NpyWriter::new(q, HostType::F32, &[h, w])?),
-        _ => None,
-    };
     let scale = input_scale(opts.input_scale, model.input_scale(), header.ty);
     let sopts = StreamOptions {
         tile: opts.tile,
@@ -160,17 +239,13 @@ pub fn infer_with(
                 let bytes = bytemuck::cast_slice(&data[ch * block..(ch + 1) * block]);
                 out.write_at(ch as u64 * plane + (row0 * w * 4) as u64, bytes)?;
             }
-            if let Some(q) = qual.as_mut() {
-                q.write(bytemuck::cast_slice(&data[main_c * block..(main_c + 1) * block]))?;
-            }
-            Ok(())
+            extras.write(&data[..main_c * block], &data[main_c * block..], block)
         },
         on_tiles,
     )?;
     out.finish()?;
-    if let Some(q) = qual {
-        q.finish()?;
-    }
+    let invalid = extras.invalid;
+    let reasons = extras.finish()?;
     Ok(InferStats {
         model: model.name(),
         shape: [c, h, w],
@@ -180,6 +255,8 @@ pub fn infer_with(
         output_shape,
         overlap: if stats.tiles > 1 { opts.overlap } else { 0 },
         stream: stats,
+        invalid,
+        reasons,
     })
 }
 
@@ -222,8 +299,16 @@ impl Report {
             "overlap": s.overlap,
             "batch": s.stream.batch,
             "peak_gpu_bytes": s.stream.peak_gpu_bytes,
+            "invalid_pixels": s.invalid,
+            "invalid_by_reason": s.reasons.map(reason_counts),
         })
     }
+}
+
+/// `{"low_modulation": n, ...}` of the non-zero reason codes.
+fn reason_counts(counts: [usize; 5]) -> serde_json::Value {
+    let names = ["ok", "low_modulation", "saturated", "non_finite", "unresolved"];
+    (1..5).map(|c| (names[c].to_string(), serde_json::json!(counts[c]))).collect::<serde_json::Map<_, _>>().into()
 }
 
 impl fmt::Display for Report {
@@ -248,6 +333,20 @@ impl fmt::Display for Report {
             s.megapixels_per_s(),
             s.stream.peak_gpu_bytes as f64 / 1048576.0
         )?;
+        if s.invalid > 0 {
+            write!(f, "\n{} of {} pixels are NaN (not solvable", s.invalid, s.shape[1] * s.shape[2])?;
+            match s.reasons {
+                Some(r) => write!(
+                    f,
+                    ": {} low modulation, {} saturated, {} non-finite input, {} unresolved)",
+                    r[Reason::LowModulation as usize],
+                    r[Reason::Saturated as usize],
+                    r[Reason::NonFiniteInput as usize],
+                    r[Reason::OrderUnresolved as usize]
+                )?,
+                None => write!(f, "; --mask tells why)")?,
+            }
+        }
         if let Some((png, info)) = &self.preview {
             write!(
                 f,

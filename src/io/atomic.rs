@@ -3,7 +3,7 @@
 //! target. A writer dropped before [`AtomicFile::commit`] (an error, a panic, an interrupt)
 //! removes its temporary file, so the target is either complete or untouched — never
 //! half-written; a commit asked for after a stop request
-//! ([`interrupt`](crate::error::interrupt)) is refused.
+//! ([`crate::error::interrupt`]) is refused.
 //!
 //! The temporary file is created exclusively (`create_new`): PID and counter make its name unique
 //! within a host, and where they do not (two processes with one PID in different containers

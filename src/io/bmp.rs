@@ -32,7 +32,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// File header (14) + `BITMAPINFOHEADER` (40) + the 12 bytes of colour masks that follow it.
-const PROBE_LEN: usize = 66;
+pub const PROBE_LEN: usize = 66;
 /// Size of the file header.
 const FILE_HEADER: usize = 14;
 /// Size of `BITMAPINFOHEADER`, the smallest info header accepted.

@@ -10,14 +10,14 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use psi_gpu::commands::args::{
     Ab, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, PhaseStepsArg, PrecisionArg,
-    PreviewRangeArg, Region, SaturatePatch, Schedule, SurfaceShape, SyntheticRange, Wavelengths,
+    PreviewRangeArg, Region, SaturatePatch, Saturation, Schedule, SurfaceShape, SyntheticRange, Wavelengths,
 };
 use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
 use psi_gpu::commands::train::LossChoice;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, pinn, train};
 use psi_gpu::io::images::ImageFormat;
-use psi_gpu::ops::classical::ClassicalConfig;
+use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Unwrap};
 use psi_gpu::psi::PsiConfig;
 use psi_gpu::psi::config::DEFAULT_BUCKETS;
 use psi_gpu::psi::surface::Shape;
@@ -166,6 +166,29 @@ pub struct InferArgs {
     /// Classical solver: also write the fringe-contrast (quality) map here.
     #[arg(long)]
     quality: Option<PathBuf>,
+    /// Classical solver: how fringe orders are decided: per-pixel (residuals against the first
+    /// laser) or weighted (noise-weighted spread of all lasers' heights over exactly
+    /// --height-range; the height is their inverse-variance mean).
+    #[arg(long, default_value = "per-pixel")]
+    unwrap: Unwrap,
+    /// Classical solver: phase steps in degrees: nominal (360·k/N), one list for every laser
+    /// (0,90,180,270) or one per laser separated by ';' (0,90,180,270;0,91,179,272).
+    #[arg(long, default_value_t)]
+    phase_steps: PhaseStepsArg,
+    /// Classical solver: a laser whose modulation B is below this is dropped for the pixel, in
+    /// counts of the raw frame (3) or as a fraction of its offset A (0.05A) [default: 3 for u8/u16
+    /// frames, none for floats].
+    #[arg(long, allow_hyphen_values = true)]
+    min_modulation: Option<MinModulation>,
+    /// Classical solver: raw level at and above which a bucket is saturated and left out of its
+    /// laser's fit [default: the maximum of u8/u16 frames, none for floats]; buckets at 0 of u8/u16
+    /// frames are left out too.
+    #[arg(long)]
+    saturation: Option<Saturation>,
+    /// Classical solver: write why each pixel is NaN here, (H, W) u8: 0 ok, 1 low modulation,
+    /// 2 saturated, 3 non-finite input, 4 fringe order unresolved.
+    #[arg(long)]
+    mask: Option<PathBuf>,
     /// Write run statistics (time, tiles, throughput, device, memory) as JSON here.
     #[arg(long)]
     stats_json: Option<PathBuf>,
@@ -181,8 +204,9 @@ impl From<InferArgs> for infer::Options {
         (o.weights, o.quality, o.tile, o.overlap, o.batch) =
             (a.weights, a.quality, a.tiles.tile, a.tiles.overlap, a.tiles.batch);
         (o.precision, o.input_scale, o.memory_budget) = (a.precision.0, a.input_scale.map(|s| s.0), a.gpu_memory << 20);
-        o.classical.psi = PsiConfig::with(a.wavelengths.0, a.buckets);
-        o.classical.height_range = a.height_range.0;
+        o.classical.psi = PsiConfig { phase_steps: a.phase_steps.0, ..PsiConfig::with(a.wavelengths.0, a.buckets) };
+        (o.classical.height_range, o.classical.unwrap) = (a.height_range.0, a.unwrap);
+        (o.mask, o.min_modulation, o.saturation) = (a.mask, a.min_modulation, a.saturation.map(|s| s.0));
         infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }
     }
 }

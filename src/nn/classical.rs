@@ -24,7 +24,7 @@ impl Classical {
         self.config.in_channels()
     }
 
-    /// 1 (height) or 2 (height, quality).
+    /// Height, then quality and the reason code if the configuration asks for them.
     pub fn out_channels(&self) -> usize {
         self.config.out_channels()
     }

@@ -6,6 +6,7 @@ use crate::gpu::Tensor;
 use crate::gpu::{Gpu, Precision};
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
+use crate::ops::classical::Unwrap;
 use crate::ops::conv::{ConvWeights, conv};
 
 #[allow(clippy::large_enum_variant)] // one model per run
@@ -24,7 +25,11 @@ impl Model {
                 None => format!("unet (base {})", m.config.base),
             },
             Model::Classical(c) => {
-                format!("classical ({} lasers x {} buckets)", c.config.lasers(), c.config.psi.buckets)
+                let unwrap = match c.config.unwrap {
+                    Unwrap::PerPixel => String::new(),
+                    other => format!(", {} unwrap", other.name()),
+                };
+                format!("classical ({} lasers x {} buckets{unwrap})", c.config.lasers(), c.config.psi.buckets)
             }
             Model::FirstChannel(_) => "first channel".into(),
         }

@@ -28,6 +28,29 @@ pub enum PhaseSteps {
     PerLaser(Vec<Vec<f64>>),
 }
 
+impl PhaseSteps {
+    /// Calibrated steps from lists in degrees: one list is [`PhaseSteps::Shared`], several are
+    /// [`PhaseSteps::PerLaser`] (in channel order); none is nominal.
+    pub fn from_degrees(mut lists: Vec<Vec<f64>>) -> PhaseSteps {
+        let radians = |d: Vec<f64>| d.into_iter().map(f64::to_radians).collect();
+        match lists.len() {
+            0 => PhaseSteps::Nominal,
+            1 => PhaseSteps::Shared(radians(lists.remove(0))),
+            _ => PhaseSteps::PerLaser(lists.into_iter().map(radians).collect()),
+        }
+    }
+
+    /// The lists in degrees ([`Self::from_degrees`] reversed).
+    pub fn to_degrees(&self) -> Vec<Vec<f64>> {
+        let degrees = |d: &[f64]| d.iter().map(|v| v.to_degrees()).collect();
+        match self {
+            PhaseSteps::Nominal => Vec::new(),
+            PhaseSteps::Shared(d) => vec![degrees(d)],
+            PhaseSteps::PerLaser(all) => all.iter().map(|d| degrees(d)).collect(),
+        }
+    }
+}
+
 /// Lasers, phase steps and the bucket model's A/B.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PsiConfig {
@@ -181,6 +204,21 @@ mod tests {
         assert!(c.validate_phase_steps().is_err());
         c.phase_steps = PhaseSteps::Shared(vec![0.0, 1.0]);
         assert!(c.validate_phase_steps().unwrap_err().to_string().contains("2 phase steps for 4 buckets"));
+    }
+
+    #[test]
+    fn phase_steps_in_degrees() {
+        assert_eq!(PhaseSteps::from_degrees(vec![]), PhaseSteps::Nominal);
+        let one = PhaseSteps::from_degrees(vec![vec![0.0, 90.0, 180.0]]);
+        assert_eq!(one, PhaseSteps::Shared(vec![0.0, std::f64::consts::FRAC_PI_2, std::f64::consts::PI]));
+        let two = vec![vec![0.0, 91.0], vec![1.0, 179.0]];
+        let per = PhaseSteps::from_degrees(two.clone());
+        assert!(
+            matches!(&per, PhaseSteps::PerLaser(d) if d.len() == 2 && (d[1][1] - 179f64.to_radians()).abs() < 1e-15)
+        );
+        let back = per.to_degrees();
+        assert!(back.iter().flatten().zip(two.iter().flatten()).all(|(a, b)| (a - b).abs() < 1e-12));
+        assert!(PhaseSteps::Nominal.to_degrees().is_empty());
     }
 
     #[test]

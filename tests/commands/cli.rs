@@ -399,3 +399,126 @@ fn finetune_lowers_the_physics_loss_of_the_chosen_layers() {
         assert!(!bad.exists());
     }
 }
+
+/// A u8 frame of the seed surface (σ = 2 counts) with a saturated band (columns 0..8) and a dark
+/// one (8..16); its truth.
+fn spoiled_frame(path: &Path, h: usize, w: usize) -> Vec<f32> {
+    let truth = seed_heights(h, w);
+    let mut frame = synth::buckets(&truth, h, w, &synth::SynthConfig { noise: 2.0, seed: 5, ..Default::default() });
+    for (i, v) in frame.iter_mut().enumerate() {
+        let x = i % w;
+        *v = if x < 8 {
+            400.0
+        } else if x < 16 {
+            0.0
+        } else {
+            *v
+        };
+    }
+    write_npy(path, HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
+    truth
+}
+
+#[test]
+fn infer_masks_invalid_pixels_tiled_as_whole() {
+    let d = TempPath::dir("mask");
+    let (h, w) = (40, 56);
+    let input = d.join("frame.npy");
+    let truth = spoiled_frame(&input, h, w);
+    let run = |name: &str, tiles: &[&str]| {
+        let (out, mask, stats) =
+            (d.join(format!("{name}.npy")), d.join(format!("{name}.mask.npy")), d.join(format!("{name}.json")));
+        let o = bin()
+            .args(["infer", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--unwrap", "weighted"])
+            .args(["--mask", mask.to_str().unwrap(), "--stats-json", stats.to_str().unwrap()])
+            .args(tiles)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{:?}", stderr_lines(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("pixels are NaN"), "{o:?}");
+        let (shape, heights) = npy::read_f32(&out).unwrap();
+        let mut reader = npy::NpyReader::open(&mask).unwrap();
+        assert_eq!((reader.header().ty, &reader.header().shape[..], shape), (HostType::U8, &[h, w][..], vec![h, w]));
+        let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap();
+        (heights, reader.read_all().unwrap(), stats)
+    };
+    let (heights, mask, stats) = run("tiled", &["--tile", "24", "--overlap", "8", "--batch", "1"]);
+    for (i, (&m, &z)) in mask.iter().zip(&heights).enumerate() {
+        let want = match i % w {
+            0..8 => 2,
+            8..16 => 1,
+            _ => 0,
+        };
+        assert_eq!(m, want, "pixel {i}: reason");
+        assert_eq!(z.is_nan(), m != 0, "pixel {i}: height {z}");
+        assert!(z.is_nan() || (z - truth[i]).abs() < 0.05, "pixel {i}: {z} vs {}", truth[i]);
+    }
+    assert_eq!(stats["invalid_pixels"], 16 * h);
+    assert_eq!(
+        (&stats["invalid_by_reason"]["saturated"], &stats["invalid_by_reason"]["low_modulation"]),
+        (&(8 * h).into(), &(8 * h).into())
+    );
+    let (whole, whole_mask, _) = run("whole", &["--tile", "0"]);
+    assert_eq!(mask, whole_mask, "tiled and whole masks");
+    for (i, (a, b)) in heights.iter().zip(&whole).enumerate() {
+        assert!(if a.is_nan() { b.is_nan() } else { (a - b).abs() <= 1e-4 }, "pixel {i}: tiled {a} vs whole {b}");
+    }
+}
+
+#[test]
+fn infer_with_calibrated_phase_steps() {
+    let d = TempPath::dir("steps");
+    let (h, w) = (24, 32);
+    let truth = seed_heights(h, w);
+    let steps = [0.0, 95.0, 177.0, 274.0];
+    let psi = psi_gpu::psi::PsiConfig {
+        phase_steps: psi_gpu::psi::PhaseSteps::from_degrees(vec![steps.to_vec()]),
+        ..Default::default()
+    };
+    let frame: Vec<f32> = synth::render(&truth, &psi, |_| (128.0, 100.0), || 0.0).iter().map(|&v| v as f32).collect();
+    let input = d.join("frame.npy");
+    write_npy(&input, HostType::F32, &[16, h, w], bytemuck::cast_slice(&frame));
+    let rmse = |args: &[&str]| {
+        let out = d.join("h.npy");
+        let o =
+            bin().args(["infer", input.to_str().unwrap(), "-o", out.to_str().unwrap()]).args(args).output().unwrap();
+        assert!(o.status.success(), "{:?}", stderr_lines(&o));
+        let (_, z) = npy::read_f32(&out).unwrap();
+        (z.iter().zip(&truth).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / (h * w) as f64).sqrt()
+    };
+    let (nominal, calibrated) = (rmse(&[]), rmse(&["--phase-steps", "0,95,177,274"]));
+    let per_laser =
+        rmse(&["--phase-steps", "0,95,177,274;0,95,177,274;0,95,177,274;0,95,177,274", "--unwrap", "weighted"]);
+    assert!(
+        calibrated < 1e-4 && per_laser < 1e-4 && nominal > 100.0 * calibrated,
+        "{nominal} vs {calibrated}, {per_laser}"
+    );
+}
+
+#[test]
+fn bad_solver_options_are_one_clear_error() {
+    let d = TempPath::dir("solver-errors");
+    let out = d.join("out.npy");
+    let psi = fixture("psi_frame_96x128.npy");
+    let f = psi.to_str().unwrap();
+    let mask = d.join("m.npy");
+    let m = mask.to_str().unwrap();
+    let wts = fixture("unet_b8.safetensors");
+    for (args, needle) in [
+        (vec!["--unwrap", "spatial"], "--unwrap 'spatial'"),
+        (vec!["--min-modulation", "-1"], "--min-modulation '-1'"),
+        (vec!["--phase-steps", "0,90,x"], "--phase-steps '0,90,x'"),
+        (vec!["--phase-steps", "0,90,180"], "3 phase steps for 4 buckets"),
+        (vec!["--phase-steps", "0,90,180,270;0,90,180,270"], "2 lists of phase steps for 4 lasers"),
+        (vec!["--phase-steps", "0,0,180,180"], "cannot separate offset, amplitude and phase"),
+        (vec!["--saturation", "x"], "--saturation 'x'"),
+        (vec!["--saturation", "300"], "up to the u8 maximum 255"),
+        (vec!["--wavelengths", "5,5.5"], "nearly coincide"),
+        (vec!["--mask", m, "--weights", wts.to_str().unwrap()], "--mask is the classical solver's"),
+    ] {
+        let mut all = vec![f];
+        all.extend(args);
+        expect_error(&all, &out, needle);
+        assert!(!mask.exists(), "{all:?}: no mask on error");
+    }
+}

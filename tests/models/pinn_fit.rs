@@ -197,8 +197,9 @@ fn pinn_fit_rejects_bad_inputs() {
     );
     let nan = PinnFitOptions { init: Init::Heights(vec![f32::NAN; 64]), ..small.clone() };
     fails(nan, "not all finite");
-    let two_lasers = PinnFitOptions { psi: PsiConfig::with(vec![5.0, 5.5], 4), ..small.clone() };
-    fails(two_lasers, "16 channels, but 2 wavelengths x 4 buckets = 8 expected");
+    // Three lasers (two cannot decide ±100 µm: the classical solver refuses them first).
+    let three_lasers = PinnFitOptions { psi: PsiConfig::with(vec![5.0, 5.5, 6.05], 4), ..small.clone() };
+    fails(three_lasers, "16 channels, but 3 wavelengths x 4 buckets = 12 expected");
     fails(PinnFitOptions { layers: vec![2, 4, 2], ..small.clone() }, "needs a 2 -> 1 network");
     fails(PinnFitOptions { smoothness: -1.0, ..small }, "smoothness = -1");
 }

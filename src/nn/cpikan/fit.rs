@@ -245,7 +245,7 @@ fn validate(opts: &PinnFitOptions) -> Result<ClassicalConfig> {
             psi.a, psi.b, opts.smoothness, opts.lr
         )));
     }
-    let classical = ClassicalConfig { psi: psi.clone(), height_range: opts.height_range, quality: false };
+    let classical = ClassicalConfig { psi: psi.clone(), height_range: opts.height_range, ..Default::default() };
     classical.validate()?;
     Ok(classical)
 }
