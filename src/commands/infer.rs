@@ -383,6 +383,7 @@ fn check(opts: &Options) -> Result<()> {
         .inputs("--weights", &o.weights)
         .outputs("the output (-o)", [&o.output])
         .outputs("--quality", &o.quality)
+        .outputs("--mask", &o.mask)
         .outputs("--stats-json", &opts.stats_json)
         .outputs("--preview", &opts.preview)
         .check()
