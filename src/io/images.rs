@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -219,17 +219,83 @@ fn png_err(path: &Path, e: png::DecodingError) -> Error {
     }
 }
 
-/// An open PNG with palette and low bit depths expanded (`EXPAND`): gray, gray + alpha, RGB or
-/// RGBA at 8 or 16 bits.
-fn open_png(path: &Path) -> Result<png::Reader<BufReader<File>>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND);
-    decoder.read_info().map_err(|e| png_err(path, e))
+/// A PNG opened to be read as gray, palette and low bit depths expanded (`EXPAND`): its rows
+/// are gray, gray + alpha, RGB or RGBA at 8 or 16 bits.
+pub struct GrayPng<R: BufRead + Seek> {
+    reader: png::Reader<R>,
+    path: PathBuf,
+    /// Samples per pixel of the expanded rows.
+    samples: usize,
+    pub width: usize,
+    pub height: usize,
+    /// `U8` or `U16`.
+    pub ty: HostType,
+}
+
+impl GrayPng<BufReader<File>> {
+    /// Open the PNG file at `path` (see [`GrayPng::new`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::new(BufReader::new(file), path)
+    }
+}
+
+impl<R: BufRead + Seek> GrayPng<R> {
+    /// Read the headers of the PNG `input` (named `path` in errors) and check that its pixels
+    /// can be read as gray.
+    pub fn new(input: R, path: &Path) -> Result<Self> {
+        let mut decoder = png::Decoder::new(input);
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let reader = decoder.read_info().map_err(|e| png_err(path, e))?;
+        let (samples, ty) = png_layout(&reader, path)?;
+        let (width, height) = reader.info().size();
+        let (width, height) = (width as usize, height as usize);
+        Ok(GrayPng { reader, path: path.to_path_buf(), samples, width, height, ty })
+    }
+
+    /// Decode the pixels and hand the gray values of each row (little-endian samples of `ty`),
+    /// top row first, to `sink`. Holds one row in memory unless the PNG is interlaced.
+    pub fn for_each_row(self, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let GrayPng { mut reader, path, samples, width, height, ty } = self;
+        let path = path.as_path();
+        let mut gray = Vec::with_capacity(width * ty.size());
+        if reader.info().interlaced {
+            // Adam7 rows come pass by pass: decode the whole image.
+            let size = reader
+                .output_buffer_size()
+                .ok_or_else(|| Error::Invalid(format!("{}: the PNG is too large to decode", path.display())))?;
+            let mut buf = Vec::new();
+            buf.try_reserve_exact(size).map_err(|_| {
+                Error::Invalid(format!("{}: not enough memory to decode the {size}-byte image", path.display()))
+            })?;
+            buf.resize(size, 0);
+            let frame = reader.next_frame(&mut buf).map_err(|e| png_err(path, e))?;
+            for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
+                gray.clear();
+                gray_row(row, samples, ty, &mut gray);
+                sink(&gray)?;
+            }
+        } else {
+            let mut rows = 0;
+            while let Some(row) = reader.next_row().map_err(|e| png_err(path, e))? {
+                gray.clear();
+                gray_row(row.data(), samples, ty, &mut gray);
+                sink(&gray)?;
+                rows += 1;
+            }
+            if rows != height {
+                return Err(Error::Invalid(format!(
+                    "{}: truncated: the PNG holds {rows} of its {height} rows",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Samples per pixel of a PNG's output colour type (after `EXPAND`) and its sample type.
-fn png_layout(reader: &png::Reader<BufReader<File>>, path: &Path) -> Result<(usize, HostType)> {
+fn png_layout<R: BufRead + Seek>(reader: &png::Reader<R>, path: &Path) -> Result<(usize, HostType)> {
     use png::{BitDepth, ColorType};
     let (color, depth) = reader.output_color_type();
     let samples = match color {
@@ -259,10 +325,8 @@ fn probe(path: &Path) -> Result<ImageHeader> {
             Ok(ImageHeader { width: layout.width, height: layout.height, ty: HostType::U8 })
         }
         ImageFormat::Png => {
-            let reader = open_png(path)?;
-            let (_, ty) = png_layout(&reader, path)?;
-            let (width, height) = reader.info().size();
-            Ok(ImageHeader { width: width as usize, height: height as usize, ty })
+            let png = GrayPng::open(path)?;
+            Ok(ImageHeader { width: png.width, height: png.height, ty: png.ty })
         }
     }
 }
@@ -299,46 +363,11 @@ fn convert_image(path: &Path, expect: ImageHeader, writer: &mut NpyWriter) -> Re
             writer.write(&image.pixels)
         }
         ImageFormat::Png => {
-            let mut reader = open_png(path)?;
-            let (samples, ty) = png_layout(&reader, path)?;
-            let (width, height) = reader.info().size();
-            if (width as usize, height as usize, ty) != (expect.width, expect.height, expect.ty) {
+            let png = GrayPng::open(path)?;
+            if (png.width, png.height, png.ty) != (expect.width, expect.height, expect.ty) {
                 return Err(changed());
             }
-            let mut gray = Vec::with_capacity(expect.width * ty.size());
-            if reader.info().interlaced {
-                // Adam7 rows come pass by pass: decode the whole image.
-                let size = reader
-                    .output_buffer_size()
-                    .ok_or_else(|| Error::Invalid(format!("{}: the PNG is too large to decode", path.display())))?;
-                let mut buf = Vec::new();
-                buf.try_reserve_exact(size).map_err(|_| {
-                    Error::Invalid(format!("{}: not enough memory to decode the {size}-byte image", path.display()))
-                })?;
-                buf.resize(size, 0);
-                let frame = reader.next_frame(&mut buf).map_err(|e| png_err(path, e))?;
-                for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
-                    gray.clear();
-                    gray_row(row, samples, ty, &mut gray);
-                    writer.write(&gray)?;
-                }
-            } else {
-                let mut rows = 0;
-                while let Some(row) = reader.next_row().map_err(|e| png_err(path, e))? {
-                    gray.clear();
-                    gray_row(row.data(), samples, ty, &mut gray);
-                    writer.write(&gray)?;
-                    rows += 1;
-                }
-                if rows != expect.height {
-                    return Err(Error::Invalid(format!(
-                        "{}: truncated: the PNG holds {rows} of its {} rows",
-                        path.display(),
-                        expect.height
-                    )));
-                }
-            }
-            Ok(())
+            png.for_each_row(|gray| writer.write(gray))
         }
     }
 }
@@ -529,3 +558,4 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
     }
     Ok(ConvertInfo { channels, height, width, dtype: header.ty, files })
 }
+
