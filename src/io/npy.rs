@@ -65,8 +65,10 @@ fn descr(ty: HostType) -> &'static str {
     }
 }
 
-/// The element type of a `descr` string, or why it is not supported.
+/// The element type of a `descr` string, or why it is not supported (naming it with control
+/// characters escaped, so that the message stays one line).
 fn parse_descr(descr: &str) -> Result<HostType, String> {
+    let shown = descr.escape_debug();
     match descr {
         // Byte order is meaningless for single bytes; numpy writes '|u1'.
         "|u1" | "<u1" | ">u1" => Ok(HostType::U8),
@@ -74,10 +76,10 @@ fn parse_descr(descr: &str) -> Result<HostType, String> {
         "<f2" => Ok(HostType::F16),
         "<f4" => Ok(HostType::F32),
         _ if descr.starts_with('>') => Err(format!(
-            "unsupported dtype '{descr}': big-endian data is not supported; convert with \
+            "unsupported dtype '{shown}': big-endian data is not supported; convert with \
              arr.astype(arr.dtype.newbyteorder('<'))"
         )),
-        _ => Err(format!("unsupported dtype '{descr}': expected uint8, uint16, float16 or float32")),
+        _ => Err(format!("unsupported dtype '{shown}': expected uint8, uint16, float16 or float32")),
     }
 }
 
@@ -871,6 +873,7 @@ mod tests {
             ),
             ("i4", npy_bytes(1, &dict("<i4", "(2,)"), &[0; 8]), "unsupported dtype '<i4'"),
             ("b1", npy_bytes(1, &dict("|b1", "(2,)"), &[0; 2]), "unsupported dtype '|b1'"),
+            ("newline", npy_bytes(1, &dict("\0\n<f4", "(2,)"), &[0; 8]), "unsupported dtype '\\0\\n<f4'"),
             ("big_endian", npy_bytes(1, &dict(">f4", "(2,)"), &[0; 8]), "big-endian data is not supported"),
             (
                 "structured",
