@@ -254,44 +254,93 @@ impl<R: BufRead + Seek> GrayPng<R> {
     }
 
     /// Decode the pixels and hand the gray values of each row (little-endian samples of `ty`),
-    /// top row first, to `sink`. Holds one row in memory unless the PNG is interlaced.
+    /// top row first, to `sink`. Holds one row in memory unless the PNG is interlaced; then the
+    /// gray image, gathered as the data arrives (never sized from the header alone).
     pub fn for_each_row(self, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let GrayPng { mut reader, path, samples, width, height, ty } = self;
         let path = path.as_path();
+        let interlaced = reader.info().interlaced;
         let mut gray = Vec::with_capacity(width * ty.size());
-        if reader.info().interlaced {
-            // Adam7 rows come pass by pass: decode the whole image.
-            let size = reader
-                .output_buffer_size()
-                .ok_or_else(|| Error::Invalid(format!("{}: the PNG is too large to decode", path.display())))?;
-            let mut buf = Vec::new();
-            buf.try_reserve_exact(size).map_err(|_| {
-                Error::Invalid(format!("{}: not enough memory to decode the {size}-byte image", path.display()))
-            })?;
-            buf.resize(size, 0);
-            let frame = reader.next_frame(&mut buf).map_err(|e| png_err(path, e))?;
-            for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
-                gray.clear();
-                gray_row(row, samples, ty, &mut gray);
-                sink(&gray)?;
-            }
-        } else {
-            let mut rows = 0;
-            while let Some(row) = reader.next_row().map_err(|e| png_err(path, e))? {
+        let mut passes = Vec::new();
+        let mut rows = 0;
+        while let Some(row) = reader.next_row().map_err(|e| png_err(path, e))? {
+            if interlaced {
+                gray_row(row.data(), samples, ty, &mut passes);
+            } else {
                 gray.clear();
                 gray_row(row.data(), samples, ty, &mut gray);
                 sink(&gray)?;
-                rows += 1;
             }
-            if rows != height {
+            rows += 1;
+        }
+        if interlaced {
+            let layout = adam7_layout(width, height, ty.size()).filter(|&(_, len)| len == passes.len());
+            let Some((layout, _)) = layout else {
                 return Err(Error::Invalid(format!(
-                    "{}: truncated: the PNG holds {rows} of its {height} rows",
+                    "{}: truncated: the interlaced PNG holds {rows} pass rows, not all of its {height} rows",
                     path.display()
                 )));
-            }
+            };
+            return deinterlace(&passes, &layout, width, height, ty.size(), sink);
+        }
+        if rows != height {
+            return Err(Error::Invalid(format!(
+                "{}: truncated: the PNG holds {rows} of its {height} rows",
+                path.display()
+            )));
         }
         Ok(())
     }
+}
+
+/// The Adam7 passes of an interlaced PNG: first column, first row, column step, row step.
+const ADAM7: [(usize, usize, usize, usize); 7] =
+    [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)];
+
+/// The pass (index into [`ADAM7`]) of pixel `(x, y)` is `ADAM7_PASS[y % 8][x % 8]`.
+const ADAM7_PASS: [[u8; 8]; 8] = {
+    let (even, odd) = ([4, 5, 4, 5, 4, 5, 4, 5], [6; 8]);
+    [[0, 5, 3, 5, 1, 5, 3, 5], odd, even, odd, [2, 5, 3, 5, 2, 5, 3, 5], odd, even, odd]
+};
+
+/// Where each Adam7 pass of a `width` x `height` image of `size`-byte pixels starts when the
+/// passes are stored one after another (empty passes absent, as PNG stores them), its bytes per
+/// row, and the length of all passes; `None` on overflow.
+fn adam7_layout(width: usize, height: usize, size: usize) -> Option<([(usize, usize); 7], usize)> {
+    let mut layout = [(0, 0); 7];
+    let mut end = 0usize;
+    for (slot, &(x0, y0, dx, dy)) in layout.iter_mut().zip(&ADAM7) {
+        let columns = width.saturating_sub(x0).div_ceil(dx);
+        let rows = if columns == 0 { 0 } else { height.saturating_sub(y0).div_ceil(dy) };
+        let stride = columns.checked_mul(size)?;
+        *slot = (end, stride);
+        end = end.checked_add(rows.checked_mul(stride)?)?;
+    }
+    Some((layout, end))
+}
+
+/// Hand the rows of an interlaced image, top first, to `sink`, from its pass rows `passes`
+/// stored as [`adam7_layout`] says (`layout`, whose length `passes` has).
+fn deinterlace(
+    passes: &[u8],
+    layout: &[(usize, usize); 7],
+    width: usize,
+    height: usize,
+    size: usize,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut row = Vec::with_capacity(width * size);
+    for y in 0..height {
+        row.clear();
+        for x in 0..width {
+            let pass = usize::from(ADAM7_PASS[y % 8][x % 8]);
+            let ((x0, y0, dx, dy), (start, stride)) = (ADAM7[pass], layout[pass]);
+            let at = start + (y - y0) / dy * stride + (x - x0) / dx * size;
+            row.extend_from_slice(&passes[at..at + size]);
+        }
+        sink(&row)?;
+    }
+    Ok(())
 }
 
 /// Samples per pixel of a PNG's output colour type (after `EXPAND`) and its sample type.
@@ -559,3 +608,49 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
     Ok(ConvertInfo { channels, height, width, dtype: header.ty, files })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam7_pass_table_matches_the_passes() {
+        for y in 0..8 {
+            for x in 0..8 {
+                let passes: Vec<usize> = (0..7)
+                    .filter(|&p| {
+                        let (x0, y0, dx, dy) = ADAM7[p];
+                        x % dx == x0 && y % dy == y0
+                    })
+                    .collect();
+                assert_eq!(passes, [usize::from(ADAM7_PASS[y][x])], "pixel ({x}, {y})");
+            }
+        }
+    }
+
+    /// Against the png crate's own expansion of pass rows, for every small size (empty passes
+    /// included) and both sample sizes.
+    #[test]
+    fn deinterlace_matches_png_expansion() {
+        for size in [1, 2] {
+            for (width, height) in (1..=17).flat_map(|w| (1..=17).map(move |h| (w, h))) {
+                let (layout, len) = adam7_layout(width, height, size).unwrap();
+                let passes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let mut expected = vec![0u8; width * height * size];
+                for (pass, &(start, stride)) in layout.iter().enumerate() {
+                    let next = layout.get(pass + 1).map_or(len, |&(s, _)| s);
+                    for (line, row) in passes[start..next].chunks_exact(stride.max(1)).enumerate() {
+                        let info = png::Adam7Info::new(pass as u8 + 1, line as u32, width as u32);
+                        png::expand_interlaced_row(&mut expected, width * size, row, &info, 8 * size as u8);
+                    }
+                }
+                let mut rows = Vec::new();
+                deinterlace(&passes, &layout, width, height, size, |row| {
+                    rows.extend_from_slice(row);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(rows, expected, "{width} x {height}, {size}-byte pixels");
+            }
+        }
+    }
+}
