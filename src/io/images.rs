@@ -614,15 +614,15 @@ mod tests {
 
     #[test]
     fn adam7_pass_table_matches_the_passes() {
-        for y in 0..8 {
-            for x in 0..8 {
+        for (y, row) in ADAM7_PASS.iter().enumerate() {
+            for (x, &pass) in row.iter().enumerate() {
                 let passes: Vec<usize> = (0..7)
                     .filter(|&p| {
                         let (x0, y0, dx, dy) = ADAM7[p];
                         x % dx == x0 && y % dy == y0
                     })
                     .collect();
-                assert_eq!(passes, [usize::from(ADAM7_PASS[y][x])], "pixel ({x}, {y})");
+                assert_eq!(passes, [usize::from(pass)], "pixel ({x}, {y})");
             }
         }
     }
