@@ -247,6 +247,16 @@ impl<R: BufRead + Seek> GrayPng<R> {
         let mut decoder = png::Decoder::new(input);
         decoder.set_transformations(png::Transformations::EXPAND);
         let reader = decoder.read_info().map_err(|e| png_err(path, e))?;
+        // png 0.18.1 panics on such a palette when it expands it (image-rs/image-png#694).
+        if let Some(palette) = &reader.info().palette
+            && palette.len() % 3 != 0
+        {
+            return Err(Error::Invalid(format!(
+                "{}: cannot read the PNG: its palette (PLTE) holds {} bytes, not a multiple of 3",
+                path.display(),
+                palette.len()
+            )));
+        }
         let (samples, ty) = png_layout(&reader, path)?;
         let (width, height) = reader.info().size();
         let (width, height) = (width as usize, height as usize);
@@ -611,6 +621,49 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PNG of `chunks` (type, data) with their CRCs, after the signature.
+    fn png_file(chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, data) in chunks {
+            let mut body = kind.to_vec();
+            body.extend_from_slice(data);
+            let mut crc = !0u32;
+            for &b in &body {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                }
+            }
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&(!crc).to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn palette_of_a_broken_length_is_an_error() {
+        // 1 x 1, 8-bit indexed; the IDAT holds one row [filter 0, index 0], zlib stored.
+        let ihdr = [0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0].to_vec();
+        let idat = vec![0x78, 0x01, 1, 2, 0, 0xfd, 0xff, 0, 0, 0, 0x02, 0, 0x01];
+        for (plte, ok) in [(vec![9; 3], true), (vec![9; 4], false), (vec![9; 5], false)] {
+            let file =
+                png_file(&[(b"IHDR", ihdr.clone()), (b"PLTE", plte), (b"IDAT", idat.clone()), (b"IEND", vec![])]);
+            let result = GrayPng::new(std::io::Cursor::new(&file), Path::new("p.png")).and_then(|png| {
+                let mut rows = Vec::new();
+                png.for_each_row(|row| {
+                    rows.push(row.to_vec());
+                    Ok(())
+                })?;
+                Ok(rows)
+            });
+            match result {
+                Ok(rows) => assert!(ok && rows == [[luma8(9, 9, 9)]], "{rows:?}"),
+                Err(e) => assert!(!ok && e.to_string().contains("not a multiple of 3"), "{e}"),
+            }
+        }
+    }
 
     #[test]
     fn adam7_pass_table_matches_the_passes() {
