@@ -17,7 +17,7 @@ use std::str::FromStr;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::io::weights::{Weights, f32_bytes, to_safetensors};
+use crate::io::weights::{Weights, f32_bytes, one_line, to_safetensors};
 
 /// Prefix of the optimizer tensors: no module or parameter of the U-Net has such a name.
 pub const OPTIM_PREFIX: &str = "__optim__.";
@@ -135,7 +135,7 @@ pub fn load(path: &Path) -> Result<(Weights, Option<OptimizerState>, i64)> {
 
 /// [`load`] a checkpoint held in `bytes` (named `path` in errors).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Weights, Option<OptimizerState>, i64)> {
-    let err = |message: String| Error::Weights { path: path.to_path_buf(), message };
+    let err = |message: String| Error::Weights { path: path.to_path_buf(), message: one_line(&message) };
     let mut weights = Weights::parse(path, bytes)?;
 
     // num_batches_tracked: the value of the first (by name) BatchNorm counter.

@@ -41,7 +41,7 @@ impl Weights {
     }
 
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Weights> {
-        let err = |message: String| Error::Weights { path: path.to_path_buf(), message };
+        let err = |message: String| Error::Weights { path: path.to_path_buf(), message: one_line(&message) };
         let st = SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| err(format!("bad header: {e}")))?;
         let mut tensors = BTreeMap::new();
@@ -93,10 +93,23 @@ impl Weights {
             None => Ok(None),
             Some(s) => parse_scale(s).map(Some).ok_or_else(|| Error::Weights {
                 path: self.path.clone(),
-                message: format!("metadata '{key}' = '{s}' is not a number"),
+                message: one_line(&format!("metadata '{key}' = '{s}' is not a number")),
             }),
         }
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`, ...): an error that quotes what
+/// a file holds (a tensor name, a dtype, a metadata value) stays one line.
+pub(crate) fn one_line(text: &str) -> String {
+    text.chars().fold(String::with_capacity(text.len()), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        out
+    })
 }
 
 /// Little-endian bytes of f32 values (safetensors' F32 layout).
@@ -146,6 +159,18 @@ mod tests {
         assert_eq!(parse_scale("0"), None);
         assert_eq!(parse_scale("1/0"), None);
         assert_eq!(parse_scale("abc"), None);
+    }
+
+    #[test]
+    fn errors_quoting_the_file_stay_one_line() {
+        // An unknown dtype whose name holds a newline: the JSON parser quotes it.
+        let header = br#"{"a\nb":{"dtype":"F32\nX","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 4]);
+        let e = Weights::parse(Path::new("w.safetensors"), &bytes).unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("F32\\nX"), "{e}");
+        assert_eq!(one_line("a\nb\tc\u{1b}d é"), "a\\nb\\tc\\u{1b}d é");
     }
 
     #[test]
