@@ -17,7 +17,7 @@ use std::str::FromStr;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::io::weights::{Weights, check_finite, f32_bytes, to_safetensors};
+use crate::io::weights::{Weights, check_finite, f32_bytes, one_line, to_safetensors};
 
 /// Prefix of the optimizer tensors: no module or parameter of the U-Net has such a name.
 pub const OPTIM_PREFIX: &str = "__optim__.";
@@ -151,11 +151,16 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
 /// (by name; 0 if the file has none).
 pub fn load(path: &Path) -> Result<(Weights, Option<OptimizerState>, i64)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let err = |message: String| Error::Weights { path: path.to_path_buf(), message };
-    let mut weights = Weights::parse(path, &bytes)?;
+    parse(path, &bytes)
+}
+
+/// [`load`] a checkpoint held in `bytes` (named `path` in errors).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Weights, Option<OptimizerState>, i64)> {
+    let err = |message: String| Error::Weights { path: path.to_path_buf(), message: one_line(&message) };
+    let mut weights = Weights::parse(path, bytes)?;
 
     // num_batches_tracked: the value of the first (by name) BatchNorm counter.
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
     let first_bn = st.names().into_iter().filter(|n| n.ends_with(NBT_SUFFIX)).min();
     let num_batches_tracked = match first_bn {
         None => 0,

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -219,17 +219,142 @@ fn png_err(path: &Path, e: png::DecodingError) -> Error {
     }
 }
 
-/// An open PNG with palette and low bit depths expanded (`EXPAND`): gray, gray + alpha, RGB or
-/// RGBA at 8 or 16 bits.
-fn open_png(path: &Path) -> Result<png::Reader<BufReader<File>>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND);
-    decoder.read_info().map_err(|e| png_err(path, e))
+/// A PNG opened to be read as gray, palette and low bit depths expanded (`EXPAND`): its rows
+/// are gray, gray + alpha, RGB or RGBA at 8 or 16 bits.
+pub struct GrayPng<R: BufRead + Seek> {
+    reader: png::Reader<R>,
+    path: PathBuf,
+    /// Samples per pixel of the expanded rows.
+    samples: usize,
+    pub width: usize,
+    pub height: usize,
+    /// `U8` or `U16`.
+    pub ty: HostType,
+}
+
+impl GrayPng<BufReader<File>> {
+    /// Open the PNG file at `path` (see [`GrayPng::new`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::new(BufReader::new(file), path)
+    }
+}
+
+impl<R: BufRead + Seek> GrayPng<R> {
+    /// Read the headers of the PNG `input` (named `path` in errors) and check that its pixels
+    /// can be read as gray.
+    pub fn new(input: R, path: &Path) -> Result<Self> {
+        let mut decoder = png::Decoder::new(input);
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let reader = decoder.read_info().map_err(|e| png_err(path, e))?;
+        // png 0.18.1 panics on such a palette when it expands it (image-rs/image-png#694).
+        if let Some(palette) = &reader.info().palette
+            && palette.len() % 3 != 0
+        {
+            return Err(Error::Invalid(format!(
+                "{}: cannot read the PNG: its palette (PLTE) holds {} bytes, not a multiple of 3",
+                path.display(),
+                palette.len()
+            )));
+        }
+        let (samples, ty) = png_layout(&reader, path)?;
+        let (width, height) = reader.info().size();
+        let (width, height) = (width as usize, height as usize);
+        Ok(GrayPng { reader, path: path.to_path_buf(), samples, width, height, ty })
+    }
+
+    /// Decode the pixels and hand the gray values of each row (little-endian samples of `ty`),
+    /// top row first, to `sink`. Holds one row in memory unless the PNG is interlaced; then the
+    /// gray image, gathered as the data arrives (never sized from the header alone).
+    pub fn for_each_row(self, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let GrayPng { mut reader, path, samples, width, height, ty } = self;
+        let path = path.as_path();
+        let interlaced = reader.info().interlaced;
+        let mut gray = Vec::with_capacity(width * ty.size());
+        let mut passes = Vec::new();
+        let mut rows = 0;
+        while let Some(row) = reader.next_row().map_err(|e| png_err(path, e))? {
+            if interlaced {
+                gray_row(row.data(), samples, ty, &mut passes);
+            } else {
+                gray.clear();
+                gray_row(row.data(), samples, ty, &mut gray);
+                sink(&gray)?;
+            }
+            rows += 1;
+        }
+        if interlaced {
+            let layout = adam7_layout(width, height, ty.size()).filter(|&(_, len)| len == passes.len());
+            let Some((layout, _)) = layout else {
+                return Err(Error::Invalid(format!(
+                    "{}: truncated: the interlaced PNG holds {rows} pass rows, not all of its {height} rows",
+                    path.display()
+                )));
+            };
+            return deinterlace(&passes, &layout, width, height, ty.size(), sink);
+        }
+        if rows != height {
+            return Err(Error::Invalid(format!(
+                "{}: truncated: the PNG holds {rows} of its {height} rows",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The Adam7 passes of an interlaced PNG: first column, first row, column step, row step.
+const ADAM7: [(usize, usize, usize, usize); 7] =
+    [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)];
+
+/// The pass (index into [`ADAM7`]) of pixel `(x, y)` is `ADAM7_PASS[y % 8][x % 8]`.
+const ADAM7_PASS: [[u8; 8]; 8] = {
+    let (even, odd) = ([4, 5, 4, 5, 4, 5, 4, 5], [6; 8]);
+    [[0, 5, 3, 5, 1, 5, 3, 5], odd, even, odd, [2, 5, 3, 5, 2, 5, 3, 5], odd, even, odd]
+};
+
+/// Where each Adam7 pass of a `width` x `height` image of `size`-byte pixels starts when the
+/// passes are stored one after another (empty passes absent, as PNG stores them), its bytes per
+/// row, and the length of all passes; `None` on overflow.
+fn adam7_layout(width: usize, height: usize, size: usize) -> Option<([(usize, usize); 7], usize)> {
+    let mut layout = [(0, 0); 7];
+    let mut end = 0usize;
+    for (slot, &(x0, y0, dx, dy)) in layout.iter_mut().zip(&ADAM7) {
+        let columns = width.saturating_sub(x0).div_ceil(dx);
+        let rows = if columns == 0 { 0 } else { height.saturating_sub(y0).div_ceil(dy) };
+        let stride = columns.checked_mul(size)?;
+        *slot = (end, stride);
+        end = end.checked_add(rows.checked_mul(stride)?)?;
+    }
+    Some((layout, end))
+}
+
+/// Hand the rows of an interlaced image, top first, to `sink`, from its pass rows `passes`
+/// stored as [`adam7_layout`] says (`layout`, whose length `passes` has).
+fn deinterlace(
+    passes: &[u8],
+    layout: &[(usize, usize); 7],
+    width: usize,
+    height: usize,
+    size: usize,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut row = Vec::with_capacity(width * size);
+    for y in 0..height {
+        row.clear();
+        for x in 0..width {
+            let pass = usize::from(ADAM7_PASS[y % 8][x % 8]);
+            let ((x0, y0, dx, dy), (start, stride)) = (ADAM7[pass], layout[pass]);
+            let at = start + (y - y0) / dy * stride + (x - x0) / dx * size;
+            row.extend_from_slice(&passes[at..at + size]);
+        }
+        sink(&row)?;
+    }
+    Ok(())
 }
 
 /// Samples per pixel of a PNG's output colour type (after `EXPAND`) and its sample type.
-fn png_layout(reader: &png::Reader<BufReader<File>>, path: &Path) -> Result<(usize, HostType)> {
+fn png_layout<R: BufRead + Seek>(reader: &png::Reader<R>, path: &Path) -> Result<(usize, HostType)> {
     use png::{BitDepth, ColorType};
     let (color, depth) = reader.output_color_type();
     let samples = match color {
@@ -259,10 +384,8 @@ fn probe(path: &Path) -> Result<ImageHeader> {
             Ok(ImageHeader { width: layout.width, height: layout.height, ty: HostType::U8 })
         }
         ImageFormat::Png => {
-            let reader = open_png(path)?;
-            let (_, ty) = png_layout(&reader, path)?;
-            let (width, height) = reader.info().size();
-            Ok(ImageHeader { width: width as usize, height: height as usize, ty })
+            let png = GrayPng::open(path)?;
+            Ok(ImageHeader { width: png.width, height: png.height, ty: png.ty })
         }
     }
 }
@@ -299,46 +422,11 @@ fn convert_image(path: &Path, expect: ImageHeader, writer: &mut NpyWriter) -> Re
             writer.write(&image.pixels)
         }
         ImageFormat::Png => {
-            let mut reader = open_png(path)?;
-            let (samples, ty) = png_layout(&reader, path)?;
-            let (width, height) = reader.info().size();
-            if (width as usize, height as usize, ty) != (expect.width, expect.height, expect.ty) {
+            let png = GrayPng::open(path)?;
+            if (png.width, png.height, png.ty) != (expect.width, expect.height, expect.ty) {
                 return Err(changed());
             }
-            let mut gray = Vec::with_capacity(expect.width * ty.size());
-            if reader.info().interlaced {
-                // Adam7 rows come pass by pass: decode the whole image.
-                let size = reader
-                    .output_buffer_size()
-                    .ok_or_else(|| Error::Invalid(format!("{}: the PNG is too large to decode", path.display())))?;
-                let mut buf = Vec::new();
-                buf.try_reserve_exact(size).map_err(|_| {
-                    Error::Invalid(format!("{}: not enough memory to decode the {size}-byte image", path.display()))
-                })?;
-                buf.resize(size, 0);
-                let frame = reader.next_frame(&mut buf).map_err(|e| png_err(path, e))?;
-                for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
-                    gray.clear();
-                    gray_row(row, samples, ty, &mut gray);
-                    writer.write(&gray)?;
-                }
-            } else {
-                let mut rows = 0;
-                while let Some(row) = reader.next_row().map_err(|e| png_err(path, e))? {
-                    gray.clear();
-                    gray_row(row.data(), samples, ty, &mut gray);
-                    writer.write(&gray)?;
-                    rows += 1;
-                }
-                if rows != expect.height {
-                    return Err(Error::Invalid(format!(
-                        "{}: truncated: the PNG holds {rows} of its {} rows",
-                        path.display(),
-                        expect.height
-                    )));
-                }
-            }
-            Ok(())
+            png.for_each_row(|gray| writer.write(gray))
         }
     }
 }
@@ -528,4 +616,77 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
         write_image(path, format, header.ty, width, height, &pixels)?;
     }
     Ok(ConvertInfo { channels, height, width, dtype: header.ty, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn palette_of_a_broken_length_is_an_error() {
+        for (palette, ok) in [(vec![9; 3], true), (vec![9; 4], false), (vec![9; 5], false)] {
+            // A 1 x 1 indexed PNG; the png crate writes whatever palette it is given.
+            let mut file = Vec::new();
+            let mut encoder = png::Encoder::new(&mut file, 1, 1);
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_palette(palette);
+            let mut writer = encoder.write_header().unwrap();
+            writer.write_image_data(&[0]).unwrap();
+            writer.finish().unwrap();
+            let result = GrayPng::new(std::io::Cursor::new(&file), Path::new("p.png")).and_then(|png| {
+                let mut rows = Vec::new();
+                png.for_each_row(|row| {
+                    rows.push(row.to_vec());
+                    Ok(())
+                })?;
+                Ok(rows)
+            });
+            match result {
+                Ok(rows) => assert!(ok && rows == [[luma8(9, 9, 9)]], "{rows:?}"),
+                Err(e) => assert!(!ok && e.to_string().contains("not a multiple of 3"), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn adam7_pass_table_matches_the_passes() {
+        for (y, row) in ADAM7_PASS.iter().enumerate() {
+            for (x, &pass) in row.iter().enumerate() {
+                let passes: Vec<usize> = (0..7)
+                    .filter(|&p| {
+                        let (x0, y0, dx, dy) = ADAM7[p];
+                        x % dx == x0 && y % dy == y0
+                    })
+                    .collect();
+                assert_eq!(passes, [usize::from(pass)], "pixel ({x}, {y})");
+            }
+        }
+    }
+
+    /// Against the png crate's own expansion of pass rows, for every small size (empty passes
+    /// included) and both sample sizes.
+    #[test]
+    fn deinterlace_matches_png_expansion() {
+        for size in [1, 2] {
+            for (width, height) in (1..=17).flat_map(|w| (1..=17).map(move |h| (w, h))) {
+                let (layout, len) = adam7_layout(width, height, size).unwrap();
+                let passes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let mut expected = vec![0u8; width * height * size];
+                for (pass, &(start, stride)) in layout.iter().enumerate() {
+                    let next = layout.get(pass + 1).map_or(len, |&(s, _)| s);
+                    for (line, row) in passes[start..next].chunks_exact(stride.max(1)).enumerate() {
+                        let info = png::Adam7Info::new(pass as u8 + 1, line as u32, width as u32);
+                        png::expand_interlaced_row(&mut expected, width * size, row, &info, 8 * size as u8);
+                    }
+                }
+                let mut rows = Vec::new();
+                deinterlace(&passes, &layout, width, height, size, |row| {
+                    rows.extend_from_slice(row);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(rows, expected, "{width} x {height}, {size}-byte pixels");
+            }
+        }
+    }
 }

@@ -65,8 +65,10 @@ fn descr(ty: HostType) -> &'static str {
     }
 }
 
-/// The element type of a `descr` string, or why it is not supported.
+/// The element type of a `descr` string, or why it is not supported (naming it with control
+/// characters escaped, so that the message stays one line).
 fn parse_descr(descr: &str) -> Result<HostType, String> {
+    let shown = descr.escape_debug();
     match descr {
         // Byte order is meaningless for single bytes; numpy writes '|u1'.
         "|u1" | "<u1" | ">u1" => Ok(HostType::U8),
@@ -74,10 +76,10 @@ fn parse_descr(descr: &str) -> Result<HostType, String> {
         "<f2" => Ok(HostType::F16),
         "<f4" => Ok(HostType::F32),
         _ if descr.starts_with('>') => Err(format!(
-            "unsupported dtype '{descr}': big-endian data is not supported; convert with \
+            "unsupported dtype '{shown}': big-endian data is not supported; convert with \
              arr.astype(arr.dtype.newbyteorder('<'))"
         )),
-        _ => Err(format!("unsupported dtype '{descr}': expected uint8, uint16, float16 or float32")),
+        _ => Err(format!("unsupported dtype '{shown}': expected uint8, uint16, float16 or float32")),
     }
 }
 
@@ -118,10 +120,22 @@ pub fn read_header(path: &Path) -> Result<NpyHeader> {
     parse_header(&mut file, path)
 }
 
+/// Parse and validate the header of the `.npy` file held in `bytes` (named `path` in errors),
+/// exactly as [`read_header`] does for a file on disk.
+pub fn parse_header_bytes(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
+    parse_header_from(&mut std::io::Cursor::new(bytes), bytes.len() as u64, path)
+}
+
 /// Parse the header of an open file; leaves the file position unspecified.
 fn parse_header(file: &mut File, path: &Path) -> Result<NpyHeader> {
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    parse_header_from(file, file_len, path)
+}
+
+/// Parse the header of a `.npy` file of `file_len` bytes read from `file` (at its start);
+/// leaves the position unspecified.
+fn parse_header_from(file: &mut (impl Read + Seek), file_len: u64, path: &Path) -> Result<NpyHeader> {
     let io = |e| Error::io(path, e);
-    let file_len = file.metadata().map_err(io)?.len();
 
     // Magic (6), version (2), header length (2 or 4).
     let mut prefix = Vec::with_capacity(12);
@@ -733,8 +747,10 @@ mod tests {
             (3, "<f2", "(0, 3)", vec![0, 3], 0),
         ] {
             let data = vec![0u8; data_len];
-            let path = write_file("versions", &npy_bytes(major, &dict(descr, shape_text), &data));
+            let bytes = npy_bytes(major, &dict(descr, shape_text), &data);
+            let path = write_file("versions", &bytes);
             let header = read_header(&path.0).unwrap();
+            assert_eq!(parse_header_bytes(&bytes, &path.0).unwrap(), header);
             assert_eq!(header.shape, shape, "{major} {shape_text}");
             assert_eq!(header.data_bytes(), data_len);
             assert_eq!(header.data_offset % ALIGN as u64, 0);
@@ -857,6 +873,7 @@ mod tests {
             ),
             ("i4", npy_bytes(1, &dict("<i4", "(2,)"), &[0; 8]), "unsupported dtype '<i4'"),
             ("b1", npy_bytes(1, &dict("|b1", "(2,)"), &[0; 2]), "unsupported dtype '|b1'"),
+            ("newline", npy_bytes(1, &dict("\0\n<f4", "(2,)"), &[0; 8]), "unsupported dtype '\\0\\n<f4'"),
             ("big_endian", npy_bytes(1, &dict(">f4", "(2,)"), &[0; 8]), "big-endian data is not supported"),
             (
                 "structured",
@@ -895,6 +912,8 @@ mod tests {
             let message = npy_message(read_header(&path.0));
             assert!(message.contains(expected), "{name}: {message}");
             let message = npy_message(NpyReader::open(&path.0).map(|r| r.header.clone()));
+            assert!(message.contains(expected), "{name}: {message}");
+            let message = npy_message(parse_header_bytes(&bytes, &path.0));
             assert!(message.contains(expected), "{name}: {message}");
         }
         // Header length beyond the end of the file.

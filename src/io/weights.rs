@@ -48,7 +48,7 @@ impl Weights {
 
     /// Read safetensors `bytes` (named `path` in messages); every floating tensor must be finite.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Weights> {
-        let err = |message: String| Error::Weights { path: path.to_path_buf(), message };
+        let err = |message: String| Error::Weights { path: path.to_path_buf(), message: one_line(&message) };
         let st = SafeTensors::deserialize(bytes).map_err(|e| err(not_safetensors(path, bytes, &e.to_string())))?;
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| err(format!("bad header: {e}")))?;
         let mut tensors = BTreeMap::new();
@@ -117,7 +117,7 @@ impl Weights {
             None => Ok(None),
             Some(s) => parse_scale(s).map(Some).ok_or_else(|| Error::Weights {
                 path: self.path.clone(),
-                message: format!("metadata '{key}' = '{s}' is not a number"),
+                message: one_line(&format!("metadata '{key}' = '{s}' is not a number")),
             }),
         }
     }
@@ -171,6 +171,19 @@ fn not_safetensors(path: &Path, bytes: &[u8], why: &str) -> String {
          `safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")` (a file that holds a \
          state_dict: `safetensors.torch.save_file(torch.load(\"{file}\", map_location=\"cpu\"), \"w.safetensors\")`)"
     )
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`, ...): an error that quotes what
+/// a file holds (a tensor name, a dtype, a metadata value) stays one line.
+pub(crate) fn one_line(text: &str) -> String {
+    text.chars().fold(String::with_capacity(text.len()), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        out
+    })
 }
 
 /// Little-endian bytes of f32 values (safetensors' F32 layout).
@@ -252,6 +265,18 @@ mod tests {
         assert_eq!(parse_scale("0"), None);
         assert_eq!(parse_scale("1/0"), None);
         assert_eq!(parse_scale("abc"), None);
+    }
+
+    #[test]
+    fn errors_quoting_the_file_stay_one_line() {
+        // An unknown dtype whose name holds a newline: the JSON parser quotes it.
+        let header = br#"{"a\nb":{"dtype":"F32\nX","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 4]);
+        let e = Weights::parse(Path::new("w.safetensors"), &bytes).unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("F32\\nX"), "{e}");
+        assert_eq!(one_line("a\nb\tc\u{1b}d é"), "a\\nb\\tc\\u{1b}d é");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod common;
 mod checkpoint;
 mod cli;
 mod convert;
+mod corpus;
 mod eval;
 mod generate;
 mod preview;
