@@ -7,9 +7,15 @@
 // tiles covering a pixel are added in a fixed order — the bytes do not depend on the run, the
 // batch size or the device's scheduling.
 //
-// Window: separable, sin² ramps of length `overlap` on the sides that have a neighbouring tile,
-// 1 elsewhere (image borders included). Neighbours' ramps are complementary (sin² + cos² = 1)
-// and never zero (half-pixel offset), so an identity model reproduces its input.
+// Two windows (`p.cut`):
+// - feather (0): separable, sin² ramps of length `overlap` on the sides that have a neighbouring
+//   tile, 1 elsewhere (image borders included). Neighbours' ramps are complementary
+//   (sin² + cos² = 1) and never zero (half-pixel offset), so an identity model reproduces its
+//   input. For models whose tiles differ near their edges (the U-Net).
+// - cut (1): each tile gives only its core `cores[k]` = vec4(y_lo, y_hi, x_lo, x_hi), in tile
+//   pixels; the cores partition the frame, so every pixel is one tile's value, stored as it is
+//   (weight 1: value / 1 is the value, NaN included). For models whose output is exactly local
+//   (the classical solver): with enough overlap a tile's core equals the whole frame's pixels.
 // Tile descriptors: vec4(y0, x0, block column, flags) with flags bit 0 = neighbour above,
 // 1 = below, 2 = left, 3 = right. Accumulator row of frame row y: y % ring.
 
@@ -25,8 +31,9 @@ struct BlendParams {
     rows: u32,
     // The tile of the batch this accumulate dispatch adds.
     tile: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // 1: the cut window (`cores`), 0: feather.
+    cut: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: BlendParams;
@@ -35,6 +42,7 @@ struct BlendParams {
 @group(0) @binding(3) var<storage, read_write> wsum: array<f32>;
 @group(0) @binding(4) var<storage, read> tile_out: array<T>;
 @group(0) @binding(5) var<storage, read_write> rows_out: array<f32>;
+@group(0) @binding(6) var<storage, read> cores: array<vec4<u32>>;
 
 const PI: f32 = 3.14159265358979;
 
@@ -69,10 +77,21 @@ fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let t = tiles[k];
     let y = i / p.tw;
     let x = i % p.tw;
-    let wgt = axis_weight(y, p.th, (t.w & 1u) != 0u, (t.w & 2u) != 0u)
-        * axis_weight(x, p.tw, (t.w & 4u) != 0u, (t.w & 8u) != 0u);
     let r = (t.x + y) % p.ring;
     let col = t.y + x;
+    if (p.cut != 0u) {
+        let core = cores[k];
+        if (y < core.x || y >= core.y || x < core.z || x >= core.w) {
+            return;
+        }
+        for (var c = 0u; c < p.c; c++) {
+            acc[(c * p.ring + r) * p.w + col] = f32(tile_out[((k * p.c + c) * p.th + y) * p.tw + x]);
+        }
+        wsum[r * p.w + col] = 1.0;
+        return;
+    }
+    let wgt = axis_weight(y, p.th, (t.w & 1u) != 0u, (t.w & 2u) != 0u)
+        * axis_weight(x, p.tw, (t.w & 4u) != 0u, (t.w & 8u) != 0u);
     for (var c = 0u; c < p.c; c++) {
         let a = (c * p.ring + r) * p.w + col;
         acc[a] = acc[a] + f32(tile_out[((k * p.c + c) * p.th + y) * p.tw + x]) * wgt;

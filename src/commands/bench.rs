@@ -21,7 +21,7 @@ pub struct Options {
     pub width: usize,
     pub weights: Option<PathBuf>,
     pub tile: usize,
-    pub overlap: usize,
+    pub overlap: Option<usize>,
     pub batch: Option<usize>,
     pub precision: Option<Precision>,
     /// Folder for the generated frame and outputs (removed afterwards).
@@ -124,7 +124,8 @@ pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
     infer_with(gpu, &model, &iopts, |_, _| {})?;
     let timed = infer_with(gpu, &model, &iopts, |_, _| {})?;
     let copy = Model::first_channel(gpu, model.in_channels(), model.precision())?;
-    iopts.batch = Some(timed.stream.batch);
+    // The same tiles as the model's run.
+    (iopts.batch, iopts.overlap) = (Some(timed.stream.batch), Some(timed.overlap));
     infer_with(gpu, &copy, &iopts, |_, _| {})?;
     let pipeline = infer_with(gpu, &copy, &iopts, |_, _| {})?;
     drop(cleanup);

@@ -22,7 +22,7 @@ pub struct Options {
     pub dir: PathBuf,
     pub size: usize,
     pub tile: usize,
-    pub overlap: usize,
+    pub overlap: Option<usize>,
 }
 
 pub struct Report {

@@ -27,7 +27,7 @@ use crate::nn::unet::UNet;
 use crate::ops::classical::{ClassicalConfig, Levels, MinModulation};
 use crate::psi::reason::Reason;
 pub use crate::tiling::region::input_scale;
-use crate::tiling::{StreamOptions, StreamStats, stream};
+use crate::tiling::{StreamOptions, StreamStats, overlap_for, stream};
 
 #[derive(Clone, Debug)]
 pub struct InferOptions {
@@ -47,7 +47,9 @@ pub struct InferOptions {
     /// u8/u16, none for floats).
     pub saturation: Option<f32>,
     pub tile: usize,
-    pub overlap: usize,
+    /// Overlap between tiles; `None`: what the model needs (the classical solver: twice its halo,
+    /// 0 per pixel) or its default (the U-Net: 128). Raised when below the model's need.
+    pub overlap: Option<usize>,
     pub batch: Option<usize>,
     /// Requested precision; `None` = auto (f16 where the device has it).
     pub precision: Option<Precision>,
@@ -69,7 +71,7 @@ impl InferOptions {
             min_modulation: None,
             saturation: None,
             tile: 512,
-            overlap: 128,
+            overlap: None,
             batch: None,
             precision: None,
             input_scale: None,
@@ -88,6 +90,8 @@ pub struct InferStats {
     pub precision: Precision,
     pub output_shape: Vec<usize>,
     pub overlap: usize,
+    /// Why the overlap is not the one asked for, if it is not.
+    pub overlap_raised: Option<String>,
     pub stream: StreamStats,
     /// NaN pixels of the height map, and per [`Reason`] code when a mask was written.
     pub invalid: usize,
@@ -220,9 +224,10 @@ pub fn infer_with(
     let output_shape = if main_c == 1 { vec![h, w] } else { vec![main_c, h, w] };
     let mut out = NpyWriter::new(&opts.output, HostType::F32, &output_shape)?;
     let scale = input_scale(opts.input_scale, model.input_scale(), header.ty);
+    let o = overlap_for(model.reach(), opts.tile, opts.overlap)?;
     let sopts = StreamOptions {
         tile: opts.tile,
-        overlap: opts.overlap,
+        overlap: o.overlap,
         batch: opts.batch,
         input_scale: scale,
         memory_budget: opts.memory_budget,
@@ -253,7 +258,8 @@ pub fn infer_with(
         input_scale: scale,
         precision: model.precision(),
         output_shape,
-        overlap: if stats.tiles > 1 { opts.overlap } else { 0 },
+        overlap: stats.overlap,
+        overlap_raised: o.raised,
         stream: stats,
         invalid,
         reasons,
@@ -316,7 +322,7 @@ impl fmt::Display for Report {
         let s = &self.stats;
         write!(
             f,
-            "wrote {} {:?} f32 | {} | frame {:?} {} x{} | {} tiles of {}x{} (batch {}) | {} on {} | {:.3} s, {:.2} MP/s | GPU {:.1} MiB",
+            "wrote {} {:?} f32 | {} | frame {:?} {} x{} | {} tiles of {}x{}, overlap {} (batch {}) | {} on {} | {:.3} s, {:.2} MP/s | GPU {:.1} MiB",
             self.output.display(),
             s.output_shape,
             s.model,
@@ -326,6 +332,7 @@ impl fmt::Display for Report {
             s.stream.tiles,
             s.stream.tile_h,
             s.stream.tile_w,
+            s.overlap,
             s.stream.batch,
             s.precision,
             self.device,
@@ -333,6 +340,9 @@ impl fmt::Display for Report {
             s.megapixels_per_s(),
             s.stream.peak_gpu_bytes as f64 / 1048576.0
         )?;
+        if let Some(why) = &s.overlap_raised {
+            write!(f, "\n{why}")?;
+        }
         if s.invalid > 0 {
             write!(f, "\n{} of {} pixels are NaN (not solvable", s.invalid, s.shape[1] * s.shape[2])?;
             match s.reasons {

@@ -123,9 +123,11 @@ pub struct TileArgs {
     /// Tile size in pixels; 0 runs the whole frame as one tile.
     #[arg(long, default_value_t = 512)]
     tile: usize,
-    /// Overlap between neighbouring tiles, blended with sin² ramps.
-    #[arg(long, default_value_t = 128)]
-    overlap: usize,
+    /// Overlap between neighbouring tiles (default: what the model needs — the classical
+    /// solver twice its halo, 0 per pixel, its tiles cut at the overlap's middle; the U-Net 128,
+    /// blended with sin² ramps). Raised when below the model's need.
+    #[arg(long)]
+    overlap: Option<usize>,
     /// Tiles per GPU batch (default: from the adapter's limits and the GPU memory budget).
     #[arg(long)]
     batch: Option<usize>,
@@ -357,8 +359,9 @@ pub struct DemoArgs {
     dir: PathBuf,
     #[arg(long, default_value_t = 512)]
     tile: usize,
-    #[arg(long, default_value_t = 128)]
-    overlap: usize,
+    /// Overlap between tiles (default: what the classical solver needs).
+    #[arg(long)]
+    overlap: Option<usize>,
 }
 
 impl From<DemoArgs> for demo::Options {

@@ -7,4 +7,4 @@ pub mod cpikan;
 mod model;
 pub mod unet;
 
-pub use model::Model;
+pub use model::{Model, Reach, UNET_OVERLAP};

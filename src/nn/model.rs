@@ -9,6 +9,23 @@ use crate::nn::unet::UNet;
 use crate::ops::classical::Unwrap;
 use crate::ops::conv::{ConvWeights, conv};
 
+/// How far a model's output at a pixel reaches into its input: what the tiler needs to cut a
+/// frame into tiles that give the whole frame's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The output at a pixel depends only on input within `halo` pixels (the classical solver:
+    /// 0 per pixel): tiles overlapping by `2 · halo`, each giving its core, equal the whole frame
+    /// bit for bit.
+    Local { halo: usize },
+    /// A receptive field wider than any practical tile overlap (the U-Net's: four poolings of
+    /// 3 x 3 convolutions): tiles overlap by `overlap` unless told otherwise, and their seams are
+    /// feathered.
+    Wide { overlap: usize },
+}
+
+/// The U-Net's overlap by default: a quarter of the default 512-pixel tile.
+pub const UNET_OVERLAP: usize = 128;
+
 #[allow(clippy::large_enum_variant)] // one model per run
 pub enum Model {
     UNet(UNet),
@@ -48,6 +65,16 @@ impl Model {
             Model::UNet(m) => m.config.n_classes,
             Model::Classical(c) => c.out_channels(),
             Model::FirstChannel(_) => 1,
+        }
+    }
+
+    /// What the tiler must know of the model's reach (see [`Reach`]).
+    pub fn reach(&self) -> Reach {
+        match self {
+            Model::UNet(_) => Reach::Wide { overlap: UNET_OVERLAP },
+            Model::Classical(c) => Reach::Local { halo: c.halo() },
+            // The stitching check: an identity model, blended as the U-Net is.
+            Model::FirstChannel(_) => Reach::Wide { overlap: UNET_OVERLAP },
         }
     }
 

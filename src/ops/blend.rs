@@ -1,5 +1,7 @@
 //! Seam-free stitching on the GPU (`shaders/blend.wgsl`): windowed accumulation of tile outputs
-//! into a ring of accumulator rows, and normalisation of finished rows.
+//! into a ring of accumulator rows, and normalisation of finished rows. Two windows
+//! ([`Window`]): feathered sin² ramps over the overlap, or a cut that takes each pixel from the
+//! one tile whose core holds it.
 //!
 //! Deterministic on every device: one accumulate dispatch per tile of a batch, recorded in tile
 //! order in one compute pass. wgpu puts a barrier between dispatches that use a buffer as
@@ -30,7 +32,23 @@ pub struct BlendParams {
     pub rows: u32,
     /// The tile of the batch an accumulate dispatch adds.
     pub tile: u32,
-    pub _pad: [u32; 2],
+    /// 1: [`Window::Cut`], 0: [`Window::Feather`].
+    pub cut: u32,
+    pub _pad: u32,
+}
+
+/// How the tiles covering a pixel make its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// Separable sin² ramps over the overlap: the tiles' values mixed, seams feathered. For
+    /// models whose tiles differ near their edges (the U-Net's receptive field is wider than
+    /// any practical overlap).
+    Feather,
+    /// Each tile gives only its core (`cores`: y_lo, y_hi, x_lo, x_hi in tile pixels, which
+    /// partition the frame): every pixel is one tile's value, bit for bit, NaN included. For
+    /// models whose output is exactly local: with an overlap of twice their halo the cores equal
+    /// the whole frame's result.
+    Cut,
 }
 
 /// Accumulators for `ring` rows of a `w`-wide frame with `c` output channels, and the dispatches
@@ -47,10 +65,13 @@ pub struct Blender {
     /// The accumulators: weighted values `[c, ring, w]`, weights `[ring, w]` (at the start of a
     /// buffer of the values' size).
     acc: [wgpu::Buffer; 2],
+    /// The batch's tile cores for [`Window::Cut`] (see [`Blender::set_cores`]).
+    cores: wgpu::Buffer,
 }
 
 impl Blender {
-    /// `tile_out` is the model's `[n, c, th, tw]` output; `tiles` the batch's descriptors.
+    /// `tile_out` is the model's `[n, c, th, tw]` output; `tiles` the batch's descriptors; with
+    /// [`Window::Cut`], [`Blender::set_cores`] gives each batch's cores.
     pub fn new(
         gpu: &Gpu,
         tile_out: &Tensor,
@@ -58,6 +79,7 @@ impl Blender {
         w: usize,
         ring: usize,
         overlap: usize,
+        window: Window,
     ) -> Result<Blender> {
         let [n, c, th, tw] = tile_out.shape;
         if ring < th {
@@ -74,6 +96,12 @@ impl Blender {
             })
         };
         let (acc, wsum) = (make("blend values"), make("blend weights"));
+        let cores = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tile cores"),
+            size: (16 * n.max(1)) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let rows_out = Tensor::new(gpu, [1, c, ring, w], Precision::F32, "blended rows")?;
         let params = BlendParams {
             count: n as u32,
@@ -86,19 +114,26 @@ impl Blender {
             row0: 0,
             rows: 0,
             tile: 0,
-            _pad: [0; 2],
+            cut: u32::from(window == Window::Cut),
+            _pad: 0,
         };
         let launch = |entry, params: &BlendParams, bufs: &[(u32, &wgpu::Buffer)], count: usize| {
             let [gx, gy] = grid_1d(gpu, count, 256);
             Dispatch::new(gpu, &SHADER.kernel(entry), tile_out.precision, params, bufs, [gx, gy, 1])
         };
-        let bufs = [(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer)];
+        let bufs = [(1, tiles), (2, &acc), (3, &wsum), (4, &tile_out.buffer), (6, &cores)];
         let accumulate = (0..n as u32)
             .map(|tile| launch("accumulate", &BlendParams { tile, ..params }, &bufs, th * tw))
             .collect::<Result<Vec<_>>>()?;
         let normalize = launch("normalize", &params, &[(2, &acc), (3, &wsum), (5, &rows_out.buffer)], ring * w)?;
-        let bytes = 2 * acc.size() + rows_out.buffer.size();
-        Ok(Blender { params, accumulate, normalize, rows_out, bytes, acc: [acc, wsum] })
+        let bytes = 2 * acc.size() + rows_out.buffer.size() + cores.size();
+        Ok(Blender { params, accumulate, normalize, rows_out, bytes, acc: [acc, wsum], cores })
+    }
+
+    /// The cores `(y_lo, y_hi, x_lo, x_hi)` of the batch's tiles, in tile pixels, for
+    /// [`Window::Cut`] (queued; the next accumulate dispatches read them).
+    pub fn set_cores(&self, gpu: &Gpu, cores: &[[u32; 4]]) {
+        gpu.queue.write_buffer(&self.cores, 0, bytemuck::cast_slice(cores));
     }
 
     /// The accumulate dispatches for a batch of `count` real tiles, one per tile: record them in

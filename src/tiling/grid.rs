@@ -1,8 +1,11 @@
 //! The tile grid: unique tile origins covering an H x W frame with a requested overlap, the last
 //! tile of each axis flush with the border. Frames smaller than a tile run as one smaller tile;
-//! `tile = 0` runs the whole frame as one tile. Tiles need not be square.
+//! `tile = 0` runs the whole frame as one tile. Tiles need not be square. With the cut window
+//! each tile also has a *core* ([`TileGrid::core`]): the cores partition the frame, each cut at
+//! the middle of its overlap with the neighbour.
 
 use crate::error::{Error, Result};
+use crate::ops::blend::Window;
 
 /// Unique origins along one axis of `n` pixels: `0, s, 2s, … < n − tile`, then `n − tile`
 /// (s = tile − overlap). One origin when the tile covers the axis.
@@ -35,6 +38,8 @@ pub struct TileGrid {
     /// Tile origins: rows and columns.
     pub ys: Vec<usize>,
     pub xs: Vec<usize>,
+    /// How the tiles covering a pixel make its value (feather unless set).
+    pub window: Window,
 }
 
 impl TileGrid {
@@ -43,13 +48,33 @@ impl TileGrid {
             return Err(Error::Shape(format!("empty frame of {h} x {w} pixels")));
         }
         if tile == 0 {
-            return Ok(TileGrid { h, w, th: h, tw: w, overlap: 0, ys: vec![0], xs: vec![0] });
+            return Ok(TileGrid { h, w, th: h, tw: w, overlap: 0, ys: vec![0], xs: vec![0], window: Window::Feather });
         }
         if overlap >= tile {
             return Err(Error::Invalid(format!("--overlap {overlap} must be smaller than --tile {tile}")));
         }
         let (th, tw) = (tile.min(h), tile.min(w));
-        Ok(TileGrid { h, w, th, tw, overlap, ys: starts(h, tile, overlap), xs: starts(w, tile, overlap) })
+        let (ys, xs) = (starts(h, tile, overlap), starts(w, tile, overlap));
+        Ok(TileGrid { h, w, th, tw, overlap, ys, xs, window: Window::Feather })
+    }
+
+    /// The same grid, stitched with `window`.
+    pub fn with_window(self, window: Window) -> TileGrid {
+        TileGrid { window, ..self }
+    }
+
+    /// Tile (i, j)'s core `(y_lo, y_hi, x_lo, x_hi)` in tile pixels: between two neighbouring
+    /// tiles the frame is cut at the middle of their overlap (`⌊(start₂ + start₁ + tile) / 2⌋`),
+    /// so a core keeps at least `⌊overlap / 2⌋` pixels from every side that has a neighbour, and
+    /// the cores of all tiles partition the frame.
+    pub fn core(&self, i: usize, j: usize) -> [u32; 4] {
+        let axis = |s: &[usize], k: usize, t: usize| {
+            let lo = if k > 0 { (s[k - 1] + s[k] + t) / 2 - s[k] } else { 0 };
+            let hi = if k + 1 < s.len() { (s[k] + s[k + 1] + t) / 2 - s[k] } else { t };
+            [lo as u32, hi as u32]
+        };
+        let ([y_lo, y_hi], [x_lo, x_hi]) = (axis(&self.ys, i, self.th), axis(&self.xs, j, self.tw));
+        [y_lo, y_hi, x_lo, x_hi]
     }
 
     pub fn len(&self) -> usize {
@@ -102,6 +127,36 @@ mod tests {
         assert_eq!((g.th, g.tw, g.len()), (40, 300, 1));
         assert!(TileGrid::new(40, 300, 32, 32).is_err());
         assert!(TileGrid::new(0, 300, 32, 8).is_err());
+    }
+
+    /// Every pixel lies in exactly one core, at least ⌊overlap / 2⌋ from its tile's sides that
+    /// have a neighbour (a core never starts above its tile, so the rows a tile row finishes
+    /// hold no later tile's core).
+    #[test]
+    fn cores_partition_the_frame() {
+        for (h, w, tile, ov) in
+            [(300, 250, 128, 32), (97, 40, 13, 12), (64, 64, 64, 8), (250, 33, 128, 32), (9, 5, 4, 2)]
+        {
+            let g = TileGrid::new(h, w, tile, ov).unwrap();
+            let mut owners = vec![0u8; h * w];
+            for (i, &y0) in g.ys.iter().enumerate() {
+                for (j, &x0) in g.xs.iter().enumerate() {
+                    let [ya, yb, xa, xb] = g.core(i, j).map(|v| v as usize);
+                    assert!(ya < yb && yb <= g.th && xa < xb && xb <= g.tw, "{h}x{w} {tile}/{ov} ({i},{j})");
+                    let margin = ov / 2;
+                    assert!(i == 0 || ya >= margin, "{h}x{w} {tile}/{ov}: core starts {ya} rows in");
+                    assert!(i + 1 == g.ys.len() || g.th - yb >= margin, "{h}x{w} {tile}/{ov}: {yb} of {}", g.th);
+                    assert!(j == 0 || xa >= margin);
+                    assert!(j + 1 == g.xs.len() || g.tw - xb >= margin);
+                    for y in y0 + ya..y0 + yb {
+                        for x in x0 + xa..x0 + xb {
+                            owners[y * w + x] += 1;
+                        }
+                    }
+                }
+            }
+            assert!(owners.iter().all(|&n| n == 1), "{h}x{w} {tile}/{ov}: a pixel in {:?} cores", owners.iter().max());
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! runs the model on batches of them and blends them back into finished rows.
 
 pub mod grid;
+pub mod halo;
 pub mod region;
 pub mod stream;
 
 pub use grid::TileGrid;
+pub use halo::{Overlap, overlap_for};
 pub use stream::{StreamOptions, StreamStats, stream};

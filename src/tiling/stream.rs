@@ -2,7 +2,9 @@
 //! npy file, run the tiles in batches — upload the batch's block in its raw dtype, gather and
 //! convert on the GPU, model, windowed accumulation in tile order — then normalise the rows no later
 //! tile touches, read them back and hand them to the caller. Host and GPU memory depend on the
-//! tile size, batch and frame width, never on the frame's height.
+//! tile size, batch and frame width, never on the frame's height. The overlap is at least what
+//! the model's reach needs ([`overlap_for`]), and an exactly local model's tiles are cut, not
+//! feathered.
 
 use std::time::Instant;
 
@@ -13,15 +15,17 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Plan, Readback, check_binding};
 use crate::io::npy::NpyReader;
 use crate::nn::Model;
-use crate::ops::blend::Blender;
+use crate::ops::blend::{Blender, Window};
 use crate::ops::gather::{GatherParams, gather};
 use crate::ops::host_type_code;
 use crate::tiling::grid::TileGrid;
+use crate::tiling::halo::overlap_for;
 
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
     /// Tile size (0 = the whole frame as one tile).
     pub tile: usize,
+    /// Overlap between neighbouring tiles; raised to what the model needs.
     pub overlap: usize,
     /// Tiles per batch; `None` = chosen from the adapter's limits and `memory_budget`.
     pub batch: Option<usize>,
@@ -37,6 +41,8 @@ pub struct StreamStats {
     pub batch: usize,
     pub tile_h: usize,
     pub tile_w: usize,
+    /// The overlap the tiles had (0 when one tile covers the frame).
+    pub overlap: usize,
     pub seconds: f64,
     /// Bytes the engine allocated on the GPU (weights, activations, blocks, accumulators).
     pub peak_gpu_bytes: u64,
@@ -153,7 +159,7 @@ impl Pipeline {
             _pad: 0,
         };
         let gather = gather(gpu, &block, &tiles, &gp, &plan.input)?;
-        let blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap)?;
+        let blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap, g.window)?;
         let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
         Ok(Pipeline { grid, batch, plan, block, tiles, gather, gp, blender, itemsize, peak_gpu_bytes })
     }
@@ -173,6 +179,9 @@ impl Pipeline {
         gpu.queue.write_buffer(&self.block, 0, &bytes);
         let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(g, i, j, g.xs[j] - xa)).collect();
         gpu.queue.write_buffer(&self.tiles, 0, bytemuck::cast_slice(&desc));
+        if g.window == Window::Cut {
+            self.blender.set_cores(gpu, &(j0..j1).map(|j| g.core(i, j)).collect::<Vec<_>>());
+        }
         self.gp.bw = bw as u32;
         self.gp.count = (j1 - j0) as u32;
         self.gather.update(gpu, &self.gp);
@@ -216,7 +225,8 @@ pub fn stream(
 ) -> Result<StreamStats> {
     let t0 = Instant::now();
     let [_, h, w] = frame_shape(reader, model)?;
-    let grid = TileGrid::new(h, w, opts.tile, opts.overlap)?;
+    let o = overlap_for(model.reach(), opts.tile, Some(opts.overlap))?;
+    let grid = TileGrid::new(h, w, opts.tile, o.overlap)?.with_window(o.window);
     let mut p = Pipeline::new(gpu, model, grid.clone(), opts, reader.header().ty, w)?;
     let g = &grid;
     let out_c = model.out_channels();
@@ -245,6 +255,7 @@ pub fn stream(
         batch: p.batch,
         tile_h: g.th,
         tile_w: g.tw,
+        overlap: if total > 1 { g.overlap } else { 0 },
         seconds: t0.elapsed().as_secs_f64(),
         peak_gpu_bytes: p.peak_gpu_bytes,
     })
