@@ -52,6 +52,13 @@ impl Report {
         self.pipeline.stream.seconds / self.model.stream.seconds.max(1e-12)
     }
 
+    /// Pixels the model computed per output pixel: tiles x tile area / frame area (1.0 when the
+    /// tiles do not overlap).
+    pub fn computed_per_output(&self) -> f64 {
+        let (s, [_, h, w]) = (&self.model.stream, self.model.shape);
+        (s.tiles * s.tile_h * s.tile_w) as f64 / (h * w) as f64
+    }
+
     /// The figures `--json` writes.
     pub fn to_json(&self) -> serde_json::Value {
         let (m, d) = (&self.model, &self.device);
@@ -59,7 +66,7 @@ impl Report {
             "device": d.name, "backend": d.backend, "device_type": d.device_type,
             "frame": m.shape, "model": m.model, "precision": m.precision.to_string(),
             "tile": [m.stream.tile_h, m.stream.tile_w], "overlap": m.overlap, "batch": m.stream.batch,
-            "tiles": m.stream.tiles, "seconds": m.stream.seconds, "megapixels_per_s": m.megapixels_per_s(),
+            "tiles": m.stream.tiles, "computed_per_output_pixel": self.computed_per_output(), "seconds": m.stream.seconds, "megapixels_per_s": m.megapixels_per_s(),
             "pipeline_seconds": self.pipeline.stream.seconds, "share_outside_model": self.share_outside_model(),
             "peak_gpu_bytes": m.stream.peak_gpu_bytes,
         })
@@ -73,8 +80,16 @@ impl fmt::Display for Report {
         let [c, h, w] = m.shape;
         writeln!(
             f,
-            "frame     {c} x {h} x {w} u8 | model {} | precision {} | {} tiles of {}x{}, overlap {}, batch {}",
-            m.model, m.precision, s.tiles, s.tile_h, s.tile_w, m.overlap, s.batch
+            "frame     {c} x {h} x {w} u8 | model {} | precision {} | {} tiles of {}x{}, overlap {}, batch {} | \
+             {:.2} pixels computed per output pixel",
+            m.model,
+            m.precision,
+            s.tiles,
+            s.tile_h,
+            s.tile_w,
+            m.overlap,
+            s.batch,
+            self.computed_per_output()
         )?;
         let gpu_mib = s.peak_gpu_bytes as f64 / 1048576.0;
         writeln!(f, "infer     {:.3} s, {:.3} MP/s (GPU {gpu_mib:.1} MiB)", s.seconds, m.megapixels_per_s())?;

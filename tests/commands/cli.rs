@@ -264,6 +264,8 @@ fn demo_generate_bench_run_end_to_end() {
     for key in ["device", "backend", "precision", "frame", "tiles", "megapixels_per_s", "share_outside_model"] {
         assert!(b.get(key).is_some(), "bench JSON lacks {key}: {b}");
     }
+    // Tile rows at 0, 32 and columns at 0, 48, 64: 6 tiles of 64² for 96 x 128 pixels.
+    assert_eq!((b["overlap"].as_u64(), b["computed_per_output_pixel"].as_f64()), (Some(16), Some(2.0)), "{b}");
 
     let o = bin().args(["generate", d.join("g.npy").to_str().unwrap(), "--dtype", "i32"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
