@@ -1,6 +1,6 @@
 //! Element types of frames on disk and as uploaded raw to the GPU.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostType {
     U8,
     U16,

@@ -12,14 +12,14 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
 use psi_gpu::commands::args::ArgError;
-use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, info, pinn, train};
+use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, info, pinn, train};
 use psi_gpu::error::interrupt;
 use psi_gpu::gpu::{Gpu, GpuOptions};
 
 #[path = "main/flags.rs"]
 mod flags;
 
-use flags::{Cli, Command, PinnCommand};
+use flags::{Cli, Command, InferRun, PinnCommand};
 
 fn main() -> ExitCode {
     if let Some((name, value)) = psi_gpu::gpu::quiet_display_probe_env() {
@@ -80,10 +80,13 @@ fn run(cli: Cli) -> Result<()> {
     let gpu = || Gpu::new(&gpu_opts);
     match cli.command {
         Command::Info => show(info::run(&info::Options { backend: cli.gpu.backend })),
-        Command::Infer(a) => {
-            let gpu = gpu()?;
-            show(with_bar(bar("tiles"), |b| infer::run(&gpu, &a.into(), position(b))))
-        }
+        Command::Infer(a) => match a.try_into()? {
+            InferRun::One(opts) => {
+                let gpu = gpu()?;
+                show(with_bar(bar("tiles"), |b| infer::run(&gpu, &opts, position(b))))
+            }
+            InferRun::Many(opts) => infer_many_command(&gpu()?, &opts),
+        },
         Command::Eval(a) => show(eval::run(&a.into())),
         Command::Generate(a) => {
             let gpu = gpu()?;
@@ -107,6 +110,26 @@ fn run(cli: Cli) -> Result<()> {
 fn show(report: psi_gpu::Result<impl Display>) -> Result<()> {
     println!("{}", report?);
     Ok(())
+}
+
+/// Many frames: a line per frame written, an `error:` line per frame skipped, exit 2 if any was.
+fn infer_many_command(gpu: &Gpu, opts: &infer_many::Options) -> Result<()> {
+    let bar = bar("tiles");
+    let report = with_bar(bar, |bar| {
+        infer_many::run(gpu, opts, |frame, frames, done, total| {
+            bar.set_message(format!("frame {}/{frames}", frame + 1));
+            position(bar)(done, total);
+        })
+    })?;
+    println!("{report}");
+    let failed: Vec<_> = report.failures().collect();
+    for (_, why) in &failed {
+        eprintln!("error: {why}");
+    }
+    match failed.len() {
+        0 => Ok(()),
+        n => Err(anyhow::anyhow!("{n} of {} frames were skipped; the others were written", report.frames.len())),
+    }
 }
 
 fn train_command(gpu: &Gpu, opts: &train::Options) -> psi_gpu::Result<train::Report> {

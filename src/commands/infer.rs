@@ -372,9 +372,8 @@ impl fmt::Display for Report {
     }
 }
 
-/// Options that would be ignored, and the files (see [`Files`]), refused before any work.
-fn check(opts: &Options) -> Result<()> {
-    let o = &opts.infer;
+/// Options that would be ignored, refused before any work (one frame or many).
+pub fn check_options(o: &InferOptions) -> Result<()> {
     if o.batch == Some(0) {
         return Err(Error::Invalid("--batch 0: a batch holds at least one tile".into()));
     }
@@ -388,6 +387,13 @@ fn check(opts: &Options) -> Result<()> {
             "--precision f16 applies to the U-Net (--weights); the classical solver runs in f32".into(),
         ));
     }
+    Ok(())
+}
+
+/// Options that would be ignored, and the files (see [`Files`]), refused before any work.
+fn check(opts: &Options) -> Result<()> {
+    let o = &opts.infer;
+    check_options(o)?;
     Files::new()
         .inputs("the input", [&o.input])
         .inputs("--weights", &o.weights)

@@ -15,7 +15,7 @@ use psi_gpu::commands::args::{
 use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
 use psi_gpu::commands::train::LossChoice;
-use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, pinn, train};
+use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, pinn, train};
 use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Unwrap};
 use psi_gpu::psi::PsiConfig;
@@ -135,9 +135,12 @@ pub struct TileArgs {
 
 #[derive(Args)]
 pub struct InferArgs {
-    /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32.
-    input: PathBuf,
-    /// Output npy (default: INPUT.height.npy next to the input).
+    /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32. Several frames, or a
+    /// folder of them (its *.npy), run in one process: -o then names the folder for their
+    /// OUTDIR/<stem>.height.npy, and --quality, --mask and --preview name folders too.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Output npy (default: INPUT.height.npy next to the input); with several frames, a folder.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
@@ -199,17 +202,47 @@ pub struct InferArgs {
     preview: Option<PathBuf>,
 }
 
-impl From<InferArgs> for infer::Options {
-    fn from(a: InferArgs) -> Self {
-        let output = a.output.unwrap_or_else(|| infer::default_output(&a.input));
-        let mut o = infer::InferOptions::new(a.input, output);
-        (o.weights, o.quality, o.tile, o.overlap, o.batch) =
-            (a.weights, a.quality, a.tiles.tile, a.tiles.overlap, a.tiles.batch);
+/// One frame, or many in one process.
+#[allow(clippy::large_enum_variant)] // one per run
+pub enum InferRun {
+    One(infer::Options),
+    Many(infer_many::Options),
+}
+
+impl TryFrom<InferArgs> for InferRun {
+    type Error = ArgError;
+
+    fn try_from(a: InferArgs) -> Result<Self, ArgError> {
+        let many = a.inputs.len() > 1 || a.inputs[0].is_dir();
+        let first = a.inputs[0].clone();
+        let output = match (&a.output, many) {
+            (Some(o), _) => o.clone(),
+            (None, false) => infer::default_output(&first),
+            (None, true) => {
+                return Err(ArgError("several frames need -o OUTDIR, the folder for their height maps".into()));
+            }
+        };
+        let mut o = infer::InferOptions::new(first, output.clone());
+        (o.weights, o.tile, o.overlap, o.batch) = (a.weights, a.tiles.tile, a.tiles.overlap, a.tiles.batch);
         (o.precision, o.input_scale, o.memory_budget) = (a.precision.0, a.input_scale.map(|s| s.0), a.gpu_memory << 20);
         o.classical.psi = PsiConfig { phase_steps: a.phase_steps.0, ..PsiConfig::with(a.wavelengths.0, a.buckets) };
         (o.classical.height_range, o.classical.unwrap) = (a.height_range.0, a.unwrap);
-        (o.mask, o.min_modulation, o.saturation) = (a.mask, a.min_modulation, a.saturation.map(|s| s.0));
-        infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }
+        (o.min_modulation, o.saturation) = (a.min_modulation, a.saturation.map(|s| s.0));
+        if !many {
+            (o.quality, o.mask) = (a.quality, a.mask);
+            return Ok(InferRun::One(infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }));
+        }
+        let (quality_dir, mask_dir, preview_dir) = (a.quality, a.mask, a.preview);
+        let stats_json = a.stats_json;
+        Ok(InferRun::Many(infer_many::Options {
+            inputs: a.inputs,
+            out_dir: output,
+            infer: o,
+            quality_dir,
+            mask_dir,
+            preview_dir,
+            stats_json,
+        }))
     }
 }
 

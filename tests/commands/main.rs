@@ -11,6 +11,7 @@ mod convert;
 mod corpus;
 mod eval;
 mod generate;
+mod many;
 mod preview;
 mod region;
 mod safety;

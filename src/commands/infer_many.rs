@@ -1,0 +1,224 @@
+//! `psi-gpu infer A.npy B.npy … -o OUTDIR` and `psi-gpu infer DIR -o OUTDIR`: many frames in one
+//! process. The device, its compiled pipelines and the model are made once — the classical
+//! solver once per input type, since its clip levels and modulation floor come from the frame's
+//! raw type — and the frames run one after another through the same tile stream as a single
+//! `infer`. Outputs are named after the inputs: `OUTDIR/<stem>.height.npy`, and with `--quality
+//! Q`, `--mask M`, `--preview P` naming folders, `Q/<stem>.quality.npy`, `M/<stem>.mask.npy`,
+//! `P/<stem>.png`. Every file is checked before any work (no output on an input, no two frames on
+//! one output). A frame that cannot be read or solved (a damaged file, a wrong channel count) is
+//! reported and skipped — its files are never left half-written — and the others go on; a device
+//! error or Ctrl-C ends the run.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::commands::infer::{InferOptions, Report as FrameReport, check_options, infer_with, load_model};
+use crate::commands::outputs::Files;
+use crate::commands::{Device, write_json};
+use crate::dtype::HostType;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::npy::NpyReader;
+use crate::io::preview::{PreviewOptions, write_preview};
+use crate::nn::Model;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Frames and folders of frames (their `*.npy`, sorted), in the order given.
+    pub inputs: Vec<PathBuf>,
+    /// The folder for the height maps (made if missing).
+    pub out_dir: PathBuf,
+    /// What every frame runs with; its input, output, quality and mask paths are set per frame.
+    pub infer: InferOptions,
+    /// Folders for each frame's quality map, reason mask and preview, if asked.
+    pub quality_dir: Option<PathBuf>,
+    pub mask_dir: Option<PathBuf>,
+    pub preview_dir: Option<PathBuf>,
+    /// One JSON for the run: every frame's statistics, or its error.
+    pub stats_json: Option<PathBuf>,
+}
+
+/// One frame's outcome: its report, or the one-line reason it was skipped.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub input: PathBuf,
+    pub result: std::result::Result<FrameReport, String>,
+}
+
+/// What a many-frame run did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub frames: Vec<Frame>,
+    pub device: Device,
+    pub seconds: f64,
+}
+
+impl Report {
+    /// The frames that were skipped, with why.
+    pub fn failures(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.frames.iter().filter_map(|f| f.result.as_ref().err().map(|e| (f.input.as_path(), e.as_str())))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let frames: Vec<_> = self
+            .frames
+            .iter()
+            .map(|f| match &f.result {
+                Ok(r) => serde_json::json!({ "input": f.input, "output": r.output, "stats": r.to_json() }),
+                Err(e) => serde_json::json!({ "input": f.input, "error": e }),
+            })
+            .collect();
+        let failed = self.failures().count();
+        serde_json::json!({
+            "seconds": self.seconds, "frames": frames.len(), "failed": failed,
+            "device": self.device.name, "backend": self.device.backend, "results": frames,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    /// A line per written frame (as a single infer prints it), then the total.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for frame in &self.frames {
+            if let Ok(r) = &frame.result {
+                writeln!(f, "{r}")?;
+            }
+        }
+        let done = self.frames.len() - self.failures().count();
+        write!(f, "{done} of {} frames written to their files in {:.3} s", self.frames.len(), self.seconds)
+    }
+}
+
+/// The frames `inputs` name: files as given, folders expanded to their `*.npy` (sorted).
+pub fn list_frames(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut frames = Vec::new();
+    for p in inputs {
+        if !p.is_dir() {
+            frames.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| Error::io(p, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "npy"))
+            .collect();
+        if found.is_empty() {
+            return Err(Error::Invalid(format!("{}: a folder with no .npy frames", p.display())));
+        }
+        found.sort();
+        frames.extend(found);
+    }
+    Ok(frames)
+}
+
+/// `dir/<stem of input><suffix>`.
+fn named(dir: &Path, input: &Path, suffix: &str) -> PathBuf {
+    let stem = input.file_stem().map_or("frame".into(), |s| s.to_string_lossy().into_owned());
+    dir.join(format!("{stem}{suffix}"))
+}
+
+/// Frame `input`'s options: the shared ones with its own files.
+fn frame_options(opts: &Options, input: &Path) -> InferOptions {
+    let mut o = opts.infer.clone();
+    o.input = input.to_path_buf();
+    o.output = named(&opts.out_dir, input, ".height.npy");
+    o.quality = opts.quality_dir.as_deref().map(|d| named(d, input, ".quality.npy"));
+    o.mask = opts.mask_dir.as_deref().map(|d| named(d, input, ".mask.npy"));
+    o
+}
+
+/// Every frame's files, checked before work; the output folders made.
+fn check(opts: &Options, frames: &[PathBuf]) -> Result<()> {
+    let Some(first) = frames.first() else {
+        return Err(Error::Invalid("no frames to infer".into()));
+    };
+    check_options(&frame_options(opts, first))?;
+    let mut files = Files::new().inputs("a frame", frames).inputs("--weights", &opts.infer.weights);
+    for input in frames {
+        let (o, of) = (frame_options(opts, input), format!(" of {}", input.display()));
+        files = files.outputs(&format!("the height map{of}"), [&o.output]);
+        files = files.outputs(&format!("the quality map{of}"), &o.quality);
+        files = files.outputs(&format!("the mask{of}"), &o.mask);
+        files =
+            files.outputs(&format!("the preview{of}"), opts.preview_dir.as_deref().map(|d| named(d, input, ".png")));
+    }
+    let dirs = [Some(&opts.out_dir), opts.quality_dir.as_ref(), opts.mask_dir.as_ref(), opts.preview_dir.as_ref()];
+    for dir in dirs.into_iter().flatten() {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: with several frames, -o, --quality, --mask and --preview name folders, and this is a file",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    files.outputs("--stats-json", &opts.stats_json).check()
+}
+
+/// Errors that end the run rather than skip a frame: the device failing, or a stop request.
+fn ends_the_run(e: &Error) -> bool {
+    !matches!(e, Error::Npy { .. } | Error::Shape(_) | Error::Invalid(_) | Error::Io { .. })
+}
+
+/// Infer every frame; `on_tiles(frame, frames, done, total)` reports progress.
+pub fn run(gpu: &Gpu, opts: &Options, mut on_tiles: impl FnMut(usize, usize, usize, usize)) -> Result<Report> {
+    let t0 = Instant::now();
+    let frames = list_frames(&opts.inputs)?;
+    check(opts, &frames)?;
+    // The U-Net once, before any frame (bad weights end the run); the classical solver once per
+    // raw type, when a frame of that type comes.
+    let mut models: HashMap<Option<HostType>, Model> = HashMap::new();
+    if opts.infer.weights.is_some() {
+        models.insert(None, load_model(gpu, &frame_options(opts, &frames[0]))?);
+    }
+    let mut done = Vec::new();
+    for (k, input) in frames.iter().enumerate() {
+        crate::error::interrupt::check()?;
+        let o = frame_options(opts, input);
+        match one_frame(gpu, &mut models, &o, opts.preview_dir.as_deref(), |d, t| on_tiles(k, frames.len(), d, t)) {
+            Ok(report) => done.push(Frame { input: input.clone(), result: Ok(report) }),
+            Err(e) if ends_the_run(&e) => return Err(e),
+            Err(e) => {
+                let message = e.to_string();
+                let shown = input.display().to_string();
+                let message = if message.contains(&shown) { message } else { format!("{shown}: {message}") };
+                done.push(Frame { input: input.clone(), result: Err(message) });
+            }
+        }
+    }
+    let report = Report { frames: done, device: Device::of(gpu), seconds: t0.elapsed().as_secs_f64() };
+    if let Some(path) = &opts.stats_json {
+        write_json(path, &report.to_json())?;
+    }
+    Ok(report)
+}
+
+/// One frame through the cached model (made on first use) and its preview.
+fn one_frame(
+    gpu: &Gpu,
+    models: &mut HashMap<Option<HostType>, Model>,
+    o: &InferOptions,
+    preview_dir: Option<&Path>,
+    on_tiles: impl FnMut(usize, usize),
+) -> Result<FrameReport> {
+    let key = match o.weights {
+        Some(_) => None,
+        None => Some(NpyReader::open(&o.input)?.header().ty),
+    };
+    let model = match models.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(load_model(gpu, o)?),
+    };
+    let stats = infer_with(gpu, model, o, on_tiles)?;
+    let preview = match preview_dir {
+        Some(dir) => {
+            let png = named(dir, &o.input, ".png");
+            let info = write_preview(&o.output, &png, &PreviewOptions::default())?;
+            Some((png, info))
+        }
+        None => None,
+    };
+    Ok(FrameReport { output: o.output.clone(), stats, device: Device::of(gpu), preview })
+}
