@@ -67,6 +67,8 @@ impl Report {
             "frame": m.shape, "model": m.model, "precision": m.precision.to_string(),
             "tile": [m.stream.tile_h, m.stream.tile_w], "overlap": m.overlap, "batch": m.stream.batch,
             "tiles": m.stream.tiles, "computed_per_output_pixel": self.computed_per_output(), "seconds": m.stream.seconds, "megapixels_per_s": m.megapixels_per_s(),
+            "read_seconds": m.stream.read_seconds, "device_wait_seconds": m.stream.device_seconds,
+            "write_seconds": m.stream.write_seconds,
             "pipeline_seconds": self.pipeline.stream.seconds, "share_outside_model": self.share_outside_model(),
             "peak_gpu_bytes": m.stream.peak_gpu_bytes,
         })
@@ -93,6 +95,15 @@ impl fmt::Display for Report {
         )?;
         let gpu_mib = s.peak_gpu_bytes as f64 / 1048576.0;
         writeln!(f, "infer     {:.3} s, {:.3} MP/s (GPU {gpu_mib:.1} MiB)", s.seconds, m.megapixels_per_s())?;
+        writeln!(
+            f,
+            "stages    reading the frame {:.3} s, waiting on the device {:.3} s, writing {:.3} s, \
+             recording and submitting the work {:.3} s",
+            s.read_seconds,
+            s.device_seconds,
+            s.write_seconds,
+            (s.seconds - s.read_seconds - s.device_seconds - s.write_seconds).max(0.0)
+        )?;
         write!(
             f,
             "pipeline  {:.3} s with a copy-first-channel model: {:.1} % of the infer time is outside the model",

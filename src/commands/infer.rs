@@ -291,6 +291,9 @@ impl Report {
         let (s, d) = (&self.stats, &self.device);
         serde_json::json!({
             "seconds": s.stream.seconds,
+            "read_seconds": s.stream.read_seconds,
+            "device_wait_seconds": s.stream.device_seconds,
+            "write_seconds": s.stream.write_seconds,
             "tiles": s.stream.tiles,
             "megapixels_per_s": s.megapixels_per_s(),
             "device": d.name,

@@ -44,8 +44,36 @@ pub struct StreamStats {
     /// The overlap the tiles had (0 when one tile covers the frame).
     pub overlap: usize,
     pub seconds: f64,
+    /// Where the time went, as the host saw it: reading bands of the input, waiting for the
+    /// device to finish a band's rows (its compute, then the copy back), and handing rows to the
+    /// caller (writing the outputs). The rest is recording and submitting work.
+    pub read_seconds: f64,
+    pub device_seconds: f64,
+    pub write_seconds: f64,
     /// Bytes the engine allocated on the GPU (weights, activations, blocks, accumulators).
     pub peak_gpu_bytes: u64,
+}
+
+/// Seconds spent per stage of [`stream`].
+#[derive(Default)]
+struct Stages {
+    read: f64,
+    device: f64,
+    write: f64,
+}
+
+impl Stages {
+    /// `f`, its time added to `total`.
+    fn time<R>(total: &mut f64, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        *total += t.elapsed().as_secs_f64();
+        r
+    }
+
+    fn read<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        Stages::time(&mut self.read, f)
+    }
 }
 
 /// Tile descriptor as the shaders read it: (y0, x0, block column, neighbour flags).
@@ -232,7 +260,8 @@ pub fn stream(
     let out_c = model.out_channels();
     let total = g.len();
     let mut done = 0;
-    let mut band = reader.read_rows(g.ys[0]..g.ys[0] + g.th)?;
+    let mut clock = Stages::default();
+    let mut band = clock.read(|| reader.read_rows(g.ys[0]..g.ys[0] + g.th))?;
     for i in 0..g.ys.len() {
         for j0 in (0..g.xs.len()).step_by(p.batch) {
             let j1 = (j0 + p.batch).min(g.xs.len());
@@ -245,10 +274,11 @@ pub fn stream(
         // Read the next band while the GPU works (the old one is dropped first: one band in memory).
         if i + 1 < g.ys.len() {
             drop(std::mem::take(&mut band));
-            band = reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th)?;
+            band = clock.read(|| reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th))?;
         }
-        let data = Readback::f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w)?;
-        on_rows(rows.start, rows.len(), &data)?;
+        let data =
+            Stages::time(&mut clock.device, || Readback::f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w))?;
+        Stages::time(&mut clock.write, || on_rows(rows.start, rows.len(), &data))?;
     }
     Ok(StreamStats {
         tiles: total,
@@ -257,6 +287,9 @@ pub fn stream(
         tile_w: g.tw,
         overlap: if total > 1 { g.overlap } else { 0 },
         seconds: t0.elapsed().as_secs_f64(),
+        read_seconds: clock.read,
+        device_seconds: clock.device,
+        write_seconds: clock.write,
         peak_gpu_bytes: p.peak_gpu_bytes,
     })
 }

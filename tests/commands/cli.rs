@@ -116,6 +116,9 @@ fn infer_classical_default_with_quality_and_stats() {
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap();
     for key in [
         "seconds",
+        "read_seconds",
+        "device_wait_seconds",
+        "write_seconds",
         "tiles",
         "megapixels_per_s",
         "device",
@@ -261,7 +264,9 @@ fn demo_generate_bench_run_end_to_end() {
         .unwrap();
     assert!(o.status.success(), "{:?}", stderr_lines(&o));
     let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for key in ["device", "backend", "precision", "frame", "tiles", "megapixels_per_s", "share_outside_model"] {
+    for key in
+        ["device", "backend", "precision", "frame", "tiles", "megapixels_per_s", "share_outside_model", "read_seconds"]
+    {
         assert!(b.get(key).is_some(), "bench JSON lacks {key}: {b}");
     }
     // Tile rows at 0, 32 and columns at 0, 48, 64: 6 tiles of 64² for 96 x 128 pixels.
