@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
-use psi_gpu::commands::args::ArgError;
+use psi_gpu::commands::args::{Adapters, ArgError};
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, info, pinn, train};
 use psi_gpu::error::interrupt;
 use psi_gpu::gpu::{Gpu, GpuOptions};
@@ -85,7 +85,17 @@ fn run(cli: Cli) -> Result<()> {
                 let gpu = gpu()?;
                 show(with_bar(bar("tiles"), |b| infer::run(&gpu, &opts, position(b))))
             }
-            InferRun::Many(opts) => infer_many_command(&gpu()?, &opts),
+            InferRun::Many(opts, adapters) => {
+                let gpus = match adapters {
+                    None => vec![gpu()?],
+                    Some(Adapters::All) => Gpu::all(&gpu_opts.backend)?,
+                    Some(Adapters::Indices(list)) => list
+                        .into_iter()
+                        .map(|i| Gpu::new(&GpuOptions { adapter: Some(i), ..gpu_opts.clone() }))
+                        .collect::<psi_gpu::Result<_>>()?,
+                };
+                infer_many_command(&gpus.iter().collect::<Vec<_>>(), &opts)
+            }
         },
         Command::Eval(a) => show(eval::run(&a.into())),
         Command::Generate(a) => {
@@ -113,10 +123,10 @@ fn show(report: psi_gpu::Result<impl Display>) -> Result<()> {
 }
 
 /// Many frames: a line per frame written, an `error:` line per frame skipped, exit 2 if any was.
-fn infer_many_command(gpu: &Gpu, opts: &infer_many::Options) -> Result<()> {
+fn infer_many_command(gpus: &[&Gpu], opts: &infer_many::Options) -> Result<()> {
     let bar = bar("tiles");
     let report = with_bar(bar, |bar| {
-        infer_many::run(gpu, opts, |frame, frames, done, total| {
+        infer_many::run(gpus, opts, |frame, frames, done, total| {
             bar.set_message(format!("frame {}/{frames}", frame + 1));
             position(bar)(done, total);
         })

@@ -540,3 +540,27 @@ mod tests {
         }
     }
 }
+
+/// `--adapters`: the adapters many frames are spread over — `all` of the backend's, or indices
+/// as `psi-gpu info` lists them (`0,1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adapters {
+    All,
+    Indices(Vec<usize>),
+}
+
+impl FromStr for Adapters {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        if s == "all" {
+            return Ok(Adapters::All);
+        }
+        let indices: Option<Vec<usize>> = s.split(',').map(|v| v.trim().parse().ok()).collect();
+        match indices {
+            Some(list) if !list.is_empty() && (1..list.len()).all(|i| !list[..i].contains(&list[i])) => {
+                Ok(Adapters::Indices(list))
+            }
+            _ => Err(ArgError(format!("--adapters '{s}': expected all, or distinct adapter indices like 0,1"))),
+        }
+    }
+}

@@ -7,11 +7,13 @@
 //! `P/<stem>.png`. Every file is checked before any work (no output on an input, no two frames on
 //! one output). A frame that cannot be read or solved (a damaged file, a wrong channel count) is
 //! reported and skipped — its files are never left half-written — and the others go on; a device
-//! error or Ctrl-C ends the run.
+//! error or Ctrl-C ends the run. With several adapters (`--adapters`), one worker thread each
+//! takes every n-th frame.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::commands::infer::{InferOptions, Report as FrameReport, check_options, infer_with, load_model};
@@ -162,37 +164,75 @@ fn ends_the_run(e: &Error) -> bool {
     !matches!(e, Error::Npy { .. } | Error::Shape(_) | Error::Invalid(_) | Error::Io { .. })
 }
 
-/// Infer every frame; `on_tiles(frame, frames, done, total)` reports progress.
-pub fn run(gpu: &Gpu, opts: &Options, mut on_tiles: impl FnMut(usize, usize, usize, usize)) -> Result<Report> {
+/// Infer every frame on `gpus`, frame `k` on adapter `k mod gpus.len()` (a fixed assignment, so
+/// a frame's bytes do not depend on which worker was free first), one worker thread per adapter;
+/// `on_tiles(frame, frames, done, total)` reports progress.
+pub fn run(gpus: &[&Gpu], opts: &Options, on_tiles: impl Fn(usize, usize, usize, usize) + Sync) -> Result<Report> {
     let t0 = Instant::now();
+    let Some(first_gpu) = gpus.first() else {
+        return Err(Error::Invalid("no adapter to run the frames on".into()));
+    };
     let frames = list_frames(&opts.inputs)?;
     check(opts, &frames)?;
-    // The U-Net once, before any frame (bad weights end the run); the classical solver once per
-    // raw type, when a frame of that type comes.
-    let mut models: HashMap<Option<HostType>, Model> = HashMap::new();
-    if opts.infer.weights.is_some() {
-        models.insert(None, load_model(gpu, &frame_options(opts, &frames[0]))?);
-    }
-    let mut done = Vec::new();
-    for (k, input) in frames.iter().enumerate() {
-        crate::error::interrupt::check()?;
-        let o = frame_options(opts, input);
-        match one_frame(gpu, &mut models, &o, opts.preview_dir.as_deref(), |d, t| on_tiles(k, frames.len(), d, t)) {
-            Ok(report) => done.push(Frame { input: input.clone(), result: Ok(report) }),
-            Err(e) if ends_the_run(&e) => return Err(e),
-            Err(e) => {
-                let message = e.to_string();
-                let shown = input.display().to_string();
-                let message = if message.contains(&shown) { message } else { format!("{shown}: {message}") };
-                done.push(Frame { input: input.clone(), result: Err(message) });
-            }
+    let slots: Vec<Mutex<Option<Frame>>> = frames.iter().map(|_| Mutex::new(None)).collect();
+    let ended: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for (worker, gpu) in gpus.iter().enumerate() {
+            let (frames, slots, ended, on_tiles) = (&frames, &slots, &ended, &on_tiles);
+            scope.spawn(move || {
+                let mine = (worker..frames.len()).step_by(gpus.len());
+                if let Err(e) = work(gpu, opts, frames, mine, slots, ended, on_tiles) {
+                    ended.lock().unwrap().get_or_insert(e);
+                }
+            });
         }
+    });
+    if let Some(e) = ended.into_inner().unwrap() {
+        return Err(e);
     }
-    let report = Report { frames: done, device: Device::of(gpu), seconds: t0.elapsed().as_secs_f64() };
+    let done = slots.into_iter().filter_map(|s| s.into_inner().unwrap()).collect();
+    let report = Report { frames: done, device: Device::of(first_gpu), seconds: t0.elapsed().as_secs_f64() };
     if let Some(path) = &opts.stats_json {
         write_json(path, &report.to_json())?;
     }
     Ok(report)
+}
+
+/// One worker: frames `mine` on `gpu`, each outcome into its slot, until done or another worker
+/// ended the run. The U-Net is loaded before any frame (bad weights end the run); the classical
+/// solver once per raw type, when a frame of that type comes.
+fn work(
+    gpu: &Gpu,
+    opts: &Options,
+    frames: &[PathBuf],
+    mine: impl Iterator<Item = usize>,
+    slots: &[Mutex<Option<Frame>>],
+    ended: &Mutex<Option<Error>>,
+    on_tiles: &(impl Fn(usize, usize, usize, usize) + Sync),
+) -> Result<()> {
+    let mut models: HashMap<Option<HostType>, Model> = HashMap::new();
+    if opts.infer.weights.is_some() {
+        models.insert(None, load_model(gpu, &frame_options(opts, &frames[0]))?);
+    }
+    for k in mine {
+        crate::error::interrupt::check()?;
+        if ended.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        let (input, o) = (&frames[k], frame_options(opts, &frames[k]));
+        let result = match one_frame(gpu, &mut models, &o, opts.preview_dir.as_deref(), |d, t| {
+            on_tiles(k, frames.len(), d, t)
+        }) {
+            Ok(report) => Ok(report),
+            Err(e) if ends_the_run(&e) => return Err(e),
+            Err(e) => {
+                let (message, shown) = (e.to_string(), input.display().to_string());
+                Err(if message.contains(&shown) { message } else { format!("{shown}: {message}") })
+            }
+        };
+        *slots[k].lock().unwrap() = Some(Frame { input: input.clone(), result });
+    }
+    Ok(())
 }
 
 /// One frame through the cached model (made on first use) and its preview.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use psi_gpu::commands::args::{
-    Ab, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, PhaseStepsArg, PrecisionArg,
+    Ab, Adapters, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, PhaseStepsArg, PrecisionArg,
     PreviewRangeArg, Region, SaturatePatch, Saturation, Schedule, SurfaceShape, SyntheticRange, Wavelengths,
 };
 use psi_gpu::commands::finetune::Layers;
@@ -200,13 +200,18 @@ pub struct InferArgs {
     /// Write a colour-mapped PNG of the height map here.
     #[arg(long)]
     preview: Option<PathBuf>,
+    /// Several frames: spread them over these adapters, one worker each, frame k on the
+    /// (k mod n)-th: all (the backend's) or indices as `psi-gpu info` lists them (0,1).
+    #[arg(long)]
+    adapters: Option<Adapters>,
 }
 
 /// One frame, or many in one process.
 #[allow(clippy::large_enum_variant)] // one per run
 pub enum InferRun {
     One(infer::Options),
-    Many(infer_many::Options),
+    /// The frames, and the adapters to spread them over (`None`: the one `--adapter` picks).
+    Many(infer_many::Options, Option<Adapters>),
 }
 
 impl TryFrom<InferArgs> for InferRun {
@@ -229,12 +234,15 @@ impl TryFrom<InferArgs> for InferRun {
         (o.classical.height_range, o.classical.unwrap) = (a.height_range.0, a.unwrap);
         (o.min_modulation, o.saturation) = (a.min_modulation, a.saturation.map(|s| s.0));
         if !many {
+            if a.adapters.is_some() {
+                return Err(ArgError("--adapters spreads several frames over adapters; one frame runs on one".into()));
+            }
             (o.quality, o.mask) = (a.quality, a.mask);
             return Ok(InferRun::One(infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }));
         }
         let (quality_dir, mask_dir, preview_dir) = (a.quality, a.mask, a.preview);
         let stats_json = a.stats_json;
-        Ok(InferRun::Many(infer_many::Options {
+        let opts = infer_many::Options {
             inputs: a.inputs,
             out_dir: output,
             infer: o,
@@ -242,7 +250,8 @@ impl TryFrom<InferArgs> for InferRun {
             mask_dir,
             preview_dir,
             stats_json,
-        }))
+        };
+        Ok(InferRun::Many(opts, a.adapters))
     }
 }
 

@@ -98,3 +98,32 @@ fn files_are_checked_before_any_work() {
         assert!(!d.join("out").join("a.height.npy").exists() && !d.join("in/a.height.npy").exists(), "{args:?}");
     }
 }
+
+/// `--adapters all` spreads the frames over every adapter (here lavapipe's Vulkan and
+/// llvmpipe's GL, one worker thread each); the classical solver gives the same bytes on both.
+#[test]
+fn frames_spread_over_every_adapter_give_the_same_bytes() {
+    let d = TempPath::dir("many-adapters");
+    frames(&d);
+    let one = run(&d, &["infer", "in", "-o", "one"]);
+    assert!(one.status.success(), "{:?}", stderr(&one));
+    let all = run(&d, &["infer", "in", "-o", "all", "--adapters", "all", "--stats-json", "all.json"]);
+    assert!(all.status.success(), "{:?}", stderr(&all));
+    for name in ["a", "b", "c"] {
+        let read = |dir: &str| std::fs::read(d.join(dir).join(format!("{name}.height.npy"))).unwrap();
+        assert_eq!(read("one"), read("all"), "{name}");
+    }
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("all.json")).unwrap()).unwrap();
+    let backends: Vec<_> = (0..3).map(|k| stats["results"][k]["stats"]["backend"].clone()).collect();
+    eprintln!("frames ran on {backends:?}");
+    for (args, needle) in [
+        (vec!["infer", "in", "-o", "x", "--adapters", "0,0"], "distinct"),
+        (vec!["infer", "in/a.npy", "-o", "x.npy", "--adapters", "all"], "several frames"),
+        (vec!["infer", "in", "-o", "x", "--adapters", "9"], "adapter"),
+    ] {
+        let o = run(&d, &args);
+        let lines = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {lines:?}");
+        assert!(lines.len() == 1 && lines[0].contains(needle), "{args:?}: {lines:?}");
+    }
+}
