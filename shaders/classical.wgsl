@@ -27,8 +27,9 @@ struct ClassicalParams {
     out_c: u32,
     // WEIGHTED | NOMINAL | QUALITY | REASON
     flags: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Robust passes: neighbourhood radius, decisive factor (shaders/classical_robust.wgsl).
+    radius: u32,
+    decisive: f32,
     // A laser with B = 0, B < min_b or B < min_contrast * A is dropped; a bucket <= clip_lo or
     // >= clip_hi is clipped (left out of its laser's fit if the fit of all buckets agrees).
     min_b: f32,

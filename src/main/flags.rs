@@ -167,8 +167,9 @@ pub struct InferArgs {
     #[arg(long)]
     quality: Option<PathBuf>,
     /// Classical solver: how fringe orders are decided: per-pixel (residuals against the first
-    /// laser) or weighted (noise-weighted spread of all lasers' heights over exactly
-    /// --height-range; the height is their inverse-variance mean).
+    /// laser), weighted (noise-weighted spread of all lasers' heights over exactly
+    /// --height-range; the height is their inverse-variance mean) or robust (weighted, plus a
+    /// spatial prior where a pixel's own cost does not decide its order).
     #[arg(long, default_value = "per-pixel")]
     unwrap: Unwrap,
     /// Classical solver: phase steps in degrees: nominal (360·k/N), one list for every laser
