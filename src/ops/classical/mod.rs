@@ -23,10 +23,15 @@
 //!   noise variance); candidates exactly inside the range; each laser's height `h_l` at its own
 //!   order; cost = `Σ_l w_l (h_l − h̄)²` around the inverse-variance mean `h̄` (µm²·counts²:
 //!   `8π²·cost/σ²` is a χ² of L − 1 degrees of freedom for camera noise σ); height = `h̄`.
+//! - `robust`: the weighted likelihood, then a spatial prior over a few passes that moves a
+//!   pixel to the candidate nearest its neighbours' median height unless its own best beats
+//!   that candidate by more than a χ² margin; NaN where neither decides ([`robust`](mod@robust)
+//!   states the rule; [`robust_passes`] records its dispatches).
 //!
 //! The GPU works in f32 but in fringe units ("turns", 2π = 1) with the large integer parts split
 //! off exactly, so heights of ±100 µm keep an error of about one f32 ulp (see the shader's header).
-//! [`classical`] records the one dispatch; the model around it is `nn::classical`.
+//! [`classical`] records the one dispatch of per-pixel and weighted; the model around it is
+//! `nn::classical`.
 //! [`reference`](mod@reference) is the f64 CPU version the tests compare against.
 
 use crate::dtype::HostType;

@@ -1,44 +1,49 @@
 //! `--unwrap robust` on the CPU in f64: the weighted per-pixel likelihood plus a spatial prior
 //! that re-decides a pixel's fringe order only where its own cost does not decide it, step for
-//! step as the shader's passes (`robust_*` in `shaders/classical.wgsl`).
+//! step as the shader's passes (`robust_*` in `shaders/classical_robust.wgsl`).
 //!
-//! 1. **Solve**: every pixel as [`Unwrap::Weighted`](super::Unwrap::Weighted) does — anchor, best
-//!    order and cost, the runner-up's cost over the whole range.
-//! 2. **Decide**: the noise scale of a pixel is the median best cost `c̃` of the valid pixels of
-//!    its (2r+1)² neighbourhood, itself included (`8π²·cost/σ²` is a χ² of L − 1 degrees of
-//!    freedom for camera noise σ, so `c̃/median(χ²_{L−1})` estimates `σ²/8π²` without knowing σ).
-//!    The pixel *decides* its own order when the runner-up costs more than the best by over
-//!    [`DECISIVE_CHI2`] in χ² units: `runner_up − cost > threshold = DECISIVE_CHI2 · c̃ /
-//!    median(χ²_{L−1})`.
-//! 3. **Prior**, [`PASSES`] times: an undecided valid pixel takes the median height of the
-//!    pixels its (2r+1)² neighbourhood (itself left out) has decided so far (by their own cost,
-//!    or by an earlier pass), and searches its own anchor candidates within one fringe
-//!    (`λ_a/2`) of it by its own cost. It is unresolved when no neighbour has decided, no
-//!    candidate of the range is near the median, or the candidate chosen costs more than its
-//!    best by over the threshold (its own evidence contradicts the neighbours). Invalid pixels
-//!    never steer; decided pixels keep their order.
+//! 1. **Solve**: every pixel as [`Unwrap::Weighted`](super::Unwrap::Weighted) does — the anchor
+//!    (laser of most weight), its best order over exactly the range, that order's cost and the
+//!    runner-up's; the height is the lasers' inverse-variance mean at that order.
+//! 2. **Prior**, [`PASSES`] times over the heights of the pass before (the solve's first): for a
+//!    valid pixel, the lower median of the finite heights of its (2r+1)² neighbourhood, itself
+//!    left out, and the least-cost anchor candidate of the range within [`REACH`] fringes of
+//!    that median (one candidate: the one nearest it). The pixel takes that candidate unless its
+//!    own best costs less by more than its threshold — then its own evidence is *decisive* and it
+//!    keeps its best. With no finite neighbour, or no candidate of the range near the median, it
+//!    keeps its best if the runner-up loses by more than the threshold, else it is unresolved
+//!    (NaN, [`Reason::OrderUnresolved`]). Invalid pixels are NaN and never steer.
+//! 3. **The guard's threshold** is [`DECISIVE_CHI2`] in χ² units: `8π²·cost/σ²` is a χ² of
+//!    L − 1 degrees of freedom for camera noise σ, so the lower median best cost `c̃` of the valid
+//!    pixels of the neighbourhood (itself included) over the median of that χ² estimates
+//!    `σ²/8π²` without knowing σ, and the threshold is `DECISIVE_CHI2 · c̃ / median(χ²_{L−1})`. At
+//!    low noise every wrong candidate costs hundreds of χ² units more, so the prior never moves a
+//!    pixel (on steep slopes, where a one-sided neighbourhood at the frame border puts the median
+//!    a fringe off, the unguarded prior breaks pixels); at σ = 30 counts a wrong order rarely
+//!    beats the right one by 49 units, so the prior fixes it.
 //!
 //! The height is always the pixel's own inverse-variance mean at the order chosen, from its own
 //! phases: nothing is smoothed. Each pass reads only pixels within r of the one it writes, and
-//! the neighbourhood is the part inside the frame, so a tile computed with a halo of
-//! [`halo`] pixels equals the whole frame.
+//! the neighbourhood is the part inside the frame, so a tile computed with a halo of [`halo`]
+//! pixels equals the whole frame.
 
 use super::ClassicalConfig;
 use super::reference::{PixelFit, fit_pixel};
 use crate::psi::reason::Reason;
 
-/// Neighbourhood radius r of the decide and prior passes ((2r+1)² pixels).
+/// Neighbourhood radius r of the prior passes ((2r+1)² pixels; the shader's ROBUST_RADIUS).
 pub const RADIUS: usize = 2;
 /// Half-width of the prior's window, in fringes of the anchor.
 pub const REACH: f64 = 0.5;
-/// Prior passes after the decide pass.
+/// Prior passes.
 pub const PASSES: usize = 3;
-/// Least margin, in χ² units, by which the runner-up must lose for a pixel to decide alone.
+/// Least margin, in χ² units, by which a pixel's own best must beat the prior's candidate (or,
+/// with no prior, the runner-up) for its own evidence to decide.
 pub const DECISIVE_CHI2: f64 = 49.0;
 
-/// Pixels of reach: the decide pass and each prior pass read r pixels away.
+/// Pixels of reach: each prior pass reads r pixels away.
 pub fn halo() -> usize {
-    RADIUS * (PASSES + 1)
+    RADIUS * PASSES
 }
 
 /// The median of χ² with `dof` degrees of freedom (Wilson–Hilferty; 0 for none).
@@ -50,7 +55,7 @@ pub fn median_chi2(dof: usize) -> f64 {
     k * (1.0 - 2.0 / (9.0 * k)).powi(3)
 }
 
-/// The decide pass's multiplier for a margin of `chi2` χ² units: threshold = factor · c̃.
+/// The threshold's multiplier for a margin of `chi2` χ² units: threshold = factor · c̃.
 pub fn decisive_factor(config: &ClassicalConfig, chi2: f64) -> f64 {
     match median_chi2(config.lasers() - 1) {
         0.0 => 0.0,
