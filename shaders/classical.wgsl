@@ -27,8 +27,8 @@ struct ClassicalParams {
     out_c: u32,
     // WEIGHTED | NOMINAL | QUALITY | REASON
     flags: u32,
-    // Robust passes: neighbourhood radius, decisive factor (shaders/classical_robust.wgsl).
-    radius: u32,
+    _pad0: u32,
+    // Robust passes: the threshold's factor over the median best cost (classical_robust.wgsl).
     decisive: f32,
     // A laser with B = 0, B < min_b or B < min_contrast * A is dropped; a bucket <= clip_lo or
     // >= clip_hi is clipped (left out of its laser's fit if the fit of all buckets agrees).

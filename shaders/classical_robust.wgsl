@@ -3,14 +3,15 @@
 // src/ops/classical/robust.rs.
 //
 //   robust_solve   buckets → `state` (per pixel, planar: phases in turns, weights, anchor, best
-//                  order, its cost, the runner-up's cost, reason, quality) and `next` = the best
-//                  height (NaN when invalid)
+//                  order, its cost, the runner-up's cost, reason, quality; then the threshold,
+//                  which the first prior pass writes) and `next` = the best height (NaN when
+//                  invalid)
 //   robust_prior   `prev` → `next`: every valid pixel re-decided from its neighbours' heights
 //   robust_final   the last prior pass, writing `out` as `classical` does (height, quality, reason)
 //
 // A prior pass, per valid pixel: the threshold t = p.decisive * (lower median of the best costs
-// of the valid pixels within p.radius, itself included); the lower median of the finite heights
-// of `prev` within p.radius, itself left out; the least-cost anchor candidate of the range within
+// of the valid pixels within ROBUST_RADIUS, itself included); the lower median of the finite heights
+// of `prev` within ROBUST_RADIUS, itself left out; the least-cost anchor candidate of the range within
 // ROBUST_REACH fringes of it. The pixel takes that candidate unless its own best costs less by more
 // than t; with no neighbour height or no candidate near the median it keeps its own best when the
 // runner-up loses by more than t, else it is unresolved (NaN).
@@ -19,15 +20,22 @@
 @group(0) @binding(5) var<storage, read> prev: array<f32>;
 @group(0) @binding(6) var<storage, read_write> next: array<f32>;
 
-// ops::classical::robust::REACH and the most pixels of a neighbourhood (radius ≤ 3).
+// ops::classical::robust::{REACH, RADIUS}: the neighbourhood is SIDE x SIDE = HOOD pixels, slot
+// s at (dy, dx) = (s / SIDE, s % SIDE) - RADIUS; ABSENT marks a slot without a value.
 const ROBUST_REACH: f32 = 0.5;
-const MAX_NEIGHBOURS: u32 = 49u;
+const ROBUST_RADIUS: i32 = 2;
+const SIDE: u32 = 5u;
+const HOOD: u32 = 25u;
+const ABSENT: f32 = 3.4e38;
 
-var<private> nbr: array<f32, 49>;
+var<private> nbr: array<f32, 25>;
 
 fn state_stride() -> u32 {
-    return 2u * p.lasers + 6u;
+    return 2u * p.lasers + 7u;
 }
+
+// ops::classical's flag of the first prior pass.
+const FIRST_PASS: u32 = 16u;
 
 // Slot j of pixel i of image z in `state`.
 fn slot(z: u32, j: u32, i: u32) -> u32 {
@@ -94,63 +102,101 @@ fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     next[z * plane + i] = height;
 }
 
-// Sort the first k values of `nbr` (insertion sort) and return the lower median.
-fn lower_median(k: u32) -> f32 {
-    for (var j = 1u; j < k; j++) {
-        let v = nbr[j];
-        var q = j;
-        for (; q > 0u; q--) {
-            let u = nbr[q - 1u];
-            if (u <= v) {
-                break;
-            }
-            nbr[q] = u;
-        }
-        nbr[q] = v;
-    }
-    return nbr[(k - 1u) / 2u];
+// Compare-exchange slots i < j of `nbr` (constant arguments: the array stays in registers).
+fn cs(i: u32, j: u32) {
+    let a = nbr[i];
+    let b = nbr[j];
+    nbr[i] = min(a, b);
+    nbr[j] = max(a, b);
 }
 
-// The neighbourhood of pixel (y, x) inside the frame: [y0, y1) x [x0, x1).
-fn hood(i: u32) -> vec4<u32> {
-    let r = p.radius;
-    let y = i / p.w;
-    let x = i % p.w;
-    return vec4<u32>(select(0u, y - r, y >= r), min(y + r + 1u, p.h), select(0u, x - r, x >= r), min(x + r + 1u, p.w));
+// The lower median (sorted element ⌊(k−1)/2⌋) of the k values of `nbr` below ABSENT: Batcher's
+// odd-even merge sorting network for 32 slots, less the comparators that touch slots 25..31
+// (ABSENT there would never move), 140 compare-exchanges and no branch.
+fn lower_median(k: u32) -> f32 {
+    cs(0u, 1u); cs(2u, 3u); cs(0u, 2u); cs(1u, 3u); cs(1u, 2u); cs(4u, 5u); cs(6u, 7u); cs(4u, 6u);
+    cs(5u, 7u); cs(5u, 6u); cs(0u, 4u); cs(2u, 6u); cs(2u, 4u); cs(1u, 5u); cs(3u, 7u); cs(3u, 5u);
+    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(8u, 9u); cs(10u, 11u); cs(8u, 10u); cs(9u, 11u); cs(9u, 10u);
+    cs(12u, 13u); cs(14u, 15u); cs(12u, 14u); cs(13u, 15u); cs(13u, 14u); cs(8u, 12u); cs(10u, 14u); cs(10u, 12u);
+    cs(9u, 13u); cs(11u, 15u); cs(11u, 13u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(0u, 8u); cs(4u, 12u);
+    cs(4u, 8u); cs(2u, 10u); cs(6u, 14u); cs(6u, 10u); cs(2u, 4u); cs(6u, 8u); cs(10u, 12u); cs(1u, 9u);
+    cs(5u, 13u); cs(5u, 9u); cs(3u, 11u); cs(7u, 15u); cs(7u, 11u); cs(3u, 5u); cs(7u, 9u); cs(11u, 13u);
+    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(7u, 8u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(16u, 17u);
+    cs(18u, 19u); cs(16u, 18u); cs(17u, 19u); cs(17u, 18u); cs(20u, 21u); cs(22u, 23u); cs(20u, 22u); cs(21u, 23u);
+    cs(21u, 22u); cs(16u, 20u); cs(18u, 22u); cs(18u, 20u); cs(17u, 21u); cs(19u, 23u); cs(19u, 21u); cs(17u, 18u);
+    cs(19u, 20u); cs(21u, 22u); cs(16u, 24u); cs(20u, 24u); cs(18u, 20u); cs(22u, 24u); cs(19u, 21u); cs(17u, 18u);
+    cs(19u, 20u); cs(21u, 22u); cs(23u, 24u); cs(0u, 16u); cs(8u, 24u); cs(8u, 16u); cs(4u, 20u); cs(12u, 20u);
+    cs(4u, 8u); cs(12u, 16u); cs(20u, 24u); cs(2u, 18u); cs(10u, 18u); cs(6u, 22u); cs(14u, 22u); cs(6u, 10u);
+    cs(14u, 18u); cs(2u, 4u); cs(6u, 8u); cs(10u, 12u); cs(14u, 16u); cs(18u, 20u); cs(22u, 24u); cs(1u, 17u);
+    cs(9u, 17u); cs(5u, 21u); cs(13u, 21u); cs(5u, 9u); cs(13u, 17u); cs(3u, 19u); cs(11u, 19u); cs(7u, 23u);
+    cs(15u, 23u); cs(7u, 11u); cs(15u, 19u); cs(3u, 5u); cs(7u, 9u); cs(11u, 13u); cs(15u, 17u); cs(19u, 21u);
+    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(7u, 8u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(15u, 16u);
+    cs(17u, 18u); cs(19u, 20u); cs(21u, 22u); cs(23u, 24u);
+    let want = (max(k, 1u) - 1u) / 2u;
+    var out = 0.0;
+    for (var s = 0u; s < HOOD; s++) {
+        out = select(out, nbr[s], s == want);
+    }
+    return out;
+}
+
+// Fill `nbr` with slot j of the state of the valid pixels (reason OK) of the neighbourhood of
+// (y, x) inside the frame, itself included, ABSENT elsewhere; how many were valid.
+fn gather_state(z: u32, y: i32, x: i32, j: u32) -> u32 {
+    let nl = min(p.lasers, MAX_LASERS);
+    var k = 0u;
+    for (var s = 0u; s < HOOD; s++) {
+        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        nbr[s] = ABSENT;
+        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
+            let q = u32(yy) * p.w + u32(xx);
+            if (u32(state[slot(z, 2u * nl + 4u, q)]) == OK) {
+                nbr[s] = state[slot(z, j, q)];
+                k += 1u;
+            }
+        }
+    }
+    return k;
+}
+
+// Fill `nbr` with the finite heights of `prev` in the neighbourhood of (y, x) inside the frame,
+// itself left out, ABSENT elsewhere; how many there were.
+fn gather_heights(z: u32, y: i32, x: i32) -> u32 {
+    var k = 0u;
+    for (var s = 0u; s < HOOD; s++) {
+        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        nbr[s] = ABSENT;
+        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w) && s != HOOD / 2u) {
+            let v = prev[z * p.h * p.w + u32(yy) * p.w + u32(xx)];
+            if (is_finite(v)) {
+                nbr[s] = v;
+                k += 1u;
+            }
+        }
+    }
+    return k;
 }
 
 // What a prior pass decides for pixel i of image z: its height or NaN.
 fn prior_height(z: u32, i: u32) -> f32 {
-    let plane = p.h * p.w;
     let nl = min(p.lasers, MAX_LASERS);
     if (u32(state[slot(z, 2u * nl + 4u, i)]) != OK) {
         return nan();
     }
-    let b = hood(i);
-    // The threshold: the lower median best cost of the valid neighbourhood, itself included.
-    var k = 0u;
-    for (var y = b.x; y < b.y; y++) {
-        for (var x = b.z; x < b.w; x++) {
-            let j = y * p.w + x;
-            if (u32(state[slot(z, 2u * nl + 4u, j)]) == OK && k < MAX_NEIGHBOURS) {
-                nbr[k] = state[slot(z, 2u * nl + 2u, j)];
-                k += 1u;
-            }
-        }
+    let y = i32(i / p.w);
+    let x = i32(i % p.w);
+    // The threshold: the lower median best cost of the valid neighbourhood, itself included,
+    // found by the first pass and kept in the pixel's state for the others.
+    var t = state[slot(z, 2u * nl + 6u, i)];
+    if ((p.flags & FIRST_PASS) != 0u) {
+        t = p.decisive * lower_median(gather_state(z, y, x, 2u * nl + 2u));
+        state[slot(z, 2u * nl + 6u, i)] = t;
     }
-    let t = p.decisive * lower_median(k);
     // The lower median of the neighbours' finite heights, itself left out.
-    k = 0u;
-    for (var y = b.x; y < b.y; y++) {
-        for (var x = b.z; x < b.w; x++) {
-            let j = y * p.w + x;
-            let v = prev[z * plane + j];
-            if (j != i && is_finite(v) && k < MAX_NEIGHBOURS) {
-                nbr[k] = v;
-                k += 1u;
-            }
-        }
-    }
+    let k = gather_heights(z, y, x);
+    let median = lower_median(k);
     for (var l = 0u; l < nl; l++) {
         phi[l] = state[slot(z, l, i)];
         wgt[l] = state[slot(z, nl + l, i)];
@@ -164,7 +210,7 @@ fn prior_height(z: u32, i: u32) -> f32 {
     if (k == 0u) {
         return alone;
     }
-    let u = lower_median(k) / (laser_const(a, 0u) + laser_const(a, 1u));
+    let u = median / (laser_const(a, 0u) + laser_const(a, 1u));
     let fa = phi[a];
     let lo = max(i32(ceil(u - ROBUST_REACH - fa)), i32(ceil(laser_const(a, 2u) - fa)));
     let hi = min(i32(floor(u + ROBUST_REACH - fa)), i32(floor(laser_const(a, 3u) - fa)));

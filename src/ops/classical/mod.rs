@@ -325,8 +325,8 @@ pub(super) struct ClassicalParams {
     w: u32,
     out_c: u32,
     flags: u32,
-    /// Robust passes: the neighbourhood radius and the decisive factor ([`robust`](mod@robust)).
-    radius: u32,
+    _pad0: u32,
+    /// Robust passes: the threshold's factor over the median best cost ([`robust`](mod@robust)).
     decisive: f32,
     min_b: f32,
     min_contrast: f32,
@@ -339,6 +339,8 @@ const WEIGHTED: u32 = 1;
 const NOMINAL: u32 = 2;
 const QUALITY: u32 = 4;
 const REASON: u32 = 8;
+/// The robust solver's first prior pass (finds each pixel's threshold and keeps it in the state).
+const FIRST_PASS: u32 = 16;
 
 /// The shader's constant table (computed in f64): per laser `l` ([`LASER_STRIDE`] values)
 /// `[λ/2 hi, λ/2 lo, u_min, u_max, m_min, m_max, 1/λ², shifts]` — hi + lo = the value, `u` the
@@ -414,7 +416,7 @@ fn params(config: &ClassicalConfig, h: usize, w: usize) -> ClassicalParams {
         w: w as u32,
         out_c: config.out_channels() as u32,
         flags,
-        radius: robust::RADIUS as u32,
+        _pad0: 0,
         decisive: robust::decisive_factor(config, robust::DECISIVE_CHI2) as f32,
         min_b: lv.min_b,
         min_contrast: lv.min_contrast,
@@ -425,7 +427,7 @@ fn params(config: &ClassicalConfig, h: usize, w: usize) -> ClassicalParams {
 
 /// f32 values per pixel of the robust solver's state (see `shaders/classical_robust.wgsl`).
 pub fn state_stride(config: &ClassicalConfig) -> usize {
-    2 * config.lasers() + 6
+    2 * config.lasers() + 7
 }
 
 /// The robust solver's dispatches over a batch (`config.unwrap` = [`Unwrap::Robust`]): solve the
@@ -467,12 +469,14 @@ pub fn robust_passes(
     let mut out = vec![Dispatch::new(gpu, &kernel("robust_solve"), Precision::F32, &params, &solve, groups)?];
     for pass in 0..robust::PASSES {
         let (from, to) = (&planes[pass % 2].buffer, &planes[(pass + 1) % 2].buffer);
+        let first = ClassicalParams { flags: params.flags | FIRST_PASS, ..params };
+        let params = if pass == 0 { &first } else { &params };
         let d = if pass + 1 < robust::PASSES {
             let b = [(2, consts), (4, &state.buffer), (5, from), (6, to)];
-            Dispatch::new(gpu, &kernel("robust_prior"), Precision::F32, &params, &b, groups)?
+            Dispatch::new(gpu, &kernel("robust_prior"), Precision::F32, params, &b, groups)?
         } else {
             let b = [(2, consts), (3, &output.buffer), (4, &state.buffer), (5, from)];
-            Dispatch::new(gpu, &kernel("robust_final"), Precision::F32, &params, &b, groups)?
+            Dispatch::new(gpu, &kernel("robust_final"), Precision::F32, params, &b, groups)?
         };
         out.push(d);
     }
