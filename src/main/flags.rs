@@ -39,7 +39,10 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
             unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
             unused(a.tiles.tile == 0, &["overlap"], whole_frame)
         }
-        Command::Bench(a) => unused(a.tiles.tile == 0, &["overlap"], whole_frame),
+        Command::Bench(a) => {
+            unused(a.weights.is_some(), &["unwrap"], classical_only)?;
+            unused(a.tiles.tile == 0, &["overlap"], whole_frame)
+        }
         Command::Generate(a) => {
             let random = "applies to random surfaces (--shape random) only";
             unused(a.shape.0 != Shape::Random, &["height_scale", "height_offset"], random)?;
@@ -381,6 +384,9 @@ pub struct BenchArgs {
     tiles: TileArgs,
     #[arg(long, default_value = "auto")]
     precision: PrecisionArg,
+    /// Classical solver: how fringe orders are decided (as infer's --unwrap).
+    #[arg(long, default_value = "per-pixel")]
+    unwrap: Unwrap,
     /// Write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -396,6 +402,7 @@ impl From<BenchArgs> for bench::Options {
             overlap: a.tiles.overlap,
             batch: a.tiles.batch,
             precision: a.precision.0,
+            unwrap: a.unwrap,
             dir: bench::Options::scratch_dir(),
             json: a.json,
         }
