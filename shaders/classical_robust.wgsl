@@ -194,9 +194,6 @@ fn prior_height(z: u32, i: u32) -> f32 {
         t = p.decisive * lower_median(gather_state(z, y, x, 2u * nl + 2u));
         state[slot(z, 2u * nl + 6u, i)] = t;
     }
-    // The lower median of the neighbours' finite heights, itself left out.
-    let k = gather_heights(z, y, x);
-    let median = lower_median(k);
     for (var l = 0u; l < nl; l++) {
         phi[l] = state[slot(z, l, i)];
         wgt[l] = state[slot(z, nl + l, i)];
@@ -206,16 +203,23 @@ fn prior_height(z: u32, i: u32) -> f32 {
     let cost = state[slot(z, 2u * nl + 2u, i)];
     let runner_up = state[slot(z, 2u * nl + 3u, i)];
     let own = height_weighted(a, nl, m_best);
-    let alone = select(nan(), own, runner_up - cost > t);
-    if (k == 0u) {
-        return alone;
+    // Every other candidate loses by more than t: whatever the neighbours say, the pixel keeps
+    // its best (the rule below would too), so the median is not needed.
+    if (runner_up - cost > t) {
+        return own;
     }
+    // The lower median of the neighbours' finite heights, itself left out.
+    let k = gather_heights(z, y, x);
+    if (k == 0u) {
+        return nan();
+    }
+    let median = lower_median(k);
     let u = median / (laser_const(a, 0u) + laser_const(a, 1u));
     let fa = phi[a];
     let lo = max(i32(ceil(u - ROBUST_REACH - fa)), i32(ceil(laser_const(a, 2u) - fa)));
     let hi = min(i32(floor(u + ROBUST_REACH - fa)), i32(floor(laser_const(a, 3u) - fa)));
     if (lo > hi) {
-        return alone;
+        return nan();
     }
     var best_m = lo;
     var best_cost = BIG;

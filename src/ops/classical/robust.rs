@@ -90,12 +90,6 @@ pub fn threshold(fits: &[PixelFit], i: usize, hw: [usize; 2], factor: f64) -> f6
     factor * lower_median(costs.collect()).expect("the pixel itself is valid")
 }
 
-/// The pixel's own decision where the neighbours cannot suggest one: its best order when the
-/// runner-up loses by more than `threshold`, else unresolved (NaN).
-fn alone(f: &PixelFit, threshold: f64) -> f64 {
-    if f.runner_up - f.cost > threshold { f.height } else { f64::NAN }
-}
-
 /// One prior pass: every valid pixel's height given its neighbours' current heights `prev`.
 pub fn prior(
     fits: &[PixelFit],
@@ -111,9 +105,14 @@ pub fn prior(
             if f.reason != Reason::Ok {
                 return f64::NAN;
             }
+            // Every other candidate loses by more than t: the pixel keeps its best whatever the
+            // neighbours say (the rule below would keep it too); no median needed.
+            if f.runner_up - f.cost > t {
+                return f.height;
+            }
             let heights = neighbourhood(i, [h, w], RADIUS).filter(|&j| j != i).map(|j| prev[j]);
             let Some(median) = lower_median(heights.filter(|v| !v.is_nan()).collect()) else {
-                return alone(f, t);
+                return f64::NAN;
             };
             let wl = config.psi.wavelengths[f.anchor] as f64;
             let u = 2.0 * median / wl;
@@ -130,7 +129,7 @@ pub fn prior(
             match best {
                 Some((cost, height)) if cost - f.cost <= t => height,
                 Some(_) => f.height,
-                None => alone(f, t),
+                None => f64::NAN,
             }
         })
         .collect()
