@@ -3,9 +3,9 @@
 // src/ops/classical/robust.rs.
 //
 //   robust_solve   buckets → `state` (per pixel, planar: phases in turns, weights, anchor, best
-//                  order, its cost, the runner-up's cost, reason, quality; then the threshold,
-//                  which the first prior pass writes) and `next` = the best height (NaN when
-//                  invalid)
+//                  order, its cost, the runner-up's cost, reason, quality, the threshold (which
+//                  the first prior pass writes), the best height) and `next` = the best height
+//                  (NaN when invalid)
 //   robust_prior   `prev` → `next`: every valid pixel re-decided from its neighbours' heights
 //   robust_final   the last prior pass, writing `out` as `classical` does (height, quality, reason)
 //
@@ -31,7 +31,7 @@ const ABSENT: f32 = 3.4e38;
 var<private> nbr: array<f32, 25>;
 
 fn state_stride() -> u32 {
-    return 2u * p.lasers + 7u;
+    return 2u * p.lasers + 8u;
 }
 
 // ops::classical's flag of the first prior pass.
@@ -99,6 +99,7 @@ fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     state[slot(z, 2u * nl + 3u, i)] = d.runner_up;
     state[slot(z, 2u * nl + 4u, i)] = f32(reason);
     state[slot(z, 2u * nl + 5u, i)] = quality;
+    state[slot(z, 2u * nl + 7u, i)] = height;
     next[z * plane + i] = height;
 }
 
@@ -194,20 +195,19 @@ fn prior_height(z: u32, i: u32) -> f32 {
         t = p.decisive * lower_median(gather_state(z, y, x, 2u * nl + 2u));
         state[slot(z, 2u * nl + 6u, i)] = t;
     }
+    let cost = state[slot(z, 2u * nl + 2u, i)];
+    let runner_up = state[slot(z, 2u * nl + 3u, i)];
+    let own = state[slot(z, 2u * nl + 7u, i)];
+    // Every other candidate loses by more than t: whatever the neighbours say, the pixel keeps
+    // its best (the rule below would too), so neither the median nor its phases are needed.
+    if (runner_up - cost > t) {
+        return own;
+    }
     for (var l = 0u; l < nl; l++) {
         phi[l] = state[slot(z, l, i)];
         wgt[l] = state[slot(z, nl + l, i)];
     }
     let a = u32(state[slot(z, 2u * nl, i)]);
-    let m_best = i32(state[slot(z, 2u * nl + 1u, i)]);
-    let cost = state[slot(z, 2u * nl + 2u, i)];
-    let runner_up = state[slot(z, 2u * nl + 3u, i)];
-    let own = height_weighted(a, nl, m_best);
-    // Every other candidate loses by more than t: whatever the neighbours say, the pixel keeps
-    // its best (the rule below would too), so the median is not needed.
-    if (runner_up - cost > t) {
-        return own;
-    }
     // The lower median of the neighbours' finite heights, itself left out.
     let k = gather_heights(z, y, x);
     if (k == 0u) {

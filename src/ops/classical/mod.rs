@@ -427,7 +427,7 @@ fn params(config: &ClassicalConfig, h: usize, w: usize) -> ClassicalParams {
 
 /// f32 values per pixel of the robust solver's state (see `shaders/classical_robust.wgsl`).
 pub fn state_stride(config: &ClassicalConfig) -> usize {
-    2 * config.lasers() + 7
+    2 * config.lasers() + 8
 }
 
 /// The robust solver's dispatches over a batch (`config.unwrap` = [`Unwrap::Robust`]): solve the

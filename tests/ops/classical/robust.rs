@@ -181,6 +181,6 @@ fn robust_plan() {
     let model = Classical::new(gpu, robust_config()).unwrap();
     let plan = model.plan(gpu, 2, 5, 7).unwrap();
     assert_eq!(plan.dispatches.len(), 1 + PASSES);
-    assert_eq!(plan.buffers.iter().map(|t| t.shape).collect::<Vec<_>>(), [[2, 15, 5, 7], [2, 1, 5, 7], [2, 1, 5, 7]]);
-    assert_eq!(plan.bytes, ((16 + 3 + 15 + 2) * 2 * 35 * 4) as u64);
+    assert_eq!(plan.buffers.iter().map(|t| t.shape).collect::<Vec<_>>(), [[2, 16, 5, 7], [2, 1, 5, 7], [2, 1, 5, 7]]);
+    assert_eq!(plan.bytes, ((16 + 3 + 16 + 2) * 2 * 35 * 4) as u64);
 }
