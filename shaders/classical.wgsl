@@ -28,7 +28,8 @@ struct ClassicalParams {
     // WEIGHTED | NOMINAL | QUALITY | REASON
     flags: u32,
     _pad0: u32,
-    _pad1: u32,
+    // Robust passes: the threshold's factor over the median best cost (classical_robust.wgsl).
+    decisive: f32,
     // A laser with B = 0, B < min_b or B < min_contrast * A is dropped; a bucket <= clip_lo or
     // >= clip_hi is clipped (left out of its laser's fit if the fit of all buckets agrees).
     min_b: f32,

@@ -296,10 +296,10 @@ impl FromStr for Problem {
 
 impl FromStr for Unwrap {
     type Err = ArgError;
-    /// `--unwrap`: `per-pixel` or `weighted`.
+    /// `--unwrap`: `per-pixel`, `weighted` or `robust`.
     fn from_str(s: &str) -> Result<Self, ArgError> {
-        let table = [(Unwrap::PerPixel.name(), Unwrap::PerPixel), (Unwrap::Weighted.name(), Unwrap::Weighted)];
-        named(s, &table, || format!("--unwrap '{s}': expected per-pixel or weighted"))
+        let table = [Unwrap::PerPixel, Unwrap::Weighted, Unwrap::Robust].map(|u| (u.name(), u));
+        named(s, &table, || format!("--unwrap '{s}': expected per-pixel, weighted or robust"))
     }
 }
 
@@ -483,6 +483,7 @@ mod tests {
         assert_eq!("up3, outc".parse::<Layers>(), Ok(Layers::Prefixes(vec!["up3".into(), "outc".into()])));
         assert_eq!("unet:w.safetensors".parse::<FitInit>(), Ok(FitInit::UNet("w.safetensors".into())));
         assert_eq!("weighted".parse::<Unwrap>(), Ok(Unwrap::Weighted));
+        assert_eq!("robust".parse::<Unwrap>(), Ok(Unwrap::Robust));
         assert_eq!("3".parse::<MinModulation>(), Ok(MinModulation::Counts(3.0)));
         assert_eq!(" 0.05A".parse::<MinModulation>(), Ok(MinModulation::OfOffset(0.05)));
         assert_eq!("nominal".parse::<PhaseStepsArg>(), Ok(PhaseStepsArg::default()));

@@ -39,7 +39,10 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
             unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
             unused(a.tiles.tile == 0, &["overlap"], whole_frame)
         }
-        Command::Bench(a) => unused(a.tiles.tile == 0, &["overlap"], whole_frame),
+        Command::Bench(a) => {
+            unused(a.weights.is_some(), &["unwrap"], classical_only)?;
+            unused(a.tiles.tile == 0, &["overlap"], whole_frame)
+        }
         Command::Generate(a) => {
             let random = "applies to random surfaces (--shape random) only";
             unused(a.shape.0 != Shape::Random, &["height_scale", "height_offset"], random)?;
@@ -172,8 +175,9 @@ pub struct InferArgs {
     #[arg(long)]
     quality: Option<PathBuf>,
     /// Classical solver: how fringe orders are decided: per-pixel (residuals against the first
-    /// laser) or weighted (noise-weighted spread of all lasers' heights over exactly
-    /// --height-range; the height is their inverse-variance mean).
+    /// laser), weighted (noise-weighted spread of all lasers' heights over exactly
+    /// --height-range; the height is their inverse-variance mean) or robust (weighted, plus a
+    /// spatial prior where a pixel's own cost does not decide its order).
     #[arg(long, default_value = "per-pixel")]
     unwrap: Unwrap,
     /// Classical solver: phase steps in degrees: nominal (360·k/N), one list for every laser
@@ -425,6 +429,9 @@ pub struct BenchArgs {
     tiles: TileArgs,
     #[arg(long, default_value = "auto")]
     precision: PrecisionArg,
+    /// Classical solver: how fringe orders are decided (as infer's --unwrap).
+    #[arg(long, default_value = "per-pixel")]
+    unwrap: Unwrap,
     /// Write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -440,6 +447,7 @@ impl From<BenchArgs> for bench::Options {
             overlap: a.tiles.overlap,
             batch: a.tiles.batch,
             precision: a.precision.0,
+            unwrap: a.unwrap,
             dir: bench::Options::scratch_dir(),
             json: a.json,
         }

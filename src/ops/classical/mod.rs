@@ -23,10 +23,15 @@
 //!   noise variance); candidates exactly inside the range; each laser's height `h_l` at its own
 //!   order; cost = `Σ_l w_l (h_l − h̄)²` around the inverse-variance mean `h̄` (µm²·counts²:
 //!   `8π²·cost/σ²` is a χ² of L − 1 degrees of freedom for camera noise σ); height = `h̄`.
+//! - `robust`: the weighted likelihood, then a spatial prior over a few passes that moves a
+//!   pixel to the candidate nearest its neighbours' median height unless its own best beats
+//!   that candidate by more than a χ² margin; NaN where neither decides ([`robust`](mod@robust)
+//!   states the rule; [`robust_passes`] records its dispatches).
 //!
 //! The GPU works in f32 but in fringe units ("turns", 2π = 1) with the large integer parts split
 //! off exactly, so heights of ±100 µm keep an error of about one f32 ulp (see the shader's header).
-//! [`classical`] records the one dispatch; the model around it is `nn::classical`.
+//! [`classical`] records the one dispatch of per-pixel and weighted; the model around it is
+//! `nn::classical`.
 //! [`reference`](mod@reference) is the f64 CPU version the tests compare against.
 
 use crate::dtype::HostType;
@@ -36,8 +41,9 @@ use crate::psi::phase::{fit_steps, split12};
 use crate::psi::{PhaseSteps, PsiConfig};
 
 pub mod reference;
+pub mod robust;
 
-pub static SHADER: Shader = wgsl!("classical": "lib/grid.wgsl", "classical.wgsl");
+pub static SHADER: Shader = wgsl!("classical": "lib/grid.wgsl", "classical.wgsl", "classical_robust.wgsl");
 
 /// Most lasers the shader handles (it caches one phase per laser in a fixed-size array).
 pub const MAX_LASERS: usize = 16;
@@ -59,6 +65,9 @@ pub enum Unwrap {
     PerPixel,
     /// Noise-weighted spread of all lasers' heights, exactly over the range.
     Weighted,
+    /// The weighted likelihood, plus a spatial prior where a pixel's own cost does not decide
+    /// its order ([`robust`](mod@robust)).
+    Robust,
 }
 
 impl Unwrap {
@@ -66,6 +75,7 @@ impl Unwrap {
         match self {
             Unwrap::PerPixel => "per-pixel",
             Unwrap::Weighted => "weighted",
+            Unwrap::Robust => "robust",
         }
     }
 }
@@ -316,7 +326,8 @@ pub(super) struct ClassicalParams {
     out_c: u32,
     flags: u32,
     _pad0: u32,
-    _pad1: u32,
+    /// Robust passes: the threshold's factor over the median best cost ([`robust`](mod@robust)).
+    decisive: f32,
     min_b: f32,
     min_contrast: f32,
     clip_lo: f32,
@@ -328,6 +339,8 @@ const WEIGHTED: u32 = 1;
 const NOMINAL: u32 = 2;
 const QUALITY: u32 = 4;
 const REASON: u32 = 8;
+/// The robust solver's first prior pass (finds each pixel's threshold and keeps it in the state).
+const FIRST_PASS: u32 = 16;
 
 /// The shader's constant table (computed in f64): per laser `l` ([`LASER_STRIDE`] values)
 /// `[λ/2 hi, λ/2 lo, u_min, u_max, m_min, m_max, 1/λ², shifts]` — hi + lo = the value, `u` the
@@ -371,6 +384,9 @@ pub fn classical(
 ) -> Result<Dispatch> {
     let [n, c, h, w] = input.shape;
     let want = [n, config.out_channels(), h, w];
+    if config.unwrap == Unwrap::Robust {
+        return Err(Error::Invalid("the robust solver is several dispatches: use robust_passes".into()));
+    }
     if c != config.in_channels() || output.shape != want {
         return Err(Error::Shape(format!(
             "classical solver of {} channels: input {:?} and output {:?} (expected {want:?})",
@@ -379,13 +395,21 @@ pub fn classical(
             output.shape
         )));
     }
+    let params = params(config, h, w);
+    let [gx, gy] = grid_1d(gpu, h * w, 256);
+    let buffers = [(1, &input.buffer), (2, consts), (3, &output.buffer)];
+    Dispatch::new(gpu, &SHADER.kernel("classical"), Precision::F32, &params, &buffers, [gx, gy, n as u32])
+}
+
+/// The parameter block of a batch of `h` x `w` images.
+fn params(config: &ClassicalConfig, h: usize, w: usize) -> ClassicalParams {
     let bit = |on: bool, flag: u32| if on { flag } else { 0 };
-    let flags = bit(config.unwrap == Unwrap::Weighted, WEIGHTED)
+    let flags = bit(config.unwrap != Unwrap::PerPixel, WEIGHTED)
         | bit(config.psi.phase_steps == PhaseSteps::Nominal, NOMINAL)
         | bit(config.quality, QUALITY)
         | bit(config.reason, REASON);
     let lv = &config.levels;
-    let params = ClassicalParams {
+    ClassicalParams {
         lasers: config.lasers() as u32,
         buckets: config.psi.buckets as u32,
         h: h as u32,
@@ -393,13 +417,68 @@ pub fn classical(
         out_c: config.out_channels() as u32,
         flags,
         _pad0: 0,
-        _pad1: 0,
+        decisive: robust::decisive_factor(config, robust::DECISIVE_CHI2) as f32,
         min_b: lv.min_b,
         min_contrast: lv.min_contrast,
         clip_lo: lv.clip_lo,
         clip_hi: lv.clip_hi,
+    }
+}
+
+/// f32 values per pixel of the robust solver's state (see `shaders/classical_robust.wgsl`).
+pub fn state_stride(config: &ClassicalConfig) -> usize {
+    2 * config.lasers() + 8
+}
+
+/// The robust solver's dispatches over a batch (`config.unwrap` = [`Unwrap::Robust`]): solve the
+/// `input` pixels into `state` (`[n, state_stride, h, w]`) and `planes[0]` (`[n, 1, h, w]`), then
+/// [`robust::PASSES`] prior passes ping-ponging between `planes[0]` and `planes[1]`, the last one
+/// writing `output` as [`classical`] does.
+pub fn robust_passes(
+    gpu: &Gpu,
+    config: &ClassicalConfig,
+    consts: &wgpu::Buffer,
+    input: &Tensor,
+    output: &Tensor,
+    state: &Tensor,
+    planes: [&Tensor; 2],
+) -> Result<Vec<Dispatch>> {
+    let [n, c, h, w] = input.shape;
+    let want = [n, config.out_channels(), h, w];
+    let shapes = [state_stride(config), 1, 1];
+    let ok = [state, planes[0], planes[1]].iter().zip(shapes).all(|(t, s)| t.shape == [n, s, h, w]);
+    if config.unwrap != Unwrap::Robust || c != config.in_channels() || output.shape != want || !ok {
+        return Err(Error::Shape(format!(
+            "robust classical solver of {} channels: input {:?}, output {:?} (expected {want:?}), state {:?}, planes \
+             {:?} and {:?}",
+            config.in_channels(),
+            input.shape,
+            output.shape,
+            state.shape,
+            planes[0].shape,
+            planes[1].shape
+        )));
+    }
+    let params = params(config, h, w);
+    let groups = {
+        let [gx, gy] = grid_1d(gpu, h * w, 256);
+        [gx, gy, n as u32]
     };
-    let [gx, gy] = grid_1d(gpu, h * w, 256);
-    let buffers = [(1, &input.buffer), (2, consts), (3, &output.buffer)];
-    Dispatch::new(gpu, &SHADER.kernel("classical"), Precision::F32, &params, &buffers, [gx, gy, n as u32])
+    let kernel = |name| SHADER.kernel(name);
+    let solve = [(1, &input.buffer), (2, consts), (4, &state.buffer), (6, &planes[0].buffer)];
+    let mut out = vec![Dispatch::new(gpu, &kernel("robust_solve"), Precision::F32, &params, &solve, groups)?];
+    for pass in 0..robust::PASSES {
+        let (from, to) = (&planes[pass % 2].buffer, &planes[(pass + 1) % 2].buffer);
+        let first = ClassicalParams { flags: params.flags | FIRST_PASS, ..params };
+        let params = if pass == 0 { &first } else { &params };
+        let d = if pass + 1 < robust::PASSES {
+            let b = [(2, consts), (4, &state.buffer), (5, from), (6, to)];
+            Dispatch::new(gpu, &kernel("robust_prior"), Precision::F32, params, &b, groups)?
+        } else {
+            let b = [(2, consts), (3, &output.buffer), (4, &state.buffer), (5, from)];
+            Dispatch::new(gpu, &kernel("robust_final"), Precision::F32, params, &b, groups)?
+        };
+        out.push(d);
+    }
+    Ok(out)
 }

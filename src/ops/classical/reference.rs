@@ -117,6 +117,31 @@ pub struct PixelFit {
     pub lasers: Vec<LaserFit>,
 }
 
+impl PixelFit {
+    /// The pixel's search as `config` makes it, from its laser fits.
+    fn pixel<'a>(&'a self, config: &'a ClassicalConfig) -> Pixel<'a> {
+        let mask =
+            (0..self.lasers.len()).filter(|&l| self.lasers[l].status == Status::Usable).fold(0, |m, l| m | 1 << l);
+        let wl = config.psi.wavelengths.iter().map(|&v| v as f64).collect();
+        Pixel { config, fits: &self.lasers, wl, anchor: self.anchor, mask }
+    }
+
+    /// The weighted search's anchor orders: every candidate exactly inside the height range.
+    pub fn weighted_orders(&self, config: &ClassicalConfig) -> (i64, i64) {
+        let (u_min, u_max) = config.turn_range(self.anchor);
+        let f = self.lasers[self.anchor].turns;
+        ((u_min - f).ceil() as i64, (u_max - f).floor() as i64)
+    }
+
+    /// (cost, height) of the anchor's order `m` under the weighted likelihood: the weighted
+    /// spread of the lasers' heights and their inverse-variance mean.
+    pub fn weighted_at(&self, config: &ClassicalConfig, m: i64) -> (f64, f64) {
+        let px = self.pixel(config);
+        let (cost, mean) = px.spread(m);
+        (cost, px.wl[self.anchor] / 2.0 * px.u(m) + mean)
+    }
+}
+
 /// The smallest height shift (µm) inside the range at which the lasers of `mask` fit as well as
 /// at no shift, seen from anchor `a` (a wrong candidate of noiseless cost under [`DECISIVE`]);
 /// `None` when they decide the range.
@@ -202,7 +227,7 @@ impl Pixel<'_> {
         let u = self.u(m);
         let h_a = self.wl[self.anchor] / 2.0 * u;
         match self.config.unwrap {
-            Unwrap::Weighted => h_a + self.spread(m).1,
+            Unwrap::Weighted | Unwrap::Robust => h_a + self.spread(m).1,
             Unwrap::PerPixel => {
                 let sum: f64 =
                     self.others().map(|l| self.wl[l] / 2.0 * (self.residual(l, u).1 + self.fits[l].turns)).sum();
@@ -235,7 +260,7 @@ fn anchor(config: &ClassicalConfig, fits: &[LaserFit], mask: u32) -> usize {
     let usable = (0..fits.len()).filter(|&l| mask & (1 << l) != 0);
     match config.unwrap {
         Unwrap::PerPixel => usable.min().unwrap_or(0),
-        Unwrap::Weighted => usable
+        Unwrap::Weighted | Unwrap::Robust => usable
             .fold(None, |best: Option<(usize, f64)>, l| {
                 let w = fits[l].weight(config.psi.wavelengths[l] as f64);
                 if best.is_none_or(|(_, bw)| w > bw) { Some((l, w)) } else { best }
@@ -282,7 +307,7 @@ pub fn fit_pixel(intensities: &[f64], config: &ClassicalConfig) -> PixelFit {
     };
     let candidates = match config.unwrap {
         Unwrap::PerPixel => px.per_pixel(),
-        Unwrap::Weighted => px.weighted(),
+        Unwrap::Weighted | Unwrap::Robust => px.weighted(),
     };
     let Some((best, runner_up)) = choose(&candidates) else {
         fit.reason = Reason::OrderUnresolved;
@@ -309,7 +334,7 @@ pub fn height_at_true_orders(intensities: &[f64], config: &ClassicalConfig, trut
         let h = wl / 2.0 * ((2.0 * truth / wl - f).round() + f);
         let w = match config.unwrap {
             Unwrap::PerPixel => 1.0,
-            Unwrap::Weighted => fit.lasers[l].weight(wl),
+            Unwrap::Weighted | Unwrap::Robust => fit.lasers[l].weight(wl),
         };
         (sum, total) = (sum + w * h, total + w);
     }

@@ -48,7 +48,7 @@ fn region(x: usize, w: usize) -> Region {
 
 /// A u8-valued frame (as f32 counts) of the seed surface, σ = 2 counts, with a band of each
 /// region; the truth.
-fn regions_frame(h: usize, w: usize) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn regions_frame(h: usize, w: usize) -> (Vec<f32>, Vec<f32>) {
     let truth = seed_heights(h, w);
     let psi = PsiConfig::default();
     let mut rng = Rng::new(3);

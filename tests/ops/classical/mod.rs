@@ -15,7 +15,8 @@ use psi_gpu::psi::surface::seed_heights;
 use psi_gpu::psi::{PhaseSteps, PsiConfig};
 use psi_gpu::{Error, HostType};
 
-mod invalid;
+pub(crate) mod invalid;
+mod robust;
 mod table;
 
 /// Cost gap (turns²) and distance from a half fringe (turns) under which a pixel's reference
@@ -129,7 +130,9 @@ fn clear_cut(px: &[f64], cfg: &ClassicalConfig) -> bool {
     }
     let gap = match cfg.unwrap {
         Unwrap::PerPixel => fit.runner_up - fit.cost > AMBIGUOUS,
-        Unwrap::Weighted => fit.runner_up.is_infinite() || fit.runner_up - fit.cost > 1e-3 * fit.runner_up,
+        Unwrap::Weighted | Unwrap::Robust => {
+            fit.runner_up.is_infinite() || fit.runner_up - fit.cost > 1e-3 * fit.runner_up
+        }
     };
     let weights: Vec<f64> = fit.lasers.iter().enumerate().map(|(l, f)| f.weight(wl(l))).collect();
     let anchor_ok = cfg.unwrap == Unwrap::PerPixel

@@ -1,0 +1,273 @@
+// `--unwrap robust`: the weighted per-pixel likelihood plus a spatial prior, in 1 + PASSES
+// dispatches over the same (h*w, image) grid as `classical`. CPU f64 reference and the rule:
+// src/ops/classical/robust.rs.
+//
+//   robust_solve   buckets → `state` (per pixel, planar: phases in turns, weights, anchor, best
+//                  order, its cost, the runner-up's cost, reason, quality, the threshold (which
+//                  the first prior pass writes), the best height) and `next` = the best height
+//                  (NaN when invalid)
+//   robust_prior   `prev` → `next`: every valid pixel re-decided from its neighbours' heights
+//   robust_final   the last prior pass, writing `out` as `classical` does (height, quality, reason)
+//
+// A prior pass, per valid pixel: the threshold t = p.decisive * (lower median of the best costs
+// of the valid pixels within ROBUST_RADIUS, itself included); the lower median of the finite heights
+// of `prev` within ROBUST_RADIUS, itself left out; the least-cost anchor candidate of the range within
+// ROBUST_REACH fringes of it. The pixel takes that candidate unless its own best costs less by more
+// than t; with no neighbour height or no candidate near the median it keeps its own best when the
+// runner-up loses by more than t, else it is unresolved (NaN).
+
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read> prev: array<f32>;
+@group(0) @binding(6) var<storage, read_write> next: array<f32>;
+
+// ops::classical::robust::{REACH, RADIUS}: the neighbourhood is SIDE x SIDE = HOOD pixels, slot
+// s at (dy, dx) = (s / SIDE, s % SIDE) - RADIUS; ABSENT marks a slot without a value.
+const ROBUST_REACH: f32 = 0.5;
+const ROBUST_RADIUS: i32 = 2;
+const SIDE: u32 = 5u;
+const HOOD: u32 = 25u;
+const ABSENT: f32 = 3.4e38;
+
+var<private> nbr: array<f32, 25>;
+
+fn state_stride() -> u32 {
+    return 2u * p.lasers + 8u;
+}
+
+// ops::classical's flag of the first prior pass.
+const FIRST_PASS: u32 = 16u;
+
+// Slot j of pixel i of image z in `state`.
+fn slot(z: u32, j: u32, i: u32) -> u32 {
+    return (z * state_stride() + j) * p.h * p.w + i;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    if (i >= plane) {
+        return;
+    }
+    let nl = min(p.lasers, MAX_LASERS);
+    let base = gid.z * nl * p.buckets * plane + i;
+    var quality = 0.0;
+    var used = 0u;
+    var mask = 0u;
+    var worst = OK;
+    for (var l = 0u; l < nl; l++) {
+        let fit = fit_laser(base, plane, l);
+        if (fit.status == OK) {
+            mask |= 1u << l;
+            quality += fit.contrast;
+            used += 1u;
+        } else {
+            worst = max(worst, fit.status);
+        }
+    }
+    quality /= f32(used);
+    var reason = OK;
+    var height = nan();
+    var d = Decision(0, BIG, BIG, OK);
+    var a = 0u;
+    if (worst == NONFINITE) {
+        reason = NONFINITE;
+        quality = nan();
+    } else if (mask == 0u) {
+        reason = worst;
+        quality = nan();
+    } else {
+        a = anchor(mask, nl);
+        if (worst != OK && ambiguous(a, mask, nl)) {
+            reason = worst;
+        } else {
+            d = search_weighted(a, nl);
+            reason = d.reason;
+            if (reason == OK) {
+                height = height_weighted(a, nl, d.m);
+            }
+        }
+    }
+    let z = gid.z;
+    for (var l = 0u; l < nl; l++) {
+        state[slot(z, l, i)] = phi[l];
+        state[slot(z, nl + l, i)] = wgt[l];
+    }
+    state[slot(z, 2u * nl, i)] = f32(a);
+    state[slot(z, 2u * nl + 1u, i)] = f32(d.m);
+    state[slot(z, 2u * nl + 2u, i)] = d.cost;
+    state[slot(z, 2u * nl + 3u, i)] = d.runner_up;
+    state[slot(z, 2u * nl + 4u, i)] = f32(reason);
+    state[slot(z, 2u * nl + 5u, i)] = quality;
+    state[slot(z, 2u * nl + 7u, i)] = height;
+    next[z * plane + i] = height;
+}
+
+// Compare-exchange slots i < j of `nbr` (constant arguments: the array stays in registers).
+fn cs(i: u32, j: u32) {
+    let a = nbr[i];
+    let b = nbr[j];
+    nbr[i] = min(a, b);
+    nbr[j] = max(a, b);
+}
+
+// The lower median (sorted element ⌊(k−1)/2⌋) of the k values of `nbr` below ABSENT: Batcher's
+// odd-even merge sorting network for 32 slots, less the comparators that touch slots 25..31
+// (ABSENT there would never move), 140 compare-exchanges and no branch.
+fn lower_median(k: u32) -> f32 {
+    cs(0u, 1u); cs(2u, 3u); cs(0u, 2u); cs(1u, 3u); cs(1u, 2u); cs(4u, 5u); cs(6u, 7u); cs(4u, 6u);
+    cs(5u, 7u); cs(5u, 6u); cs(0u, 4u); cs(2u, 6u); cs(2u, 4u); cs(1u, 5u); cs(3u, 7u); cs(3u, 5u);
+    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(8u, 9u); cs(10u, 11u); cs(8u, 10u); cs(9u, 11u); cs(9u, 10u);
+    cs(12u, 13u); cs(14u, 15u); cs(12u, 14u); cs(13u, 15u); cs(13u, 14u); cs(8u, 12u); cs(10u, 14u); cs(10u, 12u);
+    cs(9u, 13u); cs(11u, 15u); cs(11u, 13u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(0u, 8u); cs(4u, 12u);
+    cs(4u, 8u); cs(2u, 10u); cs(6u, 14u); cs(6u, 10u); cs(2u, 4u); cs(6u, 8u); cs(10u, 12u); cs(1u, 9u);
+    cs(5u, 13u); cs(5u, 9u); cs(3u, 11u); cs(7u, 15u); cs(7u, 11u); cs(3u, 5u); cs(7u, 9u); cs(11u, 13u);
+    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(7u, 8u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(16u, 17u);
+    cs(18u, 19u); cs(16u, 18u); cs(17u, 19u); cs(17u, 18u); cs(20u, 21u); cs(22u, 23u); cs(20u, 22u); cs(21u, 23u);
+    cs(21u, 22u); cs(16u, 20u); cs(18u, 22u); cs(18u, 20u); cs(17u, 21u); cs(19u, 23u); cs(19u, 21u); cs(17u, 18u);
+    cs(19u, 20u); cs(21u, 22u); cs(16u, 24u); cs(20u, 24u); cs(18u, 20u); cs(22u, 24u); cs(19u, 21u); cs(17u, 18u);
+    cs(19u, 20u); cs(21u, 22u); cs(23u, 24u); cs(0u, 16u); cs(8u, 24u); cs(8u, 16u); cs(4u, 20u); cs(12u, 20u);
+    cs(4u, 8u); cs(12u, 16u); cs(20u, 24u); cs(2u, 18u); cs(10u, 18u); cs(6u, 22u); cs(14u, 22u); cs(6u, 10u);
+    cs(14u, 18u); cs(2u, 4u); cs(6u, 8u); cs(10u, 12u); cs(14u, 16u); cs(18u, 20u); cs(22u, 24u); cs(1u, 17u);
+    cs(9u, 17u); cs(5u, 21u); cs(13u, 21u); cs(5u, 9u); cs(13u, 17u); cs(3u, 19u); cs(11u, 19u); cs(7u, 23u);
+    cs(15u, 23u); cs(7u, 11u); cs(15u, 19u); cs(3u, 5u); cs(7u, 9u); cs(11u, 13u); cs(15u, 17u); cs(19u, 21u);
+    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(7u, 8u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(15u, 16u);
+    cs(17u, 18u); cs(19u, 20u); cs(21u, 22u); cs(23u, 24u);
+    let want = (max(k, 1u) - 1u) / 2u;
+    var out = 0.0;
+    for (var s = 0u; s < HOOD; s++) {
+        out = select(out, nbr[s], s == want);
+    }
+    return out;
+}
+
+// Fill `nbr` with slot j of the state of the valid pixels (reason OK) of the neighbourhood of
+// (y, x) inside the frame, itself included, ABSENT elsewhere; how many were valid.
+fn gather_state(z: u32, y: i32, x: i32, j: u32) -> u32 {
+    let nl = min(p.lasers, MAX_LASERS);
+    var k = 0u;
+    for (var s = 0u; s < HOOD; s++) {
+        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        nbr[s] = ABSENT;
+        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
+            let q = u32(yy) * p.w + u32(xx);
+            if (u32(state[slot(z, 2u * nl + 4u, q)]) == OK) {
+                nbr[s] = state[slot(z, j, q)];
+                k += 1u;
+            }
+        }
+    }
+    return k;
+}
+
+// Fill `nbr` with the finite heights of `prev` in the neighbourhood of (y, x) inside the frame,
+// itself left out, ABSENT elsewhere; how many there were.
+fn gather_heights(z: u32, y: i32, x: i32) -> u32 {
+    var k = 0u;
+    for (var s = 0u; s < HOOD; s++) {
+        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        nbr[s] = ABSENT;
+        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w) && s != HOOD / 2u) {
+            let v = prev[z * p.h * p.w + u32(yy) * p.w + u32(xx)];
+            if (is_finite(v)) {
+                nbr[s] = v;
+                k += 1u;
+            }
+        }
+    }
+    return k;
+}
+
+// What a prior pass decides for pixel i of image z: its height or NaN.
+fn prior_height(z: u32, i: u32) -> f32 {
+    let nl = min(p.lasers, MAX_LASERS);
+    if (u32(state[slot(z, 2u * nl + 4u, i)]) != OK) {
+        return nan();
+    }
+    let y = i32(i / p.w);
+    let x = i32(i % p.w);
+    // The threshold: the lower median best cost of the valid neighbourhood, itself included,
+    // found by the first pass and kept in the pixel's state for the others.
+    var t = state[slot(z, 2u * nl + 6u, i)];
+    if ((p.flags & FIRST_PASS) != 0u) {
+        t = p.decisive * lower_median(gather_state(z, y, x, 2u * nl + 2u));
+        state[slot(z, 2u * nl + 6u, i)] = t;
+    }
+    let cost = state[slot(z, 2u * nl + 2u, i)];
+    let runner_up = state[slot(z, 2u * nl + 3u, i)];
+    let own = state[slot(z, 2u * nl + 7u, i)];
+    // Every other candidate loses by more than t: whatever the neighbours say, the pixel keeps
+    // its best (the rule below would too), so neither the median nor its phases are needed.
+    if (runner_up - cost > t) {
+        return own;
+    }
+    for (var l = 0u; l < nl; l++) {
+        phi[l] = state[slot(z, l, i)];
+        wgt[l] = state[slot(z, nl + l, i)];
+    }
+    let a = u32(state[slot(z, 2u * nl, i)]);
+    // The lower median of the neighbours' finite heights, itself left out.
+    let k = gather_heights(z, y, x);
+    if (k == 0u) {
+        return nan();
+    }
+    let median = lower_median(k);
+    let u = median / (laser_const(a, 0u) + laser_const(a, 1u));
+    let fa = phi[a];
+    let lo = max(i32(ceil(u - ROBUST_REACH - fa)), i32(ceil(laser_const(a, 2u) - fa)));
+    let hi = min(i32(floor(u + ROBUST_REACH - fa)), i32(floor(laser_const(a, 3u) - fa)));
+    if (lo > hi) {
+        return nan();
+    }
+    var best_m = lo;
+    var best_cost = BIG;
+    for (var m = lo; m <= hi; m++) {
+        let c = spread(a, nl, m).x;
+        if (c < best_cost) {
+            best_m = m;
+            best_cost = c;
+        }
+    }
+    if (best_cost - cost <= t) {
+        return height_weighted(a, nl, best_m);
+    }
+    return own;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn robust_prior(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    if (i >= plane) {
+        return;
+    }
+    next[gid.z * plane + i] = prior_height(gid.z, i);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn robust_final(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    if (i >= plane) {
+        return;
+    }
+    let z = gid.z;
+    let nl = min(p.lasers, MAX_LASERS);
+    let height = prior_height(z, i);
+    var reason = u32(state[slot(z, 2u * nl + 4u, i)]);
+    if (reason == OK && !is_finite(height)) {
+        reason = UNRESOLVED;
+    }
+    let o = z * p.out_c * plane + i;
+    out[o] = height;
+    var ch = 1u;
+    if ((p.flags & QUALITY) != 0u) {
+        out[o + plane] = state[slot(z, 2u * nl + 5u, i)];
+        ch += 1u;
+    }
+    if ((p.flags & REASON) != 0u) {
+        out[o + ch * plane] = f32(reason);
+    }
+}
