@@ -24,12 +24,6 @@ impl Classical {
         self.config.in_channels()
     }
 
-    /// Pixels of input around a pixel that its output depends on: 0, every unwrap today decides
-    /// each pixel from its own buckets.
-    pub fn halo(&self) -> usize {
-        0
-    }
-
     /// Height, then quality and the reason code if the configuration asks for them.
     pub fn out_channels(&self) -> usize {
         self.config.out_channels()
