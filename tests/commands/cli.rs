@@ -529,3 +529,21 @@ fn bad_solver_options_are_one_clear_error() {
         assert!(!mask.exists(), "{all:?}: no mask on error");
     }
 }
+
+/// An overlap below what the model reads around a pixel is raised, and the summary says so; the
+/// per-pixel solver's default overlap is 0.
+#[test]
+fn infer_raises_an_overlap_below_the_models_halo() {
+    let d = TempPath::dir("halo");
+    let f = fixture("psi_frame_96x128.npy");
+    let run = |args: &[&str]| {
+        let o = bin().args(["infer", f.to_str().unwrap(), "-o", d.join("h.npy").to_str().unwrap()]).args(args).output();
+        let o = o.unwrap();
+        assert!(o.status.success(), "{:?}", stderr_lines(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let robust = run(&["--unwrap", "robust", "--tile", "64", "--overlap", "4"]);
+    assert!(robust.contains("overlap 12") && robust.contains("overlap raised from 4 to 12 pixels"), "{robust}");
+    let per_pixel = run(&["--tile", "64"]);
+    assert!(per_pixel.contains("4 tiles of 64x64, overlap 0") && !per_pixel.contains("raised"), "{per_pixel}");
+}

@@ -9,10 +9,10 @@ use psi_gpu::HostType;
 use psi_gpu::gpu::{Gpu, Precision};
 use psi_gpu::io::npy::{NpyReader, NpyWriter};
 use psi_gpu::io::weights::Weights;
-use psi_gpu::nn::Model;
 use psi_gpu::nn::classical::Classical;
 use psi_gpu::nn::unet::UNet;
-use psi_gpu::ops::classical::{ClassicalConfig, Levels};
+use psi_gpu::nn::{Model, Reach};
+use psi_gpu::ops::classical::{ClassicalConfig, Levels, Unwrap};
 use psi_gpu::psi::buckets as synth;
 use psi_gpu::psi::surface::seed_heights;
 use psi_gpu::tiling::{StreamOptions, stream};
@@ -179,6 +179,33 @@ fn classical_heights_are_identical_tiled_and_whole() {
         let rmse = (sq / n as f64).sqrt();
         eprintln!("{}: classical RMSE {rmse:.2e} µm over {n} solved pixels, tiled = whole", gpu.describe());
         assert!(rmse < 1e-4, "RMSE {rmse}");
+    }
+}
+
+/// The robust solver reads 6 pixels around each one (its prior's radius x passes): with the
+/// overlap raised to twice that and the tiles cut, tiled runs give the whole frame's bytes on a
+/// σ = 30 frame where the prior re-decides thousands of pixels, across tile borders too.
+#[test]
+fn robust_classical_is_identical_tiled_and_whole() {
+    let (h, w) = (96, 120);
+    let (_, frame) = seed_frame(h, w, 30.0);
+    let file = temp_npy("robust-u8", HostType::U8, &[16, h, w], &synth::quantize_u8(&frame));
+    let levels = Levels::for_input(HostType::U8, 1.0 / 255.0, None, None).unwrap();
+    let config = |unwrap| ClassicalConfig { reason: true, levels, unwrap, ..ClassicalConfig::default() };
+    for gpu in gpus() {
+        let robust = Model::Classical(Classical::new(gpu, config(Unwrap::Robust)).unwrap());
+        let weighted = Model::Classical(Classical::new(gpu, config(Unwrap::Weighted)).unwrap());
+        assert_eq!(robust.reach(), Reach::Local { halo: 6 });
+        let whole = run(gpu, &robust, &file, 0, 0, None, 1.0 / 255.0);
+        let plain = run(gpu, &weighted, &file, 0, 0, None, 1.0 / 255.0);
+        let redecided = (0..h * w).filter(|&i| whole[i].to_bits() != plain[i].to_bits()).count();
+        assert!(redecided > 500, "{}: the prior changed only {redecided} pixels", gpu.describe());
+        // (tile, overlap asked): 0 and 4 are raised to 12.
+        for (tile, overlap, batch) in [(32, 0, None), (40, 4, Some(1)), (48, 20, Some(2))] {
+            let tiled = run(gpu, &robust, &file, tile, overlap, batch, 1.0 / 255.0);
+            let differ = whole.iter().zip(&tiled).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{}: tile {tile}/{overlap}: {differ} values differ", gpu.describe());
+        }
     }
 }
 
