@@ -27,7 +27,7 @@ use crate::nn::unet::UNet;
 use crate::ops::classical::{ClassicalConfig, Levels, MinModulation};
 use crate::psi::reason::Reason;
 pub use crate::tiling::region::input_scale;
-use crate::tiling::{StreamOptions, StreamStats, overlap_for, stream};
+use crate::tiling::{StreamOptions, StreamStats, stream, tiles_for};
 
 #[derive(Clone, Debug)]
 pub struct InferOptions {
@@ -224,7 +224,7 @@ pub fn infer_with(
     let output_shape = if main_c == 1 { vec![h, w] } else { vec![main_c, h, w] };
     let mut out = NpyWriter::new(&opts.output, HostType::F32, &output_shape)?;
     let scale = input_scale(opts.input_scale, model.input_scale(), header.ty);
-    let o = overlap_for(model.reach(), opts.tile, opts.overlap)?;
+    let o = tiles_for(model.reach(), opts.tile, opts.overlap);
     let sopts = StreamOptions {
         tile: opts.tile,
         overlap: o.overlap,

@@ -1,42 +1,41 @@
-//! The overlap a run uses: what the model's reach needs ([`Reach`]), or what the user asked for
-//! when it is enough. An exactly local model (the classical solver) needs `2 · halo` and gets its
-//! tiles cut at the middle of the overlap, so tiled equals whole; by default it gets just that
-//! (0 for the per-pixel solver: no pixel is computed twice). A wide model (the U-Net) gets its
-//! default overlap unless told otherwise, and its seams are feathered.
+//! The tiles a run uses, from the model's reach ([`Reach`]) and what the user asked for.
+//!
+//! An exactly local model (the classical solver) reads `halo` pixels around each one. Its tiles
+//! overlap by `2 · halo` (or more if asked), are cut at the middle of the overlap, and are
+//! `--tile` plus the overlap wide, so each gives a core of about `--tile` pixels and a frame
+//! that `--tile` divides runs in as many tiles as with no halo. Tiled then equals whole bit for
+//! bit; the per-pixel solver (halo 0) computes each pixel once. A wide model (the U-Net) gets
+//! `--tile` tiles overlapping by its default unless told otherwise, and its seams are feathered.
 
-use crate::error::{Error, Result};
 use crate::nn::Reach;
 use crate::ops::blend::Window;
 
-/// The overlap and window of a run, and a line saying why when the user's overlap was changed.
+/// Tile size, overlap and window of a run, and a line saying why when the user's overlap was
+/// changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Overlap {
+pub struct Tiles {
+    /// Tile size (0: the whole frame as one tile).
+    pub tile: usize,
     pub overlap: usize,
     pub window: Window,
-    /// Set when `requested` was below what the model needs.
+    /// Set when the requested overlap was below what the model needs.
     pub raised: Option<String>,
 }
 
-/// The overlap for `reach` with `tile` pixels (0 = whole frame) and the user's `requested` one.
-pub fn overlap_for(reach: Reach, tile: usize, requested: Option<usize>) -> Result<Overlap> {
+/// The tiles for `reach` given `--tile` (0 = whole frame) and the user's `--overlap`.
+pub fn tiles_for(reach: Reach, tile: usize, requested: Option<usize>) -> Tiles {
     match reach {
         Reach::Wide { overlap } => {
-            Ok(Overlap { overlap: requested.unwrap_or(overlap), window: Window::Feather, raised: None })
+            Tiles { tile, overlap: requested.unwrap_or(overlap), window: Window::Feather, raised: None }
         }
         Reach::Local { halo } => {
             let need = 2 * halo;
-            if tile != 0 && need >= tile {
-                return Err(Error::Invalid(format!(
-                    "--tile {tile} is too small for this model: its tiles need an overlap of {need} pixels \
-                     (twice its {halo}-pixel halo); use --tile {} or more, or 0 for the whole frame",
-                    need + 1
-                )));
-            }
             let raised = requested.filter(|&r| r < need).map(|r| {
                 format!("overlap raised from {r} to {need} pixels: the model reads {halo} pixels around each one")
             });
             let overlap = requested.map_or(need, |r| r.max(need));
-            Ok(Overlap { overlap, window: Window::Cut, raised })
+            let tile = if tile == 0 { 0 } else { tile + overlap };
+            Tiles { tile, overlap, window: Window::Cut, raised }
         }
     }
 }
@@ -44,25 +43,36 @@ pub fn overlap_for(reach: Reach, tile: usize, requested: Option<usize>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiling::TileGrid;
 
     #[test]
     fn local_models_get_twice_their_halo_and_a_cut() {
-        let o = overlap_for(Reach::Local { halo: 0 }, 512, None).unwrap();
-        assert_eq!((o.overlap, o.window, o.raised), (0, Window::Cut, None));
-        let o = overlap_for(Reach::Local { halo: 6 }, 512, Some(4)).unwrap();
-        assert_eq!((o.overlap, o.window), (12, Window::Cut));
-        assert!(o.raised.unwrap().contains("from 4 to 12"));
+        let t = tiles_for(Reach::Local { halo: 0 }, 512, None);
+        assert_eq!((t.tile, t.overlap, t.window, t.raised), (512, 0, Window::Cut, None));
+        let t = tiles_for(Reach::Local { halo: 6 }, 512, Some(4));
+        assert_eq!((t.tile, t.overlap, t.window), (524, 12, Window::Cut));
+        assert!(t.raised.unwrap().contains("from 4 to 12"));
         // More than needed is kept (the cut is still exact), and says nothing.
-        assert_eq!(overlap_for(Reach::Local { halo: 6 }, 512, Some(40)).unwrap().overlap, 40);
-        assert_eq!(overlap_for(Reach::Local { halo: 6 }, 0, None).unwrap().overlap, 12);
-        let e = overlap_for(Reach::Local { halo: 6 }, 12, None).unwrap_err().to_string();
-        assert!(e.contains("--tile 13 or more"), "{e}");
+        let t = tiles_for(Reach::Local { halo: 6 }, 512, Some(40));
+        assert_eq!((t.tile, t.overlap, t.raised), (552, 40, None));
+        assert_eq!(tiles_for(Reach::Local { halo: 6 }, 0, None).tile, 0);
+        assert_eq!(tiles_for(Reach::Local { halo: 6 }, 8, None).tile, 20);
+    }
+
+    /// A frame that `--tile` divides runs in as many tiles with a halo as without.
+    #[test]
+    fn a_halo_adds_no_tiles() {
+        for halo in [0, 1, 6, 30] {
+            let t = tiles_for(Reach::Local { halo }, 512, None);
+            let g = TileGrid::new(1024, 2048, t.tile, t.overlap).unwrap();
+            assert_eq!((g.ys.len(), g.xs.len()), (2, 4), "halo {halo}");
+        }
     }
 
     #[test]
     fn wide_models_keep_the_users_overlap_and_feather() {
-        let o = overlap_for(Reach::Wide { overlap: 128 }, 512, None).unwrap();
-        assert_eq!((o.overlap, o.window, o.raised), (128, Window::Feather, None));
-        assert_eq!(overlap_for(Reach::Wide { overlap: 128 }, 64, Some(16)).unwrap().overlap, 16);
+        let t = tiles_for(Reach::Wide { overlap: 128 }, 512, None);
+        assert_eq!((t.tile, t.overlap, t.window, t.raised), (512, 128, Window::Feather, None));
+        assert_eq!(tiles_for(Reach::Wide { overlap: 128 }, 64, Some(16)).overlap, 16);
     }
 }

@@ -7,5 +7,5 @@ pub mod region;
 pub mod stream;
 
 pub use grid::TileGrid;
-pub use halo::{Overlap, overlap_for};
+pub use halo::{Tiles, tiles_for};
 pub use stream::{StreamOptions, StreamStats, stream};

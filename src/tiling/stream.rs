@@ -3,7 +3,7 @@
 //! convert on the GPU, model, windowed accumulation in tile order — then normalise the rows no later
 //! tile touches, read them back and hand them to the caller. Host and GPU memory depend on the
 //! tile size, batch and frame width, never on the frame's height. The overlap is at least what
-//! the model's reach needs ([`overlap_for`]), and an exactly local model's tiles are cut, not
+//! the model's reach needs ([`tiles_for`]), and an exactly local model's tiles are cut, not
 //! feathered.
 
 use std::time::Instant;
@@ -19,11 +19,11 @@ use crate::ops::blend::{Blender, Window};
 use crate::ops::gather::{GatherParams, gather};
 use crate::ops::host_type_code;
 use crate::tiling::grid::TileGrid;
-use crate::tiling::halo::overlap_for;
+use crate::tiling::halo::tiles_for;
 
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
-    /// Tile size (0 = the whole frame as one tile).
+    /// Tile size (0 = the whole frame as one tile), as [`tiles_for`] takes it.
     pub tile: usize,
     /// Overlap between neighbouring tiles; raised to what the model needs.
     pub overlap: usize,
@@ -253,8 +253,8 @@ pub fn stream(
 ) -> Result<StreamStats> {
     let t0 = Instant::now();
     let [_, h, w] = frame_shape(reader, model)?;
-    let o = overlap_for(model.reach(), opts.tile, Some(opts.overlap))?;
-    let grid = TileGrid::new(h, w, opts.tile, o.overlap)?.with_window(o.window);
+    let t = tiles_for(model.reach(), opts.tile, Some(opts.overlap));
+    let grid = TileGrid::new(h, w, t.tile, t.overlap)?.with_window(t.window);
     let mut p = Pipeline::new(gpu, model, grid.clone(), opts, reader.header().ty, w)?;
     let g = &grid;
     let out_c = model.out_channels();

@@ -131,7 +131,9 @@ fn infer_classical_default_with_quality_and_stats() {
     ] {
         assert!(stats.get(key).is_some(), "stats lack {key}: {stats}");
     }
-    assert_eq!(stats["tiles"], 12); // rows 0, 24, 38 x columns 0, 24, 48, 58
+    // Tiles of 32 + 8 (the classical solver's are --tile plus the overlap): rows 0, 30 x
+    // columns 0, 32, 50.
+    assert_eq!(stats["tiles"], 6);
 }
 
 /// Run infer with `args`, expect exit code 2, one error line containing `needle`, no output.
@@ -229,7 +231,8 @@ fn bad_input_is_one_clear_error() {
     expect_error(&[f, "--weights", &p("shape.safetensors")], &out, "down3.maxpool_conv.1.double_conv.3.weight");
     expect_error(&[f, "--weights", &p("text.npy")], &out, "not a valid safetensors file");
 
-    expect_error(&[f, "--tile", "32", "--overlap", "32"], &out, "--overlap");
+    // The U-Net's tiles are --tile wide (the classical solver's grow by the overlap).
+    expect_error(&[f, "--weights", wts, "--tile", "32", "--overlap", "32"], &out, "--overlap");
     // Two lasers on one wavelength make the fringe-order search degenerate.
     expect_error(&[&p("psi.npy"), "--wavelengths", "5,5,5,5"], &out, "wavelengths 1 and 2 are both 5 µm");
     let bad_out = d.join("no/such/dir/out.npy");
@@ -269,8 +272,11 @@ fn demo_generate_bench_run_end_to_end() {
     {
         assert!(b.get(key).is_some(), "bench JSON lacks {key}: {b}");
     }
-    // Tile rows at 0, 32 and columns at 0, 48, 64: 6 tiles of 64² for 96 x 128 pixels.
-    assert_eq!((b["overlap"].as_u64(), b["computed_per_output_pixel"].as_f64()), (Some(16), Some(2.0)), "{b}");
+    // The classical solver's tiles are --tile plus the overlap: 80² at rows 0, 16 and columns
+    // 0, 48, four of them for 96 x 128 pixels.
+    let ratio = b["computed_per_output_pixel"].as_f64().unwrap();
+    assert_eq!((b["overlap"].as_u64(), b["tiles"].as_u64()), (Some(16), Some(4)), "{b}");
+    assert!((ratio - 4.0 * 80.0 * 80.0 / (96.0 * 128.0)).abs() < 1e-12, "{b}");
 
     let o = bin().args(["generate", d.join("g.npy").to_str().unwrap(), "--dtype", "i32"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
