@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::io::atomic::write_with;
 use crate::io::bmp::{self, luma8, luma16};
 use crate::io::npy::{NpyHeader, NpyWriter, read_header};
+use crate::io::tiff::TiffStack;
+use crate::io::tiff_write::TiffWriter;
 
 /// The file names [`images_to_npy`] looks for unless told otherwise: `{}` is the index.
 pub const DEFAULT_PATTERN: &str = "bucket_{}";
@@ -36,6 +38,8 @@ pub enum ImageFormat {
     Bmp,
     /// PNG: 8- or 16-bit.
     Png,
+    /// Single-page gray TIFF (`.tif` or `.tiff`): 8-, 16-bit or float (see [`crate::io::tiff`]).
+    Tiff,
 }
 
 impl ImageFormat {
@@ -44,12 +48,23 @@ impl ImageFormat {
         match self {
             ImageFormat::Bmp => "bmp",
             ImageFormat::Png => "png",
+            ImageFormat::Tiff => "tif",
         }
     }
 
-    /// The format of a file extension (without the dot, any case).
+    /// The format of a file extension (without the dot, any case; `tiff` is also TIFF).
     pub fn from_extension(ext: &str) -> Option<Self> {
-        [ImageFormat::Bmp, ImageFormat::Png].into_iter().find(|f| ext.eq_ignore_ascii_case(f.extension()))
+        if ext.eq_ignore_ascii_case("tiff") {
+            return Some(ImageFormat::Tiff);
+        }
+        [ImageFormat::Bmp, ImageFormat::Png, ImageFormat::Tiff]
+            .into_iter()
+            .find(|f| ext.eq_ignore_ascii_case(f.extension()))
+    }
+
+    /// The format of a file by its extension.
+    pub fn of_path(path: &Path) -> Option<Self> {
+        path.extension().and_then(|e| e.to_str()).and_then(Self::from_extension)
     }
 }
 
@@ -62,10 +77,10 @@ impl fmt::Display for ImageFormat {
 impl FromStr for ImageFormat {
     type Err = Error;
 
-    /// `bmp` or `png`, any case.
+    /// `bmp`, `png` or `tif`/`tiff`, any case.
     fn from_str(s: &str) -> Result<Self> {
         ImageFormat::from_extension(s)
-            .ok_or_else(|| Error::Invalid(format!("unknown image format '{s}': expected bmp or png")))
+            .ok_or_else(|| Error::Invalid(format!("unknown image format '{s}': expected bmp, png or tif")))
     }
 }
 
@@ -132,11 +147,11 @@ impl Pattern {
         Some((digits.parse().ok()?, format))
     }
 
-    /// How a user would write a matching name, for messages: `bucket_NN.bmp or .png`.
+    /// How a user would write a matching name, for messages: `bucket_NN.bmp, .png or .tif`.
     fn describe(&self) -> String {
         let ext = match self.format {
             Some(f) => format!(".{f}"),
-            None => ".bmp or .png".to_string(),
+            None => ".bmp, .png or .tif".to_string(),
         };
         format!("{}NN{}{ext}", self.prefix, self.suffix)
     }
@@ -206,7 +221,7 @@ fn image_format(path: &Path) -> Result<ImageFormat> {
     path.extension()
         .and_then(|e| e.to_str())
         .and_then(ImageFormat::from_extension)
-        .ok_or_else(|| Error::Invalid(format!("{}: not a .bmp or .png file", path.display())))
+        .ok_or_else(|| Error::Invalid(format!("{}: not a .bmp, .png or .tif file", path.display())))
 }
 
 fn png_err(path: &Path, e: png::DecodingError) -> Error {
@@ -387,6 +402,11 @@ fn probe(path: &Path) -> Result<ImageHeader> {
             let png = GrayPng::open(path)?;
             Ok(ImageHeader { width: png.width, height: png.height, ty: png.ty })
         }
+        ImageFormat::Tiff => {
+            let page = TiffStack::open_pages(path, &[path.to_path_buf()])?;
+            let ([_, height, width], ty) = (page.shape(), page.ty());
+            Ok(ImageHeader { width, height, ty })
+        }
     }
 }
 
@@ -427,6 +447,16 @@ fn convert_image(path: &Path, expect: ImageHeader, writer: &mut NpyWriter) -> Re
                 return Err(changed());
             }
             png.for_each_row(|gray| writer.write(gray))
+        }
+        ImageFormat::Tiff => {
+            let mut page = TiffStack::open_pages(path, &[path.to_path_buf()])?;
+            if page.shape() != [1, expect.height, expect.width] || page.ty() != expect.ty {
+                return Err(changed());
+            }
+            for y0 in (0..expect.height).step_by(256) {
+                writer.write(&page.read_rows(y0..(y0 + 256).min(expect.height))?)?;
+            }
+            Ok(())
         }
     }
 }
@@ -508,7 +538,13 @@ fn write_image(
     height: usize,
     pixels: &[u8],
 ) -> Result<()> {
+    if format == ImageFormat::Tiff {
+        let mut tiff = TiffWriter::new(path, ty, &[height, width])?;
+        tiff.write(pixels)?;
+        return tiff.finish();
+    }
     write_with(path, |out| match format {
+        ImageFormat::Tiff => Err(Error::Invalid(format!("{}: TIFF is written above", path.display()))),
         ImageFormat::Bmp => bmp::write_bmp_to(out, width, height, pixels).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidInput => Error::Invalid(format!("{}: {e}", path.display())),
             _ => Error::io(path, e),
@@ -567,7 +603,8 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
         )));
     }
     match (header.ty, format) {
-        (HostType::U8, _) | (HostType::U16, ImageFormat::Png) => {}
+        (HostType::U8, _) | (HostType::U16, ImageFormat::Png | ImageFormat::Tiff) => {}
+        (HostType::F32, ImageFormat::Tiff) => {}
         (HostType::U16, ImageFormat::Bmp) => {
             return Err(Error::Invalid(format!(
                 "{}: a uint16 frame cannot be written as BMP (8-bit only): use --format png for 16-bit PNGs",
@@ -585,7 +622,7 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
     }
     let too_large = match format {
         ImageFormat::Bmp => i32::try_from(width).is_err() || i32::try_from(height).is_err(),
-        ImageFormat::Png => u32::try_from(width).is_err() || u32::try_from(height).is_err(),
+        ImageFormat::Png | ImageFormat::Tiff => u32::try_from(width).is_err() || u32::try_from(height).is_err(),
     };
     if too_large {
         return Err(Error::Shape(format!(

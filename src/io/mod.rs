@@ -5,8 +5,13 @@
 pub mod atomic;
 pub mod bmp;
 pub mod checkpoint;
+pub mod frame_source;
 pub mod frames;
+pub mod height_map;
 pub mod images;
 pub mod npy;
 pub mod preview;
+pub mod tiff;
+pub mod tiff_write;
 pub mod weights;
+pub mod x3p;

@@ -16,6 +16,7 @@ use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
 use psi_gpu::commands::train::LossChoice;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, pinn, train};
+use psi_gpu::io::height_map::MapFormat;
 use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Unwrap};
 use psi_gpu::psi::PsiConfig;
@@ -37,7 +38,10 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
         Command::Infer(a) => {
             unused(a.weights.is_some(), &["wavelengths", "buckets", "height_range"], classical_only)?;
             unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
-            unused(a.tiles.tile == 0, &["overlap"], whole_frame)
+            unused(a.tiles.tile == 0, &["overlap"], whole_frame)?;
+            let x3p =
+                [&a.output, &a.quality, &a.mask].into_iter().flatten().any(|p| MapFormat::of(p) == MapFormat::X3p);
+            unused(!x3p, &["pixel_size"], "sets the lateral step of .x3p outputs, and no output here is .x3p")
         }
         Command::Bench(a) => unused(a.tiles.tile == 0, &["overlap"], whole_frame),
         Command::Generate(a) => {
@@ -133,11 +137,16 @@ pub struct TileArgs {
 
 #[derive(Args)]
 pub struct InferArgs {
-    /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32.
+    /// Input frame: a (channels, height, width) npy of u8, u16, f16 or f32, a multi-page gray
+    /// TIFF (one page per bucket; u8, u16, u32 or f32) or a folder of bucket_NN.tif pages.
     input: PathBuf,
-    /// Output npy (default: INPUT.height.npy next to the input).
+    /// Output height map: .npy (default: INPUT.height.npy next to the input), .tif (32-bit float
+    /// gray, NaN where not solvable) or .x3p (ISO 25178-72, metres).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Lateral pixel pitch in µm, written into .x3p outputs [default: 1].
+    #[arg(long)]
+    pixel_size: Option<f64>,
     /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
     /// multi-wavelength solver runs.
     #[arg(long)]
@@ -207,6 +216,7 @@ impl From<InferArgs> for infer::Options {
         o.classical.psi = PsiConfig { phase_steps: a.phase_steps.0, ..PsiConfig::with(a.wavelengths.0, a.buckets) };
         (o.classical.height_range, o.classical.unwrap) = (a.height_range.0, a.unwrap);
         (o.mask, o.min_modulation, o.saturation) = (a.mask, a.min_modulation, a.saturation.map(|s| s.0));
+        o.pixel_size_um = a.pixel_size.unwrap_or(1.0);
         infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }
     }
 }

@@ -14,4 +14,6 @@ mod generate;
 mod preview;
 mod region;
 mod safety;
+mod tiff;
 mod weights;
+mod x3p;

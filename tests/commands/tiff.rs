@@ -1,0 +1,130 @@
+//! TIFF bucket stacks in (tifffile-written fixtures, `tests/fixtures/make_tiff_fixtures.py`):
+//! every layout reads as its `.npy`, `infer` on a stack gives the bytes `infer` gives on the npy,
+//! bad stacks are one error line with exit 2 and no output, and damaged files never panic.
+
+use crate::common::{TempPath, fixture};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use psi_gpu::io::frame_source::FrameSource;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_psi-gpu"))
+}
+
+fn tiff(name: &str) -> PathBuf {
+    fixture(&format!("tiff/{name}"))
+}
+
+fn read(path: &Path) -> (Vec<usize>, psi_gpu::HostType, Vec<u8>) {
+    let mut s = FrameSource::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (s.shape(), s.ty(), s.read_all().unwrap())
+}
+
+/// Every fixture stack against the npy of its type, whole and in bands that cross strips/tiles.
+#[test]
+fn every_layout_reads_as_its_npy() {
+    let cases = [
+        ("u8_plain.tif", "u8"),
+        ("u16_deflate.tif", "u16"),
+        ("u16_lzw_predictor.tif", "u16"),
+        ("u16_packbits_strips.tif", "u16"),
+        ("u16_tiled_deflate.tif", "u16"),
+        ("u16_bigtiff.tif", "u16"),
+        ("u16_bigendian.tif", "u16"),
+        ("u16_imagej.tif", "u16"),
+        ("u16_imagej_onedir.tif", "u16"),
+        ("folder_u16", "u16"),
+        ("f32_deflate.tif", "f32"),
+        ("f32_tiled.tif", "f32"),
+        ("u32_plain.tif", "u32"),
+    ];
+    for (name, ty) in cases {
+        let want = read(&tiff(&format!("stack_{ty}.npy")));
+        let got = read(&tiff(name));
+        assert_eq!((&got.0, got.1), (&want.0, want.1), "{name}: shape and type");
+        assert!(got.2 == want.2, "{name}: the values differ from stack_{ty}.npy");
+        let mut s = FrameSource::open(&tiff(name)).unwrap();
+        let mut n = FrameSource::open(&tiff(&format!("stack_{ty}.npy"))).unwrap();
+        for rows in [3..17, 0..1, 23..24, 15..16] {
+            assert!(s.read_rows(rows.clone()).unwrap() == n.read_rows(rows.clone()).unwrap(), "{name}: rows {rows:?}");
+        }
+        assert!(s.read_region([5, 7, 11, 13]).unwrap() == n.read_region([5, 7, 11, 13]).unwrap(), "{name}: region");
+    }
+}
+
+fn infer(input: &Path, out: &Path) -> Output {
+    bin().arg("infer").arg(input).arg("-o").arg(out).args(["--tile", "16", "--overlap", "4"]).output().unwrap()
+}
+
+#[test]
+fn infer_on_a_stack_gives_the_bytes_of_infer_on_the_npy() {
+    let dir = TempPath::dir("tiff-infer");
+    let want = dir.join("npy.height.npy");
+    let o = infer(&tiff("stack_u16.npy"), &want);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::fs::read(&want).unwrap();
+    for name in ["u16_deflate.tif", "u16_tiled_deflate.tif", "u16_imagej.tif", "folder_u16"] {
+        let got = dir.join(format!("{name}.height.npy"));
+        let o = infer(&tiff(name), &got);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(std::fs::read(&got).unwrap() == want, "{name}: heights differ from the npy's");
+    }
+}
+
+/// Each bad stack: exit 2, one line naming the problem, and no output file.
+#[test]
+fn bad_stacks_are_one_line_and_no_output() {
+    let dir = TempPath::dir("tiff-bad");
+    let cases = [
+        ("bad_sizes.tif", "all pages must have the same size"),
+        ("bad_types.tif", "all pages must have the same sample type"),
+        ("bad_rgb.tif", "must be gray"),
+        ("bad_jpeg.tif", "JPEG compression is not supported"),
+        ("bad_truncated.tif", "truncated"),
+        ("bad_12pages.tif", "has 12 channels but the model"),
+    ];
+    for (name, expect) in cases {
+        let out = dir.join(format!("{name}.npy"));
+        let o = infer(&tiff(name), &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line, got {err}");
+        assert!(err.contains(expect), "{name}: expected '{expect}' in {err}");
+        assert!(!out.exists(), "{name}: no output");
+    }
+}
+
+/// Every truncation and a sweep of single-byte changes of two stacks: an error or a frame,
+/// never a panic (the reader guards sizes before the decoder sees them).
+#[test]
+fn damaged_stacks_never_panic() {
+    let dir = TempPath::dir("tiff-damaged");
+    for name in ["u16_deflate.tif", "f32_tiled.tif", "u16_bigendian.tif"] {
+        let bytes = std::fs::read(tiff(name)).unwrap();
+        let path = dir.join(name);
+        let mut variants: Vec<Vec<u8>> = (0..bytes.len()).step_by(97).map(|n| bytes[..n].to_vec()).collect();
+        for at in (0..bytes.len().min(600)).step_by(3).chain((600..bytes.len()).step_by(211)) {
+            for v in [0x00, 0xff, bytes[at] ^ 0x10] {
+                let mut b = bytes.clone();
+                b[at] = v;
+                variants.push(b);
+            }
+        }
+        let mut errors = 0;
+        for b in &variants {
+            std::fs::write(&path, b).unwrap();
+            let result =
+                std::panic::catch_unwind(|| FrameSource::open(&path).and_then(|mut s| s.read_all().map(|_| ())));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    errors += 1;
+                    assert_eq!(e.to_string().lines().count(), 1, "{name}: {e}");
+                }
+                Err(_) => panic!("{name}: the reader panicked on a damaged file (variant of {} bytes)", b.len()),
+            }
+        }
+        assert!(errors > variants.len() / 4, "{name}: most damaged files are errors ({errors} of {})", variants.len());
+    }
+}
