@@ -22,9 +22,12 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::io::atomic::write_with;
 use crate::io::bmp::{self, luma8, luma16};
-use crate::io::npy::{NpyHeader, NpyWriter, read_header};
+use crate::io::frame_source::looks_like_tiff;
+use crate::io::height_map::MapWriter;
+use crate::io::npy::{NpyHeader, read_header};
 use crate::io::tiff::TiffStack;
 use crate::io::tiff_write::TiffWriter;
+use crate::io::x3p::X3pMeta;
 
 /// The file names [`images_to_npy`] looks for unless told otherwise: `{}` is the index.
 pub const DEFAULT_PATTERN: &str = "bucket_{}";
@@ -431,7 +434,7 @@ fn gray_row(row: &[u8], samples: usize, ty: HostType, out: &mut Vec<u8>) {
 
 /// Decode the image at `path`, whose header is `expect`, and append its gray pixels (row-major,
 /// top row first, little-endian `expect.ty`) to `writer`.
-fn convert_image(path: &Path, expect: ImageHeader, writer: &mut NpyWriter) -> Result<()> {
+fn convert_image(path: &Path, expect: ImageHeader, writer: &mut MapWriter) -> Result<()> {
     let changed = || Error::Invalid(format!("{}: the file changed while it was read", path.display()));
     match image_format(path)? {
         ImageFormat::Bmp => {
@@ -500,7 +503,7 @@ pub fn images_to_npy(dir: &Path, output: &Path, pattern: Option<&str>) -> Result
         }
     }
     let shape = [files.len(), first.height, first.width];
-    let mut writer = NpyWriter::new(output, first.ty, &shape)?;
+    let mut writer = MapWriter::new(output, first.ty, &shape, &X3pMeta::default())?;
     for file in &files {
         convert_image(file, first, &mut writer)?;
     }
@@ -587,7 +590,12 @@ fn write_image(
 /// other format) is an error, since the folder would no longer read back as this frame. Reads
 /// one channel at a time.
 pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<ConvertInfo> {
-    let header = read_header(input)?;
+    // A TIFF stack is read page by page, an npy channel by channel.
+    let mut stack = if looks_like_tiff(input) { Some(TiffStack::open(input)?) } else { None };
+    let header = match &stack {
+        Some(s) => NpyHeader { ty: s.ty(), shape: s.shape().to_vec(), data_offset: 0 },
+        None => read_header(input)?,
+    };
     let &[channels, height, width] = header.shape.as_slice() else {
         return Err(Error::Shape(format!(
             "{}: expected a (C, H, W) frame, found shape {:?}",
@@ -613,7 +621,8 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
         }
         (HostType::F16 | HostType::F32, _) => {
             return Err(Error::Invalid(format!(
-                "{}: the frame is {}: images hold integers; convert float frames to integers first \
+                "{}: the frame is {}: BMP and PNG images hold integers; write float32 pages with \
+                 --format tif, or convert float frames to integers first \
                  (e.g. np.clip(np.rint(a), 0, 255).astype(np.uint8), or uint16 with 65535)",
                 input.display(),
                 if header.ty == HostType::F16 { "float16" } else { "float32" }
@@ -649,7 +658,10 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
 
     let mut file = File::open(input).map_err(|e| Error::io(input, e))?;
     for (channel, path) in files.iter().enumerate() {
-        let pixels = read_channel(&mut file, input, &header, channel)?;
+        let pixels = match stack.as_mut() {
+            Some(s) => s.read_page(channel)?,
+            None => read_channel(&mut file, input, &header, channel)?,
+        };
         write_image(path, format, header.ty, width, height, &pixels)?;
     }
     Ok(ConvertInfo { channels, height, width, dtype: header.ty, files })

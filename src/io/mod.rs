@@ -2,6 +2,7 @@
 //! BMP/PNG bucket images, training frame sets — and the one atomic writer every output goes
 //! through ([`atomic`]).
 
+pub mod array_convert;
 pub mod atomic;
 pub mod bmp;
 pub mod checkpoint;

@@ -442,6 +442,23 @@ impl TiffStack {
         self.shape
     }
 
+    /// Every row of page `p` alone, as the little-endian bytes of an `(H, W)` array.
+    pub fn read_page(&mut self, p: usize) -> Result<Vec<u8>> {
+        let [c, h, w] = self.shape;
+        if p >= c {
+            return Err(tiff_err(&self.path, format!("page {p} of {c} does not exist")));
+        }
+        let page = self.pages[p].clone();
+        let mut out = Vec::with_capacity(h * w * self.ty.size());
+        let file = &mut self.files[page.file];
+        if page.raw {
+            read_raw_rows(file, &page, 0..h, &mut out)?
+        } else {
+            read_chunked_rows(file, &page, 0..h, &mut out)?
+        }
+        Ok(out)
+    }
+
     /// Rows `rows` of every page, as the little-endian bytes of a `(C, rows.len(), W)` array of
     /// [`ty`](Self::ty). Decodes only the chunks those rows are in.
     pub fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>> {

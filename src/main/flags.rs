@@ -56,7 +56,13 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
             "sets the colour scale of --error-map, which is not asked",
         ),
         Command::Convert(a) => {
-            unused(a.input.is_dir(), &["format"], "sets the format of images written; images read keep their own")
+            let images_out = !a.input.is_dir() && !convert::is_array_file(&a.output);
+            unused(!images_out, &["format"], "sets the format of images written, and this conversion writes none")?;
+            unused(
+                MapFormat::of(&a.output) != MapFormat::X3p,
+                &["pixel_size"],
+                "sets the lateral step of an .x3p output",
+            )
         }
         Command::Train(a) => {
             unused(a.epochs.is_some(), &["steps"], "is replaced by --epochs: give one of them")?;
@@ -413,13 +419,19 @@ impl From<BenchArgs> for bench::Options {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// A folder of bucket images (to npy) or a (C, H, W) u8/u16 npy (to images).
+    /// A folder of bucket images (BMP, PNG or single-page TIFF), a (C, H, W) npy or TIFF stack,
+    /// or a height map (H, W) npy, TIFF or X3P.
     input: PathBuf,
-    /// The npy to write, or the folder for the images.
+    /// A file — .npy, .tif/.tiff (stack or float map), .x3p (height map) — or the folder for the
+    /// images of a stack.
     output: PathBuf,
-    /// Image format when writing images: bmp (8-bit) or png (8- or 16-bit).
+    /// Image format when writing images: bmp (8-bit), png (8- or 16-bit) or tif (8-, 16-bit or
+    /// float32 pages).
     #[arg(long, default_value = "bmp")]
     format: ImageFormat,
+    /// Lateral pixel pitch in µm of an .x3p output [default: 1].
+    #[arg(long)]
+    pixel_size: Option<f64>,
     /// File name pattern of the images, `{}` standing for the index (default bucket_{}).
     #[arg(long)]
     pattern: Option<String>,
@@ -427,7 +439,8 @@ pub struct ConvertArgs {
 
 impl From<ConvertArgs> for convert::Options {
     fn from(a: ConvertArgs) -> Self {
-        Self { input: a.input, output: a.output, format: a.format, pattern: a.pattern }
+        let pixel_size_um = a.pixel_size.unwrap_or(1.0);
+        Self { input: a.input, output: a.output, format: a.format, pattern: a.pattern, pixel_size_um }
     }
 }
 

@@ -128,3 +128,58 @@ fn damaged_stacks_never_panic() {
         assert!(errors > variants.len() / 4, "{name}: most damaged files are errors ({errors} of {})", variants.len());
     }
 }
+
+fn convert(args: &[&Path]) -> Output {
+    let o = bin().arg("convert").args(args).output().unwrap();
+    assert!(o.status.success(), "convert {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// npy ↔ TIFF stack ↔ folder of TIFF pages keep the bytes; tifffile's folder and stack agree.
+#[test]
+fn convert_goes_between_stacks_and_folders() {
+    let dir = TempPath::dir("tiff-convert");
+    let npy = tiff("stack_u16.npy");
+    let (stack, back, pages, again) =
+        (dir.join("s.tif"), dir.join("back.npy"), dir.join("pages"), dir.join("again.npy"));
+    convert(&[&npy, &stack]);
+    convert(&[&stack, &back]);
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&npy).unwrap(), "npy -> tif -> npy");
+    let o = bin().arg("convert").arg(&stack).arg(&pages).args(["--format", "tif"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    convert(&[&pages, &again]);
+    assert!(std::fs::read(&again).unwrap() == std::fs::read(&npy).unwrap(), "tif -> pages -> npy");
+    let from_folder = dir.join("folder.tif");
+    convert(&[&tiff("folder_u16"), &from_folder]);
+    assert_eq!(read(&from_folder), read(&npy), "tifffile's folder -> our stack");
+    for f32_stack in ["f32_tiled.tif", "u32_plain.tif"] {
+        let out = dir.join(format!("{f32_stack}.npy"));
+        convert(&[&tiff(f32_stack), &out]);
+        assert_eq!(read(&out).1, psi_gpu::HostType::F32);
+    }
+}
+
+/// Height maps npy -> X3P -> TIFF -> npy: the same heights (f32 metres on the way), NaN kept.
+#[test]
+fn convert_goes_between_height_map_formats() {
+    let dir = TempPath::dir("tiff-convert-maps");
+    let h = dir.join("h.npy");
+    assert!(infer(&tiff("dark_u16_deflate.tif"), &h).status.success());
+    let (x, t, n) = (dir.join("h.x3p"), dir.join("h.tif"), dir.join("h2.npy"));
+    let o = bin().arg("convert").arg(&h).arg(&x).args(["--pixel-size", "2.5"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!((psi_gpu::io::x3p::read_x3p(&x).unwrap().step_x_um - 2.5).abs() < 1e-9);
+    convert(&[&x, &t]);
+    convert(&[&t, &n]);
+    let (_, a) = psi_gpu::io::npy::read_f32(&h).unwrap();
+    let (shape, b) = psi_gpu::io::npy::read_f32(&n).unwrap();
+    assert_eq!(shape, [24, 32]);
+    assert!(a.iter().any(|v| v.is_nan()));
+    for (a, b) in a.iter().zip(&b) {
+        assert!(a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() <= 1e-6 * a.abs().max(1.0)), "{a} {b}");
+    }
+    // A frame is no X3P: refused, nothing written.
+    let o = bin().arg("convert").arg(tiff("stack_u16.npy")).arg(dir.join("f.x3p")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!dir.join("f.x3p").exists());
+}
