@@ -5,11 +5,12 @@
 //! float TIFF and X3P ([`crate::io::array_convert`]).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::commands::outputs::Files;
 use crate::error::{Error, Result};
 use crate::io::array_convert::convert_array;
+pub use crate::io::height_map::is_array_file;
 use crate::io::images::{ConvertInfo, ImageFormat, find_bucket_images, images_to_npy, npy_to_images};
 
 #[derive(Clone, Debug)]
@@ -24,16 +25,6 @@ pub struct Options {
     pub pattern: Option<String>,
     /// Lateral pitch (µm) of an X3P output.
     pub pixel_size_um: f64,
-}
-
-/// Whether `path` names an array file (`.npy`, `.tif`, `.tiff`, `.x3p`) rather than a folder of
-/// images.
-pub fn is_array_file(path: &Path) -> bool {
-    !path.is_dir()
-        && path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| ["npy", "tif", "tiff", "x3p"].iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
 pub struct Report {

@@ -96,3 +96,38 @@ fn convert_map(input: &Path, output: &Path, pixel_size_um: f64) -> Result<Conver
     out.finish()?;
     Ok(ConvertInfo { channels: 1, height: h, width: w, dtype: ty, files: vec![input.to_path_buf()] })
 }
+
+/// Write `pred - truth` (µm; NaN where `pred` is NaN or `mask` is 0) as an `(H, W)` f32 map at
+/// `output`, in its extension's format, streamed in bands: the data of an error map.
+pub fn write_difference(pred: &Path, truth: &Path, mask: Option<&Path>, output: &Path) -> Result<()> {
+    let mut p = MapReader::open(pred)?;
+    let mut t = MapReader::open(truth)?;
+    p.check_same_shape("prediction", &t, "truth")?;
+    let mut m = mask.map(MapReader::open).transpose()?;
+    if let Some(m) = &m {
+        p.check_same_shape("prediction", m, "mask")?;
+    }
+    let (h, w) = (p.height(), p.width());
+    let meta =
+        X3pMeta {
+            date: file_date(pred), comment: "prediction - truth, µm (stored in m)".into(), ..X3pMeta::default()
+        };
+    let mut out = MapWriter::new(output, HostType::F32, &[h, w], &meta)?;
+    let (mut a, mut b, mut keep) = (Vec::new(), Vec::new(), Vec::new());
+    while p.rows_left() > 0 {
+        let rows = band_rows(w).min(p.rows_left());
+        p.read_band(rows, &mut a)?;
+        t.read_band(rows, &mut b)?;
+        if let Some(m) = m.as_mut() {
+            m.read_band(rows, &mut keep)?;
+        }
+        let e: Vec<u8> = (0..a.len())
+            .flat_map(|i| {
+                let masked = keep.get(i).is_some_and(|&k| k == 0.0);
+                (if masked { f32::NAN } else { a[i] - b[i] }).to_le_bytes()
+            })
+            .collect();
+        out.write(&e)?;
+    }
+    out.finish()
+}

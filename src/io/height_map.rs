@@ -42,6 +42,16 @@ impl MapFormat {
     }
 }
 
+/// Whether `path` names an array file (`.npy`, `.tif`, `.tiff`, `.x3p`) rather than a folder of
+/// images.
+pub fn is_array_file(path: &Path) -> bool {
+    !path.is_dir()
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["npy", "tif", "tiff", "x3p"].iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
 /// A map being written; see the module docs.
 #[derive(Debug)]
 pub enum MapWriter {

@@ -101,3 +101,35 @@ fn what_a_format_cannot_hold_is_refused_before_work() {
         assert!(!dir.join(out).exists() && !mask.exists(), "{extra:?}: nothing written");
     }
 }
+
+#[test]
+fn eval_error_map_as_data_and_generate_to_tiff() {
+    let dir = TempPath::dir("x3p-errdata");
+    let (h, truth) = (dir.join("h.npy"), dir.join("t.npy"));
+    assert!(infer(&h, &[]).status.success());
+    let (_, v) = npy::read_f32(&h).unwrap();
+    npy::write_f32(&truth, &[24, 32], &v.iter().map(|x| if x.is_nan() { 0.0 } else { x - 0.5 }).collect::<Vec<_>>())
+        .unwrap();
+    for name in ["e.tif", "e.x3p", "e.npy"] {
+        let e = dir.join(name);
+        let o = bin().arg("eval").arg(&h).arg(&truth).arg("--error-map").arg(&e).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = map(&e);
+        assert!(
+            got.iter().zip(&v).all(|(g, x)| g.is_nan() == x.is_nan() && (g.is_nan() || (g - 0.5).abs() < 1e-5)),
+            "{name}"
+        );
+    }
+    // generate writes a TIFF stack by -o's extension; it reads back as the npy it also writes.
+    let (s, n) = (dir.join("g.tif"), dir.join("g.npy"));
+    for out in [&s, &n] {
+        let o = bin()
+            .arg("generate")
+            .arg(out)
+            .args(["--height", "20", "--width", "18", "--dtype", "u16", "--seed", "3"])
+            .output();
+        assert!(o.unwrap().status.success());
+    }
+    let read = |p: &Path| psi_gpu::io::frame_source::FrameSource::open(p).unwrap().read_all().unwrap();
+    assert!(read(&s) == read(&n), "generate's TIFF holds its npy's frame");
+}
