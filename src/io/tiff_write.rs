@@ -43,6 +43,11 @@ pub struct TiffWriter {
 impl TiffWriter {
     /// Start a stack of `shape` `(H, W)` (one page) or `(C, H, W)` of `ty` (u8, u16 or f32).
     pub fn new(path: &Path, ty: HostType, shape: &[usize]) -> Result<TiffWriter> {
+        Self::create(path, ty, shape, false)
+    }
+
+    /// [`TiffWriter::new`], BigTIFF also when the data is small if `big`.
+    fn create(path: &Path, ty: HostType, shape: &[usize], big: bool) -> Result<TiffWriter> {
         let (pages, height, width) = match *shape {
             [h, w] => (1, h, w),
             [c, h, w] => (c, h, w),
@@ -58,7 +63,7 @@ impl TiffWriter {
             ));
         }
         let expected = (pages as u64) * (height as u64) * (width as u64) * ty.size() as u64;
-        let big = expected > CLASSIC_LIMIT;
+        let big = big || expected > CLASSIC_LIMIT;
         let file = AtomicFile::with_capacity(path, 1 << 20)?;
         let mut w = TiffWriter { file, ty, pages, height, width, big, expected, written: 0 };
         let first_ifd = w.data_start() + expected;
@@ -197,4 +202,46 @@ fn encode_ifd(entries: &[(u16, u16, Vec<u64>)], at: u64, big: bool, more: bool) 
     head.resize(ifd_len, 0);
     head.extend_from_slice(&extra);
     head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::tiff::TiffStack;
+
+    /// Classic and BigTIFF, one and several pages, each type, strips of several rows and of one:
+    /// the `tiff` crate's parser (through [`TiffStack`]) reads back what was written.
+    #[test]
+    fn stacks_read_back() {
+        let dir = std::env::temp_dir().join(format!("psi-gpu-tiffw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (ty, shape) in [
+            (HostType::U8, vec![3, 5, 7]),
+            (HostType::U16, vec![2, 300, 200]),
+            (HostType::F32, vec![9, 11]),
+            (HostType::F32, vec![2, 3, 20000]),
+        ] {
+            for big in [false, true] {
+                let path = dir.join(format!("{}-{big}.tif", ty.name()));
+                let n: usize = shape.iter().product::<usize>() * ty.size();
+                let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+                let mut w = TiffWriter::create(&path, ty, &shape, big).unwrap();
+                let half = n / 2;
+                w.write_at(half as u64, &data[half..]).unwrap();
+                w.write_at(0, &data[..half]).unwrap();
+                w.finish().unwrap();
+                let mut r = TiffStack::open(&path).unwrap();
+                let c = if shape.len() == 3 { shape[0] } else { 1 };
+                assert_eq!(r.shape(), [c, shape[shape.len() - 2], shape[shape.len() - 1]]);
+                assert_eq!(r.ty(), ty);
+                assert!(r.read_rows(0..r.shape()[1]).unwrap() == data, "{ty:?} {shape:?} big {big}");
+                assert_eq!(&std::fs::read(&path).unwrap()[..4], if big { b"II+\0" } else { b"II*\0" });
+            }
+        }
+        let path = dir.join("short.tif");
+        let mut w = TiffWriter::new(&path, HostType::U8, &[2, 2]).unwrap();
+        w.write(&[1, 2, 3]).unwrap();
+        assert!(w.finish().is_err() && !path.exists(), "incomplete data leaves no file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

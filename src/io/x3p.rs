@@ -75,6 +75,11 @@ pub fn file_date(path: &Path) -> String {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
+    iso_utc(secs)
+}
+
+/// Seconds since 1970 as ISO 8601 UTC.
+fn iso_utc(secs: u64) -> String {
     let (days, rem) = (secs / 86400, secs % 86400);
     // Howard Hinnant's civil_from_days.
     let z = days as i64 + 719_468;
@@ -373,6 +378,13 @@ pub fn read_x3p(path: &Path) -> Result<X3pMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_iso_utc() {
+        assert_eq!(iso_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_utc(951_782_400 + 3723), "2000-02-29T01:02:03Z");
+        assert_eq!(iso_utc(1_796_256_000), "2026-12-03T00:00:00Z");
+    }
 
     #[test]
     fn element_finds_nested_text_and_not_prefixes() {
