@@ -183,3 +183,48 @@ fn convert_goes_between_height_map_formats() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!dir.join("f.x3p").exists());
 }
+
+/// train and finetune take TIFF stacks and folders as frames: the same losses as from the npy.
+#[test]
+fn train_and_finetune_read_tiff_frames_as_npy() {
+    let dir = TempPath::dir("tiff-train");
+    let losses = |frames: &Path, name: &str| -> String {
+        let w = dir.join(format!("{name}.safetensors"));
+        let o = bin()
+            .arg("train")
+            .arg("--frames")
+            .arg(frames)
+            .args(["--steps", "2", "--batch", "2", "--patch", "16", "--base", "4", "--seed", "5", "-o"])
+            .arg(&w)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with("trained")).unwrap_or_default();
+        let loss = line.split("loss ").nth(1).and_then(|l| l.split(',').next()).unwrap_or_default().to_string();
+        let o = bin()
+            .arg("finetune")
+            .arg("--weights")
+            .arg(&w)
+            .arg("--frames")
+            .arg(frames)
+            .args(["--iterations", "1", "--patch", "16", "--crops", "2", "-o"])
+            .arg(dir.join(format!("{name}.ft.safetensors")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let ft = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split(": ")
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        format!("{loss} | {ft}")
+    };
+    let want = losses(&tiff("stack_u16.npy"), "npy");
+    assert!(want.contains("->"), "{want}");
+    assert_eq!(losses(&tiff("u16_deflate.tif"), "tif"), want);
+    assert_eq!(losses(&tiff("folder_u16"), "folder"), want);
+}
