@@ -78,8 +78,10 @@ fn frame_shape(reader: &FrameSource, model: &Model) -> Result<[usize; 3]> {
     let path = reader.path().to_path_buf();
     let [c, h, w] = reader.frame_shape()?;
     if c != model.in_channels() {
+        // A TIFF's channels are its pages (one per bucket).
+        let unit = if matches!(reader, FrameSource::Tiff(_)) { "channels (pages)" } else { "channels" };
         return Err(Error::Shape(format!(
-            "{} has {c} channels but the model ({}) expects {}",
+            "{} has {c} {unit} but the model ({}) expects {}",
             path.display(),
             model.name(),
             model.in_channels()

@@ -82,7 +82,7 @@ fn bad_stacks_are_one_line_and_no_output() {
         ("bad_rgb.tif", "must be gray"),
         ("bad_jpeg.tif", "JPEG compression is not supported"),
         ("bad_truncated.tif", "truncated"),
-        ("bad_12pages.tif", "has 12 channels but the model"),
+        ("bad_12pages.tif", "has 12 channels (pages) but the model"),
     ];
     for (name, expect) in cases {
         let out = dir.join(format!("{name}.npy"));
