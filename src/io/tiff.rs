@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 
 /// The largest chunk (strip or tile) decoded, and the decoder's own buffer limit.
 pub const MAX_CHUNK_BYTES: usize = 256 << 20;
+/// The largest row of chunks (chunk height x page width) assembled when decoding.
+const MAX_BAND_BYTES: usize = 1 << 30;
+/// The most bytes reserved up front for rows read; more grows as data is decoded.
+const MAX_RESERVE: usize = 256 << 20;
 /// The most pages a stack may have.
 const MAX_PAGES: usize = 1 << 16;
 
@@ -266,13 +270,22 @@ fn read_page(dec: &mut Decoder<BufReader<File>>, path: &Path, name: String, file
             MAX_CHUNK_BYTES >> 20
         )));
     }
+    // A band of chunks (chunk rows x the page width) is assembled in memory when decoded.
+    if !(compression == NONE && !tiles && predictor == 1)
+        && width.checked_mul(chunk_h * sample.size()).is_none_or(|b| b > MAX_BAND_BYTES)
+    {
+        return Err(bad(format!(
+            "{width}-pixel rows in {chunk_h}-row chunks: a row of chunks would decode to more than {} MiB",
+            MAX_BAND_BYTES >> 20
+        )));
+    }
     let list = |dec: &mut Decoder<BufReader<File>>, t: Tag| {
         dec.find_tag_unsigned_vec::<u64>(t).map_err(|e| decode_err(path, &what("the chunk table"), e))
     };
     let offsets = list(dec, offsets_tag)?.unwrap_or_default();
     let counts = list(dec, counts_tag)?.unwrap_or_default();
     let across = if tiles { width.div_ceil(chunk_w) } else { 1 };
-    let expected = across * height.div_ceil(chunk_h);
+    let expected = across.saturating_mul(height.div_ceil(chunk_h));
     if offsets.len() != expected || counts.len() != expected {
         return Err(bad(format!(
             "the chunk table lists {} offsets and {} byte counts for the {expected} {} of the page",
@@ -285,7 +298,7 @@ fn read_page(dec: &mut Decoder<BufReader<File>>, path: &Path, name: String, file
     for (k, (&o, &n)) in offsets.iter().zip(&counts).enumerate() {
         // Uncompressed strips must hold all their rows; any chunk must lie inside the file.
         let rows = chunk_h.min(height - (k * chunk_h).min(height)) as u64;
-        let need = if raw { rows * (width * sample.size()) as u64 } else { n };
+        let need = if raw { rows.saturating_mul((width * sample.size()) as u64) } else { n };
         if o.checked_add(need).is_none_or(|end| end > file_len) || (raw && n < need) {
             return Err(tiff_err(
                 path,
@@ -363,8 +376,8 @@ fn imagej_pages(path: &Path, first: &Page, n: usize, file_len: u64) -> Result<Ve
             format!("the ImageJ file says images={n} but has one directory and its data is not contiguous"),
         ));
     }
-    let end = first.offsets[0] + page_bytes * n as u64;
-    if end > file_len {
+    let end = page_bytes.checked_mul(n as u64).and_then(|b| b.checked_add(first.offsets[0]));
+    if end.is_none_or(|end| end > file_len) {
         return Err(tiff_err(
             path,
             format!("truncated: the ImageJ file says images={n}, which ends past the end of the {file_len}-byte file"),
@@ -449,7 +462,7 @@ impl TiffStack {
             return Err(tiff_err(&self.path, format!("page {p} of {c} does not exist")));
         }
         let page = self.pages[p].clone();
-        let mut out = Vec::with_capacity(h * w * self.ty.size());
+        let mut out = Vec::with_capacity(h.saturating_mul(w * self.ty.size()).min(MAX_RESERVE));
         let file = &mut self.files[page.file];
         if page.raw {
             read_raw_rows(file, &page, 0..h, &mut out)?
@@ -469,7 +482,8 @@ impl TiffStack {
                 format!("rows {}..{} are out of bounds for {h} rows", rows.start, rows.end),
             ));
         }
-        let mut out = Vec::with_capacity(c * rows.len() * w * self.ty.size());
+        // Sizes come from the header: reserve a bounded amount, the rest grows with the data.
+        let mut out = Vec::with_capacity((c * rows.len()).saturating_mul(w * self.ty.size()).min(MAX_RESERVE));
         for p in 0..c {
             crate::error::interrupt::check()?;
             let page = self.pages[p].clone();
@@ -579,4 +593,55 @@ fn read_chunked_rows(file: &mut TiffFile, page: &Page, rows: Range<usize>, out: 
         append_samples(page.sample, false, &block, out);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::tiff_write::encode_ifd;
+
+    /// A classic TIFF of one directory with `entries` (tag, type, values) and `tail` bytes after it.
+    fn tiff_with(entries: &[(u16, u16, Vec<u64>)]) -> Vec<u8> {
+        let mut out = b"II*\0".to_vec();
+        out.extend_from_slice(&8u32.to_le_bytes());
+        out.extend(encode_ifd(entries, 8, false, false));
+        out.resize(out.len() + 64, 7);
+        out
+    }
+
+    /// Headers that claim huge pages: an error each, before anything that size is allocated.
+    #[test]
+    fn hostile_headers_are_errors() {
+        let (short, long) = (3u16, 4u16);
+        let base = |w: u64, h: u64, compression: u64, rps: u64, count: u64| {
+            vec![
+                (256, long, vec![w]),
+                (257, long, vec![h]),
+                (258, short, vec![16]),
+                (259, short, vec![compression]),
+                (262, short, vec![1]),
+                (273, long, vec![200]),
+                (277, short, vec![1]),
+                (278, long, vec![rps]),
+                (279, long, vec![count]),
+            ]
+        };
+        let dir = std::env::temp_dir().join(format!("psi-gpu-tiff-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            (base(u32::MAX as u64, u32::MAX as u64, 8, 1, 10), "inconsistent sizes"),
+            (base(1 << 31, 1, 8, 1, 10), "larger than"),
+            (base(1 << 20, 1, 1, 1, u32::MAX as u64), "truncated"),
+            (base(1 << 16, 1 << 16, 8, 1 << 16, 10), "larger than"),
+            (base(64, 64, 8, 1, 10), "inconsistent sizes"),
+            (base(64, 1, 34925, 1, 10), "LZMA compression is not supported"),
+        ];
+        for (i, (entries, expect)) in cases.into_iter().enumerate() {
+            let path = dir.join(format!("{i}.tif"));
+            std::fs::write(&path, tiff_with(&entries)).unwrap();
+            let e = TiffStack::open(&path).and_then(|mut s| s.read_rows(0..1)).unwrap_err().to_string();
+            assert!(e.contains(expect) && e.lines().count() == 1, "case {i}: expected '{expect}' in {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -168,7 +168,7 @@ impl TiffWriter {
 /// values (each 8-aligned); its next-directory pointer is the offset right after them when
 /// `more`, else 0. Classic: 2-byte entry count, 12-byte entries, 4-byte values and pointer;
 /// BigTIFF: 8, 20 and 8.
-fn encode_ifd(entries: &[(u16, u16, Vec<u64>)], at: u64, big: bool, more: bool) -> Vec<u8> {
+pub(crate) fn encode_ifd(entries: &[(u16, u16, Vec<u64>)], at: u64, big: bool, more: bool) -> Vec<u8> {
     let (n_len, entry_len, inline) = if big { (8, 20, 8) } else { (2, 12, 4) };
     let ifd_len = (n_len + entries.len() * entry_len + inline).div_ceil(8) * 8;
     let value = |ty: u16, v: u64| -> Vec<u8> {
