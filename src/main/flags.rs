@@ -229,14 +229,15 @@ impl From<InferArgs> for infer::Options {
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Predicted height map, (H, W) npy.
+    /// Predicted height map, (H, W): npy, one-page TIFF or X3P.
     pred: PathBuf,
-    /// True height map, (H, W) npy.
+    /// True height map, (H, W): npy, one-page TIFF or X3P.
     truth: PathBuf,
     /// Write the metrics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write a colour-mapped PNG of |pred - truth| here.
+    /// Write a colour-mapped PNG of |pred - truth| here, or the data pred - truth (µm) when the
+    /// name ends in .npy, .tif or .x3p.
     #[arg(long)]
     error_map: Option<PathBuf>,
     /// Evaluate only pixels where this (H, W) npy is non-zero (a selection; not a reason mask).
