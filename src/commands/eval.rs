@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::commands::outputs::Files;
 use crate::commands::write_json;
 use crate::error::{Error, Result};
+use crate::io::array_convert::write_difference;
 use crate::io::preview::{MapReader, PreviewInfo, PreviewOptions, PreviewRange, band_rows, write_error_preview_masked};
 use crate::psi::reason::Reason;
 
@@ -164,7 +165,8 @@ pub struct Options {
     pub eval: EvalOptions,
     /// Write the metrics ([`Metrics::to_json`]) here.
     pub json: Option<PathBuf>,
-    /// Write a colour-mapped PNG of `|pred - truth|` here.
+    /// Write a colour-mapped PNG of `|pred - truth|` here — or, when the name ends in `.npy`,
+    /// `.tif`/`.tiff` or `.x3p`, the data `pred - truth` (µm, NaN where not evaluated).
     pub error_map: Option<PathBuf>,
     /// The error map's colour scale.
     pub preview_range: PreviewRange,
@@ -175,6 +177,8 @@ pub struct Options {
 pub struct Report {
     pub metrics: Metrics,
     pub error_map: Option<(PathBuf, PreviewInfo)>,
+    /// The error map written as data.
+    pub error_data: Option<PathBuf>,
 }
 
 impl Report {
@@ -189,6 +193,9 @@ impl std::fmt::Display for Report {
         if let Some((png, info)) = &self.error_map {
             let (w, h, min, max) = (info.width, info.height, info.min, info.max);
             write!(f, "\nerror map: {} ({w}x{h}, colour scale |error| {min:.3e}..{max:.3e} µm)", png.display())?;
+        }
+        if let Some(data) = &self.error_data {
+            write!(f, "\nerror map: {} (pred - truth, µm, NaN where not evaluated)", data.display())?;
         }
         Ok(())
     }
@@ -208,14 +215,18 @@ pub fn run(opts: &Options) -> Result<Report> {
     if let Some(path) = &opts.json {
         write_json(path, &metrics.to_json())?;
     }
-    let error_map = match &opts.error_map {
+    let data = opts.error_map.as_deref().filter(|p| crate::io::height_map::is_array_file(p));
+    if let Some(path) = data {
+        write_difference(&opts.pred, &opts.truth, opts.eval.mask.as_deref(), path)?;
+    }
+    let error_map = match opts.error_map.as_ref().filter(|_| data.is_none()) {
         Some(png) => {
             let style = PreviewOptions { range: opts.preview_range, ..error_preview() };
             Some((png.clone(), error_map(&opts.pred, &opts.truth, png, &opts.eval, &style)?))
         }
         None => None,
     };
-    Ok(Report { metrics, error_map })
+    Ok(Report { metrics, error_map, error_data: data.map(Path::to_path_buf) })
 }
 
 /// [`eval`] with `band` rows per band (the default sizes bands by [`band_rows`]).

@@ -336,8 +336,8 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, f32)) -> R
     }
     Files::new()
         .inputs("--weights", [&opts.weights])
-        .inputs_in_folders("--frames", &opts.frames, "npy")
-        .inputs_in_folders("--holdout", &opts.holdout, "npy")
+        .inputs_in_folders("--frames", &opts.frames, crate::commands::outputs::FRAME_FILES)
+        .inputs_in_folders("--holdout", &opts.holdout, crate::commands::outputs::FRAME_FILES)
         .outputs("the output (-o)", [&opts.output])
         .check()?;
     let (weights, _, nbt) = checkpoint::load(&opts.weights)?;

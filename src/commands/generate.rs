@@ -15,8 +15,9 @@ use crate::commands::outputs::Files;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::npy::NpyWriter;
+use crate::io::height_map::MapWriter;
 use crate::io::preview::{PreviewOptions, PreviewRange, band_rows as mask_band_rows, write_preview};
+use crate::io::x3p::X3pMeta;
 use crate::ops::synth::{BandSlot, SynthInputs, band_rows, words_per_channel};
 use crate::psi::reason::Reason;
 use crate::psi::synthetic::{GenerateOptions, reason_rows};
@@ -50,8 +51,8 @@ struct Pending {
 /// optional truth file, plus the height range seen so far.
 struct Sink<'a> {
     opts: &'a GenerateOptions,
-    writer: NpyWriter,
-    truth: Option<NpyWriter>,
+    writer: MapWriter,
+    truth: Option<MapWriter>,
     range: (f32, f32),
 }
 
@@ -115,8 +116,8 @@ pub fn generate(
     let slots = (0..bands.min(2)).map(|_| BandSlot::new(gpu, &inputs, band)).collect::<Result<Vec<_>>>()?;
     let mut sink = Sink {
         opts,
-        writer: NpyWriter::new(out, ty, &[channels, h, w])?,
-        truth: truth.map(|p| NpyWriter::new(p, HostType::F32, &[h, w])).transpose()?,
+        writer: MapWriter::new(out, ty, &[channels, h, w], &X3pMeta::default())?,
+        truth: truth.map(|p| MapWriter::new(p, HostType::F32, &[h, w], &X3pMeta::default())).transpose()?,
         range: (f32::INFINITY, f32::NEG_INFINITY),
     };
     let mut pending: Option<Pending> = None;
@@ -175,7 +176,7 @@ pub struct Options {
 
 /// Write the truth mask of `opts` through `writer`, in bands of rows; the pixels per reason
 /// code (index = code).
-fn write_truth_mask(opts: &GenerateOptions, mut writer: NpyWriter) -> Result<[u64; 5]> {
+fn write_truth_mask(opts: &GenerateOptions, mut writer: MapWriter) -> Result<[u64; 5]> {
     let (h, w) = (opts.height, opts.width);
     let band = mask_band_rows(w);
     let mut counts = [0u64; 5];
@@ -247,7 +248,11 @@ pub fn run(gpu: &Gpu, opts: &Options, on_rows: impl FnMut(usize, usize)) -> Resu
     let files = Files::new().outputs("the output", [&opts.output]).outputs("--truth", &opts.truth);
     files.outputs("--truth-mask", &opts.truth_mask).outputs("--preview", &opts.preview).check()?;
     g.validate()?;
-    let mask = opts.truth_mask.as_deref().map(|m| NpyWriter::new(m, HostType::U8, &[g.height, g.width])).transpose()?;
+    let mask = opts
+        .truth_mask
+        .as_deref()
+        .map(|m| MapWriter::new(m, HostType::U8, &[g.height, g.width], &X3pMeta::default()))
+        .transpose()?;
     let truth =
         opts.truth.clone().or_else(|| opts.preview.as_ref().map(|_| opts.output.with_extension("truth.tmp.npy")));
     let stats = generate(gpu, g, &opts.output, truth.as_deref(), on_rows)?;

@@ -18,9 +18,11 @@ use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
-use crate::io::npy::{NpyReader, NpyWriter};
+use crate::io::frame_source::FrameSource;
+use crate::io::height_map::{MapFormat, MapWriter};
 use crate::io::preview::{PreviewInfo, PreviewOptions, write_preview};
 use crate::io::weights::Weights;
+use crate::io::x3p::{X3pMeta, file_date};
 use crate::nn::Model;
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
@@ -57,6 +59,8 @@ pub struct InferOptions {
     pub input_scale: Option<f32>,
     /// GPU memory the automatic batch may use for activations.
     pub memory_budget: u64,
+    /// Lateral pitch (µm) written into X3P outputs.
+    pub pixel_size_um: f64,
 }
 
 impl InferOptions {
@@ -76,6 +80,7 @@ impl InferOptions {
             precision: None,
             input_scale: None,
             memory_budget: 2 << 30,
+            pixel_size_um: 1.0,
         }
     }
 }
@@ -126,7 +131,7 @@ pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
         }
         Some(path) => load_unet(gpu, path, opts.precision),
         None => {
-            let ty = NpyReader::open(&opts.input)?.header().ty;
+            let ty = FrameSource::open(&opts.input)?.ty();
             let scale = input_scale(opts.input_scale, None, ty);
             let mut config = opts.classical.clone();
             config.levels = Levels::for_input(ty, scale, opts.min_modulation, opts.saturation)?;
@@ -139,20 +144,20 @@ pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
 /// The files of a model's extra output channels: the classical solver's quality (f32) and reason
 /// (u8) maps, each `(H, W)`, and the NaN and reason counts.
 struct Extras {
-    quality: Option<NpyWriter>,
-    mask: Option<NpyWriter>,
+    quality: Option<MapWriter>,
+    mask: Option<MapWriter>,
     invalid: usize,
     reasons: [usize; 5],
 }
 
 impl Extras {
-    fn new(model: &Model, opts: &InferOptions, [h, w]: [usize; 2]) -> Result<Extras> {
+    fn new(model: &Model, opts: &InferOptions, [h, w]: [usize; 2], meta: &X3pMeta) -> Result<Extras> {
         let (q, r) = match model {
             Model::Classical(c) => (c.config.quality, c.config.reason),
             _ => (false, false),
         };
         let open = |path: &Option<PathBuf>, on: bool, ty| match path {
-            Some(path) if on => NpyWriter::new(path, ty, &[h, w]).map(Some),
+            Some(path) if on => MapWriter::new(path, ty, &[h, w], meta).map(Some),
             _ => Ok(None),
         };
         let quality = open(&opts.quality, q, HostType::F32)?;
@@ -193,8 +198,36 @@ impl Extras {
     }
 }
 
+/// What an X3P output says about its heights: the input's time, the model, the wavelengths.
+fn x3p_meta(model: &Model, opts: &InferOptions) -> X3pMeta {
+    let input = opts.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let psi = &opts.classical.psi;
+    let lasers: Vec<String> = psi.wavelengths.iter().map(|l| l.to_string()).collect();
+    let probing = match model {
+        Model::Classical(_) => format!(
+            "phase-shifting interferometry, {} lasers ({} µm), {} buckets each",
+            lasers.len(),
+            lasers.join(", "),
+            psi.buckets
+        ),
+        _ => "phase-shifting interferometry".to_string(),
+    };
+    X3pMeta {
+        pixel_size_um: opts.pixel_size_um,
+        date: file_date(&opts.input),
+        model: format!("psi-gpu {}", model.name()),
+        probing: probing.clone(),
+        comment: format!(
+            "heights in µm (stored in m) made by psi-gpu {} ({}) from {input}; {probing}",
+            env!("CARGO_PKG_VERSION"),
+            model.name()
+        ),
+        ..X3pMeta::default()
+    }
+}
+
 pub fn infer(gpu: &Gpu, opts: &InferOptions, on_tiles: impl FnMut(usize, usize)) -> Result<InferStats> {
-    NpyReader::open(&opts.input)?;
+    FrameSource::open(&opts.input)?;
     let model = load_model(gpu, opts)?;
     infer_with(gpu, &model, opts, on_tiles)
 }
@@ -206,24 +239,17 @@ pub fn infer_with(
     opts: &InferOptions,
     on_tiles: impl FnMut(usize, usize),
 ) -> Result<InferStats> {
-    let mut reader = NpyReader::open(&opts.input)?;
-    let header = reader.header().clone();
-    let [c, h, w] = match header.shape[..] {
-        [c, h, w] if c > 0 && h > 0 && w > 0 => [c, h, w],
-        _ => {
-            return Err(Error::Npy {
-                path: opts.input.clone(),
-                message: format!("expected a non-empty (channels, height, width) array, got shape {:?}", header.shape),
-            });
-        }
-    };
+    let mut reader = FrameSource::open(&opts.input)?;
+    let ty = reader.ty();
+    let [c, h, w] = reader.frame_shape()?;
     // Channels of the main output; the classical solver's quality and reason maps go to their own
     // files.
-    let mut extras = Extras::new(model, opts, [h, w])?;
+    let meta = x3p_meta(model, opts);
+    let mut extras = Extras::new(model, opts, [h, w], &meta)?;
     let main_c = model.out_channels() - extras.channels();
     let output_shape = if main_c == 1 { vec![h, w] } else { vec![main_c, h, w] };
-    let mut out = NpyWriter::new(&opts.output, HostType::F32, &output_shape)?;
-    let scale = input_scale(opts.input_scale, model.input_scale(), header.ty);
+    let mut out = MapWriter::new(&opts.output, HostType::F32, &output_shape, &meta)?;
+    let scale = input_scale(opts.input_scale, model.input_scale(), ty);
     let o = tiles_for(model.reach(), opts.tile, opts.overlap);
     let sopts = StreamOptions {
         tile: opts.tile,
@@ -254,7 +280,7 @@ pub fn infer_with(
     Ok(InferStats {
         model: model.name(),
         shape: [c, h, w],
-        input_type: header.ty,
+        input_type: ty,
         input_scale: scale,
         precision: model.precision(),
         output_shape,
@@ -385,6 +411,17 @@ pub fn check_options(o: &InferOptions) -> Result<()> {
             "--quality is the classical solver's fringe-contrast map; the U-Net (--weights) makes none".into(),
         ));
     }
+    if !(o.pixel_size_um.is_finite() && o.pixel_size_um > 0.0) {
+        return Err(Error::Invalid(format!("--pixel-size {}: the pixel pitch must be positive (µm)", o.pixel_size_um)));
+    }
+    MapFormat::check(&o.output, "the output (-o)", "the output", HostType::F32, 1)?;
+    if o.quality.as_deref().is_some_and(|q| MapFormat::of(q) == MapFormat::X3p) {
+        return Err(Error::Invalid(
+            "--quality: an X3P file holds heights; the quality map is a contrast ratio: write it as .npy or .tif"
+                .into(),
+        ));
+    }
+    MapFormat::check(&o.mask.clone().unwrap_or_default(), "--mask", "the reason mask (u8 codes)", HostType::U8, 1)?;
     if o.weights.is_none() && o.precision == Some(Precision::F16) {
         return Err(Error::Invalid(
             "--precision f16 applies to the U-Net (--weights); the classical solver runs in f32".into(),

@@ -1,4 +1,4 @@
-//! `psi-gpu infer A.npy B.npy … -o OUTDIR` and `psi-gpu infer DIR -o OUTDIR`: many frames in one
+//! `psi-gpu infer A.npy B.tif … -o OUTDIR` and `psi-gpu infer DIR -o OUTDIR`: many frames in one
 //! process. The device, its compiled pipelines and the model are made once — the classical
 //! solver once per input type, since its clip levels and modulation floor come from the frame's
 //! raw type — and the frames run one after another through the same tile stream as a single
@@ -22,13 +22,13 @@ use crate::commands::{Device, write_json};
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::npy::NpyReader;
+use crate::io::frame_source::FrameSource;
 use crate::io::preview::{PreviewOptions, write_preview};
 use crate::nn::Model;
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Frames and folders of frames (their `*.npy`, sorted), in the order given.
+    /// Frames and folders of frames, in the order given (see [`list_frames`]).
     pub inputs: Vec<PathBuf>,
     /// The folder for the height maps (made if missing).
     pub out_dir: PathBuf,
@@ -93,21 +93,42 @@ impl fmt::Display for Report {
     }
 }
 
-/// The frames `inputs` name: files as given, folders expanded to their `*.npy` (sorted).
+/// Whether folder `dir` is one frame — a folder of single-page TIFF buckets, no `.npy` among
+/// them — rather than a folder of frames.
+pub fn is_frame_folder(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|f| f.is_file()).collect();
+    let tiffs: Vec<&PathBuf> = files.iter().filter(|f| is_frame_file(f) && !has_ext(f, "npy")).collect();
+    !tiffs.is_empty()
+        && !files.iter().any(|f| has_ext(f, "npy"))
+        && tiffs.iter().all(|f| FrameSource::open(f).and_then(|s| s.frame_shape()).is_ok_and(|[c, _, _]| c == 1))
+}
+
+fn has_ext(path: &Path, ext: &str) -> bool {
+    path.extension().is_some_and(|x| x.eq_ignore_ascii_case(ext))
+}
+
+/// A file a folder of frames holds: `.npy`, `.tif` or `.tiff`.
+fn is_frame_file(path: &Path) -> bool {
+    ["npy", "tif", "tiff"].iter().any(|ext| has_ext(path, ext))
+}
+
+/// The frames `inputs` name: files as given, folders of frames expanded to their `.npy`, `.tif`
+/// and `.tiff` files (sorted), and a folder of single-page TIFF buckets as one frame.
 pub fn list_frames(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut frames = Vec::new();
     for p in inputs {
-        if !p.is_dir() {
+        if !p.is_dir() || is_frame_folder(p) {
             frames.push(p.clone());
             continue;
         }
         let mut found: Vec<PathBuf> = std::fs::read_dir(p)
             .map_err(|e| Error::io(p, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "npy"))
+            .filter(|f| f.is_file() && is_frame_file(f))
             .collect();
         if found.is_empty() {
-            return Err(Error::Invalid(format!("{}: a folder with no .npy frames", p.display())));
+            return Err(Error::Invalid(format!("{}: a folder with no .npy or TIFF frames", p.display())));
         }
         found.sort();
         frames.extend(found);
@@ -245,7 +266,7 @@ fn one_frame(
 ) -> Result<FrameReport> {
     let key = match o.weights {
         Some(_) => None,
-        None => Some(NpyReader::open(&o.input)?.header().ty),
+        None => Some(FrameSource::open(&o.input)?.ty()),
     };
     let model = match models.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::io::atomic::AtomicFile;
 
+/// The extensions of the frame files a `--frames` folder stands for (npy and TIFF; a folder of
+/// TIFF bucket pages is one frame, and its pages are among these too).
+pub const FRAME_FILES: &[&str] = &["npy", "tif", "tiff"];
+
 /// A command's input and output files, each with the role (flag) a message names it by.
 #[derive(Clone, Debug, Default)]
 pub struct Files {
@@ -31,9 +35,14 @@ impl Files {
         self
     }
 
-    /// Files the command reads, a folder among `paths` standing for its `*.ext` files (as
-    /// `--frames` reads them).
-    pub fn inputs_in_folders<P: AsRef<Path>>(self, role: &str, paths: impl IntoIterator<Item = P>, ext: &str) -> Files {
+    /// Files the command reads, a folder among `paths` standing for its files of the extensions
+    /// `exts` (as `--frames` reads them: [`FRAME_FILES`]).
+    pub fn inputs_in_folders<P: AsRef<Path>>(
+        self,
+        role: &str,
+        paths: impl IntoIterator<Item = P>,
+        exts: &[&str],
+    ) -> Files {
         let mut files = Vec::new();
         for p in paths {
             let p = p.as_ref();
@@ -41,7 +50,7 @@ impl Files {
                 Ok(entries) => files.extend(
                     entries
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| f.extension().is_some_and(|x| x == ext)),
+                        .filter(|f| f.extension().is_some_and(|x| exts.iter().any(|e| x == *e))),
                 ),
                 Err(_) => files.push(p.to_path_buf()),
             }
@@ -183,7 +192,7 @@ mod tests {
         assert!(e.to_string().contains("is a folder"), "{e}");
         let e = files().output_folder("the folder", &input).check().unwrap_err();
         assert!(matches!(e, Error::SameFile { .. }), "{e}");
-        let e = Files::new().inputs_in_folders("--frames", [&d], "npy").outputs("--history", [&input]).check();
+        let e = Files::new().inputs_in_folders("--frames", [&d], FRAME_FILES).outputs("--history", [&input]).check();
         assert!(matches!(e, Err(Error::SameFile { .. })), "{e:?}");
         assert_eq!(std::fs::read(&input).unwrap(), b"frame");
         let mut left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -285,7 +285,7 @@ fn check_files(opts: &Options) -> Result<()> {
     Files::new()
         .inputs("--init", &opts.init)
         .inputs("--resume", resumed)
-        .inputs_in_folders("--frames", &opts.frames, "npy")
+        .inputs_in_folders("--frames", &opts.frames, crate::commands::outputs::FRAME_FILES)
         .inputs("--truth", &opts.truth)
         .outputs("the output (-o)", [&opts.output])
         .outputs("the checkpoint", &checkpoint)

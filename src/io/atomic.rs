@@ -118,6 +118,28 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The temporary file as a plain writer (for encoders that own their output, such as a zip
+/// writer); an error after the writer was closed is an `Other` I/O error.
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.as_mut().ok_or_else(closed)?.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().ok_or_else(closed)?.flush()
+    }
+}
+
+impl std::io::Seek for AtomicFile {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.out.as_mut().ok_or_else(closed)?.seek(pos)
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::other("the writer is closed")
+}
+
 /// Write `path` atomically through `write`, which gets the buffered temporary file.
 pub fn write_with(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
     let mut file = AtomicFile::create(path)?;

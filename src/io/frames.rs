@@ -1,11 +1,15 @@
-//! Frame sets held in host memory for training and fine-tuning: `(C, H, W)` npy files (folders
-//! expanded to their `*.npy`, sorted) with optional `(H, W)` truth maps, and crops of them.
+//! Frame sets held in host memory for training and fine-tuning: `(C, H, W)` frames — `.npy`
+//! files, TIFF stacks, folders of single-page TIFF buckets (one frame), other folders expanded
+//! to their `*.npy`/`*.tif`/`*.tiff` files, sorted — with optional `(H, W)` truth maps, and crops
+//! of them.
 
 use std::path::PathBuf;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::io::npy::{NpyReader, read_f32};
+use crate::io::frame_source::FrameSource;
+use crate::io::images::{ImageFormat, find_bucket_images};
+use crate::io::npy::read_f32;
 
 /// One frame in host memory: raw bytes `(C, H, W)` and, if known, its truth `(H, W)`.
 pub struct Frame {
@@ -34,11 +38,14 @@ impl Frame {
 pub fn load_frames(files: &[PathBuf], truth_files: &[PathBuf]) -> Result<Vec<Frame>> {
     let mut paths = Vec::new();
     for p in files {
-        if p.is_dir() {
+        let bucket_folder = p.is_dir()
+            && find_bucket_images(p, None)
+                .is_ok_and(|f| f.iter().all(|f| ImageFormat::of_path(f) == Some(ImageFormat::Tiff)));
+        if p.is_dir() && !bucket_folder {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "npy"))
+                .filter(|f| f.extension().is_some_and(|x| x == "npy" || x == "tif" || x == "tiff"))
                 .collect();
             found.sort();
             paths.extend(found);
@@ -50,15 +57,12 @@ pub fn load_frames(files: &[PathBuf], truth_files: &[PathBuf]) -> Result<Vec<Fra
         return Err(Error::Invalid(format!("{} truth maps for {} frames", truth_files.len(), paths.len())));
     }
     if paths.is_empty() {
-        return Err(Error::Invalid("no frames: the folders given hold no .npy files".into()));
+        return Err(Error::Invalid("no frames: the folders given hold no .npy or .tif files".into()));
     }
     let mut frames = Vec::new();
     for (i, path) in paths.iter().enumerate() {
-        let mut r = NpyReader::open(path)?;
-        let hd = r.header().clone();
-        let [c, h, w] = hd.shape[..] else {
-            return Err(Error::Npy { path: path.clone(), message: format!("expected (C, H, W), got {:?}", hd.shape) });
-        };
+        let mut r = FrameSource::open(path)?;
+        let [c, h, w] = r.frame_shape()?;
         let truth = match truth_files.get(i) {
             Some(t) => {
                 let (shape, v) = read_f32(t)?;
@@ -69,7 +73,8 @@ pub fn load_frames(files: &[PathBuf], truth_files: &[PathBuf]) -> Result<Vec<Fra
             }
             None => None,
         };
-        frames.push(Frame { ty: hd.ty, c, h, w, bytes: r.read_all()?, truth });
+        let ty = r.ty();
+        frames.push(Frame { ty, c, h, w, bytes: r.read_all()?, truth });
     }
     Ok(frames)
 }

@@ -22,7 +22,12 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::io::atomic::write_with;
 use crate::io::bmp::{self, luma8, luma16};
-use crate::io::npy::{NpyHeader, NpyWriter, read_header};
+use crate::io::frame_source::looks_like_tiff;
+use crate::io::height_map::MapWriter;
+use crate::io::npy::{NpyHeader, read_header};
+use crate::io::tiff::TiffStack;
+use crate::io::tiff_write::TiffWriter;
+use crate::io::x3p::X3pMeta;
 
 /// The file names [`images_to_npy`] looks for unless told otherwise: `{}` is the index.
 pub const DEFAULT_PATTERN: &str = "bucket_{}";
@@ -36,6 +41,8 @@ pub enum ImageFormat {
     Bmp,
     /// PNG: 8- or 16-bit.
     Png,
+    /// Single-page gray TIFF (`.tif` or `.tiff`): 8-, 16-bit or float (see [`crate::io::tiff`]).
+    Tiff,
 }
 
 impl ImageFormat {
@@ -44,12 +51,23 @@ impl ImageFormat {
         match self {
             ImageFormat::Bmp => "bmp",
             ImageFormat::Png => "png",
+            ImageFormat::Tiff => "tif",
         }
     }
 
-    /// The format of a file extension (without the dot, any case).
+    /// The format of a file extension (without the dot, any case; `tiff` is also TIFF).
     pub fn from_extension(ext: &str) -> Option<Self> {
-        [ImageFormat::Bmp, ImageFormat::Png].into_iter().find(|f| ext.eq_ignore_ascii_case(f.extension()))
+        if ext.eq_ignore_ascii_case("tiff") {
+            return Some(ImageFormat::Tiff);
+        }
+        [ImageFormat::Bmp, ImageFormat::Png, ImageFormat::Tiff]
+            .into_iter()
+            .find(|f| ext.eq_ignore_ascii_case(f.extension()))
+    }
+
+    /// The format of a file by its extension.
+    pub fn of_path(path: &Path) -> Option<Self> {
+        path.extension().and_then(|e| e.to_str()).and_then(Self::from_extension)
     }
 }
 
@@ -62,10 +80,10 @@ impl fmt::Display for ImageFormat {
 impl FromStr for ImageFormat {
     type Err = Error;
 
-    /// `bmp` or `png`, any case.
+    /// `bmp`, `png` or `tif`/`tiff`, any case.
     fn from_str(s: &str) -> Result<Self> {
         ImageFormat::from_extension(s)
-            .ok_or_else(|| Error::Invalid(format!("unknown image format '{s}': expected bmp or png")))
+            .ok_or_else(|| Error::Invalid(format!("unknown image format '{s}': expected bmp, png or tif")))
     }
 }
 
@@ -132,11 +150,11 @@ impl Pattern {
         Some((digits.parse().ok()?, format))
     }
 
-    /// How a user would write a matching name, for messages: `bucket_NN.bmp or .png`.
+    /// How a user would write a matching name, for messages: `bucket_NN.bmp, .png or .tif`.
     fn describe(&self) -> String {
         let ext = match self.format {
             Some(f) => format!(".{f}"),
-            None => ".bmp or .png".to_string(),
+            None => ".bmp, .png or .tif".to_string(),
         };
         format!("{}NN{}{ext}", self.prefix, self.suffix)
     }
@@ -206,7 +224,7 @@ fn image_format(path: &Path) -> Result<ImageFormat> {
     path.extension()
         .and_then(|e| e.to_str())
         .and_then(ImageFormat::from_extension)
-        .ok_or_else(|| Error::Invalid(format!("{}: not a .bmp or .png file", path.display())))
+        .ok_or_else(|| Error::Invalid(format!("{}: not a .bmp, .png or .tif file", path.display())))
 }
 
 fn png_err(path: &Path, e: png::DecodingError) -> Error {
@@ -387,6 +405,11 @@ fn probe(path: &Path) -> Result<ImageHeader> {
             let png = GrayPng::open(path)?;
             Ok(ImageHeader { width: png.width, height: png.height, ty: png.ty })
         }
+        ImageFormat::Tiff => {
+            let page = TiffStack::open_pages(path, &[path.to_path_buf()])?;
+            let ([_, height, width], ty) = (page.shape(), page.ty());
+            Ok(ImageHeader { width, height, ty })
+        }
     }
 }
 
@@ -411,7 +434,7 @@ fn gray_row(row: &[u8], samples: usize, ty: HostType, out: &mut Vec<u8>) {
 
 /// Decode the image at `path`, whose header is `expect`, and append its gray pixels (row-major,
 /// top row first, little-endian `expect.ty`) to `writer`.
-fn convert_image(path: &Path, expect: ImageHeader, writer: &mut NpyWriter) -> Result<()> {
+fn convert_image(path: &Path, expect: ImageHeader, writer: &mut MapWriter) -> Result<()> {
     let changed = || Error::Invalid(format!("{}: the file changed while it was read", path.display()));
     match image_format(path)? {
         ImageFormat::Bmp => {
@@ -427,6 +450,16 @@ fn convert_image(path: &Path, expect: ImageHeader, writer: &mut NpyWriter) -> Re
                 return Err(changed());
             }
             png.for_each_row(|gray| writer.write(gray))
+        }
+        ImageFormat::Tiff => {
+            let mut page = TiffStack::open_pages(path, &[path.to_path_buf()])?;
+            if page.shape() != [1, expect.height, expect.width] || page.ty() != expect.ty {
+                return Err(changed());
+            }
+            for y0 in (0..expect.height).step_by(256) {
+                writer.write(&page.read_rows(y0..(y0 + 256).min(expect.height))?)?;
+            }
+            Ok(())
         }
     }
 }
@@ -470,7 +503,7 @@ pub fn images_to_npy(dir: &Path, output: &Path, pattern: Option<&str>) -> Result
         }
     }
     let shape = [files.len(), first.height, first.width];
-    let mut writer = NpyWriter::new(output, first.ty, &shape)?;
+    let mut writer = MapWriter::new(output, first.ty, &shape, &X3pMeta::default())?;
     for file in &files {
         convert_image(file, first, &mut writer)?;
     }
@@ -508,7 +541,13 @@ fn write_image(
     height: usize,
     pixels: &[u8],
 ) -> Result<()> {
+    if format == ImageFormat::Tiff {
+        let mut tiff = TiffWriter::new(path, ty, &[height, width])?;
+        tiff.write(pixels)?;
+        return tiff.finish();
+    }
     write_with(path, |out| match format {
+        ImageFormat::Tiff => Err(Error::Invalid(format!("{}: TIFF is written above", path.display()))),
         ImageFormat::Bmp => bmp::write_bmp_to(out, width, height, pixels).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidInput => Error::Invalid(format!("{}: {e}", path.display())),
             _ => Error::io(path, e),
@@ -551,7 +590,12 @@ fn write_image(
 /// other format) is an error, since the folder would no longer read back as this frame. Reads
 /// one channel at a time.
 pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<ConvertInfo> {
-    let header = read_header(input)?;
+    // A TIFF stack is read page by page, an npy channel by channel.
+    let mut stack = if looks_like_tiff(input) { Some(TiffStack::open(input)?) } else { None };
+    let header = match &stack {
+        Some(s) => NpyHeader { ty: s.ty(), shape: s.shape().to_vec(), data_offset: 0 },
+        None => read_header(input)?,
+    };
     let &[channels, height, width] = header.shape.as_slice() else {
         return Err(Error::Shape(format!(
             "{}: expected a (C, H, W) frame, found shape {:?}",
@@ -567,7 +611,8 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
         )));
     }
     match (header.ty, format) {
-        (HostType::U8, _) | (HostType::U16, ImageFormat::Png) => {}
+        (HostType::U8, _) | (HostType::U16, ImageFormat::Png | ImageFormat::Tiff) => {}
+        (HostType::F32, ImageFormat::Tiff) => {}
         (HostType::U16, ImageFormat::Bmp) => {
             return Err(Error::Invalid(format!(
                 "{}: a uint16 frame cannot be written as BMP (8-bit only): use --format png for 16-bit PNGs",
@@ -576,7 +621,8 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
         }
         (HostType::F16 | HostType::F32, _) => {
             return Err(Error::Invalid(format!(
-                "{}: the frame is {}: images hold integers; convert float frames to integers first \
+                "{}: the frame is {}: BMP and PNG images hold integers; write float32 pages with \
+                 --format tif, or convert float frames to integers first \
                  (e.g. np.clip(np.rint(a), 0, 255).astype(np.uint8), or uint16 with 65535)",
                 input.display(),
                 if header.ty == HostType::F16 { "float16" } else { "float32" }
@@ -585,7 +631,7 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
     }
     let too_large = match format {
         ImageFormat::Bmp => i32::try_from(width).is_err() || i32::try_from(height).is_err(),
-        ImageFormat::Png => u32::try_from(width).is_err() || u32::try_from(height).is_err(),
+        ImageFormat::Png | ImageFormat::Tiff => u32::try_from(width).is_err() || u32::try_from(height).is_err(),
     };
     if too_large {
         return Err(Error::Shape(format!(
@@ -612,7 +658,10 @@ pub fn npy_to_images(input: &Path, dir: &Path, format: ImageFormat) -> Result<Co
 
     let mut file = File::open(input).map_err(|e| Error::io(input, e))?;
     for (channel, path) in files.iter().enumerate() {
-        let pixels = read_channel(&mut file, input, &header, channel)?;
+        let pixels = match stack.as_mut() {
+            Some(s) => s.read_page(channel)?,
+            None => read_channel(&mut file, input, &header, channel)?,
+        };
         write_image(path, format, header.ty, width, height, &pixels)?;
     }
     Ok(ConvertInfo { channels, height, width, dtype: header.ty, files })

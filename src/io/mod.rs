@@ -2,11 +2,17 @@
 //! BMP/PNG bucket images, training frame sets — and the one atomic writer every output goes
 //! through ([`atomic`]).
 
+pub mod array_convert;
 pub mod atomic;
 pub mod bmp;
 pub mod checkpoint;
+pub mod frame_source;
 pub mod frames;
+pub mod height_map;
 pub mod images;
 pub mod npy;
 pub mod preview;
+pub mod tiff;
+pub mod tiff_write;
 pub mod weights;
+pub mod x3p;

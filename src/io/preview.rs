@@ -1,6 +1,7 @@
 //! Colour-mapped PNG previews of height maps (and of error maps).
 //!
-//! A map is an `(H, W)` or `(1, H, W)` `.npy` array of any dtype [`crate::io::npy`] reads. It is
+//! A map is an `(H, W)` or `(1, H, W)` `.npy` array of any dtype [`crate::io::npy`] reads, a
+//! one-page TIFF or an X3P surface ([`MapReader`]). It is
 //! streamed in bands of rows by [`MapReader`] and block-averaged on the fly into a grid of at
 //! most [`PreviewOptions::max_size`] pixels on its long side, so a 9344 × 7000 map is read once
 //! with memory bounded by the band and the output grid. NaN and infinite pixels are left out of
@@ -22,12 +23,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use half::f16;
-
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::io::atomic::write_with;
-use crate::io::npy::read_header;
+use crate::io::npy::{read_header, to_f32};
+use crate::io::tiff::{TiffStack, is_tiff};
+use crate::io::x3p::read_x3p;
 
 /// Pixels read per band (about 16 MiB of f32); bands hold at least one row.
 const BAND_PIXELS: usize = 1 << 22;
@@ -37,35 +38,73 @@ pub fn band_rows(width: usize) -> usize {
     (BAND_PIXELS / width.max(1)).max(1)
 }
 
-/// An `(H, W)` or `(1, H, W)` `.npy` map, read front to back in bands of rows as f32.
+/// Where a [`MapReader`]'s values come from.
+enum MapData {
+    /// An `.npy` file at its next row, and a scratch buffer.
+    Npy(File, Vec<u8>),
+    /// A one-page TIFF.
+    Tiff(Box<TiffStack>),
+    /// An X3P surface, held in memory (µm).
+    Values(Vec<f32>),
+}
+
+impl std::fmt::Debug for MapData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MapData::Npy(..) => "Npy",
+            MapData::Tiff(_) => "Tiff",
+            MapData::Values(_) => "X3p",
+        })
+    }
+}
+
+/// An `(H, W)` or `(1, H, W)` map — `.npy`, a one-page TIFF or an X3P surface (heights in µm),
+/// told apart by their first bytes — read front to back in bands of rows as f32.
 #[derive(Debug)]
 pub struct MapReader {
-    file: File,
+    data: MapData,
     path: PathBuf,
     ty: HostType,
     height: usize,
     width: usize,
     next_row: usize,
-    raw: Vec<u8>,
+}
+
+fn map_shape(path: &Path, shape: &[usize]) -> Result<(usize, usize)> {
+    match *shape {
+        [h, w] | [1, h, w] => Ok((h, w)),
+        _ => Err(Error::Shape(format!(
+            "{}: expected a map of shape (H, W) or (1, H, W), found shape {shape:?}",
+            path.display()
+        ))),
+    }
 }
 
 impl MapReader {
     /// Open `path` and check that it holds a single 2-D map.
     pub fn open(path: &Path) -> Result<Self> {
-        let header = read_header(path)?;
-        let (height, width) = match *header.shape.as_slice() {
-            [h, w] | [1, h, w] => (h, w),
-            _ => {
-                return Err(Error::Shape(format!(
-                    "{}: expected a map of shape (H, W) or (1, H, W), found shape {:?}",
-                    path.display(),
-                    header.shape
-                )));
-            }
+        let mut head = [0u8; 4];
+        let _ = File::open(path).and_then(|mut f| f.read_exact(&mut head));
+        let (data, ty, height, width) = if is_tiff(&head) {
+            let tiff = TiffStack::open(path)?;
+            let (h, w) = map_shape(path, &tiff.shape())?;
+            (MapData::Tiff(Box::new(tiff)), HostType::F32, h, w)
+        } else if &head == b"PK\x03\x04" {
+            let map = read_x3p(path)?;
+            let (h, w) = (map.height, map.width);
+            (MapData::Values(map.values), HostType::F32, h, w)
+        } else {
+            let header = read_header(path)?;
+            let (h, w) = map_shape(path, &header.shape)?;
+            let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+            file.seek(SeekFrom::Start(header.data_offset)).map_err(|e| Error::io(path, e))?;
+            (MapData::Npy(file, Vec::new()), header.ty, h, w)
         };
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        file.seek(SeekFrom::Start(header.data_offset)).map_err(|e| Error::io(path, e))?;
-        Ok(MapReader { file, path: path.to_path_buf(), ty: header.ty, height, width, next_row: 0, raw: Vec::new() })
+        let ty = match &data {
+            MapData::Tiff(t) => t.ty(),
+            _ => ty,
+        };
+        Ok(MapReader { data, path: path.to_path_buf(), ty, height, width, next_row: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -80,7 +119,7 @@ impl MapReader {
         self.width
     }
 
-    /// Element type on disk.
+    /// Element type of the values read (on disk for npy and TIFF; f32 for X3P).
     pub fn dtype(&self) -> HostType {
         self.ty
     }
@@ -103,20 +142,19 @@ impl MapReader {
         }
         // rows * width <= height * width, whose byte size the header check showed to fit.
         let n = rows * self.width;
-        self.raw.resize(n * self.ty.size(), 0);
-        self.file.read_exact(&mut self.raw).map_err(|e| Error::io(&self.path, e))?;
-        self.next_row += rows;
+        let y0 = self.next_row;
         out.clear();
         out.reserve(n);
-        let raw = &self.raw;
-        match self.ty {
-            HostType::U8 => out.extend(raw.iter().map(|&b| f32::from(b))),
-            HostType::U16 => out.extend(raw.chunks_exact(2).map(|c| f32::from(u16::from_le_bytes([c[0], c[1]])))),
-            HostType::F16 => out.extend(raw.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
-            HostType::F32 => {
-                out.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        match &mut self.data {
+            MapData::Npy(file, raw) => {
+                raw.resize(n * self.ty.size(), 0);
+                file.read_exact(raw).map_err(|e| Error::io(&self.path, e))?;
+                out.extend(to_f32(self.ty, raw));
             }
+            MapData::Tiff(tiff) => out.extend(to_f32(self.ty, &tiff.read_rows(y0..y0 + rows)?)),
+            MapData::Values(v) => out.extend_from_slice(&v[y0 * self.width..y0 * self.width + n]),
         }
+        self.next_row += rows;
         Ok(())
     }
 

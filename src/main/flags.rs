@@ -16,6 +16,7 @@ use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
 use psi_gpu::commands::train::LossChoice;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, pinn, train};
+use psi_gpu::io::height_map::MapFormat;
 use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Unwrap};
 use psi_gpu::psi::PsiConfig;
@@ -37,7 +38,10 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
         Command::Infer(a) => {
             unused(a.weights.is_some(), &["wavelengths", "buckets", "height_range"], classical_only)?;
             unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
-            unused(a.tiles.tile == 0, &["overlap"], whole_frame)
+            unused(a.tiles.tile == 0, &["overlap"], whole_frame)?;
+            let x3p =
+                [&a.output, &a.quality, &a.mask].into_iter().flatten().any(|p| MapFormat::of(p) == MapFormat::X3p);
+            unused(!x3p, &["pixel_size"], "sets the lateral step of .x3p outputs, and no output here is .x3p")
         }
         Command::Bench(a) => {
             unused(a.weights.is_some(), &["unwrap"], classical_only)?;
@@ -55,7 +59,13 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
             "sets the colour scale of --error-map, which is not asked",
         ),
         Command::Convert(a) => {
-            unused(a.input.is_dir(), &["format"], "sets the format of images written; images read keep their own")
+            let images_out = !a.input.is_dir() && !convert::is_array_file(&a.output);
+            unused(!images_out, &["format"], "sets the format of images written, and this conversion writes none")?;
+            unused(
+                MapFormat::of(&a.output) != MapFormat::X3p,
+                &["pixel_size"],
+                "sets the lateral step of an .x3p output",
+            )
         }
         Command::Train(a) => {
             unused(a.epochs.is_some(), &["steps"], "is replaced by --epochs: give one of them")?;
@@ -138,14 +148,20 @@ pub struct TileArgs {
 
 #[derive(Args)]
 pub struct InferArgs {
-    /// Input frame: (channels, height, width) npy of u8, u16, f16 or f32. Several frames, or a
-    /// folder of them (its *.npy), run in one process: -o then names the folder for their
-    /// OUTDIR/<stem>.height.npy, and --quality, --mask and --preview name folders too.
+    /// Input frame: a (channels, height, width) npy of u8, u16, f16 or f32, a multi-page gray
+    /// TIFF (one page per bucket; u8, u16, u32 or f32) or a folder of bucket_NN.tif pages.
+    /// Several frames, or a folder of them (its .npy, .tif and .tiff), run in one process: -o
+    /// then names the folder for their OUTDIR/<stem>.height.npy, and --quality, --mask and
+    /// --preview name folders too.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Output npy (default: INPUT.height.npy next to the input); with several frames, a folder.
+    /// Output height map: .npy (default: INPUT.height.npy next to the input), .tif (32-bit float
+    /// gray, NaN where not solvable) or .x3p (ISO 25178-72, metres); with several frames, a folder.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Lateral pixel pitch in µm, written into .x3p outputs [default: 1].
+    #[arg(long)]
+    pixel_size: Option<f64>,
     /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
     /// multi-wavelength solver runs.
     #[arg(long)]
@@ -222,7 +238,7 @@ impl TryFrom<InferArgs> for InferRun {
     type Error = ArgError;
 
     fn try_from(a: InferArgs) -> Result<Self, ArgError> {
-        let many = a.inputs.len() > 1 || a.inputs[0].is_dir();
+        let many = a.inputs.len() > 1 || (a.inputs[0].is_dir() && !infer_many::is_frame_folder(&a.inputs[0]));
         let first = a.inputs[0].clone();
         let output = match (&a.output, many) {
             (Some(o), _) => o.clone(),
@@ -237,6 +253,7 @@ impl TryFrom<InferArgs> for InferRun {
         o.classical.psi = PsiConfig { phase_steps: a.phase_steps.0, ..PsiConfig::with(a.wavelengths.0, a.buckets) };
         (o.classical.height_range, o.classical.unwrap) = (a.height_range.0, a.unwrap);
         (o.min_modulation, o.saturation) = (a.min_modulation, a.saturation.map(|s| s.0));
+        o.pixel_size_um = a.pixel_size.unwrap_or(1.0);
         if !many {
             if a.adapters.is_some() {
                 return Err(ArgError("--adapters spreads several frames over adapters; one frame runs on one".into()));
@@ -261,14 +278,15 @@ impl TryFrom<InferArgs> for InferRun {
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Predicted height map, (H, W) npy.
+    /// Predicted height map, (H, W): npy, one-page TIFF or X3P.
     pred: PathBuf,
-    /// True height map, (H, W) npy.
+    /// True height map, (H, W): npy, one-page TIFF or X3P.
     truth: PathBuf,
     /// Write the metrics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write a colour-mapped PNG of |pred - truth| here.
+    /// Write a colour-mapped PNG of |pred - truth| here, or the data pred - truth (µm) when the
+    /// name ends in .npy, .tif or .x3p.
     #[arg(long)]
     error_map: Option<PathBuf>,
     /// Evaluate only pixels where this (H, W) npy is non-zero (a selection; not a reason mask).
@@ -456,13 +474,19 @@ impl From<BenchArgs> for bench::Options {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// A folder of bucket images (to npy) or a (C, H, W) u8/u16 npy (to images).
+    /// A folder of bucket images (BMP, PNG or single-page TIFF), a (C, H, W) npy or TIFF stack,
+    /// or a height map (H, W) npy, TIFF or X3P.
     input: PathBuf,
-    /// The npy to write, or the folder for the images.
+    /// A file — .npy, .tif/.tiff (stack or float map), .x3p (height map) — or the folder for the
+    /// images of a stack.
     output: PathBuf,
-    /// Image format when writing images: bmp (8-bit) or png (8- or 16-bit).
+    /// Image format when writing images: bmp (8-bit), png (8- or 16-bit) or tif (8-, 16-bit or
+    /// float32 pages).
     #[arg(long, default_value = "bmp")]
     format: ImageFormat,
+    /// Lateral pixel pitch in µm of an .x3p output [default: 1].
+    #[arg(long)]
+    pixel_size: Option<f64>,
     /// File name pattern of the images, `{}` standing for the index (default bucket_{}).
     #[arg(long)]
     pattern: Option<String>,
@@ -470,7 +494,8 @@ pub struct ConvertArgs {
 
 impl From<ConvertArgs> for convert::Options {
     fn from(a: ConvertArgs) -> Self {
-        Self { input: a.input, output: a.output, format: a.format, pattern: a.pattern }
+        let pixel_size_um = a.pixel_size.unwrap_or(1.0);
+        Self { input: a.input, output: a.output, format: a.format, pattern: a.pattern, pixel_size_um }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The streaming driver: for each row of tiles, read that band of rows (every channel) from the
-//! npy file, run the tiles in batches — upload the batch's block in its raw dtype, gather and
+//! frame file (npy or TIFF, [`FrameSource`]), run the tiles in batches — upload the batch's block in its raw dtype, gather and
 //! convert on the GPU, model, windowed accumulation in tile order — then normalise the rows no later
 //! tile touches, read them back and hand them to the caller. Host and GPU memory depend on the
 //! tile size, batch and frame width, never on the frame's height. The overlap is at least what
@@ -13,7 +13,7 @@ use wgpu::util::DeviceExt;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Plan, Readback, check_binding};
-use crate::io::npy::NpyReader;
+use crate::io::frame_source::FrameSource;
 use crate::nn::Model;
 use crate::ops::blend::{Blender, Window};
 use crate::ops::gather::{GatherParams, gather};
@@ -108,24 +108,14 @@ fn choose_batch(gpu: &Gpu, model: &Model, g: &TileGrid, opts: &StreamOptions, it
 }
 
 /// The frame's `(C, H, W)`, checked against the model.
-fn frame_shape(reader: &NpyReader, model: &Model) -> Result<[usize; 3]> {
-    let header = reader.header();
+fn frame_shape(reader: &FrameSource, model: &Model) -> Result<[usize; 3]> {
     let path = reader.path().to_path_buf();
-    let [c, h, w] = match header.shape[..] {
-        [c, h, w] => [c, h, w],
-        _ => {
-            return Err(Error::Npy {
-                path,
-                message: format!("expected a (channels, height, width) array, got shape {:?}", header.shape),
-            });
-        }
-    };
-    if c == 0 || h == 0 || w == 0 {
-        return Err(Error::Npy { path, message: format!("empty frame of shape {:?}", header.shape) });
-    }
+    let [c, h, w] = reader.frame_shape()?;
     if c != model.in_channels() {
+        // A TIFF's channels are its pages (one per bucket).
+        let unit = if matches!(reader, FrameSource::Tiff(_)) { "channels (pages)" } else { "channels" };
         return Err(Error::Shape(format!(
-            "{} has {c} channels but the model ({}) expects {}",
+            "{} has {c} {unit} but the model ({}) expects {}",
             path.display(),
             model.name(),
             model.in_channels()
@@ -246,7 +236,7 @@ impl Pipeline {
 pub fn stream(
     gpu: &Gpu,
     model: &Model,
-    reader: &mut NpyReader,
+    reader: &mut FrameSource,
     opts: &StreamOptions,
     mut on_rows: impl FnMut(usize, usize, &[f32]) -> Result<()>,
     mut on_tiles: impl FnMut(usize, usize),
@@ -255,7 +245,7 @@ pub fn stream(
     let [_, h, w] = frame_shape(reader, model)?;
     let t = tiles_for(model.reach(), opts.tile, Some(opts.overlap));
     let grid = TileGrid::new(h, w, t.tile, t.overlap)?.with_window(t.window);
-    let mut p = Pipeline::new(gpu, model, grid.clone(), opts, reader.header().ty, w)?;
+    let mut p = Pipeline::new(gpu, model, grid.clone(), opts, reader.ty(), w)?;
     let g = &grid;
     let out_c = model.out_channels();
     let total = g.len();

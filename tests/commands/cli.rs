@@ -66,7 +66,7 @@ fn infer_multi_class_unet_writes_every_class() {
     let gpu = crate::common::gpus().iter().find(|g| g.info.backend == "Vulkan").unwrap_or(&crate::common::gpus()[0]);
     let weights = psi_gpu::io::weights::Weights::load(&fixture("unet_b8_c3.safetensors")).unwrap();
     let model = psi_gpu::nn::Model::UNet(psi_gpu::nn::unet::UNet::new(gpu, &weights, psi_gpu::Precision::F32).unwrap());
-    let mut reader = npy::NpyReader::open(&fixture("frame3_37x50.npy")).unwrap();
+    let mut reader = psi_gpu::io::frame_source::FrameSource::open(&fixture("frame3_37x50.npy")).unwrap();
     let opts = psi_gpu::tiling::StreamOptions {
         tile: 24,
         overlap: 8,

@@ -190,7 +190,7 @@ fn folder_errors_are_clear() {
     std::fs::write(empty.join("bucket_00.txt"), "not an image").unwrap();
     std::fs::write(empty.join("readme.bmp"), "not a bucket").unwrap();
     let m = message(images_to_npy(&empty, &out, None));
-    assert!(m.contains("no bucket images") && m.contains("bucket_NN.bmp or .png"), "{m}");
+    assert!(m.contains("no bucket images") && m.contains("bucket_NN.bmp, .png or .tif"), "{m}");
     assert!(matches!(images_to_npy(&tmp.join("missing"), &out, None), Err(Error::Io { .. })));
 
     // A gap: 00, 01, 03.

@@ -15,4 +15,6 @@ mod many;
 mod preview;
 mod region;
 mod safety;
+mod tiff;
 mod weights;
+mod x3p;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::TempPath;
+use crate::common::{TempPath, fixture};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_psi-gpu"))
@@ -126,4 +126,28 @@ fn frames_spread_over_every_adapter_give_the_same_bytes() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {lines:?}");
         assert!(lines.len() == 1 && lines[0].contains(needle), "{args:?}: {lines:?}");
     }
+}
+
+/// TIFF stacks in a folder of frames, and a folder of single-page TIFF buckets given beside it
+/// (one frame, not a folder of frames), run like one call each.
+#[test]
+fn tiff_stacks_and_page_folders_are_frames_too() {
+    let d = TempPath::dir("many-tiff");
+    frames(&d);
+    std::fs::copy(fixture("tiff/u16_deflate.tif"), d.join("in/t.tif")).unwrap();
+    let pages = fixture("tiff/folder_u16");
+    let pages = pages.to_str().unwrap();
+    let all = run(&d, &["infer", "in", pages, "-o", "out"]);
+    assert!(all.status.success(), "{:?}", stderr(&all));
+    let one = |input: &str, out: &str| {
+        let o = run(&d, &["infer", input, "-o", out]);
+        assert!(o.status.success(), "{input}: {:?}", stderr(&o));
+        std::fs::read(d.join(out)).unwrap()
+    };
+    let read = |p: &str| std::fs::read(d.join(p)).unwrap();
+    assert_eq!(one("in/t.tif", "t.npy"), read("out/t.height.npy"));
+    assert_eq!(one(pages, "pages.npy"), read("out/folder_u16.height.npy"));
+    let mut written: Vec<_> = std::fs::read_dir(d.join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    written.sort();
+    assert_eq!(written, ["a.height.npy", "b.height.npy", "c.height.npy", "folder_u16.height.npy", "t.height.npy"]);
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::common::{Rng, TempPath, fixture, gpus, rel_l2};
 use psi_gpu::HostType;
 use psi_gpu::gpu::{Gpu, Precision};
-use psi_gpu::io::npy::{NpyReader, NpyWriter};
+use psi_gpu::io::npy::NpyWriter;
 use psi_gpu::io::weights::Weights;
 use psi_gpu::nn::classical::Classical;
 use psi_gpu::nn::unet::UNet;
@@ -36,8 +36,8 @@ fn run(
     batch: Option<usize>,
     scale: f32,
 ) -> Vec<f32> {
-    let mut reader = NpyReader::open(file).unwrap();
-    let [_, h, w] = reader.header().shape[..] else { panic!("rank") };
+    let mut reader = psi_gpu::io::frame_source::FrameSource::open(file).unwrap();
+    let [_, h, w] = reader.frame_shape().unwrap();
     let oc = model.out_channels();
     let mut out = vec![f32::NAN; oc * h * w];
     let mut next_row = 0;
