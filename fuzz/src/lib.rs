@@ -9,7 +9,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use psi_gpu::io::{bmp, checkpoint, images::GrayPng, npy, weights::Weights};
+use psi_gpu::io::{bmp, checkpoint, images::GrayPng, npy, tiff::TiffStack, weights::Weights};
 
 /// An error must be one line that a user can read.
 fn check_error(error: &impl std::fmt::Display) -> bool {
@@ -69,6 +69,27 @@ pub fn png(data: &[u8]) -> bool {
     }
 }
 
+/// The TIFF stack reader (it reads files, so the input goes through a file of this process's
+/// own): a stack it opens hands out bands of `C x rows x W` samples — all of it when that is at
+/// most 16 MiB, else its first rows.
+pub fn tiff(data: &[u8]) -> bool {
+    let path = std::env::temp_dir().join(format!("psi-gpu-fuzz-{}.tif", std::process::id()));
+    std::fs::write(&path, data).expect("write the fuzz input");
+    let result = TiffStack::open(&path).and_then(|mut stack| {
+        let [c, h, w] = stack.shape();
+        let size = stack.ty().size();
+        let rows = if c * h * w * size <= 16 << 20 { h } else { h.min(2) };
+        let band = stack.read_rows(0..rows)?;
+        assert_eq!(band.len(), c * rows * w * size, "a band of {c} x {rows} x {w}");
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(()) => true,
+        Err(e) => check_error(&e),
+    }
+}
+
 /// The safetensors loaders: weights (with their metadata scales) and training checkpoints.
 pub fn safetensors(data: &[u8]) -> bool {
     let path = Path::new("fuzz.safetensors");
@@ -103,4 +124,5 @@ pub fn safetensors(data: &[u8]) -> bool {
 pub type Check = fn(&[u8]) -> bool;
 
 /// The targets by name, as the folders of `fuzz/corpus/` are named.
-pub const TARGETS: [(&str, Check); 4] = [("npy", npy), ("bmp", bmp), ("png", png), ("safetensors", safetensors)];
+pub const TARGETS: [(&str, Check); 5] =
+    [("npy", npy), ("bmp", bmp), ("png", png), ("safetensors", safetensors), ("tiff", tiff)];
