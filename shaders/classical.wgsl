@@ -397,17 +397,15 @@ fn anchor(mask: u32, nl: u32) -> u32 {
     return a;
 }
 
-@compute @workgroup_size(256, 1, 1)
-fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    let plane = p.h * p.w;
-    if (i >= plane) {
-        return;
-    }
-    let nl = min(p.lasers, MAX_LASERS);
-    let base = gid.z * nl * p.buckets * plane + i;
+// Every laser of the pixel fitted (`fit_laser`, which caches its phase and weight): the mask of
+// the usable ones, their mean fringe contrast, and the worst status of the others.
+struct Lasers {
+    mask: u32,
+    quality: f32,
+    worst: u32,
+}
 
-    // Each laser's phase, weight and status; the fringe contrast of the usable ones.
+fn fit_lasers(base: u32, plane: u32, nl: u32) -> Lasers {
     var quality = 0.0;
     var used = 0u;
     var mask = 0u;
@@ -422,7 +420,24 @@ fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
             worst = max(worst, fit.status);
         }
     }
-    quality /= f32(used);
+    return Lasers(mask, quality / f32(used), worst);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    if (i >= plane) {
+        return;
+    }
+    let nl = min(p.lasers, MAX_LASERS);
+    let base = gid.z * nl * p.buckets * plane + i;
+
+    // Each laser's phase, weight and status; the fringe contrast of the usable ones.
+    let lasers = fit_lasers(base, plane, nl);
+    var quality = lasers.quality;
+    let mask = lasers.mask;
+    let worst = lasers.worst;
 
     // Dropped lasers leave a pixel NaN when the others cannot decide (all together do: the host
     // checked); the worst drop names the reason.

@@ -51,21 +51,10 @@ fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
     let nl = min(p.lasers, MAX_LASERS);
     let base = gid.z * nl * p.buckets * plane + i;
-    var quality = 0.0;
-    var used = 0u;
-    var mask = 0u;
-    var worst = OK;
-    for (var l = 0u; l < nl; l++) {
-        let fit = fit_laser(base, plane, l);
-        if (fit.status == OK) {
-            mask |= 1u << l;
-            quality += fit.contrast;
-            used += 1u;
-        } else {
-            worst = max(worst, fit.status);
-        }
-    }
-    quality /= f32(used);
+    let lasers = fit_lasers(base, plane, nl);
+    var quality = lasers.quality;
+    let mask = lasers.mask;
+    let worst = lasers.worst;
     var reason = OK;
     var height = nan();
     var d = Decision(0, BIG, BIG, OK);
