@@ -25,7 +25,7 @@ struct ClassicalParams {
     h: u32,
     w: u32,
     out_c: u32,
-    // WEIGHTED | NOMINAL | QUALITY | REASON
+    // WEIGHTED | NOMINAL | QUALITY | REASON | FIRST_PASS (robust) | EXHAUSTIVE
     flags: u32,
     _pad0: u32,
     // Robust passes: the threshold's factor over the median best cost (classical_robust.wgsl).
@@ -57,6 +57,9 @@ const WEIGHTED: u32 = 1u;
 const NOMINAL: u32 = 2u;
 const QUALITY: u32 = 4u;
 const REASON: u32 = 8u;
+const EXHAUSTIVE: u32 = 32u;
+// ops::classical::prune::SLACK: the relative margin of the weighted search's bound.
+const PRUNE_SLACK: f32 = 1.0e-5;
 
 // Pixel reasons (ops::classical::Reason); a laser's status is one of the first four (OK: usable;
 // LOW: low modulation or dark; SATURATED: too few buckets kept, some at the saturation level).
@@ -290,8 +293,35 @@ fn residuals(a: u32, nl: u32, m: i32, fa: f32) -> f32 {
     return cost;
 }
 
+// The laser of `mask` other than the anchor (and after it when `after`) whose residual moves
+// most from one anchor candidate to the next (|r_al − round r_al| largest, ties to the first):
+// its term alone bounds a candidate's cost from below (ops::classical::prune); nl when none.
+fn sharpest(a: u32, mask: u32, nl: u32, after: bool) -> u32 {
+    var k = nl;
+    var best = -1.0;
+    for (var l = 0u; l < nl; l++) {
+        if (l != a && (l > a || !after) && (mask & (1u << l)) != 0u) {
+            let r = LASER_STRIDE * p.lasers + 2u * (a * p.lasers + l);
+            let v = consts[r] + consts[r + 1u];
+            let step = abs(v - round(v));
+            if (step > best) {
+                best = step;
+                k = l;
+            }
+        }
+    }
+    return k;
+}
+
+// The searches skip candidates that cannot win unless told to score every one (the tests).
+fn pruned() -> bool {
+    return (p.flags & EXHAUSTIVE) == 0u;
+}
+
 // Per-pixel search over the anchor's orders with a fringe of margin; candidates outside the height
 // range only win when no candidate is inside it (a range narrower than one fringe). Ties: first.
+// Pruned: a candidate that could only win on cost is skipped when the sharpest laser's term
+// alone is not below the best cost (a sum of non-negative terms only grows, in f32 too).
 fn search_per_pixel(a: u32, mask: u32, nl: u32) -> Decision {
     for (var l = 0u; l < nl; l++) {
         keep[l] = select(0.0, 1.0, l > a && (mask & (1u << l)) != 0u);
@@ -301,12 +331,22 @@ fn search_per_pixel(a: u32, mask: u32, nl: u32) -> Decision {
     let m_max = i32(laser_const(a, 5u));
     let u_min = laser_const(a, 2u);
     let u_max = laser_const(a, 3u);
+    var k = nl;
+    if (pruned()) {
+        k = sharpest(a, mask, nl, true);
+    }
     var best_m = m_min;
     var best_cost = BIG;
     var best_outside = true;
     for (var m = m_min; m <= m_max; m++) {
         let u = f32(m) + fa;
         let outside = u < u_min || u > u_max;
+        if (k < nl && !(best_outside && !outside)) {
+            let d = fringe(a, k, m, fa, phi[k]).y;
+            if (d * d >= best_cost) {
+                continue;
+            }
+        }
         let cost = residuals(a, nl, m, fa);
         if ((best_outside && !outside) || (outside == best_outside && cost < best_cost)) {
             best_m = m;
@@ -357,12 +397,41 @@ fn spread(a: u32, nl: u32, m: i32) -> vec2<f32> {
 }
 
 // Weighted search: every anchor order whose candidate lies inside the height range. Ties: first.
-fn search_weighted(a: u32, nl: u32) -> Decision {
+// Pruned (unless the exact runner-up cost is wanted: the robust solver's, where a bound against
+// it skipped too few candidates to pay for itself): the anchor and the sharpest laser k alone
+// spread at least w_a·w_k/(w_a + w_k)·d_k² (a subset's spread about its own mean is below the
+// whole's about the whole's), so a candidate whose bound, less the f32 slack, is above the best
+// cost so far cannot win and is skipped. The slack covers the cost's rounding: PRUNE_SLACK times
+// Σ w_l (λ_l/4)², the most Σ w d² can be (|d_l| ≤ λ_l/4).
+fn search_weighted(a: u32, nl: u32, runner_up: bool) -> Decision {
     let fa = phi[a];
     let m_min = i32(ceil(laser_const(a, 2u) - fa));
     let m_max = i32(floor(laser_const(a, 3u) - fa));
+    var k = nl;
+    var pair = 0.0;
+    var slack = 0.0;
+    if (pruned() && !runner_up) {
+        var mask = 0u;
+        for (var l = 0u; l < nl; l++) {
+            mask |= select(0u, 1u << l, wgt[l] > 0.0);
+            slack += wgt[l] / (16.0 * laser_const(l, 6u));
+        }
+        k = sharpest(a, mask, nl, false);
+        if (k < nl) {
+            pair = wgt[a] * wgt[k] / (wgt[a] + wgt[k]);
+        }
+        slack *= PRUNE_SLACK;
+    }
+    let half_k = laser_const(min(k, nl - 1u), 0u) + laser_const(min(k, nl - 1u), 1u);
     var d = Decision(m_min, BIG, BIG, UNRESOLVED);
     for (var m = m_min; m <= m_max; m++) {
+        if (k < nl) {
+            let dk = half_k * fringe(a, k, m, fa, phi[k]).y;
+            let bound = pair * dk * dk;
+            if (bound * (1.0 - PRUNE_SLACK) - slack > d.cost) {
+                continue;
+            }
+        }
         let cost = spread(a, nl, m).x;
         if (cost < d.cost) {
             d.runner_up = d.cost;
@@ -454,7 +523,7 @@ fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         if (worst != OK && ambiguous(a, mask, nl)) {
             reason = worst;
         } else if ((p.flags & WEIGHTED) != 0u) {
-            let d = search_weighted(a, nl);
+            let d = search_weighted(a, nl, false);
             reason = d.reason;
             if (reason == OK) {
                 height = height_weighted(a, nl, d.m);

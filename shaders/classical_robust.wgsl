@@ -70,7 +70,7 @@ fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         if (worst != OK && ambiguous(a, mask, nl)) {
             reason = worst;
         } else {
-            d = search_weighted(a, nl);
+            d = search_weighted(a, nl, true);
             reason = d.reason;
             if (reason == OK) {
                 height = height_weighted(a, nl, d.m);

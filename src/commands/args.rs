@@ -12,7 +12,7 @@ use crate::dtype::HostType;
 use crate::gpu::Precision;
 use crate::io::preview::PreviewRange;
 use crate::io::weights::parse_scale;
-use crate::ops::classical::{MinModulation, Unwrap};
+use crate::ops::classical::{MinModulation, Search, Unwrap};
 use crate::optim::LrSchedule;
 use crate::psi::PhaseSteps;
 use crate::psi::config::{DEFAULT_A, DEFAULT_B, DEFAULT_WAVELENGTHS};
@@ -303,6 +303,15 @@ impl FromStr for Unwrap {
     }
 }
 
+impl FromStr for Search {
+    type Err = ArgError;
+    /// `--search`: `pruned` or `exhaustive`.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let table = [Search::Pruned, Search::Exhaustive].map(|v| (v.name(), v));
+        named(s, &table, || format!("--search '{s}': expected pruned or exhaustive"))
+    }
+}
+
 impl FromStr for MinModulation {
     type Err = ArgError;
     /// `--min-modulation`: counts of B (`3`) or a fraction of the offset A (`0.05A`), not negative.
@@ -484,6 +493,7 @@ mod tests {
         assert_eq!("unet:w.safetensors".parse::<FitInit>(), Ok(FitInit::UNet("w.safetensors".into())));
         assert_eq!("weighted".parse::<Unwrap>(), Ok(Unwrap::Weighted));
         assert_eq!("robust".parse::<Unwrap>(), Ok(Unwrap::Robust));
+        assert_eq!("exhaustive".parse::<Search>(), Ok(Search::Exhaustive));
         assert_eq!("3".parse::<MinModulation>(), Ok(MinModulation::Counts(3.0)));
         assert_eq!(" 0.05A".parse::<MinModulation>(), Ok(MinModulation::OfOffset(0.05)));
         assert_eq!("nominal".parse::<PhaseStepsArg>(), Ok(PhaseStepsArg::default()));
@@ -524,6 +534,7 @@ mod tests {
             ("--init", "foo".parse::<FitInit>().err()),
             ("helmholtz", "poisson".parse::<Problem>().err()),
             ("--unwrap", "spatial".parse::<Unwrap>().err()),
+            ("--search", "all".parse::<Search>().err()),
             ("--min-modulation", "-1".parse::<MinModulation>().err()),
             ("--min-modulation", "0.1B".parse::<MinModulation>().err()),
             ("--phase-steps", "0,90,x".parse::<PhaseStepsArg>().err()),

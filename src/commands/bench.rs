@@ -13,7 +13,7 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
 use crate::nn::Model;
-use crate::ops::classical::Unwrap;
+use crate::ops::classical::{Search, Unwrap};
 use crate::psi::synthetic::GenerateOptions;
 
 #[derive(Clone, Debug)]
@@ -27,6 +27,8 @@ pub struct Options {
     pub precision: Option<Precision>,
     /// How the classical solver decides fringe orders (`--unwrap`; ignored with weights).
     pub unwrap: Unwrap,
+    /// Whether the classical search skips candidates that cannot win (ignored with weights).
+    pub search: Search,
     /// Folder for the generated frame and outputs (removed afterwards).
     pub dir: PathBuf,
     /// Write the figures ([`Report::to_json`]) here.
@@ -149,6 +151,7 @@ pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
     iopts.batch = opts.batch;
     iopts.precision = opts.precision;
     iopts.classical.unwrap = opts.unwrap;
+    iopts.classical.search = opts.search;
     let model = load_model(gpu, &iopts)?;
     // Warm-up: compile pipelines and fault in the file once, on a run that is not timed.
     infer_with(gpu, &model, &iopts, |_, _| {})?;

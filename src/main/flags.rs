@@ -18,7 +18,7 @@ use psi_gpu::commands::train::LossChoice;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, pinn, train};
 use psi_gpu::io::height_map::MapFormat;
 use psi_gpu::io::images::ImageFormat;
-use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Unwrap};
+use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Search, Unwrap};
 use psi_gpu::psi::PsiConfig;
 use psi_gpu::psi::config::DEFAULT_BUCKETS;
 use psi_gpu::psi::surface::Shape;
@@ -450,6 +450,10 @@ pub struct BenchArgs {
     /// Classical solver: how fringe orders are decided (as infer's --unwrap).
     #[arg(long, default_value = "per-pixel")]
     unwrap: Unwrap,
+    /// Classical solver: skip the fringe-order candidates that cannot win (`pruned`, as infer
+    /// does) or score every one (`exhaustive`, to compare).
+    #[arg(long, default_value = "pruned")]
+    search: Search,
     /// Write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -466,6 +470,7 @@ impl From<BenchArgs> for bench::Options {
             batch: a.tiles.batch,
             precision: a.precision.0,
             unwrap: a.unwrap,
+            search: a.search,
             dir: bench::Options::scratch_dir(),
             json: a.json,
         }

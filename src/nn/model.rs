@@ -6,7 +6,7 @@ use crate::gpu::Tensor;
 use crate::gpu::{Gpu, Precision};
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
-use crate::ops::classical::Unwrap;
+use crate::ops::classical::{Search, Unwrap};
 use crate::ops::conv::{ConvWeights, conv};
 
 /// How far a model's output at a pixel reaches into its input: what the tiler needs to cut a
@@ -42,10 +42,13 @@ impl Model {
                 None => format!("unet (base {})", m.config.base),
             },
             Model::Classical(c) => {
-                let unwrap = match c.config.unwrap {
+                let mut unwrap = match c.config.unwrap {
                     Unwrap::PerPixel => String::new(),
                     other => format!(", {} unwrap", other.name()),
                 };
+                if c.config.search == Search::Exhaustive {
+                    unwrap += ", exhaustive search";
+                }
                 format!("classical ({} lasers x {} buckets{unwrap})", c.config.lasers(), c.config.psi.buckets)
             }
             Model::FirstChannel(_) => "first channel".into(),

@@ -28,6 +28,10 @@
 //!   that candidate by more than a χ² margin; NaN where neither decides ([`robust`](mod@robust)
 //!   states the rule; [`robust_passes`] records its dispatches).
 //!
+//! The per-pixel and weighted searches skip the candidates a one-laser bound shows cannot win
+//! ([`prune`](mod@prune)): the same decisions as scoring every candidate
+//! ([`Search::Exhaustive`]), with about a third of the candidates scored.
+//!
 //! The GPU works in f32 but in fringe units ("turns", 2π = 1) with the large integer parts split
 //! off exactly, so heights of ±100 µm keep an error of about one f32 ulp (see the shader's header).
 //! [`classical`] records the one dispatch of per-pixel and weighted; the model around it is
@@ -40,8 +44,11 @@ use crate::gpu::{Dispatch, Gpu, Precision, Shader, Tensor, grid_1d};
 use crate::psi::phase::{fit_steps, split12};
 use crate::psi::{PhaseSteps, PsiConfig};
 
+pub mod prune;
 pub mod reference;
 pub mod robust;
+
+pub use prune::Search;
 
 pub static SHADER: Shader = wgsl!("classical": "lib/grid.wgsl", "classical.wgsl", "classical_robust.wgsl");
 
@@ -183,6 +190,8 @@ pub struct ClassicalConfig {
     pub levels: Levels,
     /// Also output the [`Reason`](crate::psi::reason::Reason) code of each pixel (as f32) as the last channel.
     pub reason: bool,
+    /// Skip the candidates that cannot win ([`prune`](mod@prune)) or score every one.
+    pub search: Search,
 }
 
 impl Default for ClassicalConfig {
@@ -194,6 +203,7 @@ impl Default for ClassicalConfig {
             unwrap: Unwrap::PerPixel,
             levels: Levels::default(),
             reason: false,
+            search: Search::Pruned,
         }
     }
 }
@@ -341,6 +351,8 @@ const QUALITY: u32 = 4;
 const REASON: u32 = 8;
 /// The robust solver's first prior pass (finds each pixel's threshold and keeps it in the state).
 const FIRST_PASS: u32 = 16;
+/// Score every candidate ([`Search::Exhaustive`]).
+const EXHAUSTIVE: u32 = 32;
 
 /// The shader's constant table (computed in f64): per laser `l` ([`LASER_STRIDE`] values)
 /// `[λ/2 hi, λ/2 lo, u_min, u_max, m_min, m_max, 1/λ², shifts]` — hi + lo = the value, `u` the
@@ -407,7 +419,8 @@ fn params(config: &ClassicalConfig, h: usize, w: usize) -> ClassicalParams {
     let flags = bit(config.unwrap != Unwrap::PerPixel, WEIGHTED)
         | bit(config.psi.phase_steps == PhaseSteps::Nominal, NOMINAL)
         | bit(config.quality, QUALITY)
-        | bit(config.reason, REASON);
+        | bit(config.reason, REASON)
+        | bit(config.search == Search::Exhaustive, EXHAUSTIVE);
     let lv = &config.levels;
     ClassicalParams {
         lasers: config.lasers() as u32,

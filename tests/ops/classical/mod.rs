@@ -16,6 +16,7 @@ use psi_gpu::psi::{PhaseSteps, PsiConfig};
 use psi_gpu::{Error, HostType};
 
 pub(crate) mod invalid;
+mod prune;
 mod robust;
 mod table;
 
@@ -268,7 +269,15 @@ fn gpu_matches_reference_on_invalid_pixels_and_calibrated_steps() {
             for unwrap in [Unwrap::PerPixel, Unwrap::Weighted] {
                 let (psi, height_range) = psis[which].clone();
                 let levels = if levels { u8_levels() } else { Levels::default() };
-                let cfg = ClassicalConfig { psi, height_range, quality: true, unwrap, levels, reason: true };
+                let cfg = ClassicalConfig {
+                    psi,
+                    height_range,
+                    quality: true,
+                    unwrap,
+                    levels,
+                    reason: true,
+                    ..Default::default()
+                };
                 let range = (height_range.0 * 0.95, height_range.1 * 0.95);
                 let frames: Vec<Vec<f32>> = (0..n).map(|_| hard_frame(&mut rng, &cfg, h * w, range, true)).collect();
                 let got = Classical::new(gpu, cfg.clone()).unwrap().solve(gpu, &frames.concat(), n, h, w).unwrap();
