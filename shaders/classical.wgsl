@@ -492,6 +492,47 @@ fn fit_lasers(base: u32, plane: u32, nl: u32) -> Lasers {
     return Lasers(mask, quality / f32(used), worst);
 }
 
+// One pixel solved: its height (NaN unless reason is OK), quality, reason, the anchor and what
+// its search decided (the robust solver keeps the last two for its prior passes).
+struct Solved {
+    height: f32,
+    quality: f32,
+    reason: u32,
+    anchor: u32,
+    decision: Decision,
+}
+
+// Fit the lasers of the pixel whose first bucket is at `base`, then decide its order: per pixel,
+// or weighted (`runner_up`: keeping the runner-up's cost exactly, for the robust passes). Dropped
+// lasers leave a pixel NaN when the others cannot decide (all together do: the host checked); the
+// worst drop names the reason.
+fn solve_pixel(base: u32, plane: u32, nl: u32, weighted: bool, runner_up: bool) -> Solved {
+    let lasers = fit_lasers(base, plane, nl);
+    let mask = lasers.mask;
+    let worst = lasers.worst;
+    var out = Solved(nan(), lasers.quality, OK, 0u, Decision(0, BIG, BIG, OK));
+    if (worst == NONFINITE || mask == 0u) {
+        out.reason = select(worst, NONFINITE, worst == NONFINITE);
+        out.quality = nan();
+        return out;
+    }
+    out.anchor = anchor(mask, nl);
+    let a = out.anchor;
+    if (worst != OK && ambiguous(a, mask, nl)) {
+        out.reason = worst;
+    } else if (weighted) {
+        out.decision = search_weighted(a, nl, runner_up);
+        out.reason = out.decision.reason;
+        if (out.reason == OK) {
+            out.height = height_weighted(a, nl, out.decision.m);
+        }
+    } else {
+        out.decision = search_per_pixel(a, mask, nl);
+        out.height = height_per_pixel(a, mask, nl, out.decision.m);
+    }
+    return out;
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
@@ -500,39 +541,10 @@ fn classical(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         return;
     }
     let nl = min(p.lasers, MAX_LASERS);
-    let base = gid.z * nl * p.buckets * plane + i;
-
-    // Each laser's phase, weight and status; the fringe contrast of the usable ones.
-    let lasers = fit_lasers(base, plane, nl);
-    var quality = lasers.quality;
-    let mask = lasers.mask;
-    let worst = lasers.worst;
-
-    // Dropped lasers leave a pixel NaN when the others cannot decide (all together do: the host
-    // checked); the worst drop names the reason.
-    var reason = OK;
-    var height = nan();
-    if (worst == NONFINITE) {
-        reason = NONFINITE;
-        quality = nan();
-    } else if (mask == 0u) {
-        reason = worst;
-        quality = nan();
-    } else {
-        let a = anchor(mask, nl);
-        if (worst != OK && ambiguous(a, mask, nl)) {
-            reason = worst;
-        } else if ((p.flags & WEIGHTED) != 0u) {
-            let d = search_weighted(a, nl, false);
-            reason = d.reason;
-            if (reason == OK) {
-                height = height_weighted(a, nl, d.m);
-            }
-        } else {
-            let d = search_per_pixel(a, mask, nl);
-            height = height_per_pixel(a, mask, nl, d.m);
-        }
-    }
+    let solved = solve_pixel(gid.z * nl * p.buckets * plane + i, plane, nl, (p.flags & WEIGHTED) != 0u, false);
+    let height = solved.height;
+    let quality = solved.quality;
+    let reason = solved.reason;
 
     let o = gid.z * p.out_c * plane + i;
     out[o] = height;

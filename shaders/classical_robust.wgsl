@@ -50,33 +50,12 @@ fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         return;
     }
     let nl = min(p.lasers, MAX_LASERS);
-    let base = gid.z * nl * p.buckets * plane + i;
-    let lasers = fit_lasers(base, plane, nl);
-    var quality = lasers.quality;
-    let mask = lasers.mask;
-    let worst = lasers.worst;
-    var reason = OK;
-    var height = nan();
-    var d = Decision(0, BIG, BIG, OK);
-    var a = 0u;
-    if (worst == NONFINITE) {
-        reason = NONFINITE;
-        quality = nan();
-    } else if (mask == 0u) {
-        reason = worst;
-        quality = nan();
-    } else {
-        a = anchor(mask, nl);
-        if (worst != OK && ambiguous(a, mask, nl)) {
-            reason = worst;
-        } else {
-            d = search_weighted(a, nl, true);
-            reason = d.reason;
-            if (reason == OK) {
-                height = height_weighted(a, nl, d.m);
-            }
-        }
-    }
+    let solved = solve_pixel(gid.z * nl * p.buckets * plane + i, plane, nl, true, true);
+    let d = solved.decision;
+    let a = solved.anchor;
+    let reason = solved.reason;
+    let quality = solved.quality;
+    let height = solved.height;
     let z = gid.z;
     for (var l = 0u; l < nl; l++) {
         state[slot(z, l, i)] = phi[l];
