@@ -36,6 +36,13 @@ struct ClassicalParams {
     min_contrast: f32,
     clip_lo: f32,
     clip_hi: f32,
+    // Robust noise floor (classical_robust.wgsl): median(χ²_k)/k of the per-pixel variance's k
+    // degrees of freedom; the normal quantiles of the modulation test with and without the
+    // neighbourhood's agreement.
+    noise_median: f32,
+    noise_z: f32,
+    noise_z_alone: f32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ClassicalParams;
@@ -74,6 +81,9 @@ const UNRESOLVED: u32 = 4u;
 var<private> phi: array<f32, 16>;
 var<private> wgt: array<f32, 16>;
 var<private> keep: array<f32, 16>;
+// Per laser, the residual sum of squares of its N-step fit when that fit used every bucket
+// (counts², N − 3 degrees of freedom), else -1: the robust solver's noise estimate.
+var<private> resid: array<f32, 16>;
 
 // atan(t) for t in [0, 1]: Cephes' atanf (range reduction at tan(π/8), degree-9 odd polynomial),
 // about 2e-7 relative error. The builtin atan2 may be as coarse as 4096 ulp by the WGSL spec.
@@ -195,6 +205,7 @@ fn fit_laser(base: u32, plane: u32, l: u32) -> LaserFit {
     var s = 0.0;
     var c = 0.0;
     var sum = 0.0;
+    var sq = 0.0;
     var clipped = false;
     var top = false;
     var finite = true;
@@ -206,8 +217,10 @@ fn fit_laser(base: u32, plane: u32, l: u32) -> LaserFit {
         c += v * consts[trig + 2u * k];
         s += v * consts[trig + 2u * k + 1u];
         sum += v;
+        sq += v * v;
     }
     wgt[l] = 0.0;
+    resid[l] = -1.0;
     if (!finite) {
         return LaserFit(NONFINITE, 0.0);
     }
@@ -235,6 +248,10 @@ fn fit_laser(base: u32, plane: u32, l: u32) -> LaserFit {
         }
         a = sum / n;
         b = 2.0 * sqrt(s * s + c * c) / n;
+        // Σ (v − fit)² = Σ v² − N·A² − N/2·B² for nominal steps (1, cos, sin are orthogonal).
+        if (nb > 3u) {
+            resid[l] = max(sq - n * a * a - 0.5 * n * b * b, 0.0);
+        }
     } else {
         if (x.w == 0.0) {
             return LaserFit(select(LOW, SATURATED, top), 0.0);

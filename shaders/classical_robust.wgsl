@@ -1,13 +1,22 @@
-// `--unwrap robust`: the weighted per-pixel likelihood plus a spatial prior, in 1 + PASSES
-// dispatches over the same (h*w, image) grid as `classical`. CPU f64 reference and the rule:
-// src/ops/classical/robust.rs.
+// `--unwrap robust`: the weighted per-pixel likelihood plus a noise floor and a spatial prior, in
+// 2 + PASSES dispatches over the same (h*w, image) grid as `classical`. CPU f64 reference and the
+// rule: src/ops/classical/robust.rs.
 //
 //   robust_solve   buckets → `state` (per pixel, planar: phases in turns, weights, anchor, best
 //                  order, its cost, the runner-up's cost, reason, quality, the threshold (which
-//                  the first prior pass writes), the best height) and `next` = the best height
-//                  (NaN when invalid)
+//                  the first prior pass writes), the best height, the noise variance estimate)
+//                  and `next` = the best height (NaN when invalid)
+//   robust_noise   a valid pixel whose modulation its neighbourhood's noise explains → reason 1
+//                  (low modulation) in `state`, NaN in `next` (the same plane the solve wrote)
 //   robust_prior   `prev` → `next`: every valid pixel re-decided from its neighbours' heights
 //   robust_final   the last prior pass, writing `out` as `classical` does (height, quality, reason)
+//
+// The noise floor, per valid pixel: σ̂² = the lower median of the variance estimates (residual sum
+// of squares over degrees of freedom of the N-step fits) of the pixels within ROBUST_RADIUS that
+// have one, over p.noise_median. Σ_l n_l B_l² / 2σ̂² is a χ² of 2L degrees of freedom for pure
+// noise (B = 0): the pixel is dropped when that is below its quantile at p.noise_z_alone, or below
+// the one at p.noise_z and so are most of the valid pixels within ROBUST_RADIUS (Wilson–Hilferty
+// quantiles).
 //
 // A prior pass, per valid pixel: the threshold t = p.decisive * (lower median of the best costs
 // of the valid pixels within ROBUST_RADIUS, itself included); the lower median of the finite heights
@@ -31,7 +40,7 @@ const ABSENT: f32 = 3.4e38;
 var<private> nbr: array<f32, 25>;
 
 fn state_stride() -> u32 {
-    return 2u * p.lasers + 8u;
+    return 2u * p.lasers + 9u;
 }
 
 // ops::classical's flag of the first prior pass.
@@ -68,7 +77,105 @@ fn robust_solve(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     state[slot(z, 2u * nl + 4u, i)] = f32(reason);
     state[slot(z, 2u * nl + 5u, i)] = quality;
     state[slot(z, 2u * nl + 7u, i)] = height;
+    // The variance estimate of the fits that used every bucket (-1: none, or an invalid pixel).
+    var rss = 0.0;
+    var dof = 0u;
+    for (var l = 0u; l < nl; l++) {
+        if (wgt[l] > 0.0 && resid[l] >= 0.0) {
+            rss += resid[l];
+            dof += p.buckets - 3u;
+        }
+    }
+    state[slot(z, 2u * nl + 8u, i)] = select(-1.0, rss / f32(max(dof, 1u)), reason == OK && dof > 0u);
     next[z * plane + i] = height;
+}
+
+// The quantile of χ² with k degrees of freedom at the normal quantile z (Wilson–Hilferty).
+fn chi2_quantile(k: f32, z: f32) -> f32 {
+    let v = 2.0 / (9.0 * k);
+    let c = 1.0 - v + z * sqrt(v);
+    return k * c * c * c;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn robust_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let plane = p.h * p.w;
+    if (i >= plane) {
+        return;
+    }
+    let z = gid.z;
+    let nl = min(p.lasers, MAX_LASERS);
+    if (u32(state[slot(z, 2u * nl + 4u, i)]) != OK) {
+        return;
+    }
+    // The neighbourhood's variance estimates (its own included); reasons are not read, as this
+    // pass rewrites them.
+    let y = i32(i / p.w);
+    let x = i32(i % p.w);
+    var k = 0u;
+    for (var s = 0u; s < HOOD; s++) {
+        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        nbr[s] = ABSENT;
+        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
+            let v = state[slot(z, 2u * nl + 8u, u32(yy) * p.w + u32(xx))];
+            if (v >= 0.0) {
+                nbr[s] = v;
+                k += 1u;
+            }
+        }
+    }
+    if (k == 0u) {
+        return;
+    }
+    let sigma2 = lower_median(k) / p.noise_median;
+    if (sigma2 <= 0.0) {
+        return;
+    }
+    // Above the quantile the noise rarely reaches, the pixel is modulated; below the one it
+    // reaches 1 time in 100, it is not; between, its neighbourhood decides: most of the valid
+    // pixels there below the first too (each measured against this pixel's σ̂).
+    let excess = modulation_excess(z, i, nl, sigma2, p.noise_z);
+    if (excess >= 0.0) {
+        return;
+    }
+    var drop = modulation_excess(z, i, nl, sigma2, p.noise_z_alone) < 0.0;
+    if (!drop) {
+        var j = 0u;
+        for (var s = 0u; s < HOOD; s++) {
+            let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+            let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+            nbr[s] = ABSENT;
+            if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
+                let q = u32(yy) * p.w + u32(xx);
+                if (state[slot(z, 2u * nl + 8u, q)] >= 0.0) {
+                    nbr[s] = modulation_excess(z, q, nl, sigma2, p.noise_z);
+                    j += 1u;
+                }
+            }
+        }
+        drop = lower_median(j) < 0.0;
+    }
+    if (drop) {
+        state[slot(z, 2u * nl + 4u, i)] = f32(LOW);
+        next[z * plane + i] = nan();
+    }
+}
+
+// Σ_l n_l B_l² of pixel q's usable lasers over 2σ² less its pure-noise χ² quantile at z: below
+// 0, the noise explains its modulation.
+fn modulation_excess(z: u32, q: u32, nl: u32, sigma2: f32, quantile: f32) -> f32 {
+    var modulation = 0.0;
+    var used = 0u;
+    for (var l = 0u; l < nl; l++) {
+        let w = state[slot(z, nl + l, q)];
+        if (w > 0.0) {
+            modulation += w / laser_const(l, 6u);
+            used += 1u;
+        }
+    }
+    return modulation / (2.0 * sigma2) - chi2_quantile(f32(2u * used), quantile);
 }
 
 // Compare-exchange slots i < j of `nbr` (constant arguments: the array stays in registers).

@@ -549,7 +549,7 @@ fn infer_raises_an_overlap_below_the_models_halo() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let robust = run(&["--unwrap", "robust", "--tile", "64", "--overlap", "4"]);
-    assert!(robust.contains("overlap 12") && robust.contains("overlap raised from 4 to 12 pixels"), "{robust}");
+    assert!(robust.contains("overlap 16") && robust.contains("overlap raised from 4 to 16 pixels"), "{robust}");
     let per_pixel = run(&["--tile", "64"]);
     assert!(per_pixel.contains("4 tiles of 64x64, overlap 0") && !per_pixel.contains("raised"), "{per_pixel}");
 }

@@ -182,7 +182,7 @@ fn classical_heights_are_identical_tiled_and_whole() {
     }
 }
 
-/// The robust solver reads 6 pixels around each one (its prior's radius x passes): with the
+/// The robust solver reads 8 pixels around each one (its radius x (noise floor + passes)): with the
 /// overlap raised to twice that and the tiles cut, tiled runs give the whole frame's bytes on a
 /// σ = 30 frame where the prior re-decides thousands of pixels, across tile borders too.
 #[test]
@@ -195,7 +195,7 @@ fn robust_classical_is_identical_tiled_and_whole() {
     for gpu in gpus() {
         let robust = Model::Classical(Classical::new(gpu, config(Unwrap::Robust)).unwrap());
         let weighted = Model::Classical(Classical::new(gpu, config(Unwrap::Weighted)).unwrap());
-        assert_eq!(robust.reach(), Reach::Local { halo: 6 });
+        assert_eq!(robust.reach(), Reach::Local { halo: 8 });
         let whole = run(gpu, &robust, &file, 0, 0, None, 1.0 / 255.0);
         let plain = run(gpu, &weighted, &file, 0, 0, None, 1.0 / 255.0);
         let redecided = (0..h * w).filter(|&i| whole[i].to_bits() != plain[i].to_bits()).count();

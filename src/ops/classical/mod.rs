@@ -342,6 +342,12 @@ pub(super) struct ClassicalParams {
     min_contrast: f32,
     clip_lo: f32,
     clip_hi: f32,
+    /// The robust noise floor: `median(χ²_k)/k` of the variance estimate, and the modulation test's
+    /// normal quantiles ([`robust::noise_median`], [`robust::NOISE_Z`], [`robust::NOISE_Z_ALONE`]).
+    noise_median: f32,
+    noise_z: f32,
+    noise_z_alone: f32,
+    _pad1: u32,
 }
 
 /// Bits of `ClassicalParams::flags`.
@@ -435,17 +441,21 @@ fn params(config: &ClassicalConfig, h: usize, w: usize) -> ClassicalParams {
         min_contrast: lv.min_contrast,
         clip_lo: lv.clip_lo,
         clip_hi: lv.clip_hi,
+        noise_median: robust::noise_median(config) as f32,
+        noise_z: robust::NOISE_Z as f32,
+        noise_z_alone: robust::NOISE_Z_ALONE as f32,
+        _pad1: 0,
     }
 }
 
 /// f32 values per pixel of the robust solver's state (see `shaders/classical_robust.wgsl`).
 pub fn state_stride(config: &ClassicalConfig) -> usize {
-    2 * config.lasers() + 8
+    2 * config.lasers() + 9
 }
 
 /// The robust solver's dispatches over a batch (`config.unwrap` = [`Unwrap::Robust`]): solve the
-/// `input` pixels into `state` (`[n, state_stride, h, w]`) and `planes[0]` (`[n, 1, h, w]`), then
-/// [`robust::PASSES`] prior passes ping-ponging between `planes[0]` and `planes[1]`, the last one
+/// `input` pixels into `state` (`[n, state_stride, h, w]`) and `planes[0]` (`[n, 1, h, w]`), drop
+/// the pixels whose modulation the noise explains, then [`robust::PASSES`] prior passes ping-ponging between `planes[0]` and `planes[1]`, the last one
 /// writing `output` as [`classical`] does.
 pub fn robust_passes(
     gpu: &Gpu,
@@ -479,7 +489,11 @@ pub fn robust_passes(
     };
     let kernel = |name| SHADER.kernel(name);
     let solve = [(1, &input.buffer), (2, consts), (4, &state.buffer), (6, &planes[0].buffer)];
-    let mut out = vec![Dispatch::new(gpu, &kernel("robust_solve"), Precision::F32, &params, &solve, groups)?];
+    let noise = [(2, consts), (4, &state.buffer), (6, &planes[0].buffer)];
+    let mut out = vec![
+        Dispatch::new(gpu, &kernel("robust_solve"), Precision::F32, &params, &solve, groups)?,
+        Dispatch::new(gpu, &kernel("robust_noise"), Precision::F32, &params, &noise, groups)?,
+    ];
     for pass in 0..robust::PASSES {
         let (from, to) = (&planes[pass % 2].buffer, &planes[(pass + 1) % 2].buffer);
         let first = ClassicalParams { flags: params.flags | FIRST_PASS, ..params };

@@ -31,11 +31,14 @@ pub struct LaserFit {
     /// Buckets used.
     pub n: usize,
     pub status: Status,
+    /// Residual sum of squares of the fit (N − 3 degrees of freedom) when it is the nominal N-step
+    /// fit of every bucket and N > 3: the robust solver's noise estimate.
+    pub rss: Option<f64>,
 }
 
 impl LaserFit {
     fn dropped(status: Status) -> LaserFit {
-        LaserFit { turns: 0.0, a: 0.0, b: 0.0, n: 0, status }
+        LaserFit { turns: 0.0, a: 0.0, b: 0.0, n: 0, status, rss: None }
     }
 
     /// Inverse variance of the laser's height up to the noise variance: `n·B²/λ²`.
@@ -75,8 +78,13 @@ pub fn fit_laser(values: &[f64], config: &ClassicalConfig, l: usize) -> LaserFit
         }
     }
     let n = left_out.iter().filter(|&&o| !o).count();
+    let mut rss = None;
     let (turns, a, b) = if nominal && n == nb {
         let (t, a, b, _) = sums();
+        if nb > 3 {
+            let sq: f64 = values.iter().map(|v| v * v).sum();
+            rss = Some((sq - nb as f64 * (a * a + b * b / 2.0)).max(0.0));
+        }
         (t, a, b)
     } else {
         match phase::fit_steps(values, &steps, |k| !left_out[k]) {
@@ -92,7 +100,7 @@ pub fn fit_laser(values: &[f64], config: &ClassicalConfig, l: usize) -> LaserFit
     } else {
         Status::Usable
     };
-    LaserFit { turns, a, b, n, status }
+    LaserFit { turns, a, b, n, status, rss }
 }
 
 /// The CPU solver's result for one pixel, with what a test (and a later spatial pass) needs to

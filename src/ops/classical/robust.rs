@@ -5,7 +5,19 @@
 //! 1. **Solve**: every pixel as [`Unwrap::Weighted`](super::Unwrap::Weighted) does — the anchor
 //!    (laser of most weight), its best order over exactly the range, that order's cost and the
 //!    runner-up's; the height is the lasers' inverse-variance mean at that order.
-//! 2. **Prior**, [`PASSES`] times over the heights of the pass before (the solve's first): for a
+//! 2. **Noise floor**: a valid pixel whose modulation the noise explains is dropped as low
+//!    modulation (NaN, [`Reason::LowModulation`]) before any pass reads it. The noise comes from
+//!    the frame: each pixel's N-step fits that used every bucket leave a residual sum of squares
+//!    of N − 3 degrees of freedom per laser; σ̂² is the lower median, over the valid pixels of its
+//!    neighbourhood that have one (itself included), of their variance estimates, over the median
+//!    of χ²_k/k ([`noise_median`]). For pure noise (B = 0) `Σ_l n_l·B̂_l² / 2σ²` is a χ² of 2L
+//!    degrees of freedom, so a pixel below its quantile at [`NOISE_Z_ALONE`] (which 1 in 100
+//!    pure-noise pixels passes) is dropped, and one below the quantile at [`NOISE_Z`] (1 in 1000)
+//!    when most valid pixels of its neighbourhood are too (B = 40 at σ = 15 falls below the latter
+//!    about once in 200 pixels, alone): on u8 frames at σ = 30 counts a dark patch's modulation estimate is
+//!    about 0.9σ — over the fixed 3-count floor — while B = 100 stands at 3.3σ. Frames of 3
+//!    buckets (no residual) or calibrated steps have no estimate and no such floor.
+//! 3. **Prior**, [`PASSES`] times over the heights of the pass before (the solve's first): for a
 //!    valid pixel, the lower median of the finite heights of its (2r+1)² neighbourhood, itself
 //!    left out, and the least-cost anchor candidate of the range within [`REACH`] fringes of
 //!    that median (one candidate: the one nearest it). The pixel takes that candidate unless its
@@ -13,7 +25,7 @@
 //!    keeps its best. With no finite neighbour, or no candidate of the range near the median, it
 //!    keeps its best if the runner-up loses by more than the threshold, else it is unresolved
 //!    (NaN, [`Reason::OrderUnresolved`]). Invalid pixels are NaN and never steer.
-//! 3. **The guard's threshold** is [`DECISIVE_CHI2`] in χ² units: `8π²·cost/σ²` is a χ² of
+//! 4. **The guard's threshold** is [`DECISIVE_CHI2`] in χ² units: `8π²·cost/σ²` is a χ² of
 //!    L − 1 degrees of freedom for camera noise σ, so the lower median best cost `c̃` of the valid
 //!    pixels of the neighbourhood (itself included) over the median of that χ² estimates
 //!    `σ²/8π²` without knowing σ, and the threshold is `DECISIVE_CHI2 · c̃ / median(χ²_{L−1})`. At
@@ -24,11 +36,11 @@
 //!
 //! The height is always the pixel's own inverse-variance mean at the order chosen, from its own
 //! phases: nothing is smoothed. Each pass reads only pixels within r of the one it writes, and
-//! the neighbourhood is the part inside the frame, so a tile computed with a halo of [`halo`]
-//! pixels equals the whole frame.
+//! the neighbourhood is the part inside the frame (as does the noise floor), so a tile computed
+//! with a halo of [`halo`] pixels equals the whole frame.
 
 use super::ClassicalConfig;
-use super::reference::{PixelFit, fit_pixel};
+use super::reference::{PixelFit, Status, fit_pixel};
 use crate::psi::reason::Reason;
 
 /// Neighbourhood radius r of the prior passes ((2r+1)² pixels; the shader's ROBUST_RADIUS).
@@ -41,9 +53,68 @@ pub const PASSES: usize = 3;
 /// with no prior, the runner-up) for its own evidence to decide.
 pub const DECISIVE_CHI2: f64 = 49.0;
 
-/// Pixels of reach: each prior pass reads r pixels away.
+/// The normal quantile of the noise floor's test: a pure-noise pixel's modulation passes it with
+/// probability 1e-3 ...
+pub const NOISE_Z: f64 = 3.090232;
+/// ... and this one with probability 1e-2: below it a pixel is dropped whatever its neighbours.
+pub const NOISE_Z_ALONE: f64 = 2.326348;
+
+/// Pixels of reach: the noise floor and each prior pass read r pixels away.
 pub fn halo() -> usize {
-    RADIUS * PASSES
+    RADIUS * (PASSES + 1)
+}
+
+/// `median(χ²_k)/k` for the `k = L·(N − 3)` degrees of freedom of a pixel's variance estimate
+/// when every laser is fitted from all its buckets (1 without any).
+pub fn noise_median(config: &ClassicalConfig) -> f64 {
+    let k = config.lasers() * config.psi.buckets.saturating_sub(3);
+    if k == 0 { 1.0 } else { median_chi2(k) / k as f64 }
+}
+
+/// The quantile of χ² with `k` degrees of freedom at the normal quantile `z` (Wilson–Hilferty).
+pub fn chi2_quantile(k: f64, z: f64) -> f64 {
+    let v = 2.0 / (9.0 * k);
+    k * (1.0 - v + z * v.sqrt()).powi(3)
+}
+
+/// A pixel's variance estimate (counts²): the residual sums of squares of its usable lasers'
+/// fits over their degrees of freedom; `None` when it is invalid or has none.
+fn variance(fit: &PixelFit, buckets: usize) -> Option<f64> {
+    let usable = fit.lasers.iter().filter(|f| f.status == Status::Usable);
+    let (rss, dof) = usable.filter_map(|f| f.rss).fold((0.0, 0), |(r, d), v| (r + v, d + buckets - 3));
+    (fit.reason == Reason::Ok && dof > 0).then(|| rss / dof as f64)
+}
+
+/// The noise floor over one image's fits: each valid pixel whose modulation its neighbourhood's
+/// noise explains becomes low modulation (NaN).
+pub fn noise_floor(fits: &mut [PixelFit], hw: [usize; 2], config: &ClassicalConfig) {
+    let var: Vec<Option<f64>> = fits.iter().map(|f| variance(f, config.psi.buckets)).collect();
+    let wl: Vec<f64> = config.psi.wavelengths.iter().map(|&v| v as f64).collect();
+    // Σ n·B² / 2σ² of a pixel's usable lasers less its pure-noise χ² quantile at z.
+    let excess = |fit: &PixelFit, sigma2: f64, z: f64| {
+        let usable: Vec<usize> = (0..wl.len()).filter(|&l| fit.lasers[l].status == Status::Usable).collect();
+        let modulation: f64 = usable.iter().map(|&l| fit.lasers[l].weight(wl[l]) * wl[l] * wl[l]).sum();
+        modulation / (2.0 * sigma2) - chi2_quantile(2.0 * usable.len() as f64, z)
+    };
+    let drop: Vec<bool> = (0..fits.len())
+        .map(|i| {
+            let hood = || neighbourhood(i, hw, RADIUS).filter(|&j| var[j].is_some());
+            let Some(median) = lower_median(hood().filter_map(|j| var[j]).collect()) else {
+                return false;
+            };
+            let sigma2 = median / noise_median(config);
+            if fits[i].reason != Reason::Ok || sigma2 <= 0.0 || excess(&fits[i], sigma2, NOISE_Z) >= 0.0 {
+                return false;
+            }
+            excess(&fits[i], sigma2, NOISE_Z_ALONE) < 0.0
+                || lower_median(hood().map(|j| excess(&fits[j], sigma2, NOISE_Z)).collect()).is_some_and(|m| m < 0.0)
+        })
+        .collect();
+    for (fit, drop) in fits.iter_mut().zip(drop) {
+        if drop {
+            (fit.reason, fit.height) = (Reason::LowModulation, f64::NAN);
+        }
+    }
 }
 
 /// The median of χ² with `dof` degrees of freedom (Wilson–Hilferty; 0 for none).
@@ -160,9 +231,10 @@ pub fn robust(frame: &[f64], [n, c, h, w]: [usize; 4], config: &ClassicalConfig)
     assert_eq!((c, frame.len()), (config.in_channels(), n * c * hw), "frame size");
     let mut out = vec![0f64; n * oc * hw];
     for (img, o) in (0..n).zip(out.chunks_exact_mut(oc * hw)) {
-        let fits: Vec<PixelFit> = (0..hw)
+        let mut fits: Vec<PixelFit> = (0..hw)
             .map(|i| fit_pixel(&(0..c).map(|ch| frame[(img * c + ch) * hw + i]).collect::<Vec<_>>(), config))
             .collect();
+        noise_floor(&mut fits, [h, w], config);
         let heights = passes(&fits, [h, w], config, DECISIVE_CHI2, PASSES, REACH);
         for i in 0..hw {
             let reason = match fits[i].reason {

@@ -180,7 +180,41 @@ fn robust_plan() {
     let gpu = &gpus()[0];
     let model = Classical::new(gpu, robust_config()).unwrap();
     let plan = model.plan(gpu, 2, 5, 7).unwrap();
-    assert_eq!(plan.dispatches.len(), 1 + PASSES);
-    assert_eq!(plan.buffers.iter().map(|t| t.shape).collect::<Vec<_>>(), [[2, 16, 5, 7], [2, 1, 5, 7], [2, 1, 5, 7]]);
-    assert_eq!(plan.bytes, ((16 + 3 + 16 + 2) * 2 * 35 * 4) as u64);
+    // Solve, noise floor, the prior passes.
+    assert_eq!(plan.dispatches.len(), 2 + PASSES);
+    assert_eq!(plan.buffers.iter().map(|t| t.shape).collect::<Vec<_>>(), [[2, 17, 5, 7], [2, 1, 5, 7], [2, 1, 5, 7]]);
+    assert_eq!(plan.bytes, ((16 + 3 + 17 + 2) * 2 * 35 * 4) as u64);
+}
+
+/// A frame of B = `b` and σ = `sigma` with a dark square (B = 0) in its middle; the square's mask.
+fn dark_square_frame([h, w]: [usize; 2], b: f32, sigma: f32) -> (Vec<f32>, Vec<f32>, Vec<bool>) {
+    let truth = seed_heights(h, w);
+    let (lit, dark) = (u8_frame(&truth, [h, w], b, sigma, 21), u8_frame(&truth, [h, w], 0.0, sigma, 22));
+    let square: Vec<bool> =
+        (0..h * w).map(|i| (h / 4..3 * h / 4).contains(&(i / w)) && (w / 4..3 * w / 4).contains(&(i % w))).collect();
+    let frame = (0..lit.len()).map(|j| if square[j % (h * w)] { dark[j] } else { lit[j] }).collect();
+    (frame, truth, square)
+}
+
+#[test]
+fn the_noise_floor_drops_dark_pixels_and_keeps_good_ones() {
+    let (h, w) = (64, 64);
+    for (b, sigma) in [(100.0, 30.0), (40.0, 15.0), (100.0, 2.0)] {
+        let (frame, truth, square) = dark_square_frame([h, w], b, sigma);
+        let want = check(&frame, [h, w], &robust_config(), 0.5, &format!("dark square, B = {b}, σ = {sigma}"));
+        let hw = h * w;
+        let low = |i: usize| want[2 * hw + i] == Reason::LowModulation.code() as f64;
+        let dark_kept = (0..hw).filter(|&i| square[i] && !low(i)).count();
+        let good: Vec<usize> = (0..hw).filter(|&i| !square[i]).collect();
+        let lost = good.iter().filter(|&&i| low(i)).count();
+        let off = good.iter().filter(|&&i| !want[i].is_nan() && (want[i] - truth[i] as f64).abs() > 1.0).count();
+        eprintln!(
+            "B = {b}, σ = {sigma}: {dark_kept} of {} dark pixels kept, {lost} of {} good pixels dropped, {off} off by > 1 µm",
+            hw - good.len(),
+            good.len()
+        );
+        assert!(dark_kept * 100 <= hw - good.len(), "B = {b}, σ = {sigma}: {dark_kept} dark pixels kept a height");
+        assert!(lost * 200 <= good.len(), "B = {b}, σ = {sigma}: {lost} good pixels dropped");
+        assert_eq!(off, 0, "B = {b}, σ = {sigma}");
+    }
 }
