@@ -551,6 +551,7 @@ mod tests {
         let pred: Vec<f32> =
             truth.iter().enumerate().map(|(i, t)| t + 0.5 + 0.01 * (i % w) as f32 + ((i % 5) as f32) * 1e-3).collect();
         let mask: Vec<f32> = (0..h * w).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+        let selection = mask.clone();
         let paths = ["pred", "truth", "mask"].map(|n| dir.join(format!("psi-gpu-eval-unit-{id}-{n}.npy")));
         crate::io::npy::write_f32(&paths[0], &[h, w], &pred).unwrap();
         crate::io::npy::write_f32(&paths[1], &[h, w], &truth).unwrap();
@@ -564,7 +565,7 @@ mod tests {
             }
             // In memory: the same metrics, bit for bit.
             let view = |v: &[f32]| ndarray::ArrayView2::from_shape((h, w), v).unwrap().to_owned();
-            let (p, t, m) = (view(&pred), view(&truth), view(&mask));
+            let (p, t, m) = (view(&pred), view(&truth), view(&selection));
             let m = opts.mask.as_ref().map(|_| m.view());
             assert_eq!(eval_arrays(p.view(), t.view(), m, None).unwrap(), whole);
         }
