@@ -1,4 +1,5 @@
 """psi_gpu against the CLI on the same input: the same bytes (max difference 0)."""
+import os
 import threading
 
 import numpy as np
@@ -214,3 +215,20 @@ def test_a_panic_is_an_exception_and_the_interpreter_lives_on(engine, frames):
     with pytest.raises(psi_gpu.errors.InternalError, match="deliberate test panic"):
         psi_gpu._core._panic_for_test()
     assert engine.classical(np.load(frames["u8"][0])).shape == (H, W)
+
+
+def test_the_cli_takes_the_same_adapter_forms(tmp_path):
+    import subprocess
+
+    from conftest import BIN
+
+    first = psi_gpu.adapters()[0]
+    for choice in ["0", first["name"][:8].lower()] + ([first["pci_bus_id"]] if first["pci_bus_id"] else []):
+        psi("--adapter", choice, "generate", tmp_path / "f.npy", "--height", 8, "--width", 8)
+    done = subprocess.run([str(BIN), "--adapter", "0000:7f:1f.7", "generate", str(tmp_path / "g.npy")],
+                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "PSI_GPU_ADAPTER"})
+    assert done.returncode == 2 and "no adapter with PCI bus id 0000:7f:1f.7" in done.stderr, done.stderr
+    assert not (tmp_path / "g.npy").exists()
+    env = {**os.environ, "PSI_GPU_ADAPTER": "no-such-gpu"}
+    done = subprocess.run([str(BIN), "generate", str(tmp_path / "g.npy")], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "name containing 'no-such-gpu'" in done.stderr, done.stderr
