@@ -25,10 +25,11 @@ def sh(cmd):
 
 
 def timed(label, n, fn):
+    print(label, flush=True)
     t = time.perf_counter()
     fn()
     s = time.perf_counter() - t
-    print(f"{label}\n    {s:.2f} s, {n / s:.3f} frames/s")
+    print(f"    {s:.2f} s, {n / s:.3f} frames/s", flush=True)
     return s
 
 
