@@ -236,7 +236,7 @@ fn run_frame<'m>(
 
 /// A model made for one call, or one kept by a [`UNet`].
 enum ModelRef<'a> {
-    Owned(Model),
+    Owned(Box<Model>),
     Borrowed(&'a Model),
 }
 
@@ -307,7 +307,7 @@ impl Engine {
         })();
         let (c, t) = to_py(py, parsed.map_err(Failure::from))?;
         let gpu = &*self.gpu;
-        run_frame(py, gpu, frame, |ty| Ok(ModelRef::Owned(classical_model(gpu, ty, &c)?)), t, progress)
+        run_frame(py, gpu, frame, |ty| Ok(ModelRef::Owned(Box::new(classical_model(gpu, ty, &c)?))), t, progress)
     }
 
     /// Load U-Net weights (safetensors, PyTorch state_dict names) once for many frames.
