@@ -299,6 +299,7 @@ impl Engine {
     ) -> PyResult<Outputs> {
         let mut o = Options::new(options);
         let parsed = (|| -> psi_gpu::Result<_> {
+            o.refuse_unused(false, None)?;
             let mut c = options::classical(&mut o)?;
             (c.quality, c.reason) = (o.flag("return_quality")?, o.flag("return_mask")?);
             let t = options::tiling(&mut o, c.input_scale)?;
@@ -412,6 +413,7 @@ impl UNet {
     ) -> PyResult<Outputs> {
         let mut o = Options::new(options);
         let parsed = (|| -> psi_gpu::Result<_> {
+            o.refuse_unused(false, None)?;
             let scale = o.get::<psi_gpu::commands::args::InputScale>("input_scale")?.map(|s| s.0);
             let t = options::tiling(&mut o, scale)?;
             o.finish("the U-Net")?;

@@ -3,7 +3,7 @@
 //! CLI's own parsers (`psi_gpu::commands::args`), so a bad value gets the CLI's message.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use psi_gpu::commands::args::{
@@ -12,6 +12,7 @@ use psi_gpu::commands::args::{
 use psi_gpu::commands::infer::{ClassicalOptions, InferOptions};
 use psi_gpu::commands::infer_array::ArrayOptions;
 use psi_gpu::error::{Error, Result};
+use psi_gpu::io::height_map::MapFormat;
 use psi_gpu::ops::classical::{MinModulation, Unwrap};
 use psi_gpu::psi::config::{DEFAULT_BUCKETS, PsiConfig};
 use psi_gpu::psi::synthetic::GenerateOptions;
@@ -39,6 +40,25 @@ impl Options {
 
     pub fn path(&mut self, key: &str) -> Option<PathBuf> {
         self.map.remove(key).map(PathBuf::from)
+    }
+
+    /// Refuse what the CLI refuses as "a flag the run would not use" (`main/flags.rs`'s
+    /// `refuse_unused` for infer), with its message: the classical solver's settings with
+    /// weights, gpu_memory with batch, overlap with tile 0, pixel_size without an .x3p output
+    /// (`x3p`: whether one is written; `None` where no file is).
+    pub fn refuse_unused(&self, weights: bool, x3p: Option<bool>) -> Result<()> {
+        let unused = |when: bool, keys: &[&str], why: &str| match keys.iter().find(|k| self.map.contains_key(**k)) {
+            Some(k) if when => Err(Error::Invalid(format!("--{} {why}", k.replace('_', "-")))),
+            _ => Ok(()),
+        };
+        let classical_only = "applies to the classical solver only: the U-Net (--weights) does not use it";
+        unused(weights, &["wavelengths", "buckets", "height_range"], classical_only)?;
+        let batch = self.map.contains_key("batch");
+        unused(batch, &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
+        let whole = self.map.get("tile").is_some_and(|t| t.trim() == "0");
+        unused(whole, &["overlap"], "has no effect with --tile 0 (the whole frame is one tile)")?;
+        let no_x3p = x3p != Some(true);
+        unused(no_x3p, &["pixel_size"], "sets the lateral step of .x3p outputs, and no output here is .x3p")
     }
 
     pub fn flag(&mut self, key: &str) -> Result<bool> {
@@ -101,6 +121,10 @@ pub fn precision(o: &mut Options) -> Result<Option<psi_gpu::Precision>> {
 
 /// The options of `infer INPUT -o OUTPUT` as the CLI builds them.
 pub fn infer(o: &mut Options) -> Result<psi_gpu::commands::infer::Options> {
+    let x3p = ["output", "quality", "mask"]
+        .iter()
+        .any(|k| o.map.get(*k).is_some_and(|p| MapFormat::of(Path::new(p)) == MapFormat::X3p));
+    o.refuse_unused(o.map.contains_key("weights"), Some(x3p))?;
     let input = o.path("input").ok_or_else(|| Error::Invalid("infer_file: no input".into()))?;
     let output = o.path("output").unwrap_or_else(|| psi_gpu::commands::infer::default_output(&input));
     let mut i = InferOptions::new(input, output);

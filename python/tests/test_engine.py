@@ -277,3 +277,20 @@ def test_the_gil_is_released_while_the_gpu_works(engine):
     # Holding the GIL for the run would leave this thread a few switch intervals (5 ms each)
     # at most; released, it spins for the whole run.
     assert spins > 200_000, spins
+
+
+def test_options_the_run_would_not_use_are_refused_as_the_cli_does(frames, engine, tmp_path):
+    frame_path, _ = frames["u8"]
+    weights = FIXTURES / "unet_b8.safetensors"
+    cases = [
+        (lambda: engine.infer_file(frame_path, tmp_path / "h.npy", pixel_size=0.5), "--pixel-size sets the lateral"),
+        (lambda: engine.infer_file(frame_path, tmp_path / "h.npy", weights=weights, wavelengths=[5, 6]),
+         "--wavelengths applies to the classical solver only"),
+        (lambda: engine.classical(np.load(frame_path), tile=0, overlap=8), "--overlap has no effect with --tile 0"),
+        (lambda: engine.classical(np.load(frame_path), batch=2, gpu_memory=64), "--gpu-memory sizes the automatic"),
+    ]
+    for call, words in cases:
+        with pytest.raises(psi_gpu.errors.InvalidInputError, match=words):
+            call()
+    assert not (tmp_path / "h.npy").exists()
+    engine.infer_file(frame_path, tmp_path / "h.x3p", pixel_size=0.5)  # where it applies, it is taken
