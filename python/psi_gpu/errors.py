@@ -6,7 +6,9 @@ also ``OSError``, so code that catches the built-in classes keeps working:
 - ``InvalidInputError(Error, ValueError)``: a wrong shape, dtype or channel count, a bad option.
 - ``AdapterError(Error, ValueError)``: an unknown backend, or no adapter with that index, PCI
   bus id or name.
-- ``FileFormatError(Error, OSError)``: a damaged or unsupported file (npy, TIFF, safetensors).
+- ``FileFormatError(Error, OSError)``: a damaged or unsupported npy or safetensors file. (The
+  TIFF reader reports a damaged or unsupported stack as ``InvalidInputError``: the core's
+  ``Error::Invalid``.)
 - ``FileError(Error, OSError)``: a file that cannot be read or written, or an output that is
   also an input.
 - ``GpuError(Error, RuntimeError)``: no adapter at all, the device failing, a shader error.

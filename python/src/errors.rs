@@ -3,7 +3,7 @@
 //!
 //! | core variant | class | also a |
 //! |---|---|---|
-//! | `Shape`, `Invalid` | `InvalidInputError` | `ValueError` |
+//! | `Shape`, `Invalid` (also the TIFF reader's refusals) | `InvalidInputError` | `ValueError` |
 //! | `UnknownBackend`, `AdapterIndex`, `AdapterNotFound` | `AdapterError` | `ValueError` |
 //! | `Npy`, `Weights` | `FileFormatError` | `OSError` |
 //! | `Io`, `SameFile` | `FileError` | `OSError` |
