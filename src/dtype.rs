@@ -1,4 +1,7 @@
-//! Element types of frames on disk and as uploaded raw to the GPU.
+//! Element types of frames on disk and as uploaded raw to the GPU: [`HostType`] names one,
+//! [`HostElement`] is the Rust type of each (what arrays in memory hold).
+
+use half::f16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostType {
@@ -34,5 +37,51 @@ impl HostType {
             HostType::F16 => "f16",
             HostType::F32 => "f32",
         }
+    }
+}
+
+/// An element type a frame can hold on the host.
+pub trait HostElement: Copy + Send + Sync + bytemuck::Pod {
+    const TYPE: HostType;
+    /// Append the value's little-endian bytes.
+    fn push_le(self, out: &mut Vec<u8>);
+
+    /// Append the little-endian bytes of `values`.
+    fn extend_le(values: &[Self], out: &mut Vec<u8>) {
+        if cfg!(target_endian = "little") {
+            out.extend_from_slice(bytemuck::cast_slice(values));
+        } else {
+            for &v in values {
+                v.push_le(out);
+            }
+        }
+    }
+}
+
+impl HostElement for u8 {
+    const TYPE: HostType = HostType::U8;
+    fn push_le(self, out: &mut Vec<u8>) {
+        out.push(self);
+    }
+}
+
+impl HostElement for u16 {
+    const TYPE: HostType = HostType::U16;
+    fn push_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl HostElement for f16 {
+    const TYPE: HostType = HostType::F16;
+    fn push_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl HostElement for f32 {
+    const TYPE: HostType = HostType::F32;
+    fn push_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
     }
 }

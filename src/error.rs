@@ -16,6 +16,8 @@ pub enum Error {
     NoAdapter { backend: String },
     #[error("adapter index {index} does not exist: {count} adapter(s) for backend '{backend}' (see `psi-gpu info`)")]
     AdapterIndex { index: usize, count: usize, backend: String },
+    #[error("no adapter with {choice} for backend '{backend}'; there are: {available} (see `psi-gpu info`)")]
+    AdapterNotFound { choice: String, backend: String, available: String },
     #[error("unknown backend '{0}': expected auto, vulkan, dx12, metal or gl")]
     UnknownBackend(String),
     #[error("could not open the GPU device: {0}")]

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use psi_gpu::commands::args::{Adapters, ArgError};
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, info, pinn, train};
 use psi_gpu::error::interrupt;
-use psi_gpu::gpu::{Gpu, GpuOptions};
+use psi_gpu::gpu::{AdapterChoice, Gpu, GpuOptions};
 
 #[path = "main/flags.rs"]
 mod flags;
@@ -76,7 +76,8 @@ fn fail(e: anyhow::Error) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let gpu_opts = GpuOptions { backend: cli.gpu.backend.clone(), adapter: cli.gpu.adapter, ..GpuOptions::from_env() };
+    let gpu_opts =
+        GpuOptions { backend: cli.gpu.backend.clone(), adapter: cli.gpu.adapter.clone(), ..GpuOptions::from_env() };
     let gpu = || Gpu::new(&gpu_opts);
     match cli.command {
         Command::Info => show(info::run(&info::Options { backend: cli.gpu.backend })),
@@ -91,7 +92,7 @@ fn run(cli: Cli) -> Result<()> {
                     Some(Adapters::All) => Gpu::all(&gpu_opts.backend)?,
                     Some(Adapters::Indices(list)) => list
                         .into_iter()
-                        .map(|i| Gpu::new(&GpuOptions { adapter: Some(i), ..gpu_opts.clone() }))
+                        .map(|i| Gpu::new(&GpuOptions { adapter: Some(AdapterChoice::Index(i)), ..gpu_opts.clone() }))
                         .collect::<psi_gpu::Result<_>>()?,
                 };
                 infer_many_command(&gpus.iter().collect::<Vec<_>>(), &opts)

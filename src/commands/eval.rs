@@ -30,6 +30,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ndarray::ArrayView2;
+
 use crate::commands::outputs::Files;
 use crate::commands::write_json;
 use crate::error::{Error, Result};
@@ -137,6 +139,43 @@ impl std::fmt::Display for Metrics {
 /// Compare the `(H, W)` (or `(1, H, W)`) maps `pred` and `truth`, streamed in bands of rows.
 pub fn eval(pred: &Path, truth: &Path, opts: &EvalOptions) -> Result<Metrics> {
     eval_in_bands(pred, truth, opts, None)
+}
+
+/// [`eval`] on maps in memory: `pred` and `truth` `(H, W)`, the selection `mask` (non-zero =
+/// evaluate) and the reason codes as [`EvalOptions`] takes them from files. The same sums in the
+/// same order as [`eval`], so the same maps give the same metrics.
+pub fn eval_arrays(
+    pred: ArrayView2<f32>,
+    truth: ArrayView2<f32>,
+    mask: Option<ArrayView2<f32>>,
+    reasons: Option<ArrayView2<f32>>,
+) -> Result<Metrics> {
+    let dim = truth.dim();
+    for (what, d) in
+        [("prediction", Some(pred.dim())), ("mask", mask.map(|m| m.dim())), ("reason mask", reasons.map(|r| r.dim()))]
+    {
+        if let Some(d) = d.filter(|&d| d != dim) {
+            return Err(Error::Shape(format!(
+                "the {what} is {} x {} but the truth is {} x {}",
+                d.0, d.1, dim.0, dim.1
+            )));
+        }
+    }
+    let (h, w) = dim;
+    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let mut acc = Accumulator { reasons: reasons.map(|_| vec![[0; 2]; 256]), ..Default::default() };
+    let mut row_e = Vec::with_capacity(w);
+    let row_of = |a: ArrayView2<'_, f32>, y: usize| a.row(y).to_vec();
+    for y in 0..h {
+        let codes = reasons.map(|r| row_of(r, y));
+        if let Some(codes) = &codes {
+            check_codes(Path::new("the reason mask"), codes, y, w)?;
+        }
+        let (p, t, m) = (row_of(pred, y), row_of(truth, y), mask.map(|m| row_of(m, y)));
+        let row = Row { y: y as f64 - cy, pred: &p, truth: &t, mask: m.as_deref(), reasons: codes.as_deref() };
+        acc.add_row(&row, cx, &mut row_e);
+    }
+    acc.finish(Path::new("the prediction"))
 }
 
 /// The preview style of error maps (labelled `|error| µm`).
@@ -512,6 +551,7 @@ mod tests {
         let pred: Vec<f32> =
             truth.iter().enumerate().map(|(i, t)| t + 0.5 + 0.01 * (i % w) as f32 + ((i % 5) as f32) * 1e-3).collect();
         let mask: Vec<f32> = (0..h * w).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+        let selection = mask.clone();
         let paths = ["pred", "truth", "mask"].map(|n| dir.join(format!("psi-gpu-eval-unit-{id}-{n}.npy")));
         crate::io::npy::write_f32(&paths[0], &[h, w], &pred).unwrap();
         crate::io::npy::write_f32(&paths[1], &[h, w], &truth).unwrap();
@@ -523,6 +563,11 @@ mod tests {
                 let banded = eval_in_bands(&paths[0], &paths[1], &opts, Some(band)).unwrap();
                 assert_eq!(banded, whole, "band {band}");
             }
+            // In memory: the same metrics, bit for bit.
+            let view = |v: &[f32]| ndarray::ArrayView2::from_shape((h, w), v).unwrap().to_owned();
+            let (p, t, m) = (view(&pred), view(&truth), view(&selection));
+            let m = opts.mask.as_ref().map(|_| m.view());
+            assert_eq!(eval_arrays(p.view(), t.view(), m, None).unwrap(), whole);
         }
         for p in &paths {
             let _ = std::fs::remove_file(p);

@@ -123,6 +123,29 @@ pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result
     Ok(Model::UNet(UNet::new(gpu, &weights, precision)?))
 }
 
+/// What the classical solver is made from besides the frame's raw type: its configuration, the
+/// input scale, the modulation floor and clip level in raw counts, and its optional channels.
+#[derive(Clone, Debug, Default)]
+pub struct ClassicalOptions {
+    pub config: ClassicalConfig,
+    pub input_scale: Option<f32>,
+    pub min_modulation: Option<MinModulation>,
+    pub saturation: Option<f32>,
+    /// Also output the fringe contrast, and the reason code of each pixel.
+    pub quality: bool,
+    pub reason: bool,
+}
+
+/// The classical solver for frames of raw type `ty` (its levels from the type, see
+/// [`Levels::for_input`]).
+pub fn classical_model(gpu: &Gpu, ty: HostType, o: &ClassicalOptions) -> Result<Model> {
+    let scale = input_scale(o.input_scale, None, ty);
+    let mut config = o.config.clone();
+    config.levels = Levels::for_input(ty, scale, o.min_modulation, o.saturation)?;
+    (config.quality, config.reason) = (o.quality, o.reason);
+    Ok(Model::Classical(Classical::new(gpu, config)?))
+}
+
 /// Load the model the options ask for (the classical solver's levels from the input's type).
 pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
     match &opts.weights {
@@ -132,11 +155,15 @@ pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
         Some(path) => load_unet(gpu, path, opts.precision),
         None => {
             let ty = FrameSource::open(&opts.input)?.ty();
-            let scale = input_scale(opts.input_scale, None, ty);
-            let mut config = opts.classical.clone();
-            config.levels = Levels::for_input(ty, scale, opts.min_modulation, opts.saturation)?;
-            (config.quality, config.reason) = (opts.quality.is_some(), opts.mask.is_some());
-            Ok(Model::Classical(Classical::new(gpu, config)?))
+            let o = ClassicalOptions {
+                config: opts.classical.clone(),
+                input_scale: opts.input_scale,
+                min_modulation: opts.min_modulation,
+                saturation: opts.saturation,
+                quality: opts.quality.is_some(),
+                reason: opts.mask.is_some(),
+            };
+            classical_model(gpu, ty, &o)
         }
     }
 }

@@ -27,6 +27,9 @@ impl fmt::Display for Report {
             }
             writeln!(f, "[{}] {} ({}, {})", a.index, a.name, a.backend, a.device_type)?;
             writeln!(f, "    driver: {}", if a.driver.is_empty() { "-" } else { &a.driver })?;
+            if !a.pci_bus_id.is_empty() {
+                writeln!(f, "    PCI bus id: {} (--adapter {} pins this adapter)", a.pci_bus_id, a.pci_bus_id)?;
+            }
             let (f16, atomics, subgroups) = (yes(a.shader_f16), yes(a.float32_atomics), yes(a.subgroups));
             writeln!(f, "    shader-f16: {f16}  float32-atomics: {atomics}  subgroups: {subgroups}")?;
             writeln!(

@@ -17,6 +17,7 @@ pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod infer;
+pub mod infer_array;
 pub mod infer_many;
 pub mod info;
 pub mod outputs;

@@ -4,14 +4,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::gpu::adapter_choice::AdapterChoice;
 use crate::gpu::pipeline::{Kernel, Precision};
 
-/// How to pick the adapter. `backend` is `auto|vulkan|dx12|metal|gl`; `force_f32` hides
+/// How to pick the adapter. `backend` is `auto|vulkan|dx12|metal|gl`; `adapter` an index, PCI
+/// bus id or name ([`AdapterChoice`]); `force_f32` hides
 /// SHADER_F16 even where the adapter offers it (also `PSI_GPU_FORCE_F32=1`).
 #[derive(Clone, Debug)]
 pub struct GpuOptions {
     pub backend: String,
-    pub adapter: Option<usize>,
+    pub adapter: Option<AdapterChoice>,
     pub force_f32: bool,
 }
 
@@ -22,7 +24,8 @@ impl Default for GpuOptions {
 }
 
 impl GpuOptions {
-    /// Options from the environment: `PSI_GPU_BACKEND`, `PSI_GPU_ADAPTER`, `PSI_GPU_FORCE_F32`.
+    /// Options from the environment: `PSI_GPU_BACKEND`, `PSI_GPU_ADAPTER` (as [`AdapterChoice`]
+    /// parses it; an empty value is none), `PSI_GPU_FORCE_F32`.
     pub fn from_env() -> Self {
         let mut o = GpuOptions::default();
         if let Ok(b) = std::env::var("PSI_GPU_BACKEND")
@@ -115,6 +118,8 @@ pub struct AdapterReport {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
+    /// `DDDD:BB:DD.F` where the driver reports it, else empty.
+    pub pci_bus_id: String,
     pub shader_f16: bool,
     pub float32_atomics: bool,
     pub subgroups: bool,
@@ -140,6 +145,7 @@ fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        pci_bus_id: info.device_pci_bus_id.clone(),
         shader_f16: f.contains(wgpu::Features::SHADER_F16),
         float32_atomics: f.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC),
         subgroups: f.contains(wgpu::Features::SUBGROUP),
@@ -188,10 +194,14 @@ impl Gpu {
         if adapters.is_empty() {
             return Err(Error::NoAdapter { backend: opts.backend.clone() });
         }
-        let index = opts.adapter.unwrap_or(0);
-        if index >= adapters.len() {
-            return Err(Error::AdapterIndex { index, count: adapters.len(), backend: opts.backend.clone() });
-        }
+        let index = match &opts.adapter {
+            None => 0,
+            Some(choice) => {
+                let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+                let listed = infos.iter().enumerate().map(|(i, a)| (i, a.name.as_str(), a.device_pci_bus_id.as_str()));
+                choice.select(listed, &opts.backend)?
+            }
+        };
         let adapter = adapters.swap_remove(index);
         Self::from_adapter(index, adapter, opts.force_f32 || env_flag("PSI_GPU_FORCE_F32"))
     }

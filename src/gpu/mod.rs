@@ -2,6 +2,7 @@
 //! recorded dispatches, the buffer helpers and readback, [`Tensor`] (a buffer with an NCHW shape
 //! and a storage precision) and [`Plan`] (a model instantiated for one batch and tile size).
 
+mod adapter_choice;
 mod buffers;
 mod context;
 mod dispatch;
@@ -9,6 +10,7 @@ mod pipeline;
 mod plan;
 mod tensor;
 
+pub use adapter_choice::AdapterChoice;
 pub use buffers::{Readback, staging, storage, storage_f32, uniform, zeroed, zeroed_f32};
 pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends, quiet_display_probe_env};
 pub use dispatch::{Binding, Dispatch, grid_1d};

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
+use crate::io::bands::Bands;
 use crate::io::images::{ImageFormat, find_bucket_images};
 use crate::io::npy::NpyReader;
 use crate::io::tiff::{TiffStack, is_tiff};
@@ -117,5 +118,28 @@ impl FrameSource {
             out.extend_from_slice(&row[x * s..(x + w) * s]);
         }
         Ok(out)
+    }
+}
+
+impl Bands for FrameSource {
+    fn ty(&self) -> HostType {
+        FrameSource::ty(self)
+    }
+
+    fn frame_shape(&self) -> Result<[usize; 3]> {
+        FrameSource::frame_shape(self)
+    }
+
+    fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>> {
+        FrameSource::read_rows(self, rows)
+    }
+
+    fn name(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn channel_unit(&self) -> &'static str {
+        // A TIFF's channels are its pages (one per bucket).
+        if matches!(self, FrameSource::Tiff(_)) { "channels (pages)" } else { "channels" }
     }
 }

@@ -1,9 +1,11 @@
-//! File formats: npy frames and height maps, safetensors weights and checkpoints, PNG previews,
+//! File formats (and [`bands`]: a frame read in bands, from a file or an [`array_frame`] in memory): npy frames and height maps, safetensors weights and checkpoints, PNG previews,
 //! BMP/PNG bucket images, training frame sets — and the one atomic writer every output goes
 //! through ([`atomic`]).
 
 pub mod array_convert;
+pub mod array_frame;
 pub mod atomic;
+pub mod bands;
 pub mod bmp;
 pub mod checkpoint;
 pub mod frame_source;

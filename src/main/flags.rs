@@ -16,6 +16,7 @@ use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
 use psi_gpu::commands::train::LossChoice;
 use psi_gpu::commands::{bench, convert, demo, eval, finetune, generate, infer, infer_many, pinn, train};
+use psi_gpu::gpu::AdapterChoice;
 use psi_gpu::io::height_map::MapFormat;
 use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Search, Unwrap};
@@ -98,9 +99,10 @@ pub struct GpuArgs {
     /// Graphics backend: auto, vulkan, dx12, metal or gl.
     #[arg(long, global = true, env = "PSI_GPU_BACKEND", default_value = "auto")]
     pub backend: String,
-    /// Adapter index among those of the backend (see `psi-gpu info`).
+    /// Adapter: an index among those of the backend (see `psi-gpu info`), a PCI bus id
+    /// (0000:65:00.0: pins one GPU; Vulkan ignores CUDA_VISIBLE_DEVICES) or part of its name.
     #[arg(long, global = true, env = "PSI_GPU_ADAPTER")]
-    pub adapter: Option<usize>,
+    pub adapter: Option<AdapterChoice>,
 }
 
 #[derive(Subcommand)]

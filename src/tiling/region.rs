@@ -11,9 +11,9 @@
 //! the sign of zero: infer's blending adds the output into zeroed accumulators, which turns a
 //! `-0.0` into `+0.0`; here the model's values come back as they are.
 
-use half::f16;
 use ndarray::{Array2, Array3, ArrayView3, Axis};
 
+pub use crate::dtype::HostElement;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -25,41 +25,6 @@ use crate::ops::convert::{RawBuffer, from_raw};
 /// u16, 1 for floats).
 pub fn input_scale(user: Option<f32>, metadata: Option<f32>, ty: HostType) -> f32 {
     user.or(metadata).unwrap_or(ty.default_scale())
-}
-
-/// An element type a frame can hold on the host.
-pub trait HostElement: Copy {
-    const TYPE: HostType;
-    /// Append the value's little-endian bytes.
-    fn push_le(self, out: &mut Vec<u8>);
-}
-
-impl HostElement for u8 {
-    const TYPE: HostType = HostType::U8;
-    fn push_le(self, out: &mut Vec<u8>) {
-        out.push(self);
-    }
-}
-
-impl HostElement for u16 {
-    const TYPE: HostType = HostType::U16;
-    fn push_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-}
-
-impl HostElement for f16 {
-    const TYPE: HostType = HostType::F16;
-    fn push_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-}
-
-impl HostElement for f32 {
-    const TYPE: HostType = HostType::F32;
-    fn push_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
 }
 
 /// Run `model` over the `(C, h, w)` `frame` (any memory layout) as one tile; `scale` overrides

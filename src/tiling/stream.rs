@@ -1,5 +1,5 @@
 //! The streaming driver: for each row of tiles, read that band of rows (every channel) from the
-//! frame file (npy or TIFF, [`FrameSource`]), run the tiles in batches — upload the batch's block in its raw dtype, gather and
+//! frame ([`Bands`]: an npy or TIFF file, or an array in memory), run the tiles in batches — upload the batch's block in its raw dtype, gather and
 //! convert on the GPU, model, windowed accumulation in tile order — then normalise the rows no later
 //! tile touches, read them back and hand them to the caller. Host and GPU memory depend on the
 //! tile size, batch and frame width, never on the frame's height. The overlap is at least what
@@ -13,7 +13,7 @@ use wgpu::util::DeviceExt;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Plan, Readback, check_binding};
-use crate::io::frame_source::FrameSource;
+use crate::io::bands::Bands;
 use crate::nn::Model;
 use crate::ops::blend::{Blender, Window};
 use crate::ops::gather::{GatherParams, gather};
@@ -108,15 +108,13 @@ fn choose_batch(gpu: &Gpu, model: &Model, g: &TileGrid, opts: &StreamOptions, it
 }
 
 /// The frame's `(C, H, W)`, checked against the model.
-fn frame_shape(reader: &FrameSource, model: &Model) -> Result<[usize; 3]> {
-    let path = reader.path().to_path_buf();
+fn frame_shape(reader: &impl Bands, model: &Model) -> Result<[usize; 3]> {
     let [c, h, w] = reader.frame_shape()?;
     if c != model.in_channels() {
-        // A TIFF's channels are its pages (one per bucket).
-        let unit = if matches!(reader, FrameSource::Tiff(_)) { "channels (pages)" } else { "channels" };
         return Err(Error::Shape(format!(
-            "{} has {c} {unit} but the model ({}) expects {}",
-            path.display(),
+            "{} has {c} {} but the model ({}) expects {}",
+            reader.name(),
+            reader.channel_unit(),
             model.name(),
             model.in_channels()
         )));
@@ -236,7 +234,7 @@ impl Pipeline {
 pub fn stream(
     gpu: &Gpu,
     model: &Model,
-    reader: &mut FrameSource,
+    reader: &mut impl Bands,
     opts: &StreamOptions,
     mut on_rows: impl FnMut(usize, usize, &[f32]) -> Result<()>,
     mut on_tiles: impl FnMut(usize, usize),

@@ -1,0 +1,36 @@
+"""Type stubs of the Rust extension psi_gpu._core (use the psi_gpu package's wrappers)."""
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+__version__: str
+
+_Progress = Optional[Callable[[int, int], Any]]
+_Outputs = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], str]
+
+def adapters(backend: str = "auto") -> List[Dict[str, Any]]: ...
+def evaluate(
+    pred: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = None, reasons: Optional[np.ndarray] = None
+) -> str: ...
+def _panic_for_test() -> None: ...
+
+class UNet:
+    in_channels: int
+    out_channels: int
+    precision: str
+    path: str
+    name: str
+    def __call__(self, frame: np.ndarray, options: Dict[str, str], progress: _Progress = None) -> _Outputs: ...
+
+class Engine:
+    def __init__(self, backend: Optional[str] = None, adapter: Optional[str] = None) -> None: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def adapter(self) -> Dict[str, Any]: ...
+    def classical(self, frame: np.ndarray, options: Dict[str, str], progress: _Progress = None) -> _Outputs: ...
+    def unet(self, path: str, precision: Optional[str] = None) -> UNet: ...
+    def infer_file(self, options: Dict[str, str], progress: _Progress = None) -> str: ...
+    def generate(
+        self, options: Dict[str, str], output: str, truth: Optional[str] = None, truth_mask: Optional[str] = None
+    ) -> str: ...
