@@ -7,6 +7,7 @@ mod context;
 mod dispatch;
 mod pipeline;
 mod plan;
+mod staging;
 mod tensor;
 
 pub use buffers::{Readback, staging, storage, storage_f32, uniform, zeroed, zeroed_f32};
@@ -14,4 +15,5 @@ pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends,
 pub use dispatch::{Binding, Dispatch, grid_1d};
 pub use pipeline::{Kernel, Precision, Shader};
 pub use plan::Plan;
+pub use staging::{Download, Upload};
 pub use tensor::{ChannelView, Tensor, buffer_bytes, check_binding, encode};

@@ -5,6 +5,11 @@
 //! tile size, batch and frame width, never on the frame's height. The overlap is at least what
 //! the model's reach needs ([`tiles_for`]), and an exactly local model's tiles are cut, not
 //! feathered.
+//!
+//! Host memory is one band of input rows plus one [`Upload`] (a batch's block, filled straight
+//! from the band) and one [`Download`] (a band of finished rows, handed to the caller in place),
+//! both made once per run: the bytes held do not grow with the number of tiles, batches or rows
+//! ([`StreamStats::host_bytes`]).
 
 use std::time::Instant;
 
@@ -12,7 +17,7 @@ use wgpu::util::DeviceExt;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Plan, Readback, check_binding};
+use crate::gpu::{Dispatch, Download, Gpu, Plan, Upload, check_binding};
 use crate::io::frame_source::FrameSource;
 use crate::nn::Model;
 use crate::ops::blend::{Blender, Window};
@@ -52,6 +57,11 @@ pub struct StreamStats {
     pub write_seconds: f64,
     /// Bytes the engine allocated on the GPU (weights, activations, blocks, accumulators).
     pub peak_gpu_bytes: u64,
+    /// Bytes of host memory the stream held for data at once: the largest band of input rows
+    /// (its allocation) and the upload and download staging buffers (host-visible memory on
+    /// every device). On a device whose memory is the host's (a software driver) the GPU bytes
+    /// come on top.
+    pub host_bytes: u64,
 }
 
 /// Seconds spent per stage of [`stream`].
@@ -137,6 +147,9 @@ struct Pipeline {
     blender: Blender,
     itemsize: usize,
     peak_gpu_bytes: u64,
+    /// The batch's block on its way to `block`, and finished rows on their way back.
+    upload: Upload,
+    download: Download,
 }
 
 impl Pipeline {
@@ -179,7 +192,22 @@ impl Pipeline {
         let gather = gather(gpu, &block, &tiles, &gp, &plan.input)?;
         let blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap, g.window)?;
         let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
-        Ok(Pipeline { grid, batch, plan, block, tiles, gather, gp, blender, itemsize, peak_gpu_bytes })
+        let upload = Upload::new(gpu, "input block upload", block_bytes);
+        let download = Download::new(gpu, "finished rows", blender.rows_out.buffer.size());
+        Ok(Pipeline {
+            grid,
+            batch,
+            plan,
+            block,
+            tiles,
+            gather,
+            gp,
+            blender,
+            itemsize,
+            peak_gpu_bytes,
+            upload,
+            download,
+        })
     }
 
     /// Tiles `j0..j1` of tile row `i` from `band` (rows `[ys[i], ys[i] + th)` of every channel of
@@ -188,13 +216,15 @@ impl Pipeline {
         let (g, s) = (&self.grid, self.itemsize);
         let (xa, xb) = (g.xs[j0], g.xs[j1 - 1] + g.tw);
         let bw = xb - xa;
-        // The batch's block: columns [xa, xb) of the band, every channel, raw bytes.
-        let mut bytes = Vec::with_capacity(band.len() / w * bw);
-        for row in band.chunks_exact(w * s) {
-            bytes.extend_from_slice(&row[xa * s..xb * s]);
-        }
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        gpu.queue.write_buffer(&self.block, 0, &bytes);
+        // The batch's block: columns [xa, xb) of the band, every channel, raw bytes, written
+        // straight into the upload buffer.
+        let rows = band.chunks_exact(w * s);
+        let len = rows.len() * bw * s;
+        self.upload.write(gpu, &self.block, len, |mut dst| {
+            for (k, row) in rows.enumerate() {
+                dst.slice(k * bw * s..(k + 1) * bw * s).copy_from_slice(&row[xa * s..xb * s]);
+            }
+        })?;
         let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(g, i, j, g.xs[j] - xa)).collect();
         gpu.queue.write_buffer(&self.tiles, 0, bytemuck::cast_slice(&desc));
         if g.window == Window::Cut {
@@ -252,6 +282,7 @@ pub fn stream(
     let mut done = 0;
     let mut clock = Stages::default();
     let mut band = clock.read(|| reader.read_rows(g.ys[0]..g.ys[0] + g.th))?;
+    let mut band_bytes = band.capacity();
     for i in 0..g.ys.len() {
         for j0 in (0..g.xs.len()).step_by(p.batch) {
             let j1 = (j0 + p.batch).min(g.xs.len());
@@ -265,10 +296,16 @@ pub fn stream(
         if i + 1 < g.ys.len() {
             drop(std::mem::take(&mut band));
             band = clock.read(|| reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th))?;
+            band_bytes = band_bytes.max(band.capacity());
         }
-        let data =
-            Stages::time(&mut clock.device, || Readback::f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w))?;
-        Stages::time(&mut clock.write, || on_rows(rows.start, rows.len(), &data))?;
+        // Wait for the rows and hand them over from the download buffer (the time spent in
+        // `on_rows` is the caller's).
+        let (t, mut wrote) = (Instant::now(), 0.0);
+        p.download.f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w, |data| {
+            Stages::time(&mut wrote, || on_rows(rows.start, rows.len(), data))
+        })?;
+        clock.device += t.elapsed().as_secs_f64() - wrote;
+        clock.write += wrote;
     }
     Ok(StreamStats {
         tiles: total,
@@ -281,5 +318,6 @@ pub fn stream(
         device_seconds: clock.device,
         write_seconds: clock.write,
         peak_gpu_bytes: p.peak_gpu_bytes,
+        host_bytes: band_bytes as u64 + p.upload.size() + p.download.size(),
     })
 }

@@ -223,3 +223,44 @@ fn classical_on_noisy_u8_frame() {
     eprintln!("classical, u8 with noise σ = 2 counts: RMSE {rmse:.2e} µm, max {max:.2e} µm");
     assert!(rmse < 1e-2 && max < 0.5, "RMSE {rmse}, max {max} (a fringe-order jump is ≥ 2.5 µm)");
 }
+
+/// The host memory a stream holds (its band of input rows and its two staging buffers) depends
+/// on the tile, batch and frame width only: four times the rows, or a narrower batch over the
+/// same rows, holds no more, and the staging is one batch's block and one band of output rows
+/// (a staging buffer per batch or per row would add up here).
+#[test]
+fn stream_host_memory_does_not_grow_with_rows_or_batches() {
+    let (c, w, tile) = (3, 100, 16);
+    let held = |gpu: &Gpu, h: usize, batch: usize| {
+        let bytes: Vec<u8> = (0..c * h * w).map(|i| (i % 251) as u8).collect();
+        let file = temp_npy(&format!("host-{h}-{batch}"), HostType::U8, &[c, h, w], &bytes);
+        let model = Model::first_channel(gpu, c, Precision::F32).unwrap();
+        let mut reader = psi_gpu::io::frame_source::FrameSource::open(&file.0).unwrap();
+        let opts = StreamOptions { tile, overlap: 4, batch: Some(batch), input_scale: 1.0, memory_budget: 64 << 20 };
+        let mut rows = 0;
+        let stats = stream(
+            gpu,
+            &model,
+            &mut reader,
+            &opts,
+            |_, n, _| {
+                rows += n;
+                Ok(())
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!((rows, stats.batch), (h, batch));
+        stats.host_bytes
+    };
+    for gpu in gpus() {
+        let (short, tall) = (held(gpu, 40, 2), held(gpu, 160, 2));
+        assert_eq!(short, tall, "{}: 4x the rows held {tall} host bytes instead of {short}", gpu.describe());
+        // tile 16, overlap 4: tiles at 0, 12, 24, … so a batch of b tiles spans 12b + 4 columns.
+        let band = (c * tile * w) as u64;
+        let block = |b: u64| (c * tile) as u64 * (12 * b + 4);
+        let rows_back = (tile * w * 4) as u64;
+        assert_eq!(short, band + block(2) + rows_back, "{}", gpu.describe());
+        assert_eq!(held(gpu, 160, 1), band + block(1) + rows_back, "{}", gpu.describe());
+    }
+}
