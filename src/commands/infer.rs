@@ -257,6 +257,7 @@ pub fn infer_with(
         batch: opts.batch,
         input_scale: scale,
         memory_budget: opts.memory_budget,
+        band_limit: None,
     };
     let plane = (h * w * 4) as u64;
     let stats = stream(

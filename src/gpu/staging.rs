@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, channel};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::io::row_sink::RowSink;
 
 /// Wait until `buffer`'s requested mapping (`rx`) has resolved, polling for `index`.
 fn wait_mapped(
@@ -57,7 +58,7 @@ impl Upload {
         gpu: &Gpu,
         dst: &wgpu::Buffer,
         len: usize,
-        fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>),
+        fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> Result<()>,
     ) -> Result<()> {
         let padded = (len as u64).div_ceil(4).max(1) * 4;
         if padded > self.buffer.size() || padded > dst.size() {
@@ -77,7 +78,7 @@ impl Upload {
                 .get_mapped_range_mut()
                 .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
             view.slice(len..).fill(0);
-            fill(view.slice(..len));
+            fill(view.slice(..len))?;
         }
         self.buffer.unmap();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -89,6 +90,38 @@ impl Upload {
         });
         self.pending = Some((index, rx));
         Ok(())
+    }
+}
+
+/// An upload's bytes as a [`RowSink`]: a reader writes a band straight into the mapping.
+pub struct UploadSink<'a> {
+    out: wgpu::WriteOnly<'a, [u8]>,
+    at: usize,
+    /// Bytes offered past the end (dropped; [`UploadSink::finish`] reports them).
+    over: usize,
+}
+
+impl<'a> UploadSink<'a> {
+    pub fn new(out: wgpu::WriteOnly<'a, [u8]>) -> UploadSink<'a> {
+        UploadSink { out, at: 0, over: 0 }
+    }
+
+    /// Whether exactly the whole view was written (`what` names the data in the error).
+    pub fn finish(self, what: &str) -> Result<()> {
+        let len = self.out.len();
+        if self.at != len || self.over > 0 {
+            return Err(Error::Shape(format!("{what}: {} bytes read for a {len}-byte block", self.at + self.over)));
+        }
+        Ok(())
+    }
+}
+
+impl RowSink for UploadSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.out.len() - self.at);
+        self.out.slice(self.at..self.at + n).copy_from_slice(&bytes[..n]);
+        self.at += n;
+        self.over += bytes.len() - n;
     }
 }
 

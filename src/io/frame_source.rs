@@ -11,6 +11,7 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::io::images::{ImageFormat, find_bucket_images};
 use crate::io::npy::NpyReader;
+use crate::io::row_sink::RowSink;
 use crate::io::tiff::{TiffStack, is_tiff};
 
 /// An open bucket frame.
@@ -87,6 +88,14 @@ impl FrameSource {
         match self {
             FrameSource::Npy(r) => r.read_rows(rows),
             FrameSource::Tiff(t) => t.read_rows(rows),
+        }
+    }
+
+    /// [`read_rows`](Self::read_rows) into `out` (e.g. straight into a staging buffer).
+    pub fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
+        match self {
+            FrameSource::Npy(r) => r.read_rows_to(rows, out),
+            FrameSource::Tiff(t) => t.read_rows_to(rows, out),
         }
     }
 
