@@ -407,6 +407,9 @@ pub fn check_options(o: &InferOptions) -> Result<()> {
     if o.batch == Some(0) {
         return Err(Error::Invalid("--batch 0: a batch holds at least one tile".into()));
     }
+    if o.weights.is_some() && o.mask.is_some() {
+        return Err(Error::Invalid("--mask is the classical solver's; it cannot be used with --weights".into()));
+    }
     if o.weights.is_some() && o.quality.is_some() {
         return Err(Error::Invalid(
             "--quality is the classical solver's fringe-contrast map; the U-Net (--weights) makes none".into(),
