@@ -10,6 +10,7 @@ use crate::commands::pinn::{FitInit, Problem};
 use crate::commands::train::LossChoice;
 use crate::dtype::HostType;
 use crate::gpu::Precision;
+use crate::io::height_map::MapFormat;
 use crate::io::preview::PreviewRange;
 use crate::io::weights::parse_scale;
 use crate::ops::classical::{MinModulation, Search, Unwrap};
@@ -160,6 +161,19 @@ impl FromStr for Dtype {
     fn from_str(s: &str) -> Result<Self, ArgError> {
         let s = s.to_ascii_lowercase();
         named(&s, &DTYPES, || format!("--dtype '{s}': expected f32, f16, u8 or u16")).map(Dtype)
+    }
+}
+
+/// `--format` of many-frame infer's maps: `npy`, `tiff` (or `tif`) or `x3p`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapFormatArg(pub MapFormat);
+
+impl FromStr for MapFormatArg {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        MapFormat::parse(s)
+            .map(MapFormatArg)
+            .ok_or_else(|| ArgError(format!("--format '{s}': expected npy, tiff or x3p")))
     }
 }
 

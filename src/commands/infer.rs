@@ -284,6 +284,7 @@ pub fn infer_with(
         batch: opts.batch,
         input_scale: scale,
         memory_budget: opts.memory_budget,
+        band_limit: None,
     };
     let plane = (h * w * 4) as u64;
     let stats = stream(
@@ -432,6 +433,9 @@ impl fmt::Display for Report {
 pub fn check_options(o: &InferOptions) -> Result<()> {
     if o.batch == Some(0) {
         return Err(Error::Invalid("--batch 0: a batch holds at least one tile".into()));
+    }
+    if o.weights.is_some() && o.mask.is_some() {
+        return Err(Error::Invalid("--mask is the classical solver's; it cannot be used with --weights".into()));
     }
     if o.weights.is_some() && o.quality.is_some() {
         return Err(Error::Invalid(

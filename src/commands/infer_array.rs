@@ -67,6 +67,7 @@ pub fn infer_array<T: HostElement>(
         batch: opts.batch,
         input_scale: scale,
         memory_budget: opts.memory_budget,
+        band_limit: None,
     };
     let stats = stream(
         gpu,

@@ -4,8 +4,11 @@
 //! raw type — and the frames run one after another through the same tile stream as a single
 //! `infer`. Outputs are named after the inputs: `OUTDIR/<stem>.height.npy`, and with `--quality
 //! Q`, `--mask M`, `--preview P` naming folders, `Q/<stem>.quality.npy`, `M/<stem>.mask.npy`,
-//! `P/<stem>.png`. Every file is checked before any work (no output on an input, no two frames on
-//! one output). A frame that cannot be read or solved (a damaged file, a wrong channel count) is
+//! `P/<stem>.png`. `--format tiff` writes `.tif` maps and `--format x3p` `.x3p` height maps
+//! (the quality maps and masks stay `.npy`: an X3P holds one height map), each the bytes a single
+//! `infer -o` of that extension writes. Every file and option is checked before any work (no
+//! output on an input, no two frames on one output), and only then are missing output folders
+//! made. A frame that cannot be read or solved (a damaged file, a wrong channel count) is
 //! reported and skipped — its files are never left half-written — and the others go on; a device
 //! error or Ctrl-C ends the run. With several adapters (`--adapters`), one worker thread each
 //! takes every n-th frame.
@@ -23,6 +26,7 @@ use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::frame_source::FrameSource;
+use crate::io::height_map::MapFormat;
 use crate::io::preview::{PreviewOptions, write_preview};
 use crate::nn::Model;
 
@@ -30,8 +34,11 @@ use crate::nn::Model;
 pub struct Options {
     /// Frames and folders of frames, in the order given (see [`list_frames`]).
     pub inputs: Vec<PathBuf>,
-    /// The folder for the height maps (made if missing).
+    /// The folder for the height maps (made if missing, once everything is checked).
     pub out_dir: PathBuf,
+    /// The maps' format: the height maps', and the quality maps' and masks' unless X3P (which
+    /// holds heights only; they are `.npy` then).
+    pub format: MapFormat,
     /// What every frame runs with; its input, output, quality and mask paths are set per frame.
     pub infer: InferOptions,
     /// Folders for each frame's quality map, reason mask and preview, if asked.
@@ -146,18 +153,26 @@ fn named(dir: &Path, input: &Path, suffix: &str) -> PathBuf {
 fn frame_options(opts: &Options, input: &Path) -> InferOptions {
     let mut o = opts.infer.clone();
     o.input = input.to_path_buf();
-    o.output = named(&opts.out_dir, input, ".height.npy");
-    o.quality = opts.quality_dir.as_deref().map(|d| named(d, input, ".quality.npy"));
-    o.mask = opts.mask_dir.as_deref().map(|d| named(d, input, ".mask.npy"));
+    let (heights, extras) = match opts.format {
+        MapFormat::X3p => ("x3p", "npy"),
+        f => (f.extension(), f.extension()),
+    };
+    o.output = named(&opts.out_dir, input, &format!(".height.{heights}"));
+    o.quality = opts.quality_dir.as_deref().map(|d| named(d, input, &format!(".quality.{extras}")));
+    o.mask = opts.mask_dir.as_deref().map(|d| named(d, input, &format!(".mask.{extras}")));
     o
 }
 
-/// Every frame's files, checked before work; the output folders made.
+/// Every frame's files and the options, checked before work; then the missing output folders
+/// made (nothing is made when anything is refused).
 fn check(opts: &Options, frames: &[PathBuf]) -> Result<()> {
     let Some(first) = frames.first() else {
         return Err(Error::Invalid("no frames to infer".into()));
     };
     check_options(&frame_options(opts, first))?;
+    if let Some(w) = &opts.infer.weights {
+        std::fs::File::open(w).map_err(|e| Error::io(w, e))?;
+    }
     let mut files = Files::new().inputs("a frame", frames).inputs("--weights", &opts.infer.weights);
     for input in frames {
         let (o, of) = (frame_options(opts, input), format!(" of {}", input.display()));
@@ -167,17 +182,27 @@ fn check(opts: &Options, frames: &[PathBuf]) -> Result<()> {
         files =
             files.outputs(&format!("the preview{of}"), opts.preview_dir.as_deref().map(|d| named(d, input, ".png")));
     }
-    let dirs = [Some(&opts.out_dir), opts.quality_dir.as_ref(), opts.mask_dir.as_ref(), opts.preview_dir.as_ref()];
-    for dir in dirs.into_iter().flatten() {
+    let dirs = [
+        ("-o", Some(&opts.out_dir)),
+        ("--quality", opts.quality_dir.as_ref()),
+        ("--mask", opts.mask_dir.as_ref()),
+        ("--preview", opts.preview_dir.as_ref()),
+    ];
+    for (role, dir) in dirs {
+        let Some(dir) = dir else { continue };
         if dir.exists() && !dir.is_dir() {
             return Err(Error::Invalid(format!(
                 "{}: with several frames, -o, --quality, --mask and --preview name folders, and this is a file",
                 dir.display()
             )));
         }
+        files = files.output_folder(role, dir);
+    }
+    files.outputs("--stats-json", &opts.stats_json).check()?;
+    for dir in dirs.into_iter().filter_map(|(_, d)| d) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    files.outputs("--stats-json", &opts.stats_json).check()
+    Ok(())
 }
 
 /// Errors that end the run rather than skip a frame: the device failing, or a stop request.

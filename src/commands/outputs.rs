@@ -71,7 +71,9 @@ impl Files {
     }
 
     /// Refuse (before any work) an output that is an input or another output, an output that is
-    /// a folder, or one whose folder is missing or does not take a new file.
+    /// a folder, or one whose folder is missing or does not take a new file. An output folder
+    /// ([`Files::output_folder`]) not made yet stands for a new, empty folder: the files to be
+    /// written into it are checked against the others, and the command makes it after the check.
     pub fn check(&self) -> Result<()> {
         let written = self.outputs.iter().chain(&self.folders);
         for (k, (role, out)) in written.clone().enumerate() {
@@ -87,7 +89,11 @@ impl Files {
                 return Err(Error::Invalid(format!("{role} {}: not a folder", path.display())));
             }
         }
-        self.outputs.iter().try_for_each(|(role, path)| writable(role, path))
+        let to_make = |path: &Path| {
+            let folder = folder_of(path);
+            !folder.exists() && self.folders.iter().any(|(_, f)| same_file(f, folder))
+        };
+        self.outputs.iter().filter(|(_, path)| !to_make(path)).try_for_each(|(role, path)| writable(role, path))
     }
 }
 

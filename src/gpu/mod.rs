@@ -8,6 +8,7 @@ mod context;
 mod dispatch;
 mod pipeline;
 mod plan;
+mod staging;
 mod tensor;
 
 pub use adapter_choice::AdapterChoice;
@@ -16,4 +17,5 @@ pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, parse_backends,
 pub use dispatch::{Binding, Dispatch, grid_1d};
 pub use pipeline::{Kernel, Precision, Shader};
 pub use plan::Plan;
+pub use staging::{Download, Upload, UploadSink};
 pub use tensor::{ChannelView, Tensor, buffer_bytes, check_binding, encode};

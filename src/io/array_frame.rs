@@ -10,6 +10,7 @@ use ndarray::{ArrayView3, s};
 use crate::dtype::{HostElement, HostType};
 use crate::error::{Error, Result};
 use crate::io::bands::Bands;
+use crate::io::row_sink::RowSink;
 
 pub struct ArrayFrame<'a, T: HostElement> {
     view: ArrayView3<'a, T>,
@@ -39,21 +40,31 @@ impl<T: HostElement> Bands for ArrayFrame<'_, T> {
     }
 
     fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>> {
-        let (c, h, w) = self.view.dim();
+        let (c, _, w) = self.view.dim();
+        let mut out = Vec::with_capacity(c * rows.len() * w * T::TYPE.size());
+        self.read_rows_to(rows, &mut out)?;
+        Ok(out)
+    }
+
+    /// Row by row through one row's bytes, so a sink that is not a `Vec` gets no band-sized copy.
+    fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
+        let (_, h, w) = self.view.dim();
         if rows.start > rows.end || rows.end > h {
             return Err(Error::Shape(format!("{}: rows {rows:?} of a frame {h} rows high", self.name)));
         }
-        let mut out = Vec::with_capacity(c * rows.len() * w * T::TYPE.size());
+        let mut bytes = Vec::with_capacity(w * T::TYPE.size());
         let band = self.view.slice(s![.., rows, ..]);
         for channel in band.outer_iter() {
             for row in channel.outer_iter() {
+                bytes.clear();
                 match row.as_slice() {
-                    Some(values) => T::extend_le(values, &mut out),
-                    None => row.iter().for_each(|&v| v.push_le(&mut out)),
+                    Some(values) => T::extend_le(values, &mut bytes),
+                    None => row.iter().for_each(|&v| v.push_le(&mut bytes)),
                 }
+                out.put(&bytes);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn name(&self) -> String {

@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use crate::dtype::HostType;
 use crate::error::Result;
+use crate::io::row_sink::RowSink;
 
 pub trait Bands {
     /// Element type of the bytes handed out.
@@ -15,6 +16,8 @@ pub trait Bands {
     fn frame_shape(&self) -> Result<[usize; 3]>;
     /// Rows `rows` of every channel, as the little-endian bytes of a `(C, rows.len(), W)` array.
     fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>>;
+    /// [`read_rows`](Self::read_rows) into `out` (e.g. straight into a staging buffer).
+    fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()>;
     /// How messages name the frame: its path, or what the caller calls the array.
     fn name(&self) -> String;
     /// What messages call its channels ("channels", or "channels (pages)" for a TIFF stack).

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::io::bands::Bands;
 use crate::io::images::{ImageFormat, find_bucket_images};
 use crate::io::npy::NpyReader;
+use crate::io::row_sink::RowSink;
 use crate::io::tiff::{TiffStack, is_tiff};
 
 /// An open bucket frame.
@@ -91,6 +92,14 @@ impl FrameSource {
         }
     }
 
+    /// [`read_rows`](Self::read_rows) into `out` (e.g. straight into a staging buffer).
+    pub fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
+        match self {
+            FrameSource::Npy(r) => r.read_rows_to(rows, out),
+            FrameSource::Tiff(t) => t.read_rows_to(rows, out),
+        }
+    }
+
     /// Every channel, `(C, H, W)`.
     pub fn read_all(&mut self) -> Result<Vec<u8>> {
         match self {
@@ -132,6 +141,10 @@ impl Bands for FrameSource {
 
     fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>> {
         FrameSource::read_rows(self, rows)
+    }
+
+    fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
+        FrameSource::read_rows_to(self, rows, out)
     }
 
     fn name(&self) -> String {

@@ -29,6 +29,25 @@ impl MapFormat {
         }
     }
 
+    /// The format `--format` names: `npy`, `tif`/`tiff` or `x3p` (any case).
+    pub fn parse(name: &str) -> Option<MapFormat> {
+        match name.to_ascii_lowercase().as_str() {
+            "npy" => Some(MapFormat::Npy),
+            "tif" | "tiff" => Some(MapFormat::Tiff),
+            "x3p" => Some(MapFormat::X3p),
+            _ => None,
+        }
+    }
+
+    /// The extension [`MapFormat::of`] reads as this format (no dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            MapFormat::Npy => "npy",
+            MapFormat::Tiff => "tif",
+            MapFormat::X3p => "x3p",
+        }
+    }
+
     /// Refuse (before any work) a map of `what` with `channels` channels of `ty` that this
     /// format cannot hold: X3P holds one f32 height map.
     pub fn check(path: &Path, role: &str, what: &str, ty: HostType, channels: usize) -> Result<()> {

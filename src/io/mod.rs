@@ -14,6 +14,7 @@ pub mod height_map;
 pub mod images;
 pub mod npy;
 pub mod preview;
+pub mod row_sink;
 pub mod tiff;
 pub mod tiff_write;
 pub mod weights;

@@ -32,6 +32,7 @@ use half::f16;
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
 use crate::io::atomic::AtomicFile;
+use crate::io::row_sink::{READ_CHUNK, RowSink};
 
 /// Every `.npy` file starts with these bytes.
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -427,8 +428,12 @@ impl NpyReader {
 
     /// All data bytes (little-endian, C order).
     pub fn read_all(&mut self) -> Result<Vec<u8>> {
+        self.read_into_new(self.header.data_offset, self.header.data_bytes())
+    }
+
+    fn read_into_new(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.read_into(self.header.data_offset, self.header.data_bytes(), &mut out)?;
+        self.read_into(offset, len, &mut out)?;
         Ok(out)
     }
 
@@ -436,6 +441,34 @@ impl NpyReader {
     /// `(C, rows.len(), W)` array. Memory is bounded by the band, so huge frames can be streamed
     /// band by band.
     pub fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>> {
+        let ranges = self.row_ranges(rows)?;
+        if let [(offset, len)] = ranges[..]
+            && len == self.header.data_bytes()
+        {
+            return self.read_into_new(offset, len);
+        }
+        let mut out = Vec::with_capacity(ranges.iter().map(|r| r.1).sum());
+        for (offset, len) in ranges {
+            self.read_into(offset, len, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// [`read_rows`](Self::read_rows) into `out`, [`READ_CHUNK`] bytes of the file at a time.
+    pub fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
+        let mut buf = Vec::new();
+        for (offset, len) in self.row_ranges(rows)? {
+            for at in (0..len).step_by(READ_CHUNK) {
+                buf.clear();
+                self.read_into(offset + at as u64, READ_CHUNK.min(len - at), &mut buf)?;
+                out.put(&buf);
+            }
+        }
+        Ok(())
+    }
+
+    /// The file ranges `(offset, bytes)` holding rows `rows` of every channel, in order.
+    fn row_ranges(&self, rows: Range<usize>) -> Result<Vec<(u64, usize)>> {
         let &[channels, height, width] = self.header.shape.as_slice() else {
             return Err(npy_err(
                 &self.path,
@@ -449,17 +482,14 @@ impl NpyReader {
             ));
         }
         if rows.len() == height {
-            return self.read_all();
+            return Ok(vec![(self.header.data_offset, self.header.data_bytes())]);
         }
         // These products are at most the data length, which was checked not to overflow.
         let row_bytes = width * self.header.ty.size();
         let band = rows.len() * row_bytes;
-        let mut out = Vec::with_capacity(channels * band);
-        for c in 0..channels {
-            let offset = self.header.data_offset + ((c * height + rows.start) * row_bytes) as u64;
-            self.read_into(offset, band, &mut out)?;
-        }
-        Ok(out)
+        Ok((0..channels)
+            .map(|c| (self.header.data_offset + ((c * height + rows.start) * row_bytes) as u64, band))
+            .collect())
     }
 
     /// The region `[y, x, h, w]` (rows `y..y+h`, columns `x..x+w`) of every channel of a

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::io::atomic::write_with;
 use crate::io::npy::{read_header, to_f32};
 use crate::io::tiff::{TiffStack, is_tiff};
-use crate::io::x3p::read_x3p;
+use crate::io::x3p::X3pRows;
 
 /// Pixels read per band (about 16 MiB of f32); bands hold at least one row.
 const BAND_PIXELS: usize = 1 << 22;
@@ -44,8 +44,8 @@ enum MapData {
     Npy(File, Vec<u8>),
     /// A one-page TIFF.
     Tiff(Box<TiffStack>),
-    /// An X3P surface, held in memory (µm).
-    Values(Vec<f32>),
+    /// An X3P surface, its point data streamed (µm).
+    X3p(Box<X3pRows>),
 }
 
 impl std::fmt::Debug for MapData {
@@ -53,7 +53,7 @@ impl std::fmt::Debug for MapData {
         f.write_str(match self {
             MapData::Npy(..) => "Npy",
             MapData::Tiff(_) => "Tiff",
-            MapData::Values(_) => "X3p",
+            MapData::X3p(_) => "X3p",
         })
     }
 }
@@ -90,9 +90,9 @@ impl MapReader {
             let (h, w) = map_shape(path, &tiff.shape())?;
             (MapData::Tiff(Box::new(tiff)), HostType::F32, h, w)
         } else if &head == b"PK\x03\x04" {
-            let map = read_x3p(path)?;
+            let map = X3pRows::open(path)?;
             let (h, w) = (map.height, map.width);
-            (MapData::Values(map.values), HostType::F32, h, w)
+            (MapData::X3p(Box::new(map)), HostType::F32, h, w)
         } else {
             let header = read_header(path)?;
             let (h, w) = map_shape(path, &header.shape)?;
@@ -152,7 +152,7 @@ impl MapReader {
                 out.extend(to_f32(self.ty, raw));
             }
             MapData::Tiff(tiff) => out.extend(to_f32(self.ty, &tiff.read_rows(y0..y0 + rows)?)),
-            MapData::Values(v) => out.extend_from_slice(&v[y0 * self.width..y0 * self.width + n]),
+            MapData::X3p(x3p) => x3p.read_rows(rows, out)?,
         }
         self.next_row += rows;
         Ok(())

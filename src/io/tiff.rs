@@ -26,6 +26,7 @@ use tiff::tags::Tag;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
+use crate::io::row_sink::RowSink;
 
 /// The largest chunk (strip or tile) decoded, and the decoder's own buffer limit.
 pub const MAX_CHUNK_BYTES: usize = 256 << 20;
@@ -475,49 +476,60 @@ impl TiffStack {
     /// Rows `rows` of every page, as the little-endian bytes of a `(C, rows.len(), W)` array of
     /// [`ty`](Self::ty). Decodes only the chunks those rows are in.
     pub fn read_rows(&mut self, rows: Range<usize>) -> Result<Vec<u8>> {
-        let [c, h, w] = self.shape;
+        let [c, _, w] = self.shape;
+        // Sizes come from the header: reserve a bounded amount, the rest grows with the data.
+        let mut out = Vec::with_capacity((c * rows.len()).saturating_mul(w * self.ty.size()).min(MAX_RESERVE));
+        self.read_rows_to(rows, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`read_rows`](Self::read_rows) into `out`, a strip or a row of chunks at a time.
+    pub fn read_rows_to(&mut self, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
+        let [c, h, _] = self.shape;
         if rows.start > rows.end || rows.end > h {
             return Err(tiff_err(
                 &self.path,
                 format!("rows {}..{} are out of bounds for {h} rows", rows.start, rows.end),
             ));
         }
-        // Sizes come from the header: reserve a bounded amount, the rest grows with the data.
-        let mut out = Vec::with_capacity((c * rows.len()).saturating_mul(w * self.ty.size()).min(MAX_RESERVE));
         for p in 0..c {
             crate::error::interrupt::check()?;
             let page = self.pages[p].clone();
             let file = &mut self.files[page.file];
             if page.raw {
-                read_raw_rows(file, &page, rows.clone(), &mut out)?;
+                read_raw_rows(file, &page, rows.clone(), out)?;
             } else {
-                read_chunked_rows(file, &page, rows.clone(), &mut out)?;
+                read_chunked_rows(file, &page, rows.clone(), out)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
 /// Append samples of `sample` type stored in `bytes` (`big_endian` or little-endian) to `out`
 /// as the little-endian bytes of its host type.
-fn append_samples(sample: Sample, big_endian: bool, bytes: &[u8], out: &mut Vec<u8>) {
-    match (sample, big_endian) {
-        (Sample::U8, _) | (Sample::U16 | Sample::F32, false) => out.extend_from_slice(bytes),
-        (Sample::U16, true) => out.extend(bytes.chunks_exact(2).flat_map(|s| [s[1], s[0]])),
-        (Sample::F32, true) => out.extend(bytes.chunks_exact(4).flat_map(|s| [s[3], s[2], s[1], s[0]])),
-        (Sample::U32, be) => out.extend(bytes.chunks_exact(4).flat_map(|s| {
-            let v = if be {
-                u32::from_be_bytes([s[0], s[1], s[2], s[3]])
-            } else {
-                u32::from_le_bytes([s[0], s[1], s[2], s[3]])
-            };
-            (v as f32).to_le_bytes()
-        })),
-    }
+fn append_samples(sample: Sample, big_endian: bool, bytes: &[u8], out: &mut dyn RowSink) {
+    let converted: Vec<u8> = match (sample, big_endian) {
+        (Sample::U8, _) | (Sample::U16 | Sample::F32, false) => return out.put(bytes),
+        (Sample::U16, true) => bytes.chunks_exact(2).flat_map(|s| [s[1], s[0]]).collect(),
+        (Sample::F32, true) => bytes.chunks_exact(4).flat_map(|s| [s[3], s[2], s[1], s[0]]).collect(),
+        (Sample::U32, be) => bytes
+            .chunks_exact(4)
+            .flat_map(|s| {
+                let v = if be {
+                    u32::from_be_bytes([s[0], s[1], s[2], s[3]])
+                } else {
+                    u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+                };
+                (v as f32).to_le_bytes()
+            })
+            .collect(),
+    };
+    out.put(&converted);
 }
 
 /// Rows of an uncompressed striped page, read straight from the file, strip by strip.
-fn read_raw_rows(file: &mut TiffFile, page: &Page, rows: Range<usize>, out: &mut Vec<u8>) -> Result<()> {
+fn read_raw_rows(file: &mut TiffFile, page: &Page, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
     let row_bytes = page.width * page.sample.size();
     let reader = file.decoder.inner();
     let mut y = rows.start;
@@ -553,7 +565,7 @@ fn chunk_bytes(result: DecodingResult, sample: Sample) -> Option<Vec<u8>> {
 
 /// Rows of a compressed (or tiled) page: each row of chunks that holds some of them is decoded
 /// chunk by chunk and the rows asked for are copied out.
-fn read_chunked_rows(file: &mut TiffFile, page: &Page, rows: Range<usize>, out: &mut Vec<u8>) -> Result<()> {
+fn read_chunked_rows(file: &mut TiffFile, page: &Page, rows: Range<usize>, out: &mut dyn RowSink) -> Result<()> {
     let path = file.path.clone();
     let dec = &mut file.decoder;
     dec.seek_to_image(page.ifd).map_err(|e| decode_err(&path, &format!("the directory of {}", page.name), e))?;

@@ -12,13 +12,14 @@
 //! and the checksum follow. Entries carry a fixed time (1980-01-01) and mode, and the XML only
 //! what the caller gives, so the same heights and metadata give the same bytes. [`read_x3p`]
 //! reads a surface (`SUR`, one layer, incremental x and y) of any point type — I (i16), L (i32),
-//! F (f32), D (f64) — scaled by the z increment and offset, `valid.bin` applied, back to µm.
+//! F (f32), D (f64) — scaled by the z increment and offset, `valid.bin` applied, back to µm;
+//! [`X3pRows`] reads it in bands of rows, streaming a stored or deflated `data.bin` from the file.
 //!
 //! The zip container is the `zip` crate's and the digest `md-5`'s (RustCrypto); the XML is
 //! written here and read with a small element finder that is enough for the fixed structure.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
@@ -304,75 +305,175 @@ fn read_entry(zip: &mut ZipArchive<File>, path: &Path, name: &str, limit: u64) -
     Ok(out)
 }
 
-/// Read the X3P surface at `path` (see the module docs).
-pub fn read_x3p(path: &Path) -> Result<X3pMap> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut zip = ZipArchive::new(file).map_err(|e| zip_err(path, e))?;
-    let raw = read_entry(&mut zip, path, "main.xml", MAX_XML)?;
-    let xml = String::from_utf8(raw).map_err(|_| x3p_err(path, "main.xml is not UTF-8"))?;
-    let bad = |m: &str| x3p_err(path, format!("main.xml: {m}"));
-    if let Ok(sum) = read_entry(&mut zip, path, CHECKSUM, 4096) {
-        let want = String::from_utf8_lossy(&sum).split_whitespace().next().unwrap_or("").to_lowercase();
-        if want != hex(&Md5::digest(xml.as_bytes())).to_lowercase() {
-            return Err(x3p_err(path, "main.xml does not match its MD5 in md5checksum.hex (the file is damaged)"));
-        }
-    }
-    if field(&xml, &["Record1", "FeatureType"]) != Some("SUR") {
-        return Err(bad("the feature type is not SUR: only areal surfaces are height maps"));
-    }
-    let axes = field(&xml, &["Record1", "Axes"]).ok_or_else(|| bad("no Record1/Axes"))?;
-    let num = |p: &[&str]| {
-        field(axes, p).map(|t| t.parse::<f64>().map_err(|_| bad(&format!("{} is not a number", p.join("/")))))
-    };
-    for a in ["CX", "CY"] {
-        if field(axes, &[a, "AxisType"]) != Some("I") {
-            return Err(bad(&format!("axis {a} is not incremental: only regular grids are read")));
-        }
-    }
-    let step_x_um = num(&["CX", "Increment"]).transpose()?.unwrap_or(1.0) * 1e6;
-    let step_y_um = num(&["CY", "Increment"]).transpose()?.unwrap_or(1.0) * 1e6;
-    let dz = num(&["CZ", "Increment"]).transpose()?.unwrap_or(1.0);
-    let z0 = num(&["CZ", "Offset"]).transpose()?.unwrap_or(0.0);
-    let size = |n: &str| -> Result<usize> {
-        field(&xml, &["Record3", "MatrixDimension", n])
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| bad(&format!("no valid Record3/MatrixDimension/{n}")))
-    };
-    let (width, height) = (size("SizeX")?, size("SizeY")?);
-    if size("SizeZ")? != 1 || width == 0 || height == 0 {
-        return Err(bad("only one non-empty layer (SizeZ 1) is read"));
-    }
-    let (item, decode): (usize, fn(&[u8]) -> f64) = match field(axes, &["CZ", "DataType"]) {
-        Some("I") => (2, |b| f64::from(i16::from_le_bytes([b[0], b[1]]))),
-        Some("L") => (4, |b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        Some("F") => (4, |b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        Some("D") => (8, |b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
-        other => return Err(bad(&format!("CZ data type {other:?}: expected I, L, F or D"))),
-    };
-    let points = width.checked_mul(height).ok_or_else(|| bad("the matrix size overflows"))?;
-    let link = field(&xml, &["Record3", "DataLink", "PointDataLink"])
-        .ok_or_else(|| bad("no Record3/DataLink/PointDataLink: points listed in the XML are not read"))?;
-    let data = read_entry(&mut zip, path, link, (points as u64) * item as u64)?;
-    if data.len() != points * item {
+/// The point data entry `name` of `zip` (the X3P at `path`) as a reader of its `size`
+/// uncompressed bytes and their CRC-32: a stored or deflated entry is read from the file as it is
+/// consumed (only what a band needs is in memory), any other compression is decoded whole.
+fn entry_reader(zip: &mut ZipArchive<File>, path: &Path, name: &str, size: u64) -> Result<(Box<dyn Read>, u32)> {
+    let entry = zip.by_name(name).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => x3p_err(path, format!("the X3P holds no {name}")),
+        other => zip_err(path, other),
+    })?;
+    if entry.size() != size {
         return Err(x3p_err(
             path,
-            format!("{link} holds {} bytes, not the {} of {width} x {height} points", data.len(), points * item),
+            format!("{name} holds {} bytes, not the {size} of the matrix's points", entry.size()),
         ));
     }
-    let valid = match field(&xml, &["Record3", "DataLink", "ValidPointsLink"]) {
-        Some(v) => Some(read_entry(&mut zip, path, v, points.div_ceil(8) as u64)?),
-        None => None,
+    let (method, start, stored, crc) =
+        (entry.compression(), entry.data_start(), entry.compressed_size(), entry.crc32());
+    drop(entry);
+    let raw = |start: u64| -> Result<BufReader<std::io::Take<File>>> {
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| Error::io(path, e))?;
+        Ok(BufReader::new(file.take(stored)))
     };
-    let values = data
-        .chunks_exact(item)
-        .enumerate()
-        .map(|(i, b)| {
-            let ok = valid.as_ref().is_none_or(|v| v.get(i / 8).is_some_and(|byte| byte >> (i % 8) & 1 == 1));
-            let z = decode(b) * dz + z0;
-            if ok && z.is_finite() { (z * 1e6) as f32 } else { f32::NAN }
+    let reader: Box<dyn Read> = match (method, start) {
+        (CompressionMethod::Stored, Some(start)) => Box::new(raw(start)?),
+        (CompressionMethod::Deflated, Some(start)) => Box::new(flate2::bufread::DeflateDecoder::new(raw(start)?)),
+        _ => Box::new(std::io::Cursor::new(read_entry(zip, path, name, size)?)),
+    };
+    Ok((reader, crc))
+}
+
+/// An X3P surface (see the module docs) read front to back in bands of rows, heights in µm:
+/// `main.xml` and `valid.bin` (a bit per point) are held, the point data is streamed, and its
+/// CRC-32 is checked when the last row is read.
+pub struct X3pRows {
+    path: PathBuf,
+    pub height: usize,
+    pub width: usize,
+    /// Lateral pitch in µm.
+    pub step_x_um: f64,
+    pub step_y_um: f64,
+    data: Box<dyn Read>,
+    link: String,
+    crc: (flate2::Crc, u32),
+    item: usize,
+    decode: fn(&[u8]) -> f64,
+    dz: f64,
+    z0: f64,
+    valid: Option<Vec<u8>>,
+    next_row: usize,
+    raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for X3pRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "X3pRows({}, {} x {}, row {})", self.path.display(), self.height, self.width, self.next_row)
+    }
+}
+
+impl X3pRows {
+    /// Open the X3P surface at `path`: its XML checked against its MD5 and read, the point data
+    /// not yet.
+    pub fn open(path: &Path) -> Result<X3pRows> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut zip = ZipArchive::new(file).map_err(|e| zip_err(path, e))?;
+        let raw = read_entry(&mut zip, path, "main.xml", MAX_XML)?;
+        let xml = String::from_utf8(raw).map_err(|_| x3p_err(path, "main.xml is not UTF-8"))?;
+        let bad = |m: &str| x3p_err(path, format!("main.xml: {m}"));
+        if let Ok(sum) = read_entry(&mut zip, path, CHECKSUM, 4096) {
+            let want = String::from_utf8_lossy(&sum).split_whitespace().next().unwrap_or("").to_lowercase();
+            if want != hex(&Md5::digest(xml.as_bytes())).to_lowercase() {
+                return Err(x3p_err(path, "main.xml does not match its MD5 in md5checksum.hex (the file is damaged)"));
+            }
+        }
+        if field(&xml, &["Record1", "FeatureType"]) != Some("SUR") {
+            return Err(bad("the feature type is not SUR: only areal surfaces are height maps"));
+        }
+        let axes = field(&xml, &["Record1", "Axes"]).ok_or_else(|| bad("no Record1/Axes"))?;
+        let num = |p: &[&str]| {
+            field(axes, p).map(|t| t.parse::<f64>().map_err(|_| bad(&format!("{} is not a number", p.join("/")))))
+        };
+        for a in ["CX", "CY"] {
+            if field(axes, &[a, "AxisType"]) != Some("I") {
+                return Err(bad(&format!("axis {a} is not incremental: only regular grids are read")));
+            }
+        }
+        let step_x_um = num(&["CX", "Increment"]).transpose()?.unwrap_or(1.0) * 1e6;
+        let step_y_um = num(&["CY", "Increment"]).transpose()?.unwrap_or(1.0) * 1e6;
+        let dz = num(&["CZ", "Increment"]).transpose()?.unwrap_or(1.0);
+        let z0 = num(&["CZ", "Offset"]).transpose()?.unwrap_or(0.0);
+        let size = |n: &str| -> Result<usize> {
+            field(&xml, &["Record3", "MatrixDimension", n])
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| bad(&format!("no valid Record3/MatrixDimension/{n}")))
+        };
+        let (width, height) = (size("SizeX")?, size("SizeY")?);
+        if size("SizeZ")? != 1 || width == 0 || height == 0 {
+            return Err(bad("only one non-empty layer (SizeZ 1) is read"));
+        }
+        let (item, decode): (usize, fn(&[u8]) -> f64) = match field(axes, &["CZ", "DataType"]) {
+            Some("I") => (2, |b| f64::from(i16::from_le_bytes([b[0], b[1]]))),
+            Some("L") => (4, |b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Some("F") => (4, |b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Some("D") => (8, |b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+            other => return Err(bad(&format!("CZ data type {other:?}: expected I, L, F or D"))),
+        };
+        let points = width.checked_mul(height).ok_or_else(|| bad("the matrix size overflows"))?;
+        let bytes = (points as u64).checked_mul(item as u64).ok_or_else(|| bad("the matrix size overflows"))?;
+        let link = field(&xml, &["Record3", "DataLink", "PointDataLink"])
+            .ok_or_else(|| bad("no Record3/DataLink/PointDataLink: points listed in the XML are not read"))?
+            .to_string();
+        let valid = match field(&xml, &["Record3", "DataLink", "ValidPointsLink"]) {
+            Some(v) => Some(read_entry(&mut zip, path, v, points.div_ceil(8) as u64)?),
+            None => None,
+        };
+        let (data, crc) = entry_reader(&mut zip, path, &link, bytes)?;
+        Ok(X3pRows {
+            path: path.to_path_buf(),
+            height,
+            width,
+            step_x_um,
+            step_y_um,
+            data,
+            link,
+            crc: (flate2::Crc::new(), crc),
+            item,
+            decode,
+            dz,
+            z0,
+            valid,
+            next_row: 0,
+            raw: Vec::new(),
         })
-        .collect();
-    Ok(X3pMap { height, width, step_x_um, step_y_um, values })
+    }
+
+    /// Rows not read yet.
+    pub fn rows_left(&self) -> usize {
+        self.height - self.next_row
+    }
+
+    /// Append the next `rows` rows (at most [`rows_left`](Self::rows_left)) to `out`, µm.
+    pub fn read_rows(&mut self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let rows = rows.min(self.rows_left());
+        let (first, n) = (self.next_row * self.width, rows * self.width);
+        self.raw.resize(n * self.item, 0);
+        self.data
+            .read_exact(&mut self.raw)
+            .map_err(|e| x3p_err(&self.path, format!("cannot read {} (rows {}..): {e}", self.link, self.next_row)))?;
+        self.crc.0.update(&self.raw);
+        out.reserve(n);
+        out.extend(self.raw.chunks_exact(self.item).enumerate().map(|(k, b)| {
+            let i = first + k;
+            let ok = self.valid.as_ref().is_none_or(|v| v.get(i / 8).is_some_and(|byte| byte >> (i % 8) & 1 == 1));
+            let z = (self.decode)(b) * self.dz + self.z0;
+            if ok && z.is_finite() { (z * 1e6) as f32 } else { f32::NAN }
+        }));
+        self.next_row += rows;
+        if self.next_row == self.height && self.crc.0.sum() != self.crc.1 {
+            return Err(x3p_err(&self.path, format!("{} does not match its CRC-32 (the file is damaged)", self.link)));
+        }
+        Ok(())
+    }
+}
+
+/// Read the X3P surface at `path` whole (see the module docs; [`X3pRows`] reads it in bands).
+pub fn read_x3p(path: &Path) -> Result<X3pMap> {
+    let mut rows = X3pRows::open(path)?;
+    let mut values = Vec::new();
+    rows.read_rows(rows.height, &mut values)?;
+    Ok(X3pMap { height: rows.height, width: rows.width, step_x_um: rows.step_x_um, step_y_um: rows.step_y_um, values })
 }
 
 #[cfg(test)]
@@ -423,6 +524,59 @@ mod tests {
         w.write(bytemuck::cast_slice(&values[..3])).unwrap();
         assert!(w.finish().is_err());
         assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A copy of the X3P at `from` with `data.bin` deflated.
+    fn deflate(from: &Path, to: &Path) {
+        let mut zip = ZipArchive::new(File::open(from).unwrap()).unwrap();
+        let mut out = ZipWriter::new(File::create(to).unwrap());
+        for k in 0..zip.len() {
+            let mut entry = zip.by_index(k).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            out.start_file(name, SimpleFileOptions::default().compression_method(CompressionMethod::Deflated)).unwrap();
+            out.write_all(&bytes).unwrap();
+        }
+        out.finish().unwrap();
+    }
+
+    /// Bands of rows give what the whole read gives, from a stored (ours) and a deflated
+    /// `data.bin`; a changed byte of the point data fails its CRC-32 at the last row.
+    #[test]
+    fn rows_stream_from_stored_and_deflated_data() {
+        let dir = std::env::temp_dir().join(format!("psi-gpu-x3p-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (h, w) = (7, 5);
+        let values: Vec<f32> = (0..h * w).map(|i| if i % 11 == 3 { f32::NAN } else { i as f32 * 0.25 - 3.0 }).collect();
+        let stored = dir.join("s.x3p");
+        let mut writer = X3pWriter::new(&stored, [h, w], &X3pMeta::default()).unwrap();
+        writer.write(bytemuck::cast_slice(&values)).unwrap();
+        writer.finish().unwrap();
+        let whole = read_x3p(&stored).unwrap().values;
+        let (deflated, damaged) = (dir.join("d.x3p"), dir.join("x.x3p"));
+        deflate(&stored, &deflated);
+        // A byte of the stored point data changed in the file (its CRC-32 kept).
+        let at = ZipArchive::new(File::open(&stored).unwrap()).unwrap().by_name(DATA).unwrap().data_start().unwrap();
+        let mut bytes = std::fs::read(&stored).unwrap();
+        bytes[at as usize + 5] ^= 0x40;
+        std::fs::write(&damaged, bytes).unwrap();
+        for path in [&stored, &deflated] {
+            let mut rows = X3pRows::open(path).unwrap();
+            let mut got = Vec::new();
+            for band in [3, 1, 2, 5] {
+                rows.read_rows(band, &mut got).unwrap();
+            }
+            assert_eq!(rows.rows_left(), 0);
+            assert!(got.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", path.display());
+            assert_eq!(got.len(), h * w);
+        }
+        let mut rows = X3pRows::open(&damaged).unwrap();
+        let mut got = Vec::new();
+        rows.read_rows(h - 1, &mut got).unwrap();
+        let e = rows.read_rows(1, &mut got).unwrap_err().to_string();
+        assert!(e.contains("CRC-32"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

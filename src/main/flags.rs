@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use psi_gpu::commands::args::{
-    Ab, Adapters, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, PhaseStepsArg, PrecisionArg,
-    PreviewRangeArg, Region, SaturatePatch, Saturation, Schedule, SurfaceShape, SyntheticRange, Wavelengths,
+    Ab, Adapters, ArgError, DarkPatch, Dtype, HeightRange, InputScale, LowContrastPatch, MapFormatArg, PhaseStepsArg,
+    PrecisionArg, PreviewRangeArg, Region, SaturatePatch, Saturation, Schedule, SurfaceShape, SyntheticRange,
+    Wavelengths,
 };
 use psi_gpu::commands::finetune::Layers;
 use psi_gpu::commands::pinn::{FitInit, Problem};
@@ -40,8 +41,8 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
             unused(a.weights.is_some(), &["wavelengths", "buckets", "height_range"], classical_only)?;
             unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
             unused(a.tiles.tile == 0, &["overlap"], whole_frame)?;
-            let x3p =
-                [&a.output, &a.quality, &a.mask].into_iter().flatten().any(|p| MapFormat::of(p) == MapFormat::X3p);
+            let x3p = a.format.is_some_and(|f| f.0 == MapFormat::X3p)
+                || [&a.output, &a.quality, &a.mask].into_iter().flatten().any(|p| MapFormat::of(p) == MapFormat::X3p);
             unused(!x3p, &["pixel_size"], "sets the lateral step of .x3p outputs, and no output here is .x3p")
         }
         Command::Bench(a) => {
@@ -161,6 +162,11 @@ pub struct InferArgs {
     /// gray, NaN where not solvable) or .x3p (ISO 25178-72, metres); with several frames, a folder.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Several frames: the maps' format, npy, tiff or x3p (OUTDIR/<stem>.height.tif, .x3p: what
+    /// one frame's -o of that extension writes; with x3p the quality maps and masks stay .npy)
+    /// [default: npy]. One frame's format is its -o extension.
+    #[arg(long)]
+    format: Option<MapFormatArg>,
     /// Lateral pixel pitch in µm, written into .x3p outputs [default: 1].
     #[arg(long)]
     pixel_size: Option<f64>,
@@ -260,6 +266,12 @@ impl TryFrom<InferArgs> for InferRun {
             if a.adapters.is_some() {
                 return Err(ArgError("--adapters spreads several frames over adapters; one frame runs on one".into()));
             }
+            if a.format.is_some() {
+                return Err(ArgError(
+                    "--format sets the format of several frames' maps; one frame's is -o's extension (.npy, .tif, .x3p)"
+                        .into(),
+                ));
+            }
             (o.quality, o.mask) = (a.quality, a.mask);
             return Ok(InferRun::One(infer::Options { infer: o, preview: a.preview, stats_json: a.stats_json }));
         }
@@ -268,6 +280,7 @@ impl TryFrom<InferArgs> for InferRun {
         let opts = infer_many::Options {
             inputs: a.inputs,
             out_dir: output,
+            format: a.format.map_or(MapFormat::Npy, |f| f.0),
             infer: o,
             quality_dir,
             mask_dir,

@@ -5,14 +5,22 @@
 //! tile size, batch and frame width, never on the frame's height. The overlap is at least what
 //! the model's reach needs ([`tiles_for`]), and an exactly local model's tiles are cut, not
 //! feathered.
+//!
+//! Staging is made once per run: one [`Upload`] and one [`Download`] (a band of finished rows,
+//! handed to the caller in place). Where a band of input rows fits one storage binding (as a
+//! 16 × 512 × 6144 u16 band does in the WebGPU minimum of 128 MiB), the reader writes it straight
+//! into the upload, the GPU copies it once per tile row and every batch gathers its tiles from it;
+//! else the band is held on the host and each batch uploads its columns. Either way the host
+//! bytes held do not grow with the number of tiles, batches or rows ([`StreamStats::host_bytes`]).
 
+use std::ops::Range;
 use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
 use crate::dtype::HostType;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Plan, Readback, check_binding};
+use crate::gpu::{Dispatch, Download, Gpu, Plan, Upload, UploadSink, check_binding};
 use crate::io::bands::Bands;
 use crate::nn::Model;
 use crate::ops::blend::{Blender, Window};
@@ -33,6 +41,10 @@ pub struct StreamOptions {
     pub input_scale: f32,
     /// GPU bytes the model activations of one batch may take when the batch is automatic.
     pub memory_budget: u64,
+    /// The largest band of input rows (bytes) uploaded whole, straight from the reader, and
+    /// gathered from on the GPU; `None`: the adapter's storage-binding limit. A larger band is
+    /// held on the host and each batch uploads its columns.
+    pub band_limit: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -52,6 +64,11 @@ pub struct StreamStats {
     pub write_seconds: f64,
     /// Bytes the engine allocated on the GPU (weights, activations, blocks, accumulators).
     pub peak_gpu_bytes: u64,
+    /// Bytes of host memory the stream held for data at once: the largest band of input rows
+    /// (its allocation) and the upload and download staging buffers (host-visible memory on
+    /// every device). On a device whose memory is the host's (a software driver) the GPU bytes
+    /// come on top.
+    pub host_bytes: u64,
 }
 
 /// Seconds spent per stage of [`stream`].
@@ -135,6 +152,12 @@ struct Pipeline {
     blender: Blender,
     itemsize: usize,
     peak_gpu_bytes: u64,
+    /// `block` holds whole bands (read straight into `upload`, once per tile row), not one
+    /// batch's columns of a band held on the host.
+    whole_band: bool,
+    /// Input on its way to `block`, and finished rows on their way back.
+    upload: Upload,
+    download: Download,
 }
 
 impl Pipeline {
@@ -143,14 +166,21 @@ impl Pipeline {
         let g = &grid;
         let batch = choose_batch(gpu, model, g, opts, itemsize)?;
         let plan = model.plan(gpu, batch, g.th, g.tw)?;
-        // The widest block a batch reads: columns of `batch` consecutive tiles.
-        let max_bw = (0..g.xs.len())
-            .map(|j| {
-                let last = (j + batch - 1).min(g.xs.len() - 1);
-                g.xs[last] + g.tw - g.xs[j]
-            })
-            .max()
-            .unwrap_or(g.tw);
+        // The band whole when it fits, else the widest block a batch reads: columns of `batch`
+        // consecutive tiles.
+        let limit = opts.band_limit.unwrap_or(u64::MAX).min(gpu.max_binding());
+        let whole_band = ((c * g.th * w * itemsize) as u64).div_ceil(4) * 4 <= limit;
+        let max_bw = if whole_band {
+            w
+        } else {
+            (0..g.xs.len())
+                .map(|j| {
+                    let last = (j + batch - 1).min(g.xs.len() - 1);
+                    g.xs[last] + g.tw - g.xs[j]
+                })
+                .max()
+                .unwrap_or(g.tw)
+        };
         let block_bytes = ((c * g.th * max_bw * itemsize) as u64).div_ceil(4) * 4;
         check_binding(gpu, block_bytes, "the input block of one batch")?;
         let block = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -177,22 +207,57 @@ impl Pipeline {
         let gather = gather(gpu, &block, &tiles, &gp, &plan.input)?;
         let blender = Blender::new(gpu, &plan.output, &tiles, w, g.th, g.overlap, g.window)?;
         let peak_gpu_bytes = model.weight_bytes() + plan.bytes + block_bytes + tiles.size() + blender.bytes;
-        Ok(Pipeline { grid, batch, plan, block, tiles, gather, gp, blender, itemsize, peak_gpu_bytes })
+        let upload = Upload::new(gpu, "input block upload", block_bytes);
+        let download = Download::new(gpu, "finished rows", blender.rows_out.buffer.size());
+        Ok(Pipeline {
+            grid,
+            batch,
+            plan,
+            block,
+            tiles,
+            gather,
+            gp,
+            blender,
+            itemsize,
+            peak_gpu_bytes,
+            whole_band,
+            upload,
+            download,
+        })
     }
 
-    /// Tiles `j0..j1` of tile row `i` from `band` (rows `[ys[i], ys[i] + th)` of every channel of
-    /// a `w`-wide frame, raw bytes): upload their block, gather, model, accumulate; submitted.
+    /// Rows `rows` of every channel, read from `reader` straight into the upload and copied to
+    /// the block (whole-band mode); `read` accumulates the time spent reading.
+    fn load_band(&mut self, gpu: &Gpu, reader: &mut impl Bands, rows: Range<usize>, read: &mut f64) -> Result<()> {
+        let len = self.gp.c as usize * rows.len() * self.grid.w * self.itemsize;
+        self.upload.write(gpu, &self.block, len, |dst| {
+            Stages::time(read, || {
+                let mut sink = UploadSink::new(dst);
+                reader.read_rows_to(rows, &mut sink)?;
+                sink.finish("a band of input rows")
+            })
+        })
+    }
+
+    /// Tiles `j0..j1` of tile row `i`: upload their block from `band` (rows `[ys[i], ys[i] + th)`
+    /// of every channel of a `w`-wide frame, raw bytes; none in whole-band mode, where the block
+    /// holds the band already), gather, model, accumulate; submitted.
     fn run_batch(&mut self, gpu: &Gpu, band: &[u8], w: usize, i: usize, j0: usize, j1: usize) -> Result<()> {
         let (g, s) = (&self.grid, self.itemsize);
-        let (xa, xb) = (g.xs[j0], g.xs[j1 - 1] + g.tw);
+        let (xa, xb) = if self.whole_band { (0, w) } else { (g.xs[j0], g.xs[j1 - 1] + g.tw) };
         let bw = xb - xa;
-        // The batch's block: columns [xa, xb) of the band, every channel, raw bytes.
-        let mut bytes = Vec::with_capacity(band.len() / w * bw);
-        for row in band.chunks_exact(w * s) {
-            bytes.extend_from_slice(&row[xa * s..xb * s]);
+        if !self.whole_band {
+            // The batch's block: columns [xa, xb) of the band, every channel, raw bytes, written
+            // straight into the upload buffer.
+            let rows = band.chunks_exact(w * s);
+            let len = rows.len() * bw * s;
+            self.upload.write(gpu, &self.block, len, |mut dst| {
+                for (k, row) in rows.enumerate() {
+                    dst.slice(k * bw * s..(k + 1) * bw * s).copy_from_slice(&row[xa * s..xb * s]);
+                }
+                Ok(())
+            })?;
         }
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        gpu.queue.write_buffer(&self.block, 0, &bytes);
         let desc: Vec<[u32; 4]> = (j0..j1).map(|j| descriptor(g, i, j, g.xs[j] - xa)).collect();
         gpu.queue.write_buffer(&self.tiles, 0, bytemuck::cast_slice(&desc));
         if g.window == Window::Cut {
@@ -249,7 +314,15 @@ pub fn stream(
     let total = g.len();
     let mut done = 0;
     let mut clock = Stages::default();
-    let mut band = clock.read(|| reader.read_rows(g.ys[0]..g.ys[0] + g.th))?;
+    // The band of tile row i: in the block (whole-band mode) or here.
+    let band_rows = |i: usize| g.ys[i]..g.ys[i] + g.th;
+    let mut band = Vec::new();
+    if p.whole_band {
+        p.load_band(gpu, reader, band_rows(0), &mut clock.read)?;
+    } else {
+        band = clock.read(|| reader.read_rows(band_rows(0)))?;
+    }
+    let mut band_bytes = band.capacity();
     for i in 0..g.ys.len() {
         for j0 in (0..g.xs.len()).step_by(p.batch) {
             let j1 = (j0 + p.batch).min(g.xs.len());
@@ -259,14 +332,25 @@ pub fn stream(
             on_tiles(done, total);
         }
         let rows = p.normalize_finished(gpu, i);
-        // Read the next band while the GPU works (the old one is dropped first: one band in memory).
+        // Read the next band while the GPU works (the old one is dropped first: one band in
+        // memory; in whole-band mode its copy is queued after this row's batches).
         if i + 1 < g.ys.len() {
             drop(std::mem::take(&mut band));
-            band = clock.read(|| reader.read_rows(g.ys[i + 1]..g.ys[i + 1] + g.th))?;
+            if p.whole_band {
+                p.load_band(gpu, reader, band_rows(i + 1), &mut clock.read)?;
+            } else {
+                band = clock.read(|| reader.read_rows(band_rows(i + 1)))?;
+                band_bytes = band_bytes.max(band.capacity());
+            }
         }
-        let data =
-            Stages::time(&mut clock.device, || Readback::f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w))?;
-        Stages::time(&mut clock.write, || on_rows(rows.start, rows.len(), &data))?;
+        // Wait for the rows and hand them over from the download buffer (the time spent in
+        // `on_rows` is the caller's).
+        let (t, mut wrote) = (Instant::now(), 0.0);
+        p.download.f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w, |data| {
+            Stages::time(&mut wrote, || on_rows(rows.start, rows.len(), data))
+        })?;
+        clock.device += t.elapsed().as_secs_f64() - wrote;
+        clock.write += wrote;
     }
     Ok(StreamStats {
         tiles: total,
@@ -279,5 +363,6 @@ pub fn stream(
         device_seconds: clock.device,
         write_seconds: clock.write,
         peak_gpu_bytes: p.peak_gpu_bytes,
+        host_bytes: band_bytes as u64 + p.upload.size() + p.download.size(),
     })
 }

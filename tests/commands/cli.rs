@@ -73,6 +73,7 @@ fn infer_multi_class_unet_writes_every_class() {
         batch: None,
         input_scale: 1.0 / 255.0,
         memory_budget: 1 << 30,
+        band_limit: None,
     };
     let mut want = vec![f32::NAN; 2 * 37 * 50];
     psi_gpu::tiling::stream(

@@ -90,13 +90,73 @@ fn files_are_checked_before_any_work() {
         (vec!["in/a.npy", "in/c.npy", "-o", "a-file"], "name folders"),
         (vec!["in2", "-o", "in2"], "in2/a.height.npy"),
         (vec!["in", "-o", "out", "--weights", "none.safetensors"], "none.safetensors"),
+        (vec!["in", "-o", "out", "--mask", "masks", "--quality", "q", "--batch", "0"], "--batch 0"),
+        (vec!["in/a.npy", "other/a.npy", "-o", "out", "--mask", "masks"], "out/a.height.npy"),
+        (vec!["in", "-o", "out", "--mask", "masks", "--weights", fixture_str("unet_b8.safetensors")], "--mask"),
+        (vec!["in", "-o", "out", "--format", "bmp"], "--format 'bmp'"),
+        (vec!["in/a.npy", "-o", "a.tif", "--format", "tiff"], "one frame's is -o's extension"),
     ] {
+        let before = entries(&d);
         let o = run(&d, &[&["infer"], &args[..]].concat());
         let lines = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {lines:?}");
         assert!(lines.len() == 1 && lines[0].contains(needle), "{args:?}: {lines:?}");
         assert!(!d.join("out").join("a.height.npy").exists() && !d.join("in/a.height.npy").exists(), "{args:?}");
+        assert_eq!(entries(&d), before, "{args:?}: no folder (nor file) made for a refused run");
     }
+}
+
+fn fixture_str(name: &str) -> &'static str {
+    fixture(name).to_str().unwrap().to_string().leak()
+}
+
+/// Everything under `dir`, as relative paths, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            found.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `--format tiff` and `--format x3p` write each frame's maps as one `infer -o` of that
+/// extension does, byte for byte (TIFF quality maps and masks too; with X3P they stay .npy).
+#[test]
+fn format_writes_the_maps_a_single_infer_writes() {
+    let d = TempPath::dir("many-format");
+    frames(&d);
+    let read = |p: &str| std::fs::read(d.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let ok = |args: &[&str]| {
+        let o = run(&d, args);
+        assert!(o.status.success(), "{args:?}: {:?}", stderr(&o));
+    };
+    ok(&["infer", "in", "-o", "tifs", "--format", "tiff", "--quality", "tq", "--mask", "tm"]);
+    ok(&["infer", "in", "-o", "x3ps", "--format", "x3p", "--pixel-size", "0.5", "--mask", "xm"]);
+    for name in ["a", "b", "c"] {
+        let input = format!("in/{name}.npy");
+        let (h, q, m) = (format!("{name}.tif"), format!("{name}.q.tif"), format!("{name}.m.tif"));
+        ok(&["infer", &input, "-o", &h, "--quality", &q, "--mask", &m]);
+        assert_eq!(read(&h), read(&format!("tifs/{name}.height.tif")), "{name}: TIFF heights");
+        assert_eq!(read(&q), read(&format!("tq/{name}.quality.tif")), "{name}: TIFF quality");
+        assert_eq!(read(&m), read(&format!("tm/{name}.mask.tif")), "{name}: TIFF mask");
+        let (x, xm) = (format!("{name}.x3p"), format!("{name}.m.npy"));
+        ok(&["infer", &input, "-o", &x, "--pixel-size", "0.5", "--mask", &xm]);
+        assert_eq!(read(&x), read(&format!("x3ps/{name}.height.x3p")), "{name}: X3P heights");
+        assert_eq!(read(&xm), read(&format!("xm/{name}.mask.npy")), "{name}: the mask beside an X3P");
+    }
+    assert!(read("tifs/a.height.tif").starts_with(b"II*\0"), "a TIFF");
+    assert!(read("x3ps/a.height.x3p").starts_with(b"PK"), "an X3P is a zip");
+    let mut written = entries(&d.join("x3ps"));
+    written.retain(|f| !f.ends_with(".x3p"));
+    assert!(written.is_empty(), "only .x3p files: {written:?}");
 }
 
 /// `--adapters all` spreads the frames over every adapter (here lavapipe's Vulkan and

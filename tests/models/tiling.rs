@@ -26,7 +26,8 @@ fn temp_npy(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempPath
     path
 }
 
-/// Run `model` over `file` and return the `(out_c, H, W)` result assembled from the row bands.
+/// Run `model` over `file` and return the `(out_c, H, W)` result assembled from the row bands:
+/// the same bytes whether the stream uploads each band whole or each batch's columns of it.
 fn run(
     gpu: &Gpu,
     model: &Model,
@@ -36,12 +37,30 @@ fn run(
     batch: Option<usize>,
     scale: f32,
 ) -> Vec<f32> {
+    let whole = run_with(gpu, model, file, tile, overlap, batch, scale, None);
+    let by_batch = run_with(gpu, model, file, tile, overlap, batch, scale, Some(0));
+    let differ = whole.iter().zip(&by_batch).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{}: tile {tile}/{overlap} batch {batch:?}: whole bands vs batch blocks", gpu.describe());
+    whole
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    gpu: &Gpu,
+    model: &Model,
+    file: &Path,
+    tile: usize,
+    overlap: usize,
+    batch: Option<usize>,
+    scale: f32,
+    band_limit: Option<u64>,
+) -> Vec<f32> {
     let mut reader = psi_gpu::io::frame_source::FrameSource::open(file).unwrap();
     let [_, h, w] = reader.frame_shape().unwrap();
     let oc = model.out_channels();
     let mut out = vec![f32::NAN; oc * h * w];
     let mut next_row = 0;
-    let opts = StreamOptions { tile, overlap, batch, input_scale: scale, memory_budget: 64 << 20 };
+    let opts = StreamOptions { tile, overlap, batch, input_scale: scale, memory_budget: 64 << 20, band_limit };
     stream(
         gpu,
         model,
@@ -222,4 +241,56 @@ fn classical_on_noisy_u8_frame() {
     let max = err.iter().fold(0f64, |m, e| m.max(e.abs()));
     eprintln!("classical, u8 with noise σ = 2 counts: RMSE {rmse:.2e} µm, max {max:.2e} µm");
     assert!(rmse < 1e-2 && max < 0.5, "RMSE {rmse}, max {max} (a fringe-order jump is ≥ 2.5 µm)");
+}
+
+/// The host memory a stream holds (its band of input rows, if it keeps one, and its two staging
+/// buffers) depends on the tile, batch and frame width only: four times the rows, or a narrower
+/// batch over the same rows, holds no more. A band uploaded whole is only staged (no host copy);
+/// a band held on the host adds one batch's block of staging (a staging buffer per batch or per
+/// row would add up here).
+#[test]
+fn stream_host_memory_does_not_grow_with_rows_or_batches() {
+    let (c, w, tile) = (3, 100, 16);
+    let held = |gpu: &Gpu, h: usize, batch: usize, band_limit: Option<u64>| {
+        let bytes: Vec<u8> = (0..c * h * w).map(|i| (i % 251) as u8).collect();
+        let file = temp_npy(&format!("host-{h}-{batch}-{band_limit:?}"), HostType::U8, &[c, h, w], &bytes);
+        let model = Model::first_channel(gpu, c, Precision::F32).unwrap();
+        let mut reader = psi_gpu::io::frame_source::FrameSource::open(&file.0).unwrap();
+        let opts = StreamOptions {
+            tile,
+            overlap: 4,
+            batch: Some(batch),
+            input_scale: 1.0,
+            memory_budget: 64 << 20,
+            band_limit,
+        };
+        let mut rows = 0;
+        let stats = stream(
+            gpu,
+            &model,
+            &mut reader,
+            &opts,
+            |_, n, _| {
+                rows += n;
+                Ok(())
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!((rows, stats.batch), (h, batch));
+        stats.host_bytes
+    };
+    for gpu in gpus() {
+        let band = (c * tile * w) as u64;
+        // tile 16, overlap 4: tiles at 0, 12, 24, … so a batch of b tiles spans 12b + 4 columns.
+        let block = |b: u64| (c * tile) as u64 * (12 * b + 4);
+        let rows_back = (tile * w * 4) as u64;
+        for limit in [None, Some(0)] {
+            let (short, tall) = (held(gpu, 40, 2, limit), held(gpu, 160, 2, limit));
+            assert_eq!(short, tall, "{}: 4x the rows held {tall} host bytes instead of {short}", gpu.describe());
+        }
+        assert_eq!(held(gpu, 160, 2, None), band + rows_back, "{}", gpu.describe());
+        assert_eq!(held(gpu, 160, 2, Some(0)), band + block(2) + rows_back, "{}", gpu.describe());
+        assert_eq!(held(gpu, 160, 1, Some(0)), band + block(1) + rows_back, "{}", gpu.describe());
+    }
 }
