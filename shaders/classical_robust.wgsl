@@ -46,6 +46,16 @@ fn state_stride() -> u32 {
 // ops::classical's flag of the first prior pass.
 const FIRST_PASS: u32 = 16u;
 
+// The pixel at slot s of the neighbourhood of (y, x), or -1 outside the frame.
+fn hood_pixel(y: i32, x: i32, s: u32) -> i32 {
+    let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
+    let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+    if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
+        return yy * i32(p.w) + xx;
+    }
+    return -1;
+}
+
 // Slot j of pixel i of image z in `state`.
 fn slot(z: u32, j: u32, i: u32) -> u32 {
     return (z * state_stride() + j) * p.h * p.w + i;
@@ -115,11 +125,10 @@ fn robust_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let x = i32(i % p.w);
     var k = 0u;
     for (var s = 0u; s < HOOD; s++) {
-        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
-        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        let q = hood_pixel(y, x, s);
         nbr[s] = ABSENT;
-        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
-            let v = state[slot(z, 2u * nl + 8u, u32(yy) * p.w + u32(xx))];
+        if (q >= 0) {
+            let v = state[slot(z, 2u * nl + 8u, u32(q))];
             if (v >= 0.0) {
                 nbr[s] = v;
                 k += 1u;
@@ -144,13 +153,11 @@ fn robust_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (!drop) {
         var j = 0u;
         for (var s = 0u; s < HOOD; s++) {
-            let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
-            let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+            let q = hood_pixel(y, x, s);
             nbr[s] = ABSENT;
-            if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
-                let q = u32(yy) * p.w + u32(xx);
-                if (state[slot(z, 2u * nl + 8u, q)] >= 0.0) {
-                    nbr[s] = modulation_excess(z, q, nl, sigma2, p.noise_z);
+            if (q >= 0) {
+                if (state[slot(z, 2u * nl + 8u, u32(q))] >= 0.0) {
+                    nbr[s] = modulation_excess(z, u32(q), nl, sigma2, p.noise_z);
                     j += 1u;
                 }
             }
@@ -222,13 +229,11 @@ fn gather_state(z: u32, y: i32, x: i32, j: u32) -> u32 {
     let nl = min(p.lasers, MAX_LASERS);
     var k = 0u;
     for (var s = 0u; s < HOOD; s++) {
-        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
-        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        let q = hood_pixel(y, x, s);
         nbr[s] = ABSENT;
-        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w)) {
-            let q = u32(yy) * p.w + u32(xx);
-            if (u32(state[slot(z, 2u * nl + 4u, q)]) == OK) {
-                nbr[s] = state[slot(z, j, q)];
+        if (q >= 0) {
+            if (u32(state[slot(z, 2u * nl + 4u, u32(q))]) == OK) {
+                nbr[s] = state[slot(z, j, u32(q))];
                 k += 1u;
             }
         }
@@ -241,11 +246,10 @@ fn gather_state(z: u32, y: i32, x: i32, j: u32) -> u32 {
 fn gather_heights(z: u32, y: i32, x: i32) -> u32 {
     var k = 0u;
     for (var s = 0u; s < HOOD; s++) {
-        let yy = y + i32(s / SIDE) - ROBUST_RADIUS;
-        let xx = x + i32(s % SIDE) - ROBUST_RADIUS;
+        let q = hood_pixel(y, x, s);
         nbr[s] = ABSENT;
-        if (yy >= 0 && yy < i32(p.h) && xx >= 0 && xx < i32(p.w) && s != HOOD / 2u) {
-            let v = prev[z * p.h * p.w + u32(yy) * p.w + u32(xx)];
+        if (q >= 0 && s != HOOD / 2u) {
+            let v = prev[z * p.h * p.w + u32(q)];
             if (is_finite(v)) {
                 nbr[s] = v;
                 k += 1u;
