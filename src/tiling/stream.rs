@@ -103,6 +103,12 @@ fn descriptor(g: &TileGrid, i: usize, j: usize, block_col: usize) -> [u32; 4] {
 }
 
 /// Choose the batch: what the budget allows, within the binding limit, at most a tile row.
+/// The most device memory (bytes) the automatic batch plans for on a CPU adapter (a software driver:
+/// lavapipe, llvmpipe, WARP), whatever the budget says: there the device's buffers are host memory,
+/// and the process's memory must stay bounded like its host side. With the band the GPU keeps, a
+/// 16 × 8192 × 6144 u16 frame then peaks well under 512 MiB.
+pub const CPU_ADAPTER_BUDGET: u64 = 64 << 20;
+
 fn choose_batch(gpu: &Gpu, model: &Model, g: &TileGrid, opts: &StreamOptions, itemsize: usize) -> Result<usize> {
     let probe = model.plan(gpu, 1, g.th, g.tw)?;
     let by_binding = (gpu.max_binding() / probe.largest_buffer().max(1)) as usize;
@@ -110,7 +116,11 @@ fn choose_batch(gpu: &Gpu, model: &Model, g: &TileGrid, opts: &StreamOptions, it
     let by_block = (gpu.max_binding() / block_per_tile.max(1)) as usize;
     let wanted = match opts.batch {
         Some(b) => b.max(1),
-        None => ((opts.memory_budget / probe.bytes.max(1)) as usize).max(1),
+        None => {
+            let cpu = gpu.info.device_type == format!("{:?}", wgpu::DeviceType::Cpu);
+            let budget = if cpu { opts.memory_budget.min(CPU_ADAPTER_BUDGET) } else { opts.memory_budget };
+            ((budget / probe.bytes.max(1)) as usize).max(1)
+        }
     };
     let batch = wanted.min(g.xs.len()).min(by_binding).min(by_block);
     if batch == 0 {
