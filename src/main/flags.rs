@@ -198,11 +198,12 @@ pub struct InferArgs {
     /// Classical solver: also write the fringe-contrast (quality) map here.
     #[arg(long)]
     quality: Option<PathBuf>,
-    /// Classical solver: how fringe orders are decided: per-pixel (residuals against the first
-    /// laser), weighted (noise-weighted spread of all lasers' heights over exactly
-    /// --height-range; the height is their inverse-variance mean) or robust (weighted, plus a
-    /// spatial prior where a pixel's own cost does not decide its order).
-    #[arg(long, default_value = "per-pixel")]
+    /// Classical solver: how fringe orders are decided: robust (the weighted likelihood plus a
+    /// spatial prior where a pixel's own cost does not decide its order, and a noise floor;
+    /// NaN where neither decides), weighted (noise-weighted spread of all lasers' heights over
+    /// exactly --height-range; the height is their inverse-variance mean) or per-pixel
+    /// (residuals against the first laser; the fastest, no neighbourhood).
+    #[arg(long, default_value = "robust")]
     unwrap: Unwrap,
     /// Classical solver: phase steps in degrees: nominal (360·k/N), one list for every laser
     /// (0,90,180,270) or one per laser separated by ';' (0,90,180,270;0,91,179,272).
@@ -463,7 +464,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto")]
     precision: PrecisionArg,
     /// Classical solver: how fringe orders are decided (as infer's --unwrap).
-    #[arg(long, default_value = "per-pixel")]
+    #[arg(long, default_value = "robust")]
     unwrap: Unwrap,
     /// Classical solver: skip the fringe-order candidates that cannot win (`pruned`, as infer
     /// does) or score every one (`exhaustive`, to compare).
