@@ -69,7 +69,10 @@ fn features(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         unet_in[(z * ctot + k) * p.hw + px] = T(select(0.0, v, finite(v)));
     }
     let h = cls[z * p.cls_c * p.hw + px];
-    let contrast = select(0.0, cls[(z * p.cls_c + 1u) * p.hw + px], p.cls_c > 1u);
+    var contrast = 0.0;
+    if (p.cls_c > 1u) {
+        contrast = cls[(z * p.cls_c + 1u) * p.hw + px];
+    }
     let valid = finite(h);
     for (var k = 0u; k < p.f; k++) {
         let code = (p.codes >> (4u * k)) & 15u;

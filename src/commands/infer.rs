@@ -3,9 +3,8 @@
 //! read bands → tiles → model → blend → write rows (see `tiling::stream`). The model is the
 //! U-Net when weights are given — the residual model (robust classical + bounded U-Net
 //! correction) when their metadata says `psi_gpu_model = residual` — else the classical
-//! multi-wavelength solver. [`infer`] is the
-//! engine (benchmarks and the demo call it); [`run`] is the command: infer, then the optional
-//! preview PNG and statistics JSON.
+//! multi-wavelength solver. [`infer`] is the engine (benchmarks and the demo call it); [`run`] is
+//! the command: infer, then the optional preview PNG and statistics JSON.
 //!
 //! The classical solver learns the frame's raw type here: its clip levels (0 and the type's
 //! maximum for u8/u16, `--saturation` otherwise) and modulation floor are in raw counts, which
