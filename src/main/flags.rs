@@ -170,8 +170,9 @@ pub struct InferArgs {
     /// Lateral pixel pitch in µm, written into .x3p outputs [default: 1].
     #[arg(long)]
     pixel_size: Option<f64>,
-    /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
-    /// multi-wavelength solver runs.
+    /// U-Net weights (safetensors with PyTorch state_dict names; metadata psi_gpu_model =
+    /// residual: the robust classical height plus the U-Net's bounded correction); without them
+    /// the classical multi-wavelength solver runs.
     #[arg(long)]
     weights: Option<PathBuf>,
     #[command(flatten)]

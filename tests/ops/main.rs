@@ -18,5 +18,6 @@ mod gather;
 mod lbfgs;
 mod loss;
 mod pool;
+mod residual;
 mod shaders;
 mod upsample;
