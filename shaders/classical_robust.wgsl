@@ -1,5 +1,6 @@
 // `--unwrap robust`: the weighted per-pixel likelihood plus a noise floor and a spatial prior, in
-// 2 + PASSES dispatches over the same (h*w, image) grid as `classical`. CPU f64 reference and the
+// 2 + PASSES + 1 dispatches over the same (h*w, image) grid as `classical`, and a one-invocation
+// gate between prior passes. CPU f64 reference and the
 // rule: src/ops/classical/robust.rs.
 //
 //   robust_solve   buckets → `state` (per pixel, planar: phases in turns, weights, anchor, best
@@ -8,8 +9,14 @@
 //                  and `next` = the best height (NaN when invalid)
 //   robust_noise   a valid pixel whose modulation its neighbourhood's noise explains → reason 1
 //                  (low modulation) in `state`, NaN in `next` (the same plane the solve wrote)
-//   robust_prior   `prev` → `next`: every valid pixel re-decided from its neighbours' heights
-//   robust_final   the last prior pass, writing `out` as `classical` does (height, quality, reason)
+//   robust_prior   `prev` → `next`: every valid pixel re-decided from its neighbours' heights;
+//                  counts in `changed` the pixels whose height changed (bit for bit)
+//   robust_gate    one invocation: the next prior pass's workgroups (`grid`, read by an indirect
+//                  dispatch) are the full grid if the last pass changed a pixel, else none — a
+//                  pass over heights that did not change would change nothing (then both planes
+//                  hold the same heights, so the next passes are skipped too and any plane is the
+//                  result)
+//   robust_emit    the last plane into `out` as `classical` writes it (height, quality, reason)
 //
 // The noise floor, per valid pixel: σ̂² = the lower median of the variance estimates (residual sum
 // of squares over degrees of freedom of the N-step fits) of the pixels within ROBUST_RADIUS that
@@ -28,6 +35,10 @@
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
 @group(0) @binding(5) var<storage, read> prev: array<f32>;
 @group(0) @binding(6) var<storage, read_write> next: array<f32>;
+// The pixels the last prior pass changed; [the next prior pass's workgroups (3, read by its
+// indirect dispatch), the full grid's (3)].
+@group(0) @binding(7) var<storage, read_write> changed: atomic<u32>;
+@group(0) @binding(8) var<storage, read_write> grid: array<u32, 6>;
 
 // ops::classical::robust::{REACH, RADIUS}: the neighbourhood is SIDE x SIDE = HOOD pixels, slot
 // s at (dy, dx) = (s / SIDE, s % SIDE) - RADIUS; ABSENT marks a slot without a value.
@@ -327,11 +338,25 @@ fn robust_prior(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= plane) {
         return;
     }
-    next[gid.z * plane + i] = prior_height(gid.z, i);
+    let o = gid.z * plane + i;
+    let height = prior_height(gid.z, i);
+    if (bitcast<u32>(height) != bitcast<u32>(prev[o])) {
+        atomicAdd(&changed, 1u);
+    }
+    next[o] = height;
+}
+
+@compute @workgroup_size(1, 1, 1)
+fn robust_gate() {
+    _ = p.lasers; // every kernel binds the parameter block
+    let any = atomicExchange(&changed, 0u) > 0u;
+    for (var k = 0u; k < 3u; k++) {
+        grid[k] = select(0u, grid[3u + k], any);
+    }
 }
 
 @compute @workgroup_size(256, 1, 1)
-fn robust_final(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn robust_emit(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     let plane = p.h * p.w;
     if (i >= plane) {
@@ -339,7 +364,7 @@ fn robust_final(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
     let z = gid.z;
     let nl = min(p.lasers, MAX_LASERS);
-    let height = prior_height(z, i);
+    let height = prev[z * plane + i];
     var reason = u32(state[slot(z, 2u * nl + 4u, i)]);
     if (reason == OK && !is_finite(height)) {
         reason = UNRESOLVED;

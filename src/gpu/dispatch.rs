@@ -75,6 +75,9 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    /// Workgroup counts read by the GPU at this byte offset of this buffer instead (an
+    /// earlier dispatch of the same submission may write them, e.g. 0 to skip this one).
+    indirect: Option<(wgpu::Buffer, u64)>,
     /// The parameter block (binding 0); `update` rewrites it between submissions.
     uniform: wgpu::Buffer,
 }
@@ -109,7 +112,13 @@ impl Dispatch {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Ok(Dispatch { label: kernel.entry, pipeline, bind_group, groups, uniform })
+        Ok(Dispatch { label: kernel.entry, pipeline, bind_group, groups, indirect: None, uniform })
+    }
+
+    /// This dispatch with its workgroup counts read from `buffer` (`INDIRECT` usage) at byte
+    /// `offset` when it runs: three u32, at most the counts it was made with.
+    pub fn indirect(self, buffer: &wgpu::Buffer, offset: u64) -> Dispatch {
+        Dispatch { indirect: Some((buffer.clone(), offset)), ..self }
     }
 
     /// Replace the parameters (same type as at creation); takes effect at the next submission.
@@ -123,7 +132,10 @@ impl Dispatch {
         }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+        match &self.indirect {
+            Some((buffer, offset)) => pass.dispatch_workgroups_indirect(buffer, *offset),
+            None => pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]),
+        }
     }
 }
 

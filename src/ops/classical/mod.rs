@@ -44,6 +44,8 @@ use crate::gpu::{Dispatch, Gpu, Precision, Shader, Tensor, grid_1d};
 use crate::psi::phase::{fit_steps, split12};
 use crate::psi::{PhaseSteps, PsiConfig};
 
+use wgpu::util::DeviceExt;
+
 pub mod prune;
 pub mod reference;
 pub mod robust;
@@ -457,8 +459,10 @@ pub fn state_stride(config: &ClassicalConfig) -> usize {
 
 /// The robust solver's dispatches over a batch (`config.unwrap` = [`Unwrap::Robust`]): solve the
 /// `input` pixels into `state` (`[n, state_stride, h, w]`) and `planes[0]` (`[n, 1, h, w]`), drop
-/// the pixels whose modulation the noise explains, then [`robust::PASSES`] prior passes ping-ponging between `planes[0]` and `planes[1]`, the last one
-/// writing `output` as [`classical`] does.
+/// the pixels whose modulation the noise explains, then [`robust::PASSES`] prior passes
+/// ping-ponging between `planes[0]` and `planes[1]` (each after the first only if the one before
+/// changed a pixel: an indirect dispatch whose workgroups a one-invocation gate sets), then write
+/// `output` from the last plane as [`classical`] does.
 pub fn robust_passes(
     gpu: &Gpu,
     config: &ClassicalConfig,
@@ -490,24 +494,50 @@ pub fn robust_passes(
         [gx, gy, n as u32]
     };
     let kernel = |name| SHADER.kernel(name);
+    // The gate: the pixels a prior pass changed, and [the next pass's workgroups, the full grid's].
+    let buffer = |label, contents: &[u32], usage| {
+        let usage = wgpu::BufferUsages::STORAGE | usage;
+        gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(contents),
+            usage,
+        })
+    };
+    let changed = buffer("robust pixels changed", &[0], wgpu::BufferUsages::empty());
+    let grid = buffer("robust pass grid", &[groups, groups].concat(), wgpu::BufferUsages::INDIRECT);
     let solve = [(1, &input.buffer), (2, consts), (4, &state.buffer), (6, &planes[0].buffer)];
     let noise = [(2, consts), (4, &state.buffer), (6, &planes[0].buffer)];
     let mut out = vec![
         Dispatch::new(gpu, &kernel("robust_solve"), Precision::F32, &params, &solve, groups)?,
         Dispatch::new(gpu, &kernel("robust_noise"), Precision::F32, &params, &noise, groups)?,
     ];
+    // Prior passes ping-pong between the planes; from the second on, each runs only if the one
+    // before changed a pixel (else both planes hold the same heights).
+    let first = ClassicalParams { flags: params.flags | FIRST_PASS, ..params };
+    let gate =
+        || Dispatch::new(gpu, &kernel("robust_gate"), Precision::F32, &params, &[(7, &changed), (8, &grid)], [1, 1, 1]);
     for pass in 0..robust::PASSES {
         let (from, to) = (&planes[pass % 2].buffer, &planes[(pass + 1) % 2].buffer);
-        let first = ClassicalParams { flags: params.flags | FIRST_PASS, ..params };
-        let params = if pass == 0 { &first } else { &params };
-        let d = if pass + 1 < robust::PASSES {
-            let b = [(2, consts), (4, &state.buffer), (5, from), (6, to)];
-            Dispatch::new(gpu, &kernel("robust_prior"), Precision::F32, params, &b, groups)?
+        let b = [(2, consts), (4, &state.buffer), (5, from), (6, to), (7, &changed)];
+        let d = Dispatch::new(
+            gpu,
+            &kernel("robust_prior"),
+            Precision::F32,
+            if pass == 0 { &first } else { &params },
+            &b,
+            groups,
+        )?;
+        if pass > 0 {
+            out.push(gate()?);
+            out.push(d.indirect(&grid, 0));
         } else {
-            let b = [(2, consts), (3, &output.buffer), (4, &state.buffer), (5, from)];
-            Dispatch::new(gpu, &kernel("robust_final"), Precision::F32, params, &b, groups)?
-        };
-        out.push(d);
+            out.push(d);
+        }
     }
+    // The last gate also zeroes the count for the next batch.
+    out.push(gate()?);
+    let last = &planes[robust::PASSES % 2].buffer;
+    let b = [(3, &output.buffer), (4, &state.buffer), (5, last)];
+    out.push(Dispatch::new(gpu, &kernel("robust_emit"), Precision::F32, &params, &b, groups)?);
     Ok(out)
 }

@@ -180,8 +180,13 @@ fn robust_plan() {
     let gpu = &gpus()[0];
     let model = Classical::new(gpu, robust_config()).unwrap();
     let plan = model.plan(gpu, 2, 5, 7).unwrap();
-    // Solve, noise floor, the prior passes.
-    assert_eq!(plan.dispatches.len(), 2 + PASSES);
+    // Solve, noise floor, the first prior pass, each later one behind its gate, the last gate
+    // (which zeroes the count for the next batch), the output.
+    let labels: Vec<&str> = plan.dispatches.iter().map(|d| d.label).collect();
+    let mut want = vec!["robust_solve", "robust_noise", "robust_prior"];
+    want.extend(std::iter::repeat_n(["robust_gate", "robust_prior"], PASSES - 1).flatten());
+    want.extend(["robust_gate", "robust_emit"]);
+    assert_eq!(labels, want);
     assert_eq!(plan.buffers.iter().map(|t| t.shape).collect::<Vec<_>>(), [[2, 17, 5, 7], [2, 1, 5, 7], [2, 1, 5, 7]]);
     assert_eq!(plan.bytes, ((16 + 3 + 17 + 2) * 2 * 35 * 4) as u64);
 }
