@@ -51,6 +51,7 @@ mod uniforms;
 
 use crate::dtype::HostType;
 use crate::gpu::{ChannelView, Precision, Shader};
+use conv::winograd;
 
 /// One row of [`programs`]: a WGSL program with its parameter struct.
 macro_rules! program {
@@ -72,7 +73,7 @@ pub struct Program {
 }
 
 /// Every WGSL program the engine compiles.
-pub fn programs() -> [Program; 12] {
+pub fn programs() -> [Program; 13] {
     [
         program!(adam::SHADER, AdamParams),
         program!(batchnorm::SHADER, BnParams),
@@ -80,6 +81,7 @@ pub fn programs() -> [Program; 12] {
         program!(chebykan::SHADER, ChebyParams),
         program!(classical::SHADER, ClassicalParams),
         program!(conv::SHADER, ConvParams),
+        program!(winograd::SHADER, WinogradParams),
         program!(convert::SHADER, ConvertParams),
         program!(gather::SHADER, GatherParams),
         program!(loss::SHADER, LossParams),
