@@ -14,6 +14,7 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 pub mod reference;
+pub mod select;
 pub mod winograd;
 
 use crate::gpu::{
