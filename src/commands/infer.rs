@@ -27,6 +27,7 @@ use crate::nn::Model;
 use crate::nn::classical::Classical;
 use crate::nn::unet::UNet;
 use crate::ops::classical::{ClassicalConfig, Levels, MinModulation};
+use crate::ops::conv::select::Conv;
 use crate::psi::reason::Reason;
 pub use crate::tiling::region::input_scale;
 use crate::tiling::{StreamOptions, StreamStats, stream, tiles_for};
@@ -55,6 +56,8 @@ pub struct InferOptions {
     pub batch: Option<usize>,
     /// Requested precision; `None` = auto (f16 where the device has it).
     pub precision: Option<Precision>,
+    /// The U-Net's 3x3 convolution kernel.
+    pub conv: Conv,
     /// Overrides the input scale (metadata `input_scale`, else 1/255 for u8, 1/65535 for u16, 1).
     pub input_scale: Option<f32>,
     /// GPU memory the automatic batch may use for activations.
@@ -78,6 +81,7 @@ impl InferOptions {
             overlap: None,
             batch: None,
             precision: None,
+            conv: Conv::Direct,
             input_scale: None,
             memory_budget: 2 << 30,
             pixel_size_um: 1.0,
@@ -117,10 +121,16 @@ pub fn default_output(input: &Path) -> PathBuf {
 
 /// The U-Net of the weights at `path` in `precision` (`None`: f16 where the device has it).
 pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result<Model> {
+    load_unet_with(gpu, path, precision, Conv::Direct)
+}
+
+/// [`load_unet`] with the 3x3 kernel `conv` ([`Conv::Auto`]: choices cached as the environment
+/// says, [`Tuner::from_env`](crate::ops::conv::select::Tuner::from_env)).
+pub fn load_unet_with(gpu: &Gpu, path: &Path, precision: Option<Precision>, conv: Conv) -> Result<Model> {
     let weights = Weights::load(path)?;
     UNet::config(&weights)?;
     let precision = gpu.resolve_precision(precision)?;
-    Ok(Model::UNet(UNet::new(gpu, &weights, precision)?))
+    Ok(Model::UNet(UNet::with_conv(gpu, &weights, precision, conv, None)?))
 }
 
 /// What the classical solver is made from besides the frame's raw type: its configuration, the
@@ -152,7 +162,7 @@ pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
         Some(_) if opts.mask.is_some() => {
             Err(Error::Invalid("--mask is the classical solver's; it cannot be used with --weights".into()))
         }
-        Some(path) => load_unet(gpu, path, opts.precision),
+        Some(path) => load_unet_with(gpu, path, opts.precision, opts.conv),
         None => {
             let ty = FrameSource::open(&opts.input)?.ty();
             let o = ClassicalOptions {
