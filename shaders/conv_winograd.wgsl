@@ -8,7 +8,7 @@
 // with U = G g G^T made once from the 3x3 weights g on upload (src/ops/conv/winograd.rs):
 // 16 multiplies per tile, input and output channel instead of the direct 36.
 //
-// U is stored as vec4 over four consecutive output channels: `u[((oc / 4) * cin + ci) * 16 + t]`
+// U is stored as vec4 over four consecutive output channels: `wt[((oc / 4) * cin + ci) * 16 + t]`
 // (t = 4 * row + column of the 4x4 tile; zero-padded to a multiple of four channels). The storage
 // type T is f32 or f16 (see the prelude); transforms, workgroup memory and sums are f32.
 //
@@ -17,26 +17,8 @@
 // memory, the U of the chunk is staged beside it, then each invocation accumulates M for its
 // tile and output-channel quad (16 vec4 sums).
 
-struct WinogradParams {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    in_ctot: u32,
-    in_coff: u32,
-    out_ctot: u32,
-    out_coff: u32,
-    relu: u32,
-    oc_tiles: u32,
-    tiles_x: u32,  // output tiles per row: ceil(w / 2)
-}
-
-@group(0) @binding(0) var<uniform> p: WinogradParams;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> u: array<T4>;
-@group(0) @binding(3) var<storage, read> ss: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
+// ConvParams (affine = 1, accumulate = 0), the bindings 0-4 and store() are in lib/conv_io.wgsl;
+// wt holds U.
 
 const WTX: u32 = 8u;    // tiles per workgroup along x
 const WTY: u32 = 4u;    // tiles per workgroup along y
@@ -86,15 +68,11 @@ fn stage_input(n: u32, c: u32, ci: u32, tile: u32, y0: i32, x0: i32) {
     }
 }
 
-fn store(n: u32, oc: u32, gy: u32, gx: u32, v: f32) {
-    if (gy >= p.h || gx >= p.w) {
-        return;
+// store() where (gy, gx) lies inside the image (edge tiles are partial).
+fn store_inside(n: u32, oc: u32, gy: u32, gx: u32, v: f32) {
+    if (gy < p.h && gx < p.w) {
+        store(n, oc, gy, gx, v);
     }
-    var r = v * ss[oc].x + ss[oc].y;
-    if (p.relu != 0u) {
-        r = max(r, 0.0);
-    }
-    y[((n * p.out_ctot + p.out_coff + oc) * p.h + gy) * p.w + gx] = T(r);
 }
 
 @compute @workgroup_size(8, 4, 4)
@@ -126,7 +104,7 @@ fn winograd2x2(
             let ocq = oct * QUADS + q;
             var v = vec4<f32>(0.0);
             if (c0 + ci < p.cin && ocq * 4u < p.cout) {
-                v = vec4<f32>(u[(ocq * p.cin + c0 + ci) * 16u + t]);
+                v = vec4<f32>(wt[(ocq * p.cin + c0 + ci) * 16u + t]);
             }
             us[i] = v;
         }
@@ -158,9 +136,9 @@ fn winograd2x2(
         if (oc >= p.cout) {
             break;
         }
-        store(n, oc, gy, gx, y00[j]);
-        store(n, oc, gy, gx + 1u, y01[j]);
-        store(n, oc, gy + 1u, gx, y10[j]);
-        store(n, oc, gy + 1u, gx + 1u, y11[j]);
+        store_inside(n, oc, gy, gx, y00[j]);
+        store_inside(n, oc, gy, gx + 1u, y01[j]);
+        store_inside(n, oc, gy + 1u, gx, y10[j]);
+        store_inside(n, oc, gy + 1u, gx + 1u, y11[j]);
     }
 }

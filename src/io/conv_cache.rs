@@ -120,8 +120,9 @@ mod tests {
         let env = |vars: &'static [(&'static str, &'static str)]| {
             move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
-        let all = [("PSI_GPU_CACHE_DIR", "/a"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
-        assert_eq!(cache_dir(env(&all)), Some(PathBuf::from("/a")));
+        const ALL: &[(&str, &str)] = &[("PSI_GPU_CACHE_DIR", "/a"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
+        let all = ALL;
+        assert_eq!(cache_dir(env(all)), Some(PathBuf::from("/a")));
         assert_eq!(cache_dir(env(&all[1..])), Some(PathBuf::from("/x/psi-gpu")));
         assert_eq!(cache_dir(env(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])), Some(PathBuf::from("/h/.cache/psi-gpu")));
         assert_eq!(cache_dir(env(&[])), None);

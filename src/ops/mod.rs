@@ -81,7 +81,12 @@ pub fn programs() -> [Program; 13] {
         program!(chebykan::SHADER, ChebyParams),
         program!(classical::SHADER, ClassicalParams),
         program!(conv::SHADER, ConvParams),
-        program!(winograd::SHADER, WinogradParams),
+        // The Winograd kernel shares the convolutions' parameter block (lib/conv_io.wgsl).
+        Program {
+            shader: &winograd::SHADER,
+            params: "ConvParams",
+            params_size: std::mem::size_of::<conv::ConvParams>(),
+        },
         program!(convert::SHADER, ConvertParams),
         program!(gather::SHADER, GatherParams),
         program!(loss::SHADER, LossParams),

@@ -21,7 +21,7 @@ use crate::gpu::{
     Binding, ChannelView, Dispatch, Gpu, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
 };
 
-pub static SHADER: Shader = wgsl!("conv": "lib/grid.wgsl", "lib/reduce.wgsl", "conv.wgsl");
+pub static SHADER: Shader = wgsl!("conv": "lib/grid.wgsl", "lib/reduce.wgsl", "lib/conv_io.wgsl", "conv.wgsl");
 
 /// Output block of one `conv3x3` workgroup: columns, rows, output channels.
 const TILE: [usize; 3] = [32, 8, 16];

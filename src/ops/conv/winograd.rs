@@ -8,30 +8,14 @@
 //! and then stored in the storage precision; the input and output transforms and the sums run in
 //! f32 on the GPU. The CPU version of the algorithm is [`reference`].
 
+use super::ConvParams;
 use crate::error::{Error, Result};
 use crate::gpu::{ChannelView, Dispatch, Gpu, Precision, Shader, encode, storage};
 
-pub static SHADER: Shader = wgsl!("conv_winograd": "conv_winograd.wgsl");
+pub static SHADER: Shader = wgsl!("conv_winograd": "lib/conv_io.wgsl", "conv_winograd.wgsl");
 
 /// Output tiles (2 x 2 pixels) of one workgroup along x and y, and its output channels.
 const TILES: [usize; 3] = [8, 4, 16];
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct WinogradParams {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    in_ctot: u32,
-    in_coff: u32,
-    out_ctot: u32,
-    out_coff: u32,
-    relu: u32,
-    oc_tiles: u32,
-    tiles_x: u32,
-}
 
 /// A 3x3 convolution's weights in the Winograd domain on the GPU, with its epilogue.
 pub struct WinogradWeights {
@@ -85,20 +69,7 @@ pub fn conv_winograd(gpu: &Gpu, w: &WinogradWeights, input: ChannelView, output:
     let c = super::view_params(w.precision, [w.cin, w.cout], &input, &output, "winograd convolution")?;
     let (tiles_x, tiles_y) = ((c.w as usize).div_ceil(2), (c.h as usize).div_ceil(2));
     let oc_tiles = w.cout.div_ceil(TILES[2]);
-    let p = WinogradParams {
-        n: c.n,
-        cin: c.cin,
-        h: c.h,
-        w: c.w,
-        cout: c.cout,
-        in_ctot: c.in_ctot,
-        in_coff: c.in_coff,
-        out_ctot: c.out_ctot,
-        out_coff: c.out_coff,
-        relu: w.relu as u32,
-        oc_tiles: oc_tiles as u32,
-        tiles_x: tiles_x as u32,
-    };
+    let p = ConvParams { relu: w.relu as u32, oc_tiles: oc_tiles as u32, affine: 1, ..c };
     let groups = [tiles_x.div_ceil(TILES[0]) as u32, tiles_y.div_ceil(TILES[1]) as u32, (input.n() * oc_tiles) as u32];
     let bufs = [(1, &input.tensor.buffer), (2, &w.u), (3, &w.ss), (4, &output.tensor.buffer)];
     Dispatch::new(gpu, &SHADER.kernel("winograd2x2"), w.precision, &p, &bufs, groups)
