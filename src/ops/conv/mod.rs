@@ -1,5 +1,6 @@
 //! 3x3 (padding 1) and 1x1 convolutions with a fused scale/shift/ReLU epilogue (`shaders/conv.wgsl`),
-//! and their backward passes for training.
+//! and their backward passes for training. The Winograd forward of the 3x3 one is [`winograd`],
+//! the choice between the two per layer [`select`].
 //!
 //! Training uses the plain convolution `y = conv(x, W) + b` (BatchNorm and ReLU are separate ops):
 //! the weights live as f32 master weights `[cout, cin, k, k]` in a GPU buffer (or a range of one)
