@@ -401,11 +401,15 @@ fn spread(a: u32, nl: u32, m: i32) -> vec2<f32> {
     var sw = 0.0;
     var swd = 0.0;
     var swdd = 0.0;
-    // Every laser: a dropped one weighs 0, the anchor's own d is 0 (r_aa = 1); no branch.
+    // Every laser's weight; the anchor's own d is 0 (r_aa = 1) and a dropped laser weighs 0, so
+    // neither adds to the sums of w·d and w·d² (their fringe is not computed).
     for (var l = 0u; l < nl; l++) {
-        let d = -(laser_const(l, 0u) + laser_const(l, 1u)) * fringe(a, l, m, fa, phi[l]).y;
         let w = wgt[l];
         sw += w;
+        if (l == a || w == 0.0) {
+            continue;
+        }
+        let d = -(laser_const(l, 0u) + laser_const(l, 1u)) * fringe(a, l, m, fa, phi[l]).y;
         swd += w * d;
         swdd += w * d * d;
     }

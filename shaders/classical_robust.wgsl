@@ -37,7 +37,9 @@ const SIDE: u32 = 5u;
 const HOOD: u32 = 25u;
 const ABSENT: f32 = 3.4e38;
 
-var<private> nbr: array<f32, 25>;
+// A neighbourhood's values, one per slot: a function-local array that only the code that
+// gathers and sorts them declares.
+alias Hood = array<f32, 25>;
 
 fn state_stride() -> u32 {
     return 2u * p.lasers + 9u;
@@ -123,14 +125,15 @@ fn robust_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     // pass rewrites them.
     let y = i32(i / p.w);
     let x = i32(i % p.w);
+    var hood: Hood;
     var k = 0u;
     for (var s = 0u; s < HOOD; s++) {
         let q = hood_pixel(y, x, s);
-        nbr[s] = ABSENT;
+        hood[s] = ABSENT;
         if (q >= 0) {
             let v = state[slot(z, 2u * nl + 8u, u32(q))];
             if (v >= 0.0) {
-                nbr[s] = v;
+                hood[s] = v;
                 k += 1u;
             }
         }
@@ -138,7 +141,7 @@ fn robust_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (k == 0u) {
         return;
     }
-    let sigma2 = lower_median(k) / p.noise_median;
+    let sigma2 = lower_median(&hood, k) / p.noise_median;
     if (sigma2 <= 0.0) {
         return;
     }
@@ -154,15 +157,15 @@ fn robust_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         var j = 0u;
         for (var s = 0u; s < HOOD; s++) {
             let q = hood_pixel(y, x, s);
-            nbr[s] = ABSENT;
+            hood[s] = ABSENT;
             if (q >= 0) {
                 if (state[slot(z, 2u * nl + 8u, u32(q))] >= 0.0) {
-                    nbr[s] = modulation_excess(z, u32(q), nl, sigma2, p.noise_z);
+                    hood[s] = modulation_excess(z, u32(q), nl, sigma2, p.noise_z);
                     j += 1u;
                 }
             }
         }
-        drop = lower_median(j) < 0.0;
+        drop = lower_median(&hood, j) < 0.0;
     }
     if (drop) {
         state[slot(z, 2u * nl + 4u, i)] = f32(LOW);
@@ -185,55 +188,55 @@ fn modulation_excess(z: u32, q: u32, nl: u32, sigma2: f32, quantile: f32) -> f32
     return modulation / (2.0 * sigma2) - chi2_quantile(f32(2u * used), quantile);
 }
 
-// Compare-exchange slots i < j of `nbr` (constant arguments: the array stays in registers).
-fn cs(i: u32, j: u32) {
-    let a = nbr[i];
-    let b = nbr[j];
-    nbr[i] = min(a, b);
-    nbr[j] = max(a, b);
+// Compare-exchange slots i < j of `v` (constant arguments: the array stays in registers).
+fn cs(v: ptr<function, Hood>, i: u32, j: u32) {
+    let a = (*v)[i];
+    let b = (*v)[j];
+    (*v)[i] = min(a, b);
+    (*v)[j] = max(a, b);
 }
 
-// The lower median (sorted element ⌊(k−1)/2⌋) of the k values of `nbr` below ABSENT: Batcher's
+// The lower median (sorted element ⌊(k−1)/2⌋) of the k values of `v` below ABSENT: Batcher's
 // odd-even merge sorting network for 32 slots, less the comparators that touch slots 25..31
 // (ABSENT there would never move), 140 compare-exchanges and no branch.
-fn lower_median(k: u32) -> f32 {
-    cs(0u, 1u); cs(2u, 3u); cs(0u, 2u); cs(1u, 3u); cs(1u, 2u); cs(4u, 5u); cs(6u, 7u); cs(4u, 6u);
-    cs(5u, 7u); cs(5u, 6u); cs(0u, 4u); cs(2u, 6u); cs(2u, 4u); cs(1u, 5u); cs(3u, 7u); cs(3u, 5u);
-    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(8u, 9u); cs(10u, 11u); cs(8u, 10u); cs(9u, 11u); cs(9u, 10u);
-    cs(12u, 13u); cs(14u, 15u); cs(12u, 14u); cs(13u, 15u); cs(13u, 14u); cs(8u, 12u); cs(10u, 14u); cs(10u, 12u);
-    cs(9u, 13u); cs(11u, 15u); cs(11u, 13u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(0u, 8u); cs(4u, 12u);
-    cs(4u, 8u); cs(2u, 10u); cs(6u, 14u); cs(6u, 10u); cs(2u, 4u); cs(6u, 8u); cs(10u, 12u); cs(1u, 9u);
-    cs(5u, 13u); cs(5u, 9u); cs(3u, 11u); cs(7u, 15u); cs(7u, 11u); cs(3u, 5u); cs(7u, 9u); cs(11u, 13u);
-    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(7u, 8u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(16u, 17u);
-    cs(18u, 19u); cs(16u, 18u); cs(17u, 19u); cs(17u, 18u); cs(20u, 21u); cs(22u, 23u); cs(20u, 22u); cs(21u, 23u);
-    cs(21u, 22u); cs(16u, 20u); cs(18u, 22u); cs(18u, 20u); cs(17u, 21u); cs(19u, 23u); cs(19u, 21u); cs(17u, 18u);
-    cs(19u, 20u); cs(21u, 22u); cs(16u, 24u); cs(20u, 24u); cs(18u, 20u); cs(22u, 24u); cs(19u, 21u); cs(17u, 18u);
-    cs(19u, 20u); cs(21u, 22u); cs(23u, 24u); cs(0u, 16u); cs(8u, 24u); cs(8u, 16u); cs(4u, 20u); cs(12u, 20u);
-    cs(4u, 8u); cs(12u, 16u); cs(20u, 24u); cs(2u, 18u); cs(10u, 18u); cs(6u, 22u); cs(14u, 22u); cs(6u, 10u);
-    cs(14u, 18u); cs(2u, 4u); cs(6u, 8u); cs(10u, 12u); cs(14u, 16u); cs(18u, 20u); cs(22u, 24u); cs(1u, 17u);
-    cs(9u, 17u); cs(5u, 21u); cs(13u, 21u); cs(5u, 9u); cs(13u, 17u); cs(3u, 19u); cs(11u, 19u); cs(7u, 23u);
-    cs(15u, 23u); cs(7u, 11u); cs(15u, 19u); cs(3u, 5u); cs(7u, 9u); cs(11u, 13u); cs(15u, 17u); cs(19u, 21u);
-    cs(1u, 2u); cs(3u, 4u); cs(5u, 6u); cs(7u, 8u); cs(9u, 10u); cs(11u, 12u); cs(13u, 14u); cs(15u, 16u);
-    cs(17u, 18u); cs(19u, 20u); cs(21u, 22u); cs(23u, 24u);
+fn lower_median(v: ptr<function, Hood>, k: u32) -> f32 {
+    cs(v, 0u, 1u); cs(v, 2u, 3u); cs(v, 0u, 2u); cs(v, 1u, 3u); cs(v, 1u, 2u); cs(v, 4u, 5u); cs(v, 6u, 7u); cs(v, 4u, 6u);
+    cs(v, 5u, 7u); cs(v, 5u, 6u); cs(v, 0u, 4u); cs(v, 2u, 6u); cs(v, 2u, 4u); cs(v, 1u, 5u); cs(v, 3u, 7u); cs(v, 3u, 5u);
+    cs(v, 1u, 2u); cs(v, 3u, 4u); cs(v, 5u, 6u); cs(v, 8u, 9u); cs(v, 10u, 11u); cs(v, 8u, 10u); cs(v, 9u, 11u); cs(v, 9u, 10u);
+    cs(v, 12u, 13u); cs(v, 14u, 15u); cs(v, 12u, 14u); cs(v, 13u, 15u); cs(v, 13u, 14u); cs(v, 8u, 12u); cs(v, 10u, 14u); cs(v, 10u, 12u);
+    cs(v, 9u, 13u); cs(v, 11u, 15u); cs(v, 11u, 13u); cs(v, 9u, 10u); cs(v, 11u, 12u); cs(v, 13u, 14u); cs(v, 0u, 8u); cs(v, 4u, 12u);
+    cs(v, 4u, 8u); cs(v, 2u, 10u); cs(v, 6u, 14u); cs(v, 6u, 10u); cs(v, 2u, 4u); cs(v, 6u, 8u); cs(v, 10u, 12u); cs(v, 1u, 9u);
+    cs(v, 5u, 13u); cs(v, 5u, 9u); cs(v, 3u, 11u); cs(v, 7u, 15u); cs(v, 7u, 11u); cs(v, 3u, 5u); cs(v, 7u, 9u); cs(v, 11u, 13u);
+    cs(v, 1u, 2u); cs(v, 3u, 4u); cs(v, 5u, 6u); cs(v, 7u, 8u); cs(v, 9u, 10u); cs(v, 11u, 12u); cs(v, 13u, 14u); cs(v, 16u, 17u);
+    cs(v, 18u, 19u); cs(v, 16u, 18u); cs(v, 17u, 19u); cs(v, 17u, 18u); cs(v, 20u, 21u); cs(v, 22u, 23u); cs(v, 20u, 22u); cs(v, 21u, 23u);
+    cs(v, 21u, 22u); cs(v, 16u, 20u); cs(v, 18u, 22u); cs(v, 18u, 20u); cs(v, 17u, 21u); cs(v, 19u, 23u); cs(v, 19u, 21u); cs(v, 17u, 18u);
+    cs(v, 19u, 20u); cs(v, 21u, 22u); cs(v, 16u, 24u); cs(v, 20u, 24u); cs(v, 18u, 20u); cs(v, 22u, 24u); cs(v, 19u, 21u); cs(v, 17u, 18u);
+    cs(v, 19u, 20u); cs(v, 21u, 22u); cs(v, 23u, 24u); cs(v, 0u, 16u); cs(v, 8u, 24u); cs(v, 8u, 16u); cs(v, 4u, 20u); cs(v, 12u, 20u);
+    cs(v, 4u, 8u); cs(v, 12u, 16u); cs(v, 20u, 24u); cs(v, 2u, 18u); cs(v, 10u, 18u); cs(v, 6u, 22u); cs(v, 14u, 22u); cs(v, 6u, 10u);
+    cs(v, 14u, 18u); cs(v, 2u, 4u); cs(v, 6u, 8u); cs(v, 10u, 12u); cs(v, 14u, 16u); cs(v, 18u, 20u); cs(v, 22u, 24u); cs(v, 1u, 17u);
+    cs(v, 9u, 17u); cs(v, 5u, 21u); cs(v, 13u, 21u); cs(v, 5u, 9u); cs(v, 13u, 17u); cs(v, 3u, 19u); cs(v, 11u, 19u); cs(v, 7u, 23u);
+    cs(v, 15u, 23u); cs(v, 7u, 11u); cs(v, 15u, 19u); cs(v, 3u, 5u); cs(v, 7u, 9u); cs(v, 11u, 13u); cs(v, 15u, 17u); cs(v, 19u, 21u);
+    cs(v, 1u, 2u); cs(v, 3u, 4u); cs(v, 5u, 6u); cs(v, 7u, 8u); cs(v, 9u, 10u); cs(v, 11u, 12u); cs(v, 13u, 14u); cs(v, 15u, 16u);
+    cs(v, 17u, 18u); cs(v, 19u, 20u); cs(v, 21u, 22u); cs(v, 23u, 24u);
     let want = (max(k, 1u) - 1u) / 2u;
     var out = 0.0;
     for (var s = 0u; s < HOOD; s++) {
-        out = select(out, nbr[s], s == want);
+        out = select(out, (*v)[s], s == want);
     }
     return out;
 }
 
-// Fill `nbr` with slot j of the state of the valid pixels (reason OK) of the neighbourhood of
+// Fill `v` with slot j of the state of the valid pixels (reason OK) of the neighbourhood of
 // (y, x) inside the frame, itself included, ABSENT elsewhere; how many were valid.
-fn gather_state(z: u32, y: i32, x: i32, j: u32) -> u32 {
+fn gather_state(v: ptr<function, Hood>, z: u32, y: i32, x: i32, j: u32) -> u32 {
     let nl = min(p.lasers, MAX_LASERS);
     var k = 0u;
     for (var s = 0u; s < HOOD; s++) {
         let q = hood_pixel(y, x, s);
-        nbr[s] = ABSENT;
+        (*v)[s] = ABSENT;
         if (q >= 0) {
             if (u32(state[slot(z, 2u * nl + 4u, u32(q))]) == OK) {
-                nbr[s] = state[slot(z, j, u32(q))];
+                (*v)[s] = state[slot(z, j, u32(q))];
                 k += 1u;
             }
         }
@@ -241,17 +244,17 @@ fn gather_state(z: u32, y: i32, x: i32, j: u32) -> u32 {
     return k;
 }
 
-// Fill `nbr` with the finite heights of `prev` in the neighbourhood of (y, x) inside the frame,
+// Fill `v` with the finite heights of `prev` in the neighbourhood of (y, x) inside the frame,
 // itself left out, ABSENT elsewhere; how many there were.
-fn gather_heights(z: u32, y: i32, x: i32) -> u32 {
+fn gather_heights(v: ptr<function, Hood>, z: u32, y: i32, x: i32) -> u32 {
     var k = 0u;
     for (var s = 0u; s < HOOD; s++) {
         let q = hood_pixel(y, x, s);
-        nbr[s] = ABSENT;
+        (*v)[s] = ABSENT;
         if (q >= 0 && s != HOOD / 2u) {
-            let v = prev[z * p.h * p.w + u32(q)];
-            if (is_finite(v)) {
-                nbr[s] = v;
+            let value = prev[z * p.h * p.w + u32(q)];
+            if (is_finite(value)) {
+                (*v)[s] = value;
                 k += 1u;
             }
         }
@@ -271,7 +274,8 @@ fn prior_height(z: u32, i: u32) -> f32 {
     // found by the first pass and kept in the pixel's state for the others.
     var t = state[slot(z, 2u * nl + 6u, i)];
     if ((p.flags & FIRST_PASS) != 0u) {
-        t = p.decisive * lower_median(gather_state(z, y, x, 2u * nl + 2u));
+        var costs: Hood;
+        t = p.decisive * lower_median(&costs, gather_state(&costs, z, y, x, 2u * nl + 2u));
         state[slot(z, 2u * nl + 6u, i)] = t;
     }
     let cost = state[slot(z, 2u * nl + 2u, i)];
@@ -288,11 +292,12 @@ fn prior_height(z: u32, i: u32) -> f32 {
     }
     let a = u32(state[slot(z, 2u * nl, i)]);
     // The lower median of the neighbours' finite heights, itself left out.
-    let k = gather_heights(z, y, x);
+    var heights: Hood;
+    let k = gather_heights(&heights, z, y, x);
     if (k == 0u) {
         return nan();
     }
-    let median = lower_median(k);
+    let median = lower_median(&heights, k);
     let u = median / (laser_const(a, 0u) + laser_const(a, 1u));
     let fa = phi[a];
     let lo = max(i32(ceil(u - ROBUST_REACH - fa)), i32(ceil(laser_const(a, 2u) - fa)));

@@ -1,9 +1,10 @@
 //! `psi-gpu infer`: a bucket frame in, a height map (or the model's output channels) out.
 //!
 //! read bands → tiles → model → blend → write rows (see `tiling::stream`). The model is the
-//! U-Net when weights are given, else the classical multi-wavelength solver. [`infer`] is the
-//! engine (benchmarks and the demo call it); [`run`] is the command: infer, then the optional
-//! preview PNG and statistics JSON.
+//! U-Net when weights are given — the residual model (robust classical + bounded U-Net
+//! correction) when their metadata says `psi_gpu_model = residual` — else the classical
+//! multi-wavelength solver. [`infer`] is the engine (benchmarks and the demo call it); [`run`] is
+//! the command: infer, then the optional preview PNG and statistics JSON.
 //!
 //! The classical solver learns the frame's raw type here: its clip levels (0 and the type's
 //! maximum for u8/u16, `--saturation` otherwise) and modulation floor are in raw counts, which
@@ -25,6 +26,7 @@ use crate::io::weights::Weights;
 use crate::io::x3p::{X3pMeta, file_date};
 use crate::nn::Model;
 use crate::nn::classical::Classical;
+use crate::nn::residual::{Residual, is_residual};
 use crate::nn::unet::UNet;
 use crate::ops::classical::{ClassicalConfig, Levels, MinModulation};
 use crate::ops::conv::select::Conv;
@@ -128,9 +130,20 @@ pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result
 /// says, [`Tuner::from_env`](crate::ops::conv::select::Tuner::from_env)).
 pub fn load_unet_with(gpu: &Gpu, path: &Path, precision: Option<Precision>, conv: Conv) -> Result<Model> {
     let weights = Weights::load(path)?;
-    UNet::config(&weights)?;
+    if is_residual(&weights) {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            message: "a residual model (robust classical + U-Net correction), not a plain U-Net: run it with infer"
+                .into(),
+        });
+    }
+    unet_model(gpu, &weights, precision, conv)
+}
+
+fn unet_model(gpu: &Gpu, weights: &Weights, precision: Option<Precision>, conv: Conv) -> Result<Model> {
+    UNet::config(weights)?;
     let precision = gpu.resolve_precision(precision)?;
-    Ok(Model::UNet(UNet::with_conv(gpu, &weights, precision, conv, None)?))
+    Ok(Model::UNet(UNet::with_conv(gpu, weights, precision, conv, None)?))
 }
 
 /// What the classical solver is made from besides the frame's raw type: its configuration, the
@@ -156,25 +169,46 @@ pub fn classical_model(gpu: &Gpu, ty: HostType, o: &ClassicalOptions) -> Result<
     Ok(Model::Classical(Classical::new(gpu, config)?))
 }
 
+/// The residual model of `weights` for frames of raw type `ty`: its classical part from `o`
+/// (made robust; levels from the type and the input scale, which the weights' `input_scale`
+/// gives unless `o` does), its U-Net in `precision` (`None`: f16 where the device has it).
+pub fn residual_model(
+    gpu: &Gpu,
+    weights: &Weights,
+    ty: HostType,
+    precision: Option<Precision>,
+    o: &ClassicalOptions,
+) -> Result<Model> {
+    let scale = input_scale(o.input_scale, weights.metadata_f32("input_scale")?, ty);
+    let mut config = o.config.clone();
+    config.levels = Levels::for_input(ty, scale, o.min_modulation, o.saturation)?;
+    let precision = gpu.resolve_precision(precision)?;
+    Ok(Model::Residual(Residual::new(gpu, weights, precision, config)?))
+}
+
 /// Load the model the options ask for (the classical solver's levels from the input's type).
 pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
+    let o = ClassicalOptions {
+        config: opts.classical.clone(),
+        input_scale: opts.input_scale,
+        min_modulation: opts.min_modulation,
+        saturation: opts.saturation,
+        quality: opts.quality.is_some(),
+        reason: opts.mask.is_some(),
+    };
     match &opts.weights {
         Some(_) if opts.mask.is_some() => {
             Err(Error::Invalid("--mask is the classical solver's; it cannot be used with --weights".into()))
         }
-        Some(path) => load_unet_with(gpu, path, opts.precision, opts.conv),
-        None => {
+        Some(path) => {
+            let weights = Weights::load(path)?;
+            if !is_residual(&weights) {
+                return unet_model(gpu, &weights, opts.precision, opts.conv);
+            }
             let ty = FrameSource::open(&opts.input)?.ty();
-            let o = ClassicalOptions {
-                config: opts.classical.clone(),
-                input_scale: opts.input_scale,
-                min_modulation: opts.min_modulation,
-                saturation: opts.saturation,
-                quality: opts.quality.is_some(),
-                reason: opts.mask.is_some(),
-            };
-            classical_model(gpu, ty, &o)
+            residual_model(gpu, &weights, ty, opts.precision, &o)
         }
+        None => classical_model(gpu, FrameSource::open(&opts.input)?.ty(), &o),
     }
 }
 

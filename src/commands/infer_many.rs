@@ -1,7 +1,7 @@
 //! `psi-gpu infer A.npy B.tif … -o OUTDIR` and `psi-gpu infer DIR -o OUTDIR`: many frames in one
 //! process. The device, its compiled pipelines and the model are made once — the classical
-//! solver once per input type, since its clip levels and modulation floor come from the frame's
-//! raw type — and the frames run one after another through the same tile stream as a single
+//! solver and the residual model once per input type, since their clip levels and modulation
+//! floor come from the frame's raw type — and the frames run one after another through the same tile stream as a single
 //! `infer`. Outputs are named after the inputs: `OUTDIR/<stem>.height.npy`, and with `--quality
 //! Q`, `--mask M`, `--preview P` naming folders, `Q/<stem>.quality.npy`, `M/<stem>.mask.npy`,
 //! `P/<stem>.png`. `--format tiff` writes `.tif` maps and `--format x3p` `.x3p` height maps
@@ -258,7 +258,13 @@ fn work(
 ) -> Result<()> {
     let mut models: HashMap<Option<HostType>, Model> = HashMap::new();
     if opts.infer.weights.is_some() {
-        models.insert(None, load_model(gpu, &frame_options(opts, &frames[0]))?);
+        let o = frame_options(opts, &frames[0]);
+        let model = load_model(gpu, &o)?;
+        let key = match model {
+            Model::UNet(_) => None,
+            _ => Some(FrameSource::open(&o.input)?.ty()),
+        };
+        models.insert(key, model);
     }
     for k in mine {
         crate::error::interrupt::check()?;
@@ -289,9 +295,10 @@ fn one_frame(
     preview_dir: Option<&Path>,
     on_tiles: impl FnMut(usize, usize),
 ) -> Result<FrameReport> {
-    let key = match o.weights {
-        Some(_) => None,
-        None => Some(FrameSource::open(&o.input)?.ty()),
+    // A plain U-Net is the same model for every frame type (cached under None).
+    let key = match models.get(&None) {
+        Some(Model::UNet(_)) => None,
+        _ => Some(FrameSource::open(&o.input)?.ty()),
     };
     let model = match models.entry(key) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),

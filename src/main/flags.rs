@@ -174,8 +174,9 @@ pub struct InferArgs {
     /// Lateral pixel pitch in µm, written into .x3p outputs [default: 1].
     #[arg(long)]
     pixel_size: Option<f64>,
-    /// U-Net weights (safetensors with PyTorch state_dict names); without them the classical
-    /// multi-wavelength solver runs.
+    /// U-Net weights (safetensors with PyTorch state_dict names; metadata psi_gpu_model =
+    /// residual: the robust classical height plus the U-Net's bounded correction); without them
+    /// the classical multi-wavelength solver runs.
     #[arg(long)]
     weights: Option<PathBuf>,
     #[command(flatten)]
@@ -207,11 +208,12 @@ pub struct InferArgs {
     /// Classical solver: also write the fringe-contrast (quality) map here.
     #[arg(long)]
     quality: Option<PathBuf>,
-    /// Classical solver: how fringe orders are decided: per-pixel (residuals against the first
-    /// laser), weighted (noise-weighted spread of all lasers' heights over exactly
-    /// --height-range; the height is their inverse-variance mean) or robust (weighted, plus a
-    /// spatial prior where a pixel's own cost does not decide its order).
-    #[arg(long, default_value = "per-pixel")]
+    /// Classical solver: how fringe orders are decided: robust (the weighted likelihood plus a
+    /// spatial prior where a pixel's own cost does not decide its order, and a noise floor;
+    /// NaN where neither decides), weighted (noise-weighted spread of all lasers' heights over
+    /// exactly --height-range; the height is their inverse-variance mean) or per-pixel
+    /// (residuals against the first laser; the fastest, no neighbourhood).
+    #[arg(long, default_value = "robust")]
     unwrap: Unwrap,
     /// Classical solver: phase steps in degrees: nominal (360·k/N), one list for every laser
     /// (0,90,180,270) or one per laser separated by ';' (0,90,180,270;0,91,179,272).
@@ -478,7 +480,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "direct")]
     conv: Conv,
     /// Classical solver: how fringe orders are decided (as infer's --unwrap).
-    #[arg(long, default_value = "per-pixel")]
+    #[arg(long, default_value = "robust")]
     unwrap: Unwrap,
     /// Classical solver: skip the fringe-order candidates that cannot win (`pruned`, as infer
     /// does) or score every one (`exhaustive`, to compare).

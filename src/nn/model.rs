@@ -1,10 +1,12 @@
-//! The models `infer` can run: the seed U-Net (weights) or the classical solver (no weights).
+//! The models `infer` can run: the seed U-Net or the residual model (weights), or the classical
+//! solver (no weights).
 
 use crate::error::Result;
 use crate::gpu::Plan;
 use crate::gpu::Tensor;
 use crate::gpu::{Gpu, Precision};
 use crate::nn::classical::Classical;
+use crate::nn::residual::Residual;
 use crate::nn::unet::UNet;
 use crate::ops::classical::{Search, Unwrap};
 use crate::ops::conv::select::Conv;
@@ -16,7 +18,8 @@ use crate::ops::conv::{ConvWeights, conv};
 pub enum Reach {
     /// The output at a pixel depends only on input within `halo` pixels (the classical solver:
     /// 0 per pixel): tiles overlapping by `2 · halo`, each giving its core, equal the whole frame
-    /// bit for bit.
+    /// bit for bit. The residual model's halo covers its classical part exactly and gives its
+    /// bounded correction 64 pixels of context (see [`crate::nn::residual`]).
     Local { halo: usize },
     /// A receptive field wider than any practical tile overlap (the U-Net's: four poolings of
     /// 3 x 3 convolutions): tiles overlap by `overlap` unless told otherwise, and their seams are
@@ -31,6 +34,7 @@ pub const UNET_OVERLAP: usize = 128;
 pub enum Model {
     UNet(UNet),
     Classical(Classical),
+    Residual(Residual),
     /// Returns its first input channel (a 1x1 convolution selecting it): the stitching check.
     FirstChannel(ConvWeights),
 }
@@ -64,6 +68,9 @@ impl Model {
                 }
                 format!("classical ({} lasers x {} buckets{unwrap})", c.config.lasers(), c.config.psi.buckets)
             }
+            Model::Residual(r) => {
+                format!("residual (robust classical + unet base {}, bound {} µm)", r.unet.config.base, r.bound)
+            }
             Model::FirstChannel(_) => "first channel".into(),
         }
     }
@@ -72,6 +79,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.config.n_channels,
             Model::Classical(c) => c.in_channels(),
+            Model::Residual(r) => r.in_channels(),
             Model::FirstChannel(w) => w.cin,
         }
     }
@@ -80,6 +88,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.config.n_classes,
             Model::Classical(c) => c.out_channels(),
+            Model::Residual(_) => 1,
             Model::FirstChannel(_) => 1,
         }
     }
@@ -89,6 +98,7 @@ impl Model {
         match self {
             Model::UNet(_) => Reach::Wide { overlap: UNET_OVERLAP },
             Model::Classical(c) => Reach::Local { halo: c.halo() },
+            Model::Residual(r) => Reach::Local { halo: r.halo() },
             // The stitching check: an identity model, blended as the U-Net is.
             Model::FirstChannel(_) => Reach::Wide { overlap: UNET_OVERLAP },
         }
@@ -99,6 +109,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.precision,
             Model::Classical(_) => Precision::F32,
+            Model::Residual(r) => r.unet.precision,
             Model::FirstChannel(w) => w.precision,
         }
     }
@@ -107,6 +118,7 @@ impl Model {
     pub fn input_scale(&self) -> Option<f32> {
         match self {
             Model::UNet(m) => m.input_scale,
+            Model::Residual(r) => r.unet.input_scale,
             Model::Classical(_) | Model::FirstChannel(_) => None,
         }
     }
@@ -115,6 +127,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.weight_bytes(),
             Model::Classical(_) => 0,
+            Model::Residual(r) => r.unet.weight_bytes(),
             Model::FirstChannel(w) => w.bytes(),
         }
     }
@@ -124,6 +137,7 @@ impl Model {
         match self {
             Model::UNet(m) => m.plan(gpu, n, h, w),
             Model::Classical(c) => c.plan(gpu, n, h, w),
+            Model::Residual(r) => r.plan(gpu, n, h, w),
             Model::FirstChannel(wt) => {
                 let input = Tensor::new(gpu, [n, wt.cin, h, w], wt.precision, "input")?;
                 let output = Tensor::new(gpu, [n, 1, h, w], wt.precision, "output")?;

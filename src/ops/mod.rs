@@ -43,6 +43,7 @@ pub mod convert;
 pub mod gather;
 pub mod loss;
 pub mod pool;
+pub mod residual;
 pub mod synth;
 pub mod upsample;
 
@@ -73,7 +74,7 @@ pub struct Program {
 }
 
 /// Every WGSL program the engine compiles.
-pub fn programs() -> [Program; 13] {
+pub fn programs() -> [Program; 14] {
     [
         program!(adam::SHADER, AdamParams),
         program!(batchnorm::SHADER, BnParams),
@@ -91,6 +92,7 @@ pub fn programs() -> [Program; 13] {
         program!(gather::SHADER, GatherParams),
         program!(loss::SHADER, LossParams),
         program!(pool::SHADER, PoolParams),
+        program!(residual::SHADER, ResidualParams),
         program!(synth::SHADER, GenParams),
         program!(upsample::SHADER, UpParams),
     ]

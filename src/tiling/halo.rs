@@ -4,7 +4,8 @@
 //! overlap by `2 · halo` (or more if asked), are cut at the middle of the overlap, and are
 //! `--tile` plus the overlap wide, so each gives a core of about `--tile` pixels and a frame
 //! that `--tile` divides runs in as many tiles as with no halo. Tiled then equals whole bit for
-//! bit; the per-pixel solver (halo 0) computes each pixel once. A wide model (the U-Net) gets
+//! bit; the per-pixel solver (halo 0) computes each pixel once. The residual model is cut the
+//! same way: its classical part is exact, its bounded correction gets the halo as context. A wide model (the U-Net) gets
 //! `--tile` tiles overlapping by its default unless told otherwise, and its seams are feathered.
 
 use crate::nn::Reach;

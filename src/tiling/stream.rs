@@ -327,33 +327,45 @@ pub fn stream(
     // The band of tile row i: in the block (whole-band mode) or here.
     let band_rows = |i: usize| g.ys[i]..g.ys[i] + g.th;
     let mut band = Vec::new();
-    if p.whole_band {
-        p.load_band(gpu, reader, band_rows(0), &mut clock.read)?;
-    } else {
-        band = clock.read(|| reader.read_rows(band_rows(0)))?;
-    }
-    let mut band_bytes = band.capacity();
-    for i in 0..g.ys.len() {
+    let mut band_bytes = 0;
+    // Read tile row i's band (the old one is dropped first: one band in memory; in whole-band
+    // mode its copy is queued after the batches already submitted).
+    let mut load = |p: &mut Pipeline, band: &mut Vec<u8>, clock: &mut Stages, i: usize| -> Result<()> {
+        drop(std::mem::take(band));
+        if p.whole_band {
+            p.load_band(gpu, reader, band_rows(i), &mut clock.read)
+        } else {
+            *band = clock.read(|| reader.read_rows(band_rows(i)))?;
+            band_bytes = band_bytes.max(band.capacity());
+            Ok(())
+        }
+    };
+    // Submit tile row i's batches.
+    let mut run_row = |p: &mut Pipeline, band: &[u8], i: usize| -> Result<()> {
         for j0 in (0..g.xs.len()).step_by(p.batch) {
             let j1 = (j0 + p.batch).min(g.xs.len());
             crate::error::interrupt::check()?;
-            p.run_batch(gpu, &band, w, i, j0, j1)?;
+            p.run_batch(gpu, band, w, i, j0, j1)?;
             done += j1 - j0;
             on_tiles(done, total);
         }
-        let rows = p.normalize_finished(gpu, i);
-        // Read the next band while the GPU works (the old one is dropped first: one band in
-        // memory; in whole-band mode its copy is queued after this row's batches).
-        if i + 1 < g.ys.len() {
-            drop(std::mem::take(&mut band));
-            if p.whole_band {
-                p.load_band(gpu, reader, band_rows(i + 1), &mut clock.read)?;
-            } else {
-                band = clock.read(|| reader.read_rows(band_rows(i + 1)))?;
-                band_bytes = band_bytes.max(band.capacity());
-            }
+        Ok(())
+    };
+    // A software pipeline over tile rows: row i + 1's band is read while the device computes
+    // row i, and row i + 1's batches are submitted before row i's rows are waited for and
+    // written, so the device computes while the host writes.
+    let rows_count = g.ys.len();
+    load(&mut p, &mut band, &mut clock, 0)?;
+    run_row(&mut p, &band, 0)?;
+    let mut rows = p.normalize_finished(gpu, 0);
+    if rows_count > 1 {
+        load(&mut p, &mut band, &mut clock, 1)?;
+    }
+    for i in 0..rows_count {
+        if i + 1 < rows_count {
+            run_row(&mut p, &band, i + 1)?;
         }
-        // Wait for the rows and hand them over from the download buffer (the time spent in
+        // Wait for row i's rows and hand them over from the download buffer (the time spent in
         // `on_rows` is the caller's).
         let (t, mut wrote) = (Instant::now(), 0.0);
         p.download.f32(gpu, &p.blender.rows_out.buffer, out_c * rows.len() * w, |data| {
@@ -361,6 +373,12 @@ pub fn stream(
         })?;
         clock.device += t.elapsed().as_secs_f64() - wrote;
         clock.write += wrote;
+        if i + 1 < rows_count {
+            rows = p.normalize_finished(gpu, i + 1);
+            if i + 2 < rows_count {
+                load(&mut p, &mut band, &mut clock, i + 2)?;
+            }
+        }
     }
     Ok(StreamStats {
         tiles: total,

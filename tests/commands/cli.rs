@@ -551,7 +551,7 @@ fn infer_raises_an_overlap_below_the_models_halo() {
     };
     let robust = run(&["--unwrap", "robust", "--tile", "64", "--overlap", "4"]);
     assert!(robust.contains("overlap 16") && robust.contains("overlap raised from 4 to 16 pixels"), "{robust}");
-    let per_pixel = run(&["--tile", "64"]);
+    let per_pixel = run(&["--tile", "64", "--unwrap", "per-pixel"]);
     assert!(per_pixel.contains("4 tiles of 64x64, overlap 0") && !per_pixel.contains("raised"), "{per_pixel}");
 }
 

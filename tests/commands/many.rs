@@ -50,6 +50,33 @@ fn a_folder_of_frames_gives_the_bytes_of_one_call_per_frame() {
     }
 }
 
+/// The residual model's levels come from each frame's raw type, as its classical solver's do: over
+/// a u8 and a u16 frame of low contrast (whose B clears the u16 floor of 3 counts, not the u8
+/// one's 3/255 of full scale) a many-frame run gives the bytes of one call per frame.
+#[test]
+fn a_residual_model_is_made_per_input_type() {
+    let d = TempPath::dir("many-residual");
+    std::fs::create_dir(d.join("in")).unwrap();
+    let low = ["--low-contrast", "0,0,20,56:0.02"];
+    for (name, dtype, extra) in [("a", "u8", &[][..]), ("b", "u16", &low[..])] {
+        let out = format!("in/{name}.npy");
+        let o = run(&d, &[&["generate", &out, "--height", "40", "--width", "56", "--dtype", dtype], extra].concat());
+        assert!(o.status.success(), "{:?}", stderr(&o));
+    }
+    let weights = fixture_str("residual_b8.safetensors");
+    for name in ["a", "b"] {
+        let (input, out) = (format!("in/{name}.npy"), format!("{name}.h.npy"));
+        let o = run(&d, &["infer", &input, "-o", &out, "--weights", weights, "--precision", "f32"]);
+        assert!(o.status.success(), "{:?}", stderr(&o));
+    }
+    let o = run(&d, &["infer", "in", "-o", "out", "--weights", weights, "--precision", "f32"]);
+    assert!(o.status.success(), "{:?}", stderr(&o));
+    for name in ["a", "b"] {
+        let read = |p: String| std::fs::read(d.join(p)).unwrap();
+        assert_eq!(read(format!("{name}.h.npy")), read(format!("out/{name}.height.npy")), "{name}: heights");
+    }
+}
+
 #[test]
 fn a_damaged_frame_is_skipped_and_the_others_written() {
     let d = TempPath::dir("many-bad");

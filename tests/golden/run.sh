@@ -18,12 +18,16 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 run() { "$BIN" "$@" > /dev/null 2>> "$OUT/stderr.log"; }
 
-# classical solver: tiled (batch 1), one tile, quality map, preview, another height range
+# classical solver, per pixel: tiled (batch 1), one tile, quality map, preview, another height range
 run infer $F/psi_frame_96x128.npy -o "$OUT/classical_tiled.npy" --tile 64 --overlap 16 --batch 1 \
-    --quality "$OUT/classical_quality.npy" --preview "$OUT/classical_preview.png"
-run infer $F/psi_frame_96x128.npy -o "$OUT/classical_whole.npy" --tile 0
+    --quality "$OUT/classical_quality.npy" --preview "$OUT/classical_preview.png" --unwrap per-pixel
+run infer $F/psi_frame_96x128.npy -o "$OUT/classical_whole.npy" --tile 0 --unwrap per-pixel
 run infer $F/psi_frame_96x128.npy -o "$OUT/classical_range.npy" --tile 48 --overlap 8 --batch 1 \
-    --height-range -20,30
+    --height-range -20,30 --unwrap per-pixel
+# the default (robust): tiled with the reason mask, one tile, weighted
+run infer $F/psi_frame_96x128.npy -o "$OUT/robust_tiled.npy" --tile 48 --batch 1 --mask "$OUT/robust_mask.npy"
+run infer $F/psi_frame_96x128.npy -o "$OUT/robust_whole.npy" --tile 0
+run infer $F/psi_frame_96x128.npy -o "$OUT/weighted_whole.npy" --tile 0 --unwrap weighted
 # U-Net with committed weights, f32 and f16, whole frame and tiled (batch 1)
 for p in ${PRECISIONS:-f32 f16}; do
     run infer $F/frame_64x64.npy --weights $F/unet_b8.safetensors --precision $p --tile 0 -o "$OUT/unet_b8_$p.npy"

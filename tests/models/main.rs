@@ -1,4 +1,5 @@
-//! Models against PyTorch and their references: the U-Net (inference and a training step), Scaled-cPIKAN, the PINN fit, the Helmholtz benchmark, and tiled streaming.
+//! Models against PyTorch and their references: the U-Net (inference and a training step), the
+//! residual model, Scaled-cPIKAN, the PINN fit, the Helmholtz benchmark, and tiled streaming.
 //! One test binary per group (one link, one GPU context per process).
 
 #[path = "../common/mod.rs"]
@@ -7,6 +8,7 @@ mod common;
 mod cpikan;
 mod helmholtz;
 mod pinn_fit;
+mod residual;
 mod tiling;
 mod train;
 mod unet;

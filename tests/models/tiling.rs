@@ -18,7 +18,7 @@ use psi_gpu::psi::surface::seed_heights;
 use psi_gpu::tiling::{StreamOptions, stream};
 
 /// A temporary `.npy` file holding `bytes` as a `ty` array of `shape`.
-fn temp_npy(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempPath {
+pub(crate) fn temp_npy(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempPath {
     let path = TempPath::new(&format!("{name}.npy"));
     let mut w = NpyWriter::new(&path.0, ty, shape).unwrap();
     w.write(bytes).unwrap();
@@ -28,7 +28,7 @@ fn temp_npy(name: &str, ty: HostType, shape: &[usize], bytes: &[u8]) -> TempPath
 
 /// Run `model` over `file` and return the `(out_c, H, W)` result assembled from the row bands:
 /// the same bytes whether the stream uploads each band whole or each batch's columns of it.
-fn run(
+pub(crate) fn run(
     gpu: &Gpu,
     model: &Model,
     file: &Path,
@@ -113,7 +113,7 @@ fn identity_model_stitches_exactly() {
     }
 }
 
-fn seed_frame(h: usize, w: usize, noise: f32) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn seed_frame(h: usize, w: usize, noise: f32) -> (Vec<f32>, Vec<f32>) {
     let truth = seed_heights(h, w);
     let cfg = synth::SynthConfig { noise, ..Default::default() };
     (truth.clone(), synth::buckets(&truth, h, w, &cfg))

@@ -19,5 +19,6 @@ mod gather;
 mod lbfgs;
 mod loss;
 mod pool;
+mod residual;
 mod shaders;
 mod upsample;

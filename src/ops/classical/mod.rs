@@ -14,7 +14,7 @@
 //!
 //! Then the fringe orders, searched exhaustively over one laser's (the *anchor*'s) candidate
 //! heights `h_m = λ_a/2·(m + f_a)` (`f` = phase in turns), two ways ([`Unwrap`]):
-//! - `per-pixel` (today's solver, the default): anchor = the first laser left; candidates over
+//! - `per-pixel` (the first solver; `--unwrap per-pixel`): anchor = the first laser left; candidates over
 //!   the height range plus about one fringe of margin (those outside win only when none inside
 //!   does); cost `Σ_{l≠a} (t_l − round t_l)²` with `t_l = 2h_m/λ_l − f_l` (turns²); height = the
 //!   mean of the lasers' heights at their own orders `round t_l`.
@@ -23,7 +23,7 @@
 //!   noise variance); candidates exactly inside the range; each laser's height `h_l` at its own
 //!   order; cost = `Σ_l w_l (h_l − h̄)²` around the inverse-variance mean `h̄` (µm²·counts²:
 //!   `8π²·cost/σ²` is a χ² of L − 1 degrees of freedom for camera noise σ); height = `h̄`.
-//! - `robust`: the weighted likelihood, then a spatial prior over a few passes that moves a
+//! - `robust` (the default): the weighted likelihood, then a spatial prior over a few passes that moves a
 //!   pixel to the candidate nearest its neighbours' median height unless its own best beats
 //!   that candidate by more than a χ² margin; NaN where neither decides ([`robust`](mod@robust)
 //!   states the rule; [`robust_passes`] records its dispatches).
@@ -67,13 +67,15 @@ pub const LASER_STRIDE: usize = 8;
 /// How the fringe orders are decided (`--unwrap`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Unwrap {
-    /// Residuals against the first laser, over the range plus a fringe of margin (today's).
-    #[default]
+    /// Residuals against the first laser, over the range plus a fringe of margin (the first
+    /// solver: one dispatch, no neighbourhood).
     PerPixel,
     /// Noise-weighted spread of all lasers' heights, exactly over the range.
     Weighted,
     /// The weighted likelihood, plus a spatial prior where a pixel's own cost does not decide
-    /// its order ([`robust`](mod@robust)).
+    /// its order ([`robust`](mod@robust)); the default: on noisy frames the per-pixel decisions
+    /// flip orders pixel by pixel, silently.
+    #[default]
     Robust,
 }
 

@@ -218,3 +218,40 @@ fn the_noise_floor_drops_dark_pixels_and_keeps_good_ones() {
         assert_eq!(off, 0, "B = {b}, σ = {sigma}");
     }
 }
+
+/// Timing, not correctness (ignored: run by name): each of the robust solver's dispatches alone
+/// on a 512² frame, the least of 5 runs, beside the per-pixel solver's one dispatch.
+#[test]
+#[ignore]
+fn robust_dispatch_timing() {
+    let (h, w) = (512, 512);
+    for sigma in [2.0, 30.0] {
+        let frame = u8_frame(&seed_heights(h, w), [h, w], 100.0, sigma, 13);
+        for gpu in gpus() {
+            let time = |cfg: ClassicalConfig| {
+                let plan = Classical::new(gpu, cfg).unwrap().plan(gpu, 1, h, w).unwrap();
+                plan.input.upload(gpu, &frame);
+                let mut best = vec![f64::INFINITY; plan.dispatches.len()];
+                for _ in 0..5 {
+                    for (d, t) in plan.dispatches.iter().zip(&mut best) {
+                        let start = std::time::Instant::now();
+                        gpu.run(&[d]).unwrap();
+                        *t = t.min(start.elapsed().as_secs_f64());
+                    }
+                }
+                best
+            };
+            let per_pixel = time(ClassicalConfig { unwrap: Unwrap::PerPixel, ..robust_config() });
+            let weighted = time(ClassicalConfig { unwrap: Unwrap::Weighted, ..robust_config() });
+            let robust = time(robust_config());
+            eprintln!(
+                "{} σ = {sigma}: per-pixel {:.3} s, weighted {:.3} s, robust {:?} s (sum {:.3})",
+                gpu.describe(),
+                per_pixel[0],
+                weighted[0],
+                robust.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                robust.iter().sum::<f64>()
+            );
+        }
+    }
+}
