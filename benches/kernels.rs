@@ -1,7 +1,9 @@
 //! Kernel benchmarks, one criterion group per kernel family (`shaders/X.wgsl` ↔ group `X`):
 //! `conv` (the tiled 3x3 convolution against the one-thread-per-output one at U-Net-like shapes),
-//! `pool`, `upsample` and `batchnorm` (the other layers of a U-Net forward), and `unet`, one
-//! whole U-Net forward on a tile.
+//! `conv_winograd` (the Winograd F(2x2, 3x3) kernel against the tiled direct one at the base-8
+//! U-Net's layer widths, with the multiplies of each), `pool`, `upsample` and `batchnorm` (the
+//! other layers of a U-Net forward), and `unet`, one whole U-Net forward on a tile with either
+//! 3x3 kernel.
 //!
 //! ```text
 //! cargo bench --bench kernels                      # default (smaller) shapes, fit for software drivers
@@ -30,6 +32,8 @@ use psi_gpu::gpu::{Dispatch, Gpu, GpuOptions, Precision};
 use psi_gpu::io::weights::Weights;
 use psi_gpu::nn::unet::{UNet, UNetConfig};
 use psi_gpu::ops::batchnorm::{self, BnLayer};
+use psi_gpu::ops::conv::select::Conv;
+use psi_gpu::ops::conv::winograd::{self, WinogradWeights, conv_winograd};
 use psi_gpu::ops::conv::{ConvWeights, conv, conv3x3_naive, flops};
 use psi_gpu::ops::{pool, upsample};
 
@@ -43,6 +47,14 @@ type ConvShape = (usize, usize, usize, usize);
 
 const CONV_FULL: [ConvShape; 4] = [(16, 64, 256, 256), (64, 64, 256, 256), (128, 128, 128, 128), (512, 512, 32, 32)];
 const CONV_DEFAULT: [ConvShape; 4] = [(16, 32, 128, 128), (32, 32, 128, 128), (64, 64, 64, 64), (128, 128, 32, 32)];
+
+/// `(n, cin, cout, h, w)`: the base-8 U-Net's widths on 128 x 128 tiles (full: batches of 8).
+type WinogradShape = (usize, usize, usize, usize, usize);
+
+const WINOGRAD_FULL: [WinogradShape; 5] =
+    [(8, 8, 8, 128, 128), (8, 16, 16, 128, 128), (8, 32, 32, 128, 128), (8, 64, 64, 128, 128), (8, 128, 128, 128, 128)];
+const WINOGRAD_DEFAULT: [WinogradShape; 5] =
+    [(1, 8, 8, 128, 128), (1, 16, 16, 128, 128), (1, 32, 32, 128, 128), (1, 64, 64, 128, 128), (1, 128, 128, 64, 64)];
 
 /// `(c, h, w)` of a layer's input at n = 1.
 type LayerShape = (usize, usize, usize);
@@ -192,6 +204,48 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String
     group.finish();
 }
 
+fn bench_winograd(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String>) {
+    let shapes: &[WinogradShape] = if full { &WINOGRAD_FULL } else { &WINOGRAD_DEFAULT };
+    let mut group = c.benchmark_group("conv_winograd");
+    configure(&mut group);
+    for p in precisions(gpu) {
+        for (i, &(n, cin, cout, h, w)) in shapes.iter().enumerate() {
+            let seed = 100 + i as u64 * 4;
+            let g = pseudo_random(cout * cin * 9, seed);
+            let (scale, shift) = (vec![1.0 / (cin as f32 * 9.0).sqrt(); cout], pseudo_random(cout, seed + 1));
+            let direct = ConvWeights::new(gpu, p, &g, [cout, cin, 3], &scale, &shift, true).expect("conv weights");
+            let wino = WinogradWeights::new(gpu, p, &g, [cout, cin], &scale, &shift, true).expect("winograd weights");
+            let x = Tensor::from_f32(gpu, [n, cin, h, w], p, &pseudo_random(n * cin * h * w, seed + 2))
+                .expect("conv input");
+            let y = Tensor::new(gpu, [n, cout, h, w], p, "conv output").expect("conv output");
+            let d = conv(gpu, &direct, x.view(), y.view()).expect("direct conv dispatch");
+            let wd = conv_winograd(gpu, &wino, x.view(), y.view()).expect("winograd conv dispatch");
+            let muls = winograd::multiplies(n, cin, cout, h, w);
+            group.throughput(Throughput::Elements((n * cout * h * w) as u64));
+            let label = format!("n{n} {cin}->{cout} @ {h}x{w}");
+            let mut times = [None, None];
+            for (k, (name, d)) in [("direct", &d), ("winograd", &wd)].into_iter().enumerate() {
+                let id = BenchmarkId::new(format!("{name}_{p}"), format!("{n}x{cin}-{cout}_{h}x{w}"));
+                times[k] = bench(&mut group, id, gpu, &[d]);
+                if let Some(t) = times[k] {
+                    let line = format!(
+                        "conv 3x3 {name} {p} {label}: {:.3} ms, {:.3} G multiplies ({:.2} G/s)",
+                        t * 1e3,
+                        muls[k] / 1e9,
+                        muls[k] / t / 1e9
+                    );
+                    report(summary, line);
+                }
+            }
+            if let [Some(t), Some(tw)] = times {
+                let (r, m) = (tw / t, muls[1] / muls[0]);
+                report(summary, format!("conv 3x3 {p} {label}: winograd/direct time = {r:.3}, multiplies = {m:.3}"));
+            }
+        }
+    }
+    group.finish();
+}
+
 /// The dispatches of one layer family on a random input of `[n, c, h, w]` in `p`, and the
 /// number of values they write; the tensors they use are kept alive in `keep`.
 type LayerCase = fn(&Gpu, Precision, [usize; 4], &mut Vec<Tensor>) -> (Vec<Dispatch>, usize);
@@ -291,15 +345,15 @@ fn bench_unet(c: &mut Criterion, gpu: &Gpu, full: bool, summary: &mut Vec<String
     let mut group = c.benchmark_group("unet");
     configure(&mut group);
     group.throughput(Throughput::Elements((n * h * w) as u64));
-    for p in precisions(gpu) {
-        let model = UNet::new(gpu, &wts, p).expect("uploading the U-Net");
+    for (p, kernel) in precisions(gpu).into_iter().flat_map(|p| [(p, Conv::Direct), (p, Conv::Winograd)]) {
+        let model = UNet::with_conv(gpu, &wts, p, kernel, None).expect("uploading the U-Net");
         let cfg = model.config;
         let f = unet_flops(&cfg, n, h, w);
         let plan = model.plan(gpu, n, h, w).expect("planning the U-Net");
         plan.input.upload(gpu, &pseudo_random(plan.input.len(), 7).iter().map(|v| v.abs()).collect::<Vec<_>>());
         let dispatches: Vec<&Dispatch> = plan.dispatches.iter().collect();
-        let label = format!("b{} C{} {n}x{h}x{w}", cfg.base, cfg.n_channels);
-        let id = BenchmarkId::new(format!("unet_b{}_{p}", cfg.base), format!("{n}x{h}x{w}"));
+        let label = format!("b{} C{} {n}x{h}x{w} conv {}", cfg.base, cfg.n_channels, kernel.name());
+        let id = BenchmarkId::new(format!("unet_b{}_{p}_{}", cfg.base, kernel.name()), format!("{n}x{h}x{w}"));
         if let Some(t) = bench(&mut group, id, gpu, &dispatches) {
             report(
                 summary,
@@ -331,6 +385,7 @@ fn main() {
     );
     let mut summary = Vec::new();
     bench_conv(&mut c, &gpu, full, &mut summary);
+    bench_winograd(&mut c, &gpu, full, &mut summary);
     bench_layer(&mut c, &gpu, full, &mut summary, "pool", pool_case);
     bench_layer(&mut c, &gpu, full, &mut summary, "upsample", upsample_case);
     bench_layer(&mut c, &gpu, full, &mut summary, "batchnorm", batchnorm_case);

@@ -17,30 +17,7 @@
 // grad_weight/grad_bias are deterministic reductions, relayout fills the weight buffers from
 // f32 master weights on the GPU.
 
-struct ConvParams {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    in_ctot: u32,
-    in_coff: u32,
-    out_ctot: u32,
-    out_coff: u32,
-    relu: u32,
-    oc_tiles: u32,
-    affine: u32,      // 1: apply scale/shift (forward); 0: plain convolution (grad_input)
-    accumulate: u32,  // 1: add the result into the output instead of overwriting it
-    kk: u32,          // taps per kernel: 9 or 1 (relayout, grad_weight reduce)
-    strips: u32,      // grad_weight: pixel strips in all
-    chunk: u32,       // grad_weight: strips per workgroup; reduce: number of partial sums
-}
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> wt: array<T4>;
-@group(0) @binding(3) var<storage, read> ss: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
+// ConvParams, the bindings 0-4 and store() are in lib/conv_io.wgsl.
 
 const TX: u32 = 32u;   // output columns per workgroup
 const TY: u32 = 8u;    // output rows per workgroup
@@ -57,21 +34,6 @@ fn flat_index64(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 var<workgroup> xs: array<f32, 2720>;        // CI * HY * HX
 var<workgroup> ws: array<vec4<f32>, 288>;   // CI * 9 * (TOC / 4)
-
-fn store(n: u32, oc: u32, gy: u32, gx: u32, v: f32) {
-    var r = v;
-    if (p.affine != 0u) {
-        r = r * ss[oc].x + ss[oc].y;
-    }
-    if (p.relu != 0u) {
-        r = max(r, 0.0);
-    }
-    let i = ((n * p.out_ctot + p.out_coff + oc) * p.h + gy) * p.w + gx;
-    if (p.accumulate != 0u) {
-        r += f32(y[i]);
-    }
-    y[i] = T(r);
-}
 
 @compute @workgroup_size(8, 8, 4)
 fn conv3x3(

@@ -14,6 +14,7 @@ use crate::io::height_map::MapFormat;
 use crate::io::preview::PreviewRange;
 use crate::io::weights::parse_scale;
 use crate::ops::classical::{MinModulation, Search, Unwrap};
+use crate::ops::conv::select::Conv;
 use crate::optim::LrSchedule;
 use crate::psi::PhaseSteps;
 use crate::psi::config::{DEFAULT_A, DEFAULT_B, DEFAULT_WAVELENGTHS};
@@ -314,6 +315,15 @@ impl FromStr for Unwrap {
     fn from_str(s: &str) -> Result<Self, ArgError> {
         let table = [Unwrap::PerPixel, Unwrap::Weighted, Unwrap::Robust].map(|u| (u.name(), u));
         named(s, &table, || format!("--unwrap '{s}': expected per-pixel, weighted or robust"))
+    }
+}
+
+impl FromStr for Conv {
+    type Err = ArgError;
+    /// `--conv`: `direct`, `winograd` or `auto`.
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let table = Conv::ALL.map(|c| (c.name(), c));
+        named(s, &table, || format!("--conv '{s}': expected direct, winograd or auto"))
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Precision};
 use crate::nn::Model;
 use crate::ops::classical::{Search, Unwrap};
+use crate::ops::conv::select::Conv;
 use crate::psi::synthetic::GenerateOptions;
 
 #[derive(Clone, Debug)]
@@ -25,6 +26,8 @@ pub struct Options {
     pub overlap: Option<usize>,
     pub batch: Option<usize>,
     pub precision: Option<Precision>,
+    /// The U-Net's 3x3 convolution kernel (ignored without weights).
+    pub conv: Conv,
     /// How the classical solver decides fringe orders (`--unwrap`; ignored with weights).
     pub unwrap: Unwrap,
     /// Whether the classical search skips candidates that cannot win (ignored with weights).
@@ -149,7 +152,7 @@ pub fn run(gpu: &Gpu, opts: &Options) -> Result<Report> {
     iopts.tile = opts.tile;
     iopts.overlap = opts.overlap;
     iopts.batch = opts.batch;
-    iopts.precision = opts.precision;
+    (iopts.precision, iopts.conv) = (opts.precision, opts.conv);
     iopts.classical.unwrap = opts.unwrap;
     iopts.classical.search = opts.search;
     let model = load_model(gpu, &iopts)?;

@@ -29,6 +29,7 @@ use crate::nn::classical::Classical;
 use crate::nn::residual::{Residual, is_residual};
 use crate::nn::unet::UNet;
 use crate::ops::classical::{ClassicalConfig, Levels, MinModulation};
+use crate::ops::conv::select::Conv;
 use crate::psi::reason::Reason;
 pub use crate::tiling::region::input_scale;
 use crate::tiling::{StreamOptions, StreamStats, stream, tiles_for};
@@ -57,6 +58,8 @@ pub struct InferOptions {
     pub batch: Option<usize>,
     /// Requested precision; `None` = auto (f16 where the device has it).
     pub precision: Option<Precision>,
+    /// The U-Net's 3x3 convolution kernel.
+    pub conv: Conv,
     /// Overrides the input scale (metadata `input_scale`, else 1/255 for u8, 1/65535 for u16, 1).
     pub input_scale: Option<f32>,
     /// GPU memory the automatic batch may use for activations.
@@ -80,6 +83,7 @@ impl InferOptions {
             overlap: None,
             batch: None,
             precision: None,
+            conv: Conv::Direct,
             input_scale: None,
             memory_budget: 2 << 30,
             pixel_size_um: 1.0,
@@ -119,6 +123,12 @@ pub fn default_output(input: &Path) -> PathBuf {
 
 /// The U-Net of the weights at `path` in `precision` (`None`: f16 where the device has it).
 pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result<Model> {
+    load_unet_with(gpu, path, precision, Conv::Direct)
+}
+
+/// [`load_unet`] with the 3x3 kernel `conv` ([`Conv::Auto`]: choices cached as the environment
+/// says, [`Tuner::from_env`](crate::ops::conv::select::Tuner::from_env)).
+pub fn load_unet_with(gpu: &Gpu, path: &Path, precision: Option<Precision>, conv: Conv) -> Result<Model> {
     let weights = Weights::load(path)?;
     if is_residual(&weights) {
         return Err(Error::Weights {
@@ -127,13 +137,13 @@ pub fn load_unet(gpu: &Gpu, path: &Path, precision: Option<Precision>) -> Result
                 .into(),
         });
     }
-    unet_model(gpu, &weights, precision)
+    unet_model(gpu, &weights, precision, conv)
 }
 
-fn unet_model(gpu: &Gpu, weights: &Weights, precision: Option<Precision>) -> Result<Model> {
+fn unet_model(gpu: &Gpu, weights: &Weights, precision: Option<Precision>, conv: Conv) -> Result<Model> {
     UNet::config(weights)?;
     let precision = gpu.resolve_precision(precision)?;
-    Ok(Model::UNet(UNet::new(gpu, weights, precision)?))
+    Ok(Model::UNet(UNet::with_conv(gpu, weights, precision, conv, None)?))
 }
 
 /// What the classical solver is made from besides the frame's raw type: its configuration, the
@@ -193,7 +203,7 @@ pub fn load_model(gpu: &Gpu, opts: &InferOptions) -> Result<Model> {
         Some(path) => {
             let weights = Weights::load(path)?;
             if !is_residual(&weights) {
-                return unet_model(gpu, &weights, opts.precision);
+                return unet_model(gpu, &weights, opts.precision, opts.conv);
             }
             let ty = FrameSource::open(&opts.input)?.ty();
             residual_model(gpu, &weights, ty, opts.precision, &o)

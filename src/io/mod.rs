@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod bands;
 pub mod bmp;
 pub mod checkpoint;
+pub mod conv_cache;
 pub mod frame_source;
 pub mod frames;
 pub mod height_map;

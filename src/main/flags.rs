@@ -21,6 +21,7 @@ use psi_gpu::gpu::AdapterChoice;
 use psi_gpu::io::height_map::MapFormat;
 use psi_gpu::io::images::ImageFormat;
 use psi_gpu::ops::classical::{ClassicalConfig, MinModulation, Search, Unwrap};
+use psi_gpu::ops::conv::select::Conv;
 use psi_gpu::psi::PsiConfig;
 use psi_gpu::psi::config::DEFAULT_BUCKETS;
 use psi_gpu::psi::surface::Shape;
@@ -35,10 +36,12 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
         _ => Ok(()),
     };
     let classical_only = "applies to the classical solver only: the U-Net (--weights) does not use it";
+    let unet_only = "applies to the U-Net only: give --weights";
     let whole_frame = "has no effect with --tile 0 (the whole frame is one tile)";
     match command {
         Command::Infer(a) => {
             unused(a.weights.is_some(), &["wavelengths", "buckets", "height_range"], classical_only)?;
+            unused(a.weights.is_none(), &["conv"], unet_only)?;
             unused(a.tiles.batch.is_some(), &["gpu_memory"], "sizes the automatic batch, and --batch sets it")?;
             unused(a.tiles.tile == 0, &["overlap"], whole_frame)?;
             let x3p = a.format.is_some_and(|f| f.0 == MapFormat::X3p)
@@ -47,6 +50,7 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
         }
         Command::Bench(a) => {
             unused(a.weights.is_some(), &["unwrap"], classical_only)?;
+            unused(a.weights.is_none(), &["conv"], unet_only)?;
             unused(a.tiles.tile == 0, &["overlap"], whole_frame)
         }
         Command::Generate(a) => {
@@ -183,6 +187,11 @@ pub struct InferArgs {
     /// Storage precision of the U-Net: auto (f16 where the GPU has it), f32 or f16.
     #[arg(long, default_value = "auto")]
     precision: PrecisionArg,
+    /// U-Net: kernel of the 3x3 convolutions: direct, winograd (F(2x2,3x3), 2.25x fewer
+    /// multiplies) or auto (the faster of the two on this GPU, timed per layer shape at first use
+    /// and cached in $PSI_GPU_CACHE_DIR, else $XDG_CACHE_HOME/psi-gpu, else ~/.cache/psi-gpu).
+    #[arg(long, default_value = "direct")]
+    conv: Conv,
     /// Factor applied to the input before the model (e.g. 1/255); default from the weights'
     /// metadata, else 1/255 for u8, 1/65535 for u16, 1 for floats.
     #[arg(long)]
@@ -260,6 +269,7 @@ impl TryFrom<InferArgs> for InferRun {
         let mut o = infer::InferOptions::new(first, output.clone());
         (o.weights, o.tile, o.overlap, o.batch) = (a.weights, a.tiles.tile, a.tiles.overlap, a.tiles.batch);
         (o.precision, o.input_scale, o.memory_budget) = (a.precision.0, a.input_scale.map(|s| s.0), a.gpu_memory << 20);
+        o.conv = a.conv;
         o.classical.psi = PsiConfig { phase_steps: a.phase_steps.0, ..PsiConfig::with(a.wavelengths.0, a.buckets) };
         (o.classical.height_range, o.classical.unwrap) = (a.height_range.0, a.unwrap);
         (o.min_modulation, o.saturation) = (a.min_modulation, a.saturation.map(|s| s.0));
@@ -464,6 +474,11 @@ pub struct BenchArgs {
     tiles: TileArgs,
     #[arg(long, default_value = "auto")]
     precision: PrecisionArg,
+    /// U-Net: kernel of the 3x3 convolutions: direct, winograd (F(2x2,3x3), 2.25x fewer
+    /// multiplies) or auto (the faster of the two on this GPU, timed per layer shape at first use
+    /// and cached in $PSI_GPU_CACHE_DIR, else $XDG_CACHE_HOME/psi-gpu, else ~/.cache/psi-gpu).
+    #[arg(long, default_value = "direct")]
+    conv: Conv,
     /// Classical solver: how fringe orders are decided (as infer's --unwrap).
     #[arg(long, default_value = "robust")]
     unwrap: Unwrap,
@@ -486,6 +501,7 @@ impl From<BenchArgs> for bench::Options {
             overlap: a.tiles.overlap,
             batch: a.tiles.batch,
             precision: a.precision.0,
+            conv: a.conv,
             unwrap: a.unwrap,
             search: a.search,
             dir: bench::Options::scratch_dir(),

@@ -9,6 +9,7 @@ use crate::nn::classical::Classical;
 use crate::nn::residual::Residual;
 use crate::nn::unet::UNet;
 use crate::ops::classical::{Search, Unwrap};
+use crate::ops::conv::select::Conv;
 use crate::ops::conv::{ConvWeights, conv};
 
 /// How far a model's output at a pixel reaches into its input: what the tiler needs to cut a
@@ -38,13 +39,25 @@ pub enum Model {
     FirstChannel(ConvWeights),
 }
 
+/// What a U-Net's name says of its 3x3 kernel: nothing for the default direct one.
+fn conv_note(m: &UNet) -> String {
+    match (m.conv, m.winograd_layers()) {
+        (Conv::Direct, _) => String::new(),
+        (Conv::Auto, Some([w, all])) => format!(", conv auto: winograd in {w} of {all} 3x3 layers"),
+        (conv, _) => format!(", conv {}", conv.name()),
+    }
+}
+
 impl Model {
     pub fn name(&self) -> String {
         match self {
-            Model::UNet(m) => match &m.trained_heights {
-                Some(r) => format!("unet (base {}, trained on heights {} µm)", m.config.base, r.replace(',', "..")),
-                None => format!("unet (base {})", m.config.base),
-            },
+            Model::UNet(m) => {
+                let heights = match &m.trained_heights {
+                    Some(r) => format!(", trained on heights {} µm", r.replace(',', "..")),
+                    None => String::new(),
+                };
+                format!("unet (base {}{heights}{})", m.config.base, conv_note(m))
+            }
             Model::Classical(c) => {
                 let mut unwrap = match c.config.unwrap {
                     Unwrap::PerPixel => String::new(),

@@ -52,6 +52,7 @@ mod uniforms;
 
 use crate::dtype::HostType;
 use crate::gpu::{ChannelView, Precision, Shader};
+use conv::winograd;
 
 /// One row of [`programs`]: a WGSL program with its parameter struct.
 macro_rules! program {
@@ -73,7 +74,7 @@ pub struct Program {
 }
 
 /// Every WGSL program the engine compiles.
-pub fn programs() -> [Program; 13] {
+pub fn programs() -> [Program; 14] {
     [
         program!(adam::SHADER, AdamParams),
         program!(batchnorm::SHADER, BnParams),
@@ -81,6 +82,12 @@ pub fn programs() -> [Program; 13] {
         program!(chebykan::SHADER, ChebyParams),
         program!(classical::SHADER, ClassicalParams),
         program!(conv::SHADER, ConvParams),
+        // The Winograd kernel shares the convolutions' parameter block (lib/conv_io.wgsl).
+        Program {
+            shader: &winograd::SHADER,
+            params: "ConvParams",
+            params_size: std::mem::size_of::<conv::ConvParams>(),
+        },
         program!(convert::SHADER, ConvertParams),
         program!(gather::SHADER, GatherParams),
         program!(loss::SHADER, LossParams),

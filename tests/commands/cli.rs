@@ -554,3 +554,44 @@ fn infer_raises_an_overlap_below_the_models_halo() {
     let per_pixel = run(&["--tile", "64", "--unwrap", "per-pixel"]);
     assert!(per_pixel.contains("4 tiles of 64x64, overlap 0") && !per_pixel.contains("raised"), "{per_pixel}");
 }
+
+/// `--conv winograd` matches PyTorch as the direct kernel does and says so in the statistics;
+/// `--conv auto` caches its choices under `$PSI_GPU_CACHE_DIR`; `bench` names the kernel; a bad
+/// value, or `--conv` without a U-Net, is one clear error.
+#[test]
+fn infer_and_bench_with_the_winograd_kernel() {
+    let d = TempPath::dir("conv");
+    let (out, stats, cache) = (d.join("h.npy"), d.join("stats.json"), d.join("cache"));
+    let weights = fixture("unet_b8.safetensors");
+    let (_, want) = npy::read_f32(&fixture("out_b8_100x75.npy")).unwrap();
+    for (conv, name) in [("winograd", "conv winograd"), ("auto", "conv auto: winograd in ")] {
+        let o = bin()
+            .args(["infer", fixture("frame_100x75.npy").to_str().unwrap(), "--tile", "0", "--precision", "f32"])
+            .args(["--weights", weights.to_str().unwrap(), "--conv", conv, "-o", out.to_str().unwrap()])
+            .args(["--stats-json", stats.to_str().unwrap()])
+            .env("PSI_GPU_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{:?}", stderr_lines(&o));
+        let (_, got) = npy::read_f32(&out).unwrap();
+        let e = crate::common::rel_l2(&got, &want);
+        assert!(e < 1e-4, "--conv {conv}: relative L2 {e:e}");
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+        assert!(s["model"].as_str().unwrap().contains(name), "{s}");
+        assert_eq!(cache.join("conv_choices.json").exists(), conv == "auto");
+    }
+    let o = bin()
+        .args(["bench", "--height", "64", "--width", "64", "--tile", "0", "--precision", "f32", "--conv", "winograd"])
+        .args(["--weights", weights.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", stderr_lines(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("model unet (base 8, conv winograd)"), "{text}");
+
+    let frame = fixture("frame_64x64.npy");
+    let w = weights.to_str().unwrap();
+    expect_error(&[frame.to_str().unwrap(), "--weights", w, "--conv", "fast"], &out.with_extension("x.npy"), "--conv");
+    let classical = d.join("c.npy");
+    expect_error(&[frame.to_str().unwrap(), "--conv", "winograd"], &classical, "--conv applies to the U-Net only");
+}

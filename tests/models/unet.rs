@@ -1,18 +1,24 @@
 //! The U-Net against outputs PyTorch computed (tests/fixtures/make_unet_fixtures.py): widths 8
 //! and 16, square, odd and wide frames, another channel/class count, on every adapter and
-//! precision. Tolerances: relative L2 < 1e-4 in f32, < 3e-2 in f16.
+//! precision, on the direct and (forced, and chosen by measuring) the Winograd 3x3 kernel.
+//! Tolerances: relative L2 < 1e-4 in f32 (< 1e-5 on the Winograd kernel), < 3e-2 in f16.
 
-use crate::common::{fixture, rel_l2, targets};
+use crate::common::{TempPath, fixture, rel_l2, targets};
 use psi_gpu::commands::infer::input_scale;
 use psi_gpu::gpu::{Gpu, Precision};
-use psi_gpu::io::npy;
 use psi_gpu::io::weights::Weights;
+use psi_gpu::io::{conv_cache, npy};
 use psi_gpu::nn::unet::{self, Role, UNet, UNetConfig};
+use psi_gpu::ops::conv::select::{Conv, Tuner};
 use psi_gpu::ops::convert::{RawBuffer, from_raw};
 
 /// Run `weights` on the u8 `frames` (one batch) and return the output values.
 fn run(gpu: &Gpu, p: Precision, weights: &Weights, frames: &[&str]) -> (Vec<usize>, Vec<f32>) {
-    let model = UNet::new(gpu, weights, p).unwrap();
+    run_model(gpu, &UNet::new(gpu, weights, p).unwrap(), frames)
+}
+
+/// Run `model` on the u8 `frames` (one batch) and return the output values.
+fn run_model(gpu: &Gpu, model: &UNet, frames: &[&str]) -> (Vec<usize>, Vec<f32>) {
     let mut bytes = Vec::new();
     let mut shape = Vec::new();
     for f in frames {
@@ -40,19 +46,20 @@ fn limit(p: Precision) -> f64 {
     }
 }
 
+const CASES: [(&str, &str, &str); 7] = [
+    ("unet_b8.safetensors", "frame_64x64.npy", "out_b8_64x64.npy"),
+    ("unet_b8.safetensors", "frame_100x75.npy", "out_b8_100x75.npy"),
+    ("unet_b8.safetensors", "frame_48x160.npy", "out_b8_48x160.npy"),
+    ("unet_b16.safetensors", "frame_64x64.npy", "out_b16_64x64.npy"),
+    ("unet_b16.safetensors", "frame_100x75.npy", "out_b16_100x75.npy"),
+    ("unet_b16.safetensors", "frame_48x160.npy", "out_b16_48x160.npy"),
+    ("unet_b8_c3.safetensors", "frame3_37x50.npy", "out_b8_c3_37x50.npy"),
+];
+
 #[test]
 fn unet_matches_pytorch() {
-    let cases = [
-        ("unet_b8.safetensors", "frame_64x64.npy", "out_b8_64x64.npy"),
-        ("unet_b8.safetensors", "frame_100x75.npy", "out_b8_100x75.npy"),
-        ("unet_b8.safetensors", "frame_48x160.npy", "out_b8_48x160.npy"),
-        ("unet_b16.safetensors", "frame_64x64.npy", "out_b16_64x64.npy"),
-        ("unet_b16.safetensors", "frame_100x75.npy", "out_b16_100x75.npy"),
-        ("unet_b16.safetensors", "frame_48x160.npy", "out_b16_48x160.npy"),
-        ("unet_b8_c3.safetensors", "frame3_37x50.npy", "out_b8_c3_37x50.npy"),
-    ];
     for (gpu, p) in targets() {
-        for (w, f, o) in cases {
+        for (w, f, o) in CASES {
             let weights = Weights::load(&fixture(w)).unwrap();
             let (_, want) = npy::read_f32(&fixture(o)).unwrap();
             let (_, got) = run(gpu, p, &weights, &[f]);
@@ -60,6 +67,63 @@ fn unet_matches_pytorch() {
             eprintln!("{} {p} {w} {f}: relative L2 {e:.2e}", gpu.describe());
             assert!(e < limit(p), "{} {p} {w} {f}: relative L2 {e:e} over {:e}", gpu.describe(), limit(p));
         }
+    }
+}
+
+/// The Winograd kernel on every 3x3 layer: f32 within 1e-5 of PyTorch, f16 within 3e-2.
+#[test]
+fn unet_with_winograd_matches_pytorch() {
+    for (gpu, p) in targets() {
+        for (w, f, o) in CASES {
+            let weights = Weights::load(&fixture(w)).unwrap();
+            let model = UNet::with_conv(gpu, &weights, p, Conv::Winograd, None).unwrap();
+            let (_, want) = npy::read_f32(&fixture(o)).unwrap();
+            let (_, got) = run_model(gpu, &model, &[f]);
+            let e = rel_l2(&got, &want);
+            let limit = if p == Precision::F32 { 1e-5 } else { limit(p) };
+            eprintln!("winograd {} {p} {w} {f}: relative L2 {e:.2e}", gpu.describe());
+            assert!(e < limit, "winograd {} {p} {w} {f}: relative L2 {e:e} over {limit:e}", gpu.describe());
+            assert_eq!(model.winograd_layers(), Some([18, 18]));
+        }
+    }
+}
+
+/// `auto` times both kernels per layer shape, caches the choices on disk and reuses them: a
+/// second model with the same cache file measures nothing (the file stays byte for byte), and
+/// a corrupt file is replaced, not fatal. Either choice matches PyTorch.
+#[test]
+fn unet_auto_caches_its_choices() {
+    let dir = TempPath::dir("conv-cache");
+    let path = dir.0.join("sub").join("conv_choices.json");
+    let weights = Weights::load(&fixture("unet_b8.safetensors")).unwrap();
+    let (_, want) = npy::read_f32(&fixture("out_b8_64x64.npy")).unwrap();
+    for (gpu, p) in targets() {
+        let _ = std::fs::remove_file(&path);
+        let model = UNet::with_conv(gpu, &weights, p, Conv::Auto, Some(Tuner::new(Some(path.clone())))).unwrap();
+        let (_, got) = run_model(gpu, &model, &["frame_64x64.npy"]);
+        assert!(rel_l2(&got, &want) < limit(p), "auto {} {p}", gpu.describe());
+        let [w, all] = model.winograd_layers().unwrap();
+        assert!(w <= all && all == 18);
+        let cached = std::fs::read(&path).unwrap();
+        let choices = conv_cache::read(&path).unwrap();
+        // Distinct layer shapes of base 8 at 64 x 64: 13 (inc.1 and up4.1 share one, and so on).
+        assert!(choices.len() >= 10 && choices.len() < 18, "{choices:?}");
+        for c in &choices {
+            assert_eq!(
+                (&c.key.adapter, &c.key.driver, &c.key.precision),
+                (&gpu.info.name, &gpu.info.driver, &p.to_string())
+            );
+            assert!(["direct", "winograd"].contains(&c.kernel.as_str()) && c.seconds.len() == 2);
+        }
+        assert!(choices.iter().any(|c| c.key.shape == [1, 8, 8, 64, 64]), "{choices:?}");
+        let again = UNet::with_conv(gpu, &weights, p, Conv::Auto, Some(Tuner::new(Some(path.clone())))).unwrap();
+        again.plan(gpu, 1, 64, 64).unwrap();
+        assert_eq!(again.winograd_layers(), model.winograd_layers());
+        assert_eq!(std::fs::read(&path).unwrap(), cached, "the second model measured again");
+        std::fs::write(&path, b"{ not json").unwrap();
+        let fresh = UNet::with_conv(gpu, &weights, p, Conv::Auto, Some(Tuner::new(Some(path.clone())))).unwrap();
+        fresh.plan(gpu, 1, 64, 64).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("psi-gpu conv choices"));
     }
 }
 

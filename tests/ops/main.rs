@@ -13,6 +13,7 @@ mod blend;
 mod chebykan;
 mod classical;
 mod conv;
+mod conv_winograd;
 mod convert;
 mod gather;
 mod lbfgs;

@@ -27,11 +27,14 @@ pub mod train;
 use crate::error::{Error, Result};
 use crate::gpu::Plan;
 use crate::gpu::Tensor;
-use crate::gpu::{Dispatch, Gpu, Precision};
+use crate::gpu::{ChannelView, Dispatch, Gpu, Precision};
 use crate::io::weights::{HostTensor, Weights};
+use crate::ops::conv::select::{Conv, Tuner};
+use crate::ops::conv::winograd::{WinogradWeights, conv_winograd};
 use crate::ops::conv::{ConvWeights, conv};
 use crate::ops::pool::maxpool2x2;
 use crate::ops::upsample::upsample2x_pad;
+use std::sync::Mutex;
 
 /// PyTorch's BatchNorm2d default epsilon.
 const BN_EPS: f32 = 1e-5;
@@ -167,8 +170,16 @@ pub struct UNet {
     pub input_scale: Option<f32>,
     /// `height_range` (µm, "lo,hi") the model was trained on, from the metadata, if recorded.
     pub trained_heights: Option<String>,
+    /// The kernel of the 3x3 convolutions.
+    pub conv: Conv,
     /// The convolutions of [`blocks`], in its order.
     blocks: Vec<[ConvWeights; 2]>,
+    /// The same in the Winograd domain (empty with [`Conv::Direct`]).
+    winograd: Vec<[WinogradWeights; 2]>,
+    /// Picks the kernel per layer shape with [`Conv::Auto`].
+    tuner: Option<Tuner>,
+    /// Layers the last [`UNet::plan`] gave the Winograd kernel, of all 3x3 layers.
+    winograd_layers: Mutex<Option<[usize; 2]>>,
     outc: ConvWeights,
 }
 
@@ -186,8 +197,15 @@ pub fn running_var<'a>(wts: &'a Weights, layer: &ConvLayer) -> Result<&'a HostTe
     Ok(var)
 }
 
-/// One 3x3 convolution followed by eval-mode BatchNorm and ReLU.
-fn conv_bn_relu(gpu: &Gpu, p: Precision, wts: &Weights, layer: &ConvLayer) -> Result<ConvWeights> {
+/// One 3x3 convolution followed by eval-mode BatchNorm and ReLU, for the direct kernel and, with
+/// `winograd`, also in the Winograd domain.
+fn conv_bn_relu(
+    gpu: &Gpu,
+    p: Precision,
+    wts: &Weights,
+    layer: &ConvLayer,
+    winograd: bool,
+) -> Result<(ConvWeights, Option<WinogradWeights>)> {
     let [w, g, beta, mean, _] = layer.tensors().map(|t| wts.get(&t.name, &t.shape));
     let (w, g, beta, mean, var) = (w?, g?, beta?, mean?, running_var(wts, layer)?);
     let (cin, cout) = (layer.cin, layer.cout);
@@ -198,7 +216,10 @@ fn conv_bn_relu(gpu: &Gpu, p: Precision, wts: &Weights, layer: &ConvLayer) -> Re
         scale[o] = s as f32;
         shift[o] = (beta.data[o] as f64 - mean.data[o] as f64 * s) as f32;
     }
-    ConvWeights::new(gpu, p, &w.data, [cout, cin, 3], &scale, &shift, true)
+    let direct = ConvWeights::new(gpu, p, &w.data, [cout, cin, 3], &scale, &shift, true)?;
+    let wino =
+        winograd.then(|| WinogradWeights::new(gpu, p, &w.data, [cout, cin], &scale, &shift, true)).transpose()?;
+    Ok((direct, wino))
 }
 
 impl UNet {
@@ -216,25 +237,85 @@ impl UNet {
     }
 
     /// Upload a U-Net from its state_dict, checking every tensor's presence, shape and
-    /// finiteness, and that every running variance is ≥ 0.
+    /// finiteness, and that every running variance is ≥ 0; its 3x3 convolutions run the direct
+    /// kernel.
     pub fn new(gpu: &Gpu, wts: &Weights, precision: Precision) -> Result<UNet> {
+        Self::with_conv(gpu, wts, precision, Conv::Direct, None)
+    }
+
+    /// [`UNet::new`] with the 3x3 kernel `conv`; [`Conv::Auto`] measures with `tuner` (`None`:
+    /// the cache of this process's environment, [`Tuner::from_env`]).
+    pub fn with_conv(gpu: &Gpu, wts: &Weights, precision: Precision, conv: Conv, tuner: Option<Tuner>) -> Result<UNet> {
         wts.check_finite()?;
         let config = Self::config(wts)?;
-        let blocks = blocks(&config)
-            .iter()
-            .map(|[a, b]| Ok([conv_bn_relu(gpu, precision, wts, a)?, conv_bn_relu(gpu, precision, wts, b)?]))
-            .collect::<Result<_>>()?;
+        let with_winograd = conv != Conv::Direct;
+        let (mut direct, mut winograd) = (Vec::new(), Vec::new());
+        for [a, b] in blocks(&config) {
+            let ((da, wa), (db, wb)) = (
+                conv_bn_relu(gpu, precision, wts, &a, with_winograd)?,
+                conv_bn_relu(gpu, precision, wts, &b, with_winograd)?,
+            );
+            direct.push([da, db]);
+            if let (Some(wa), Some(wb)) = (wa, wb) {
+                winograd.push([wa, wb]);
+            }
+        }
+        let tuner = (conv == Conv::Auto).then(|| tuner.unwrap_or_else(Tuner::from_env));
         let [w, bias] = head(&config).map(|t| wts.get(&t.name, &t.shape));
         let (w, bias, k) = (w?, bias?, config.n_classes);
         let outc = ConvWeights::new(gpu, precision, &w.data, [k, config.base, 1], &vec![1.0; k], &bias.data, false)?;
         let input_scale = wts.metadata_f32("input_scale")?;
         let trained_heights = wts.metadata.get("height_range").cloned();
-        Ok(UNet { config, precision, input_scale, trained_heights, blocks, outc })
+        let winograd_layers = Mutex::new(None);
+        Ok(UNet {
+            config,
+            precision,
+            input_scale,
+            trained_heights,
+            conv,
+            blocks: direct,
+            winograd,
+            tuner,
+            winograd_layers,
+            outc,
+        })
     }
 
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> u64 {
-        self.blocks.iter().flatten().map(ConvWeights::bytes).sum::<u64>() + self.outc.bytes()
+        let winograd: u64 = self.winograd.iter().flatten().map(WinogradWeights::bytes).sum();
+        self.blocks.iter().flatten().map(ConvWeights::bytes).sum::<u64>() + winograd + self.outc.bytes()
+    }
+
+    /// `[layers on the Winograd kernel, 3x3 layers]` of the last [`UNet::plan`], if any.
+    pub fn winograd_layers(&self) -> Option<[usize; 2]> {
+        *self.winograd_layers.lock().unwrap()
+    }
+
+    /// Convolution `layer` (0 or 1) of block `block` from `input` into `output`, on the kernel
+    /// [`UNet::conv`] picks; counts the Winograd ones in `tally`.
+    fn conv3x3(
+        &self,
+        gpu: &Gpu,
+        [block, layer]: [usize; 2],
+        input: ChannelView,
+        output: ChannelView,
+        tally: &mut usize,
+    ) -> Result<Dispatch> {
+        let direct = &self.blocks[block][layer];
+        if self.conv == Conv::Direct {
+            return conv(gpu, direct, input, output);
+        }
+        let winograd = conv_winograd(gpu, &self.winograd[block][layer], input, output)?;
+        if let Some(tuner) = &self.tuner {
+            let d = conv(gpu, direct, input, output)?;
+            let shape = [input.n(), direct.cin, direct.cout, input.h(), input.w()];
+            if tuner.choose(gpu, self.precision, shape, &d, &winograd)? == Conv::Direct {
+                return Ok(d);
+            }
+        }
+        *tally += 1;
+        Ok(winograd)
     }
 
     /// Allocate activations and record the forward pass for `n` images of `h` x `w`.
@@ -266,19 +347,19 @@ impl UNet {
 
         // The encoder block at level l is blocks[l], the decoder block blocks[8 - l].
         let mut d: Vec<Dispatch> = Vec::new();
-        let [first, second] = &self.blocks[0];
-        d.push(conv(gpu, first, input.view(), mid[0].view())?);
-        d.push(conv(gpu, second, mid[0].view(), cat[0].channels(0, c[0]))?);
+        let mut tally = 0;
+        let mut conv3 = |at, i: ChannelView, o: ChannelView| self.conv3x3(gpu, at, i, o, &mut tally);
+        d.push(conv3([0, 0], input.view(), mid[0].view())?);
+        d.push(conv3([0, 1], mid[0].view(), cat[0].channels(0, c[0]))?);
         for l in 1..=4 {
             let skip = cat[l - 1].channels(0, c[l - 1]);
             d.push(maxpool2x2(gpu, skip, pooled[l - 1].view())?);
-            let [first, second] = &self.blocks[l];
             if l < 4 {
-                d.push(conv(gpu, first, pooled[l - 1].view(), mid[l].view())?);
-                d.push(conv(gpu, second, mid[l].view(), cat[l].channels(0, c[l]))?);
+                d.push(conv3([l, 0], pooled[l - 1].view(), mid[l].view())?);
+                d.push(conv3([l, 1], mid[l].view(), cat[l].channels(0, c[l]))?);
             } else {
-                d.push(conv(gpu, first, pooled[3].view(), mid5.view())?);
-                d.push(conv(gpu, second, mid5.view(), x5.view())?);
+                d.push(conv3([l, 0], pooled[3].view(), mid5.view())?);
+                d.push(conv3([l, 1], mid5.view(), x5.view())?);
             }
         }
         // up1..up4 work at levels 3..0; their input is x5, then the previous up block's output.
@@ -286,11 +367,11 @@ impl UNet {
         for l in (0..4).rev() {
             let below = if l == 3 { x5.view() } else { pooled[l].view() };
             d.push(upsample2x_pad(gpu, below, cat[l].channels(c[l], below.channels))?);
-            let [first, second] = &self.blocks[8 - l];
-            d.push(conv(gpu, first, cat[l].view(), mid[l].view())?);
+            d.push(conv3([8 - l, 0], cat[l].view(), mid[l].view())?);
             let out = if l == 0 { up_out.view() } else { pooled[l - 1].view() };
-            d.push(conv(gpu, second, mid[l].view(), out)?);
+            d.push(conv3([8 - l, 1], mid[l].view(), out)?);
         }
+        *self.winograd_layers.lock().unwrap() = Some([tally, 2 * self.blocks.len()]);
         d.push(conv(gpu, &self.outc, up_out.view(), output.view())?);
 
         let mut buffers = vec![mid5, x5, up_out];

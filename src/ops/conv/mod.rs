@@ -1,5 +1,6 @@
 //! 3x3 (padding 1) and 1x1 convolutions with a fused scale/shift/ReLU epilogue (`shaders/conv.wgsl`),
-//! and their backward passes for training.
+//! and their backward passes for training. The Winograd forward of the 3x3 one is [`winograd`],
+//! the choice between the two per layer [`select`].
 //!
 //! Training uses the plain convolution `y = conv(x, W) + b` (BatchNorm and ReLU are separate ops):
 //! the weights live as f32 master weights `[cout, cin, k, k]` in a GPU buffer (or a range of one)
@@ -14,12 +15,14 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 pub mod reference;
+pub mod select;
+pub mod winograd;
 
 use crate::gpu::{
     Binding, ChannelView, Dispatch, Gpu, Precision, Shader, buffer_bytes, encode, grid_1d, storage, zeroed,
 };
 
-pub static SHADER: Shader = wgsl!("conv": "lib/grid.wgsl", "lib/reduce.wgsl", "conv.wgsl");
+pub static SHADER: Shader = wgsl!("conv": "lib/grid.wgsl", "lib/reduce.wgsl", "lib/conv_io.wgsl", "conv.wgsl");
 
 /// Output block of one `conv3x3` workgroup: columns, rows, output channels.
 const TILE: [usize; 3] = [32, 8, 16];
@@ -103,13 +106,8 @@ impl ConvWeights {
                 }
             }
         }
-        let mut ss = vec![0f32; quads * 4 * 2];
-        for oc in 0..cout {
-            ss[2 * oc] = scale[oc];
-            ss[2 * oc + 1] = shift[oc];
-        }
         let wt = storage(gpu, "conv weights", &encode(&packed, precision))?;
-        let ss = storage(gpu, "conv scale/shift", bytemuck::cast_slice(&ss))?;
+        let ss = scale_shift(gpu, scale, shift)?;
         Ok(ConvWeights { cin, cout, k, relu, precision, wt, ss, wtt: OnceLock::new(), trainable: false })
     }
 
@@ -156,6 +154,16 @@ impl ConvWeights {
         let _ = self.wtt.set(b);
         Ok(self.wtt.get().expect("set above"))
     }
+}
+
+/// The epilogue `(scale[oc], shift[oc])` pairs, zero-padded to a multiple of four channels.
+fn scale_shift(gpu: &Gpu, scale: &[f32], shift: &[f32]) -> Result<wgpu::Buffer> {
+    let mut ss = vec![0f32; scale.len().div_ceil(4) * 4 * 2];
+    for (oc, (&a, &b)) in scale.iter().zip(shift).enumerate() {
+        ss[2 * oc] = a;
+        ss[2 * oc + 1] = b;
+    }
+    storage(gpu, "conv scale/shift", bytemuck::cast_slice(&ss))
 }
 
 fn check_kernel(k: usize) -> Result<()> {
