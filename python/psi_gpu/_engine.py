@@ -184,7 +184,7 @@ class Engine:
         ``frame``: uint8, uint16, float16 or float32, any strides (read band by band, never
         copied whole); channel = laser * buckets + bucket. The options are infer's flags:
         ``wavelengths`` (µm), ``buckets``, ``phase_steps`` (degrees: one list, one per laser, or
-        "nominal"), ``height_range`` (min, max µm), ``unwrap`` (per-pixel, weighted, robust),
+        "nominal"), ``height_range`` (min, max µm), ``unwrap`` (robust, the default; weighted; per-pixel),
         ``min_modulation`` (counts, or "0.05A"), ``saturation`` (raw level), ``tile``,
         ``overlap``, ``batch``, ``gpu_memory`` (MiB). With ``return_quality`` / ``return_mask``
         / ``return_stats`` a tuple comes back: heights, then the fringe contrast (H, W) float32,
