@@ -46,8 +46,8 @@ impl fmt::Display for Report {
         let (s, mps) = (&i.stream, i.megapixels_per_s());
         writeln!(
             f,
-            "infer     {:.2} s, {mps:.2} MP/s, {} tiles of {}x{} (classical, {})",
-            s.seconds, s.tiles, s.tile_h, s.tile_w, i.precision
+            "infer     {:.2} s, {mps:.2} MP/s, {} tiles of {}x{}, overlap {} | {} | {}",
+            s.seconds, s.tiles, s.tile_h, s.tile_w, s.overlap, i.model, i.precision
         )?;
         writeln!(
             f,

@@ -551,6 +551,8 @@ fn infer_raises_an_overlap_below_the_models_halo() {
     };
     let robust = run(&["--unwrap", "robust", "--tile", "64", "--overlap", "4"]);
     assert!(robust.contains("overlap 16") && robust.contains("overlap raised from 4 to 16 pixels"), "{robust}");
+    let default = run(&["--tile", "64"]);
+    assert!(default.contains("robust unwrap") && default.contains("overlap 16"), "the default is robust: {default}");
     let per_pixel = run(&["--tile", "64", "--unwrap", "per-pixel"]);
     assert!(per_pixel.contains("4 tiles of 64x64, overlap 0") && !per_pixel.contains("raised"), "{per_pixel}");
 }

@@ -204,7 +204,7 @@ impl Default for ClassicalConfig {
             psi: PsiConfig::default(),
             height_range: (-100.0, 100.0),
             quality: false,
-            unwrap: Unwrap::PerPixel,
+            unwrap: Unwrap::default(),
             levels: Levels::default(),
             reason: false,
             search: Search::Pruned,

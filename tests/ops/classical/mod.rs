@@ -359,7 +359,7 @@ fn noisy_u8_frame() {
 #[test]
 fn plan_shapes_and_bytes() {
     let gpu = &gpus()[0];
-    let cfg = ClassicalConfig { quality: true, ..Default::default() };
+    let cfg = ClassicalConfig { quality: true, unwrap: Unwrap::PerPixel, ..Default::default() };
     let model = Classical::new(gpu, cfg).unwrap();
     assert_eq!((model.in_channels(), model.out_channels()), (16, 2));
     let plan = model.plan(gpu, 3, 5, 7).unwrap();
