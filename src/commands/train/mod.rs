@@ -427,6 +427,7 @@ impl History {
 }
 
 /// The U-Net's trainer, alone or inside the residual model's.
+#[allow(clippy::large_enum_variant)] // one trainer per run
 enum Trainer {
     Plain(UNetTrainer),
     Residual(ResidualTrainer),
