@@ -14,6 +14,12 @@
 //               dL/dh = (2/M)·Σ_{l,k} r·(−B·sin θ)·(4π/λ_l) + w_s·(2/P)·∇²(∇²h)
 //             (the zero-padded Laplacian is self-adjoint).
 //   mse       supervised mean((h − truth)²), truth f32; the same partials and gradient layout.
+//   residual  the residual model's supervised loss of its U-Net output u (T): the height is
+//             hc + bound·tanh(u) with hc the classical height (f32, in `frame`), and
+//               L = (1/P)·Σ_valid (hc + bound·tanh(u) − truth)²
+//             over the pixels where hc and truth are finite and |hc − truth| < cutoff (P = every
+//             pixel; the others add 0 and get a zero gradient); dL/du = (2/P)·r·bound·(1 − tanh²u), with
+//             1 − tanh²u = 4e/(1 + e)², e = exp(−2|u|), exact for any |u|.
 //   reduce    second pass: one workgroup sums the partials into
 //             value = [total, data, w_s·mean(∇²h)², mean(∇²h)²] (f32).
 //
@@ -48,7 +54,12 @@ struct LossParams {
     inv_p: f32,
     // Host multiplier of the gradient (e.g. 1/N for N accumulated micro-batches).
     weight: f32,
-    _pad: u32,
+    // The residual loss's bound and cutoff (µm).
+    bound: f32,
+    cutoff: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: LossParams;
@@ -190,6 +201,33 @@ fn mse(lane: Lane) {
         se = e * e;
         if (p.grad != 0u) {
             grad[i] = T(2.0 * p.inv_m * e * scale[0] * p.weight);
+        }
+    }
+    workgroup_partials(lane, se, 0.0);
+}
+
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn residual(lane: Lane) {
+    let i = flat_index(lane.gid, lane.nwg);
+    var se = 0.0;
+    if (i < p.count) {
+        let hc = frame[i];
+        let t = truth[i];
+        let u = f32(hgt[i]);
+        let e = exp(-2.0 * abs(u));
+        let th = sign(u) * (1.0 - e) / (1.0 + e);
+        var d = 0.0;
+        if (is_finite(hc) && is_finite(t) && abs(hc - t) < p.cutoff) {
+            let r = (hc - t) + p.bound * th;
+            se = r * r;
+            d = 2.0 * p.inv_m * r * p.bound * (4.0 * e / ((1.0 + e) * (1.0 + e)));
+        }
+        if (p.grad != 0u) {
+            grad[i] = T(d * scale[0] * p.weight);
         }
     }
     workgroup_partials(lane, se, 0.0);

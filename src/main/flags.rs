@@ -75,8 +75,23 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
         }
         Command::Train(a) => {
             unused(a.epochs.is_some(), &["steps"], "is replaced by --epochs: give one of them")?;
-            let supervised = a.loss == LossChoice::Supervised;
-            unused(supervised, &["smoothness"], "weighs the physics loss's smoothness term: --loss supervised has none")
+            let supervised = a.loss == LossChoice::Supervised || a.residual;
+            unused(
+                supervised,
+                &["smoothness"],
+                "weighs the physics loss's smoothness term: a supervised loss has none",
+            )?;
+            unused(
+                a.residual,
+                &["height_range"],
+                "maps plain synthetic frames: --residual generates its own (±15 µm)",
+            )?;
+            unused(!a.residual, &["bound"], "is the residual model's: give it with --residual")?;
+            unused(
+                a.init.is_some() || a.resume.is_some(),
+                &["bound"],
+                "sets fresh residual weights: the weights given carry their own",
+            )
         }
         Command::Finetune(a) => {
             unused(a.patch == 0, &["crops"], "has no effect with --patch 0 (each frame is one whole crop)")
@@ -616,6 +631,15 @@ pub struct TrainArgs {
     validate_every: usize,
     #[arg(long, default_value_t = 4)]
     validation: usize,
+    /// Train the residual model (robust classical height + bounded U-Net correction from the
+    /// buckets and the solution's features) on generated frames over ±15 µm (steep and smooth
+    /// surfaces, B and noise σ drawn per frame, σ below --noise, dark/saturated patches),
+    /// supervised on the truth; validation compares it with the robust classical solver.
+    #[arg(long)]
+    residual: bool,
+    /// The correction's bound in µm (fresh --residual weights), under λ1/8.
+    #[arg(long, default_value_t = psi_gpu::nn::residual::DEFAULT_BOUND)]
+    bound: f32,
 }
 
 impl From<TrainArgs> for train::Options {
@@ -649,6 +673,8 @@ impl From<TrainArgs> for train::Options {
             history: a.history,
             validate_every: a.validate_every,
             validation: a.validation,
+            residual: a.residual,
+            bound: a.bound,
         }
     }
 }

@@ -26,6 +26,13 @@
 //!
 //! (M = n·L·N·H·W, P = n·H·W, r the residual; the zero-padded Laplacian is self-adjoint).
 //! **Supervised MSE**: `mean((h − truth)²)` (truth f32), gradient `2(h − truth)/P · scale · weight`.
+//! **Residual** (the residual model's, `nn::residual`): the prediction is the U-Net's output `u`,
+//! the height `hc + bound·tanh(u)` with `hc` the classical height (f32, no gradient), and
+//! `L = (1/P)·Σ (hc + bound·tanh(u) − truth)²` over the pixels where `hc` and the truth are
+//! finite and `|hc − truth|` is under a cutoff (the others add 0 and get a zero gradient),
+//! `dL/du = (2/P)·r·bound·(1 − tanh²u)`. The cutoff leaves out the pixels the solver put on a
+//! wrong fringe order: no correction within the bound reaches them, and their errors of
+//! microns would outweigh every other pixel's.
 //!
 //! Values: each workgroup writes its partial sums (a fixed tree, so the result is deterministic),
 //! a second one-workgroup pass reduces them into a small f32 buffer `[total, data, w_s·mean(∇²h)²,
@@ -106,6 +113,19 @@ pub enum LossKind {
     Physics(PhysicsConfig),
     /// Supervised mean squared error against a truth map.
     Mse,
+    /// Supervised error of the residual model's height `hc + bound·tanh(u)` (µm) against a truth
+    /// map, over the pixels where the classical height `hc` and the truth are finite and within
+    /// the cutoff of each other.
+    Residual(ResidualLoss),
+}
+
+/// The residual loss's constants (µm).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResidualLoss {
+    /// The correction's bound.
+    pub bound: f32,
+    /// Pixels whose classical height is this far from the truth or farther are left out.
+    pub cutoff: f32,
 }
 
 /// A loss value as read back: `total = data + smoothness`.
@@ -146,7 +166,9 @@ pub(super) struct LossParams {
     inv_m: f32,
     inv_p: f32,
     weight: f32,
-    _pad: u32,
+    bound: f32,
+    cutoff: f32,
+    _pad: [u32; 3],
 }
 
 impl LossParams {
@@ -285,6 +307,40 @@ impl Loss {
             Dispatch::new(gpu, &SHADER.kernel("mse"), pred.precision, p, &b, grid)
         };
         Loss::assemble(gpu, LossKind::Mse, pred, grad, params, pass)
+    }
+
+    /// The residual model's loss of the U-Net output `u` `[n, 1, h, w]` (any precision): the
+    /// classical height `classical` and `truth` are f32 of the same shape; `grad` and `scale` as
+    /// for [`Loss::physics`].
+    pub fn residual(
+        gpu: &Gpu,
+        u: &Tensor,
+        classical: &Tensor,
+        truth: &Tensor,
+        constants: &ResidualLoss,
+        grad: Option<&Tensor>,
+        scale: &wgpu::Buffer,
+    ) -> Result<Loss> {
+        let [n, h, w] = check_prediction(u, grad, scale)?;
+        if [truth, classical].iter().any(|t| t.shape != u.shape || t.precision != Precision::F32) {
+            return Err(Error::Shape(format!(
+                "the residual loss needs f32 classical heights and truth {:?}; got {:?} ({}) and {:?} ({})",
+                u.shape, classical.shape, classical.precision, truth.shape, truth.precision
+            )));
+        }
+        let ResidualLoss { bound, cutoff } = *constants;
+        if !(bound.is_finite() && bound > 0.0 && cutoff > 0.0) {
+            return Err(Error::Invalid(format!(
+                "residual bound {bound} µm must be finite and positive, and the cutoff {cutoff} µm positive"
+            )));
+        }
+        let inv_m = (1.0 / (n * h * w) as f64) as f32;
+        let params = LossParams { inv_m, bound, cutoff, ..LossParams::of([n, h, w]) };
+        let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
+            let b = [(1, &u.buffer), (2, &classical.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, partials)];
+            Dispatch::new(gpu, &SHADER.kernel("residual"), u.precision, p, &b, grid)
+        };
+        Loss::assemble(gpu, LossKind::Residual(*constants), u, grad, params, pass)
     }
 
     /// What every loss has: its pass over the prediction `pred` (`pass(params, gradient buffer,
@@ -500,5 +556,23 @@ pub mod reference {
         let n = pred.len() as f64;
         let value = pred.iter().zip(truth).map(|(p, t)| (p - t).powi(2)).sum::<f64>() / n;
         (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - t)).collect())
+    }
+
+    /// The residual loss of the U-Net output `u` over classical heights `hc` and `truth` (pixels
+    /// where either is non-finite, or `|hc − truth| ≥ cutoff`, add 0 and get a zero gradient),
+    /// and its gradient dL/du.
+    pub fn residual(u: &[f64], hc: &[f64], truth: &[f64], bound: f64, cutoff: f64) -> (f64, Vec<f64>) {
+        assert!(u.len() == hc.len() && u.len() == truth.len(), "output, classical and truth sizes");
+        let n = u.len() as f64;
+        let (mut value, mut grad) = (0.0, vec![0.0; u.len()]);
+        for i in 0..u.len() {
+            if hc[i].is_finite() && truth[i].is_finite() && (hc[i] - truth[i]).abs() < cutoff {
+                let t = u[i].tanh();
+                let r = hc[i] + bound * t - truth[i];
+                value += r * r / n;
+                grad[i] = 2.0 / n * r * bound * (1.0 - t * t);
+            }
+        }
+        (value, grad)
     }
 }

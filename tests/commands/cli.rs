@@ -414,6 +414,33 @@ fn finetune_lowers_the_physics_loss_of_the_chosen_layers() {
     }
 }
 
+/// `train --residual` refuses, in one line and before writing anything, the flags it cannot use
+/// and weights that are not a residual model.
+#[test]
+fn train_residual_refuses_what_it_cannot_use() {
+    let d = TempPath::dir("train-residual-errors");
+    let out = d.join("w.safetensors");
+    let unet = fixture("unet_b8.safetensors");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--bound", "0.05"], "--bound is the residual model's"),
+        (&["--residual", "--height-range", "0,1"], "--height-range maps plain synthetic frames"),
+        (&["--residual", "--loss", "physics"], "--loss physics cannot be used"),
+        (&["--residual", "--bound", "0.7"], "under a quarter fringe"),
+        (&["--residual", "--init", unet.to_str().unwrap()], "a plain U-Net"),
+        (&["--residual", "--init", unet.to_str().unwrap(), "--bound", "0.05"], "the weights given carry their own"),
+    ];
+    for (args, needle) in cases {
+        let mut cmd = bin();
+        cmd.args(["train", "--steps", "1", "--synthetic-size", "32", "--patch", "32"]).args(args);
+        let o = cmd.args(["-o", out.to_str().unwrap()]).output().unwrap();
+        let lines = stderr_lines(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{args:?}: {lines:?} lacks '{needle}'");
+        assert!(!out.exists(), "{args:?}");
+    }
+}
+
 /// A u8 frame of the seed surface (σ = 2 counts) with a saturated band (columns 0..8) and a dark
 /// one (8..16); its truth.
 fn spoiled_frame(path: &Path, h: usize, w: usize) -> Vec<f32> {

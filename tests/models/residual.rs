@@ -141,3 +141,92 @@ fn residual_with_the_wrong_input_channels_is_refused() {
     let err = residual_model(gpu, &weights, HostType::U8, Some(Precision::F32), &o).err().unwrap().to_string();
     assert!(err.contains("quarter fringe"), "{err}");
 }
+
+/// The residual trainer's batch: the loss's classical heights are each image's robust classical
+/// heights (the height channel picked out of the solver's height + contrast output).
+#[test]
+fn residual_trainer_feeds_the_robust_classical_heights() {
+    use psi_gpu::commands::train::residual::{classical_config, fresh_weights, generated_frame};
+    use psi_gpu::nn::residual::train::{CUTOFF, ResidualTrainer};
+    use psi_gpu::nn::unet::train::TrainConfig;
+    use psi_gpu::ops::loss::{LossKind, ResidualLoss};
+    let gpu = &gpus()[0];
+    let scale = 1.0 / 255.0;
+    let frames: Vec<_> = (0..2).map(|i| generated_frame(40 + i, 32, 20.0)).collect();
+    let weights = fresh_weights(16, 4, 0.1, 1);
+    let train = TrainConfig {
+        loss: LossKind::Mse,
+        adam: Default::default(),
+        input_scale: scale,
+        precision: Precision::F32,
+        loss_scaling: false,
+        frozen_bn: false,
+    };
+    let config = classical_config(HostType::U8, scale).unwrap();
+    let mut t = ResidualTrainer::new(gpu, &weights, config, [2, 32, 32], train).unwrap();
+    assert_eq!(t.trainer.train.loss, LossKind::Residual(ResidualLoss { bound: 0.1, cutoff: CUTOFF }));
+    let bytes: Vec<u8> = frames.iter().flat_map(|f| f.bytes.clone()).collect();
+    t.set_frames(gpu, HostType::U8, &bytes).unwrap();
+    let got = t.classical_heights(gpu).unwrap();
+    let cls = robust(gpu);
+    for (i, f) in frames.iter().enumerate() {
+        let want = run_raw(gpu, &cls, HostType::U8, [16, 32, 32], &f.bytes, None).unwrap();
+        let want: Vec<f32> = want.iter().copied().take(32 * 32).collect();
+        let same = got[i * 1024..(i + 1) * 1024].iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "image {i}: the trainer's classical heights are not the solver's");
+    }
+}
+
+/// `train --residual` end to end on a tiny model: 3 steps, the residual metadata in the output,
+/// the validation columns in the history, and `infer --weights` runs it: finite where the robust
+/// classical solver is, NaN where it is NaN, within the bound of it and not equal to it.
+#[test]
+fn train_residual_then_infer() {
+    use psi_gpu::commands::train::residual::generated_frame;
+    let d = crate::common::TempPath::dir("train-residual");
+    let (w, hist) = (d.join("w.safetensors"), d.join("h.csv"));
+    let bin = env!("CARGO_BIN_EXE_psi-gpu");
+    let o = std::process::Command::new(bin)
+        .args(["train", "--residual", "--base", "4", "--synthetic", "2", "--synthetic-size", "32", "--patch", "32"])
+        .args(["--batch", "2", "--steps", "3", "--noise", "20", "--validation", "1", "--lr", "1e-2"])
+        .args(["--history", hist.to_str().unwrap(), "-o", w.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("residual model RMSE") && stdout.contains("robust classical solver"), "{stdout}");
+    let weights = Weights::load(&w).unwrap();
+    assert_eq!(weights.metadata["psi_gpu_model"], "residual");
+    assert_eq!(weights.metadata["features"], "sin_height,cos_height,contrast,valid");
+    assert_eq!(weights.metadata["bound"], "0.1");
+    let history = std::fs::read_to_string(&hist).unwrap();
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].ends_with("val_classical_invalid"), "{}", lines[0]);
+    assert!(lines[1].ends_with(",,,,,,") && !lines[3].ends_with(','), "{history}");
+
+    // A frame with a dark patch the solver leaves NaN.
+    let f = (0..100).map(|s| generated_frame(9000 + s, 48, 10.0)).find(|f| f.bytes[..48 * 48].contains(&0)).unwrap();
+    let frame = d.join("frame.npy");
+    let mut wr = npy::NpyWriter::new(&frame, HostType::U8, &[16, 48, 48]).unwrap();
+    wr.write(&f.bytes).unwrap();
+    wr.finish().unwrap();
+    let out = d.join("out.npy");
+    let o = std::process::Command::new(bin)
+        .args(["infer", frame.to_str().unwrap(), "--weights", w.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, got) = npy::read_f32(&out).unwrap();
+    let gpu = &gpus()[0];
+    let cls = run_raw(gpu, &robust(gpu), HostType::U8, [16, 48, 48], &f.bytes, None).unwrap();
+    let cls: Vec<f32> = cls.iter().copied().take(48 * 48).collect();
+    assert!(cls.iter().any(|v| v.is_nan()) && cls.iter().any(|v| v.is_finite()));
+    assert_eq!(
+        got.iter().map(|v| v.is_finite()).collect::<Vec<_>>(),
+        cls.iter().map(|v| v.is_finite()).collect::<Vec<_>>()
+    );
+    let d: Vec<f32> = got.iter().zip(&cls).filter(|(a, _)| a.is_finite()).map(|(a, b)| a - b).collect();
+    assert!(d.iter().all(|v| v.abs() <= 0.1 + 1e-5), "the correction exceeds its bound");
+    assert!(d.iter().any(|v| *v != 0.0), "3 steps left the correction at 0");
+}

@@ -193,8 +193,11 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new(gpu: &Gpu, config: &UNetConfig, [n, h, w]: [usize; 3], p: Precision) -> Result<Buffers> {
+    fn new(gpu: &Gpu, config: &UNetConfig, [n, h, w]: [usize; 3], train: &TrainConfig) -> Result<Buffers> {
         let UNetConfig { n_channels, n_classes, base: b } = *config;
+        let p = train.precision;
+        // The loss frame: the raw frame, or the classical heights of the residual loss.
+        let frame_channels = if matches!(train.loss, LossKind::Residual(_)) { 1 } else { n_channels };
         let c = widths(b);
         let t = |ch: usize, l: usize, label: &str| Tensor::new(gpu, [n, ch, h >> l, w >> l], p, label);
         let per_level = |levels: std::ops::Range<usize>, ch: &dyn Fn(usize) -> usize, label: &str| {
@@ -203,7 +206,7 @@ impl Buffers {
         let up_width = |l: usize| if l == 0 { b } else { c[l - 1] };
         Ok(Buffers {
             input: t(n_channels, 0, "input")?,
-            frame: Tensor::new(gpu, [n, n_channels, h, w], Precision::F32, "loss frame")?,
+            frame: Tensor::new(gpu, [n, frame_channels, h, w], Precision::F32, "loss frame")?,
             truth: Tensor::new(gpu, [n, n_classes, h, w], Precision::F32, "truth")?,
             output: t(n_classes, 0, "output")?,
             doutput: t(n_classes, 0, "output grad")?,
@@ -363,6 +366,7 @@ fn make_loss(gpu: &Gpu, kind: &LossKind, bufs: &Buffers, scaler: &LossScaler) ->
             Loss::physics(gpu, &cfg, output, &bufs.frame, grad, scale)
         }
         LossKind::Mse => Loss::mse(gpu, output, &bufs.truth, grad, scale),
+        LossKind::Residual(r) => Loss::residual(gpu, output, &bufs.frame, &bufs.truth, r, grad, scale),
     }
 }
 
@@ -379,7 +383,7 @@ impl UNetTrainer {
         let scaler =
             if train.loss_scaling { LossScaler::new(gpu, Default::default())? } else { LossScaler::disabled(gpu) };
         let adam = Adam::new(gpu, train.adam.clone(), &flat, &scaler)?;
-        let bufs = Buffers::new(gpu, &config, [n, h, w], train.precision)?;
+        let bufs = Buffers::new(gpu, &config, [n, h, w], &train)?;
         let net = Net::new(gpu, weights, &config, [n, h, w], &train)?;
         let scratch = weight_grad_scratch(gpu, &config, [n, h, w])?;
         let relayouts = net.relayouts(gpu, &flat, &config)?;
@@ -433,6 +437,13 @@ impl UNetTrainer {
             d.push(e);
         }
         gpu.run(&d)
+    }
+
+    /// The model's input `[n, C, h, w]` (storage precision) and the loss frame (f32: the raw
+    /// frame `[n, C, h, w]`, or with the residual loss the classical heights `[n, 1, h, w]`), for
+    /// a caller that fills them on the GPU itself instead of [`Self::set_frames`].
+    pub fn inputs(&self) -> (&Tensor, &Tensor) {
+        (&self.bufs.input, &self.bufs.frame)
     }
 
     /// Upload the truth maps `[n, classes, h, w]` for the supervised loss.

@@ -17,6 +17,8 @@
 //! the classical solver's plus half the U-Net's default overlap, so the classical heights — and
 //! the NaN positions — are the whole frame's bit for bit, and the correction sees at least 64
 //! pixels of context around every pixel it gives.
+//!
+//! Training on generated frames, supervised on the truth, is [`train`].
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Plan, Precision, Tensor};
@@ -26,6 +28,8 @@ use crate::nn::model::UNET_OVERLAP;
 use crate::nn::unet::UNet;
 use crate::ops::classical::{ClassicalConfig, Unwrap};
 use crate::ops::residual::{Feature, MAX_FEATURES, combine, features};
+
+pub mod train;
 
 /// The metadata key naming a psi-gpu model kind, and its value for this one.
 pub const MODEL_KEY: &str = "psi_gpu_model";
@@ -68,34 +72,48 @@ pub fn spec(wts: &Weights) -> Result<(Vec<Feature>, f32)> {
     Ok((features, bound))
 }
 
+/// The features and bound of `wts`, checked against the classical solver of `config` (the bound
+/// under a quarter fringe of its first laser, a U-Net reading its buckets + the features and
+/// giving one channel), and `config` as the model runs it: robust, with the contrast channel when
+/// a feature reads it, no reason codes.
+pub fn checked(wts: &Weights, mut config: ClassicalConfig) -> Result<(Vec<Feature>, f32, ClassicalConfig)> {
+    let (features, bound) = spec(wts)?;
+    let err = |message: String| Error::Weights { path: wts.path.clone(), message };
+    let quarter = config.psi.wavelengths.first().map_or(0.0, |l| l / 8.0);
+    if bound >= quarter {
+        return Err(err(format!(
+            "residual bound {bound} µm is not under a quarter fringe of the first laser ({quarter} µm)"
+        )));
+    }
+    let unet_config = UNet::config(wts)?;
+    let want = config.in_channels() + features.len();
+    if unet_config.n_channels != want || unet_config.n_classes != 1 {
+        return Err(err(format!(
+            "a residual model over {} bucket channels and {} features ({}) needs a U-Net of {want} input \
+             channels and 1 output; inc.double_conv.0.weight reads {} channels and outc.conv.weight gives {}",
+            config.in_channels(),
+            features.len(),
+            features.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+            unet_config.n_channels,
+            unet_config.n_classes
+        )));
+    }
+    config.unwrap = Unwrap::Robust;
+    config.quality = features.contains(&Feature::Contrast);
+    config.reason = false;
+    Ok((features, bound, config))
+}
+
+/// The first laser's λ/2 (µm): the period of the height features.
+pub fn half_fringe(config: &ClassicalConfig) -> f32 {
+    config.psi.wavelengths[0] / 2.0
+}
+
 impl Residual {
     /// The residual model of `wts` over frames `config` describes (its unwrap made robust, its
     /// levels already those of the frame's type), the U-Net in `precision`.
-    pub fn new(gpu: &Gpu, wts: &Weights, precision: Precision, mut config: ClassicalConfig) -> Result<Residual> {
-        let (features, bound) = spec(wts)?;
-        let err = |message: String| Error::Weights { path: wts.path.clone(), message };
-        let quarter = config.psi.wavelengths.first().map_or(0.0, |l| l / 8.0);
-        if bound >= quarter {
-            return Err(err(format!(
-                "residual bound {bound} µm is not under a quarter fringe of the first laser ({quarter} µm)"
-            )));
-        }
-        let unet_config = UNet::config(wts)?;
-        let want = config.in_channels() + features.len();
-        if unet_config.n_channels != want || unet_config.n_classes != 1 {
-            return Err(err(format!(
-                "a residual model over {} bucket channels and {} features ({}) needs a U-Net of {want} input \
-                 channels and 1 output; inc.double_conv.0.weight reads {} channels and outc.conv.weight gives {}",
-                config.in_channels(),
-                features.len(),
-                features.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
-                unet_config.n_channels,
-                unet_config.n_classes
-            )));
-        }
-        config.unwrap = Unwrap::Robust;
-        config.quality = features.contains(&Feature::Contrast);
-        config.reason = false;
+    pub fn new(gpu: &Gpu, wts: &Weights, precision: Precision, config: ClassicalConfig) -> Result<Residual> {
+        let (features, bound, config) = checked(wts, config)?;
         let classical = Classical::new(gpu, config)?;
         let unet = UNet::new(gpu, wts, precision)?;
         Ok(Residual { classical, unet, features, bound })
@@ -111,9 +129,8 @@ impl Residual {
         self.classical.halo() + UNET_OVERLAP / 2
     }
 
-    /// The first laser's λ/2 (µm): the period of the height features.
     fn half_fringe(&self) -> f32 {
-        self.classical.config.psi.wavelengths[0] / 2.0
+        half_fringe(&self.classical.config)
     }
 
     /// Buffers and dispatches for `n` tiles of `h` x `w`: the classical solver on the f32 input,

@@ -1,6 +1,10 @@
 //! `psi-gpu train`: the training loop around [`UNetTrainer`] — data (npy frames or synthetic
 //! frames made on the fly), random crops, gradient accumulation, learning-rate schedules,
-//! validation on held-out synthetic frames, loss history, checkpoints and resume.
+//! validation on held-out synthetic frames, loss history, checkpoints and resume. With
+//! `residual`, the residual model (robust classical + bounded U-Net correction, `nn::residual`)
+//! on generated frames over ±15 µm ([`residual`]), supervised on the truth.
+
+pub mod residual;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +23,8 @@ use crate::io::frames::{Frame, load_frames};
 use crate::io::weights::{Weights, check_finite};
 use crate::nn::Model;
 use crate::nn::classical::Classical;
+use crate::nn::residual::train::ResidualTrainer;
+use crate::nn::residual::{DEFAULT_BOUND, MODEL_KEY, MODEL_NAME, is_residual, spec as residual_spec};
 use crate::nn::unet::UNet;
 use crate::nn::unet::init::{he_init, to_weights};
 use crate::nn::unet::train::{MemoryUse, TrainConfig, UNetTrainer};
@@ -87,6 +93,12 @@ pub struct Options {
     /// Validate every this many steps (0 = only at the end) on `validation` held-out frames.
     pub validate_every: usize,
     pub validation: usize,
+    /// Train the residual model: fresh weights read buckets + [`residual::FEATURES`]; synthetic
+    /// frames are [`residual::generated_frame`]s (their noise σ drawn per frame in
+    /// [0, `noise`), `height_range` unused); the loss is supervised on the residual height.
+    pub residual: bool,
+    /// The correction's bound (µm) of fresh residual weights.
+    pub bound: f32,
 }
 
 impl Default for Options {
@@ -120,6 +132,8 @@ impl Default for Options {
             history: None,
             validate_every: 0,
             validation: 4,
+            residual: false,
+            bound: DEFAULT_BOUND,
         }
     }
 }
@@ -150,6 +164,10 @@ pub struct Validation {
     /// The classical solver searching only the synthetic frames' height range (the prior the
     /// network was trained with), when one is set.
     pub classical_range_rmse: Option<f64>,
+    /// Residual training: the model's and the robust classical solver's figures (`rmse` and
+    /// `classical_rmse` are their RMSEs over the pixels each solved; the same pixels, as the
+    /// model is NaN exactly where its classical part is).
+    pub residual: Option<(residual::Figures, residual::Figures)>,
 }
 
 /// What a training run did.
@@ -199,6 +217,22 @@ impl fmt::Display for Report {
             mib(m.scratch)
         )?;
         for v in &self.validations {
+            if let Some((m, c)) = v.residual {
+                let pct = |x: f64| 100.0 * x;
+                writeln!(
+                    f,
+                    "validation at step {}: residual model RMSE {:.4} µm, {:.2} % off by > 1 µm, {:.2} % NaN \
+                     (robust classical solver on the same frames: RMSE {:.4} µm, {:.2} % off by > 1 µm, {:.2} % NaN)",
+                    v.step,
+                    m.rmse,
+                    pct(m.off),
+                    pct(m.invalid),
+                    c.rmse,
+                    pct(c.off),
+                    pct(c.invalid)
+                )?;
+                continue;
+            }
             let restricted = match v.classical_range_rmse {
                 Some(c) => format!("; searching only the training height range: {c:.4} µm"),
                 None => String::new(),
@@ -269,6 +303,16 @@ fn check_options(opts: &Options) -> Result<()> {
     if opts.validate_every > 0 && opts.validation == 0 {
         return refuse("--validate-every needs validation frames (--validation 0 gives none)");
     }
+    if opts.residual && opts.loss == LossChoice::Physics {
+        return refuse("--residual trains on the truth: --loss physics cannot be used with it");
+    }
+    let quarter = crate::psi::PsiConfig::default().wavelengths[0] / 8.0;
+    if opts.residual && !(opts.bound.is_finite() && opts.bound > 0.0 && opts.bound < quarter) {
+        return Err(Error::Invalid(format!(
+            "--bound {}: expected a positive number of µm under a quarter fringe of the first laser ({quarter} µm)",
+            opts.bound
+        )));
+    }
     if let Some((lo, hi)) = opts.height_range
         && !(lo.is_finite() && hi.is_finite() && lo < hi)
     {
@@ -303,13 +347,17 @@ fn checkpoint_path(output: &Path) -> PathBuf {
 fn starting_weights(opts: &Options) -> Result<(Weights, Option<OptimizerState>, i64)> {
     match (&opts.resume, &opts.init) {
         (Some(p), _) | (None, Some(p)) => checkpoint::load(p),
+        (None, None) if opts.residual => Ok((residual::fresh_weights(16, opts.base, opts.bound, opts.seed), None, 0)),
         (None, None) => Ok((to_weights(&he_init(16, 1, opts.base, opts.seed), NO_METADATA), None, 0)),
     }
 }
 
 /// The training frames (files, or synthetic ones) and the held-out synthetic validation frames.
 fn frame_sets(opts: &Options) -> Result<(Vec<Frame>, Vec<Frame>)> {
-    let synthetic = |seed: u64| synthetic_frame(seed, opts.synthetic_size, opts.noise, opts.height_range);
+    let synthetic = |seed: u64| match opts.residual {
+        true => residual::generated_frame(seed, opts.synthetic_size, opts.noise),
+        false => synthetic_frame(seed, opts.synthetic_size, opts.noise, opts.height_range),
+    };
     let frames = if opts.frames.is_empty() {
         (0..opts.synthetic.max(1)).map(|i| synthetic(opts.seed * 1_000_003 + i as u64)).collect()
     } else {
@@ -349,18 +397,75 @@ fn patch_size(patch: usize, frames: &[Frame]) -> Result<(usize, usize)> {
 }
 
 /// The loss history CSV, written atomically: complete when the run ends, absent if it fails.
+/// Residual training adds the validation figures of the steps that validate (empty elsewhere).
 struct History(AtomicFile);
 
+/// The residual history's validation columns.
+const RESIDUAL_COLUMNS: &str =
+    ",val_rmse,val_off,val_invalid,val_classical_rmse,val_classical_off,val_classical_invalid";
+
 impl History {
-    fn create(path: &Path) -> Result<History> {
+    fn create(path: &Path, residual: bool) -> Result<History> {
         let mut h = History(AtomicFile::create(path)?);
-        h.line(format_args!("step,lr,loss,data,smoothness,scale,applied"))?;
+        let extra = if residual { RESIDUAL_COLUMNS } else { "" };
+        h.line(format_args!("step,lr,loss,data,smoothness,scale,applied{extra}"))?;
         Ok(h)
+    }
+
+    /// The residual columns of a step that validated (`v`) or not.
+    fn residual_fields(v: Option<&Validation>) -> String {
+        match v.and_then(|v| v.residual) {
+            Some((m, c)) => format!(",{},{},{},{},{},{}", m.rmse, m.off, m.invalid, c.rmse, c.off, c.invalid),
+            None => ",,,,,,".into(),
+        }
     }
 
     fn line(&mut self, text: fmt::Arguments) -> Result<()> {
         let path = self.0.path().to_path_buf();
         writeln!(self.0.writer()?, "{text}").map_err(|e| Error::io(path, e))
+    }
+}
+
+/// The U-Net's trainer, alone or inside the residual model's.
+#[allow(clippy::large_enum_variant)] // one trainer per run
+enum Trainer {
+    Plain(UNetTrainer),
+    Residual(ResidualTrainer),
+}
+
+impl Trainer {
+    fn unet(&self) -> &UNetTrainer {
+        match self {
+            Trainer::Plain(t) => t,
+            Trainer::Residual(r) => &r.trainer,
+        }
+    }
+
+    fn unet_mut(&mut self) -> &mut UNetTrainer {
+        match self {
+            Trainer::Plain(t) => t,
+            Trainer::Residual(r) => &mut r.trainer,
+        }
+    }
+
+    /// Upload a batch of raw frames (and their truth when the loss reads it).
+    fn set_batch(&mut self, gpu: &Gpu, ty: HostType, bytes: &[u8], truth: Option<&[f32]>) -> Result<()> {
+        match self {
+            Trainer::Plain(t) => t.set_frames(gpu, ty, bytes)?,
+            Trainer::Residual(r) => r.set_frames(gpu, ty, bytes)?,
+        }
+        match truth {
+            Some(truth) => self.unet_mut().set_truth(gpu, truth),
+            None => Ok(()),
+        }
+    }
+
+    /// The residual metadata (model kind, features, bound), none for a plain U-Net.
+    fn metadata(&self) -> Vec<(String, String)> {
+        match self {
+            Trainer::Plain(_) => Vec::new(),
+            Trainer::Residual(r) => residual::metadata(&r.features, r.bound).to_vec(),
+        }
     }
 }
 
@@ -380,7 +485,7 @@ struct Session<'a> {
     nbt: i64,
     /// The classical solvers validation compares with.
     classical: Vec<ClassicalConfig>,
-    trainer: UNetTrainer,
+    trainer: Trainer,
     /// Scratch for one micro-batch's crops and their truth.
     bytes: Vec<u8>,
     truth: Vec<f32>,
@@ -394,14 +499,22 @@ impl<'a> Session<'a> {
         let precision = gpu.resolve_precision(opts.precision)?;
         let (frames, validation) = frame_sets(opts)?;
         let ty = frames[0].ty;
-        if frames.iter().any(|f| f.ty != ty || f.c != config.n_channels) {
+        if opts.residual && !is_residual(&weights) {
             return Err(Error::Invalid(format!(
-                "training frames must all be {} with {} channels (the model's input)",
-                ty.name(),
-                config.n_channels
+                "--residual trains a residual model, and the weights given are a plain U-Net (no {MODEL_KEY} = \
+                 {MODEL_NAME} in their metadata)"
             )));
         }
-        let loss = resolve_loss(&opts.loss, &frames)?;
+        // The residual model's U-Net reads the buckets and then its features.
+        let features = if opts.residual { residual_spec(&weights)?.0.len() } else { 0 };
+        let channels = config.n_channels.saturating_sub(features);
+        if frames.iter().any(|f| f.ty != ty || f.c != channels) {
+            return Err(Error::Invalid(format!(
+                "training frames must all be {} with {channels} channels (the model's input)",
+                ty.name()
+            )));
+        }
+        let loss = resolve_loss(if opts.residual { &LossChoice::Supervised } else { &opts.loss }, &frames)?;
         let patch = patch_size(opts.patch, &frames)?;
         let input_scale = region::input_scale(opts.input_scale, weights.metadata_f32("input_scale")?, ty);
         let kind = match loss {
@@ -412,9 +525,14 @@ impl<'a> Session<'a> {
             AdamConfig { lr: opts.lr, weight_decay: opts.weight_decay, max_grad_norm: opts.clip, ..Default::default() };
         let loss_scaling = precision == Precision::F16;
         let tcfg = TrainConfig { loss: kind, adam, input_scale, precision, loss_scaling, frozen_bn: false };
-        let mut trainer = UNetTrainer::new(gpu, &weights, opts.batch, patch.0, patch.1, tcfg)?;
+        let mut trainer = if opts.residual {
+            let classical = residual::classical_config(ty, input_scale)?;
+            Trainer::Residual(ResidualTrainer::new(gpu, &weights, classical, [opts.batch, patch.0, patch.1], tcfg)?)
+        } else {
+            Trainer::Plain(UNetTrainer::new(gpu, &weights, opts.batch, patch.0, patch.1, tcfg)?)
+        };
         if let Some(o) = &optim {
-            trainer.restore_optimizer(gpu, o)?;
+            trainer.unet_mut().restore_optimizer(gpu, o)?;
         }
         // Steps taken so far: the checkpoint's loop count (skipped f16 steps included), not Adam's.
         let start_step = match (&optim, weights.metadata.get("steps")) {
@@ -426,7 +544,7 @@ impl<'a> Session<'a> {
         // network's prior; 0.1 µm margins so that noise at the range's ends still finds its
         // fringe order).
         let mut classical = vec![ClassicalConfig::default()];
-        if let (Some((lo, hi)), true) = (opts.height_range, opts.frames.is_empty()) {
+        if let (Some((lo, hi)), true, false) = (opts.height_range, opts.frames.is_empty(), opts.residual) {
             classical.push(ClassicalConfig { height_range: (lo - 0.1, hi + 0.1), ..Default::default() });
         }
         let (bytes, truth) = (Vec::new(), Vec::new());
@@ -466,7 +584,7 @@ impl<'a> Session<'a> {
         let (gpu, opts, (ph, pw)) = (self.gpu, self.opts, self.patch);
         // Crops depend only on (seed, step): a resumed run sees the batches it would have seen.
         let mut rng = Rng::new(opts.seed ^ 0xC0FFEE ^ (step as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15));
-        self.trainer.zero_grad(gpu);
+        self.trainer.unet().zero_grad(gpu);
         let mut sum = (0f32, 0f32, 0f32);
         for _ in 0..opts.grad_accum {
             self.bytes.clear();
@@ -481,16 +599,14 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            self.trainer.set_frames(gpu, self.ty, &self.bytes)?;
-            if self.loss == LossChoice::Supervised {
-                self.trainer.set_truth(gpu, &self.truth)?;
-            }
-            let l = self.trainer.accumulate(gpu, 1.0 / opts.grad_accum as f32)?;
+            let truth = (self.loss == LossChoice::Supervised).then_some(self.truth.as_slice());
+            self.trainer.set_batch(gpu, self.ty, &self.bytes, truth)?;
+            let l = self.trainer.unet_mut().accumulate(gpu, 1.0 / opts.grad_accum as f32)?;
             sum = (sum.0 + l.total, sum.1 + l.data, sum.2 + l.smoothness);
         }
         let k = opts.grad_accum as f32;
         let lr = opts.schedule.lr(opts.lr, step);
-        let report = self.trainer.apply(gpu, lr)?;
+        let report = self.trainer.unet_mut().apply(gpu, lr)?;
         Ok(((sum.0 / k, sum.1 / k, sum.2 / k), lr, report))
     }
 
@@ -507,9 +623,10 @@ impl<'a> Session<'a> {
         m.insert("batch".into(), o.batch.to_string());
         m.insert("patch".into(), o.patch.to_string());
         m.insert("precision".into(), self.precision.to_string());
-        if let Some((lo, hi)) = o.height_range {
+        if let (Some((lo, hi)), false) = (o.height_range, o.residual) {
             m.insert("height_range".into(), format!("{lo},{hi}"));
         }
+        m.extend(self.trainer.metadata());
         m.insert("trained_by".into(), format!("psi-gpu {}", env!("CARGO_PKG_VERSION")));
         m
     }
@@ -518,10 +635,11 @@ impl<'a> Session<'a> {
     /// a non-finite state stops the run ([`Stop::diverged`]) and leaves `path` as it was.
     fn save(&self, path: &Path, step: usize, with_optimizer: bool, stop: &Stop) -> Result<()> {
         let gpu = self.gpu;
-        let optimizer = if with_optimizer { Some(self.trainer.optimizer_state(gpu)?) } else { None };
+        let trainer = self.trainer.unet();
+        let optimizer = if with_optimizer { Some(trainer.optimizer_state(gpu)?) } else { None };
         let ck = Checkpoint {
-            tensors: self.trainer.state_dict(gpu)?,
-            num_batches_tracked: self.nbt + self.trainer.batches() as i64,
+            tensors: trainer.state_dict(gpu)?,
+            num_batches_tracked: self.nbt + trainer.batches() as i64,
             metadata: self.metadata(step),
             optimizer,
         };
@@ -530,13 +648,19 @@ impl<'a> Session<'a> {
     }
 
     fn validate(&self, step: usize, stop: &Stop) -> Result<Validation> {
-        let state = self.trainer.state_dict(self.gpu)?;
+        let state = self.trainer.unet().state_dict(self.gpu)?;
         for (name, _, data) in &state {
             check_finite(name, data).map_err(|what| stop.diverged(step, &what))?;
         }
+        if let Trainer::Residual(_) = self.trainer {
+            let meta = self.trainer.metadata();
+            let (m, c) = residual::validate(self.gpu, &state, &meta, &self.validation, self.input_scale)?;
+            let (rmse, classical_rmse) = (m.rmse, c.rmse);
+            return Ok(Validation { step, rmse, classical_rmse, classical_range_rmse: None, residual: Some((m, c)) });
+        }
         let w = to_weights(&state, NO_METADATA);
         let (rmse, c) = validate(self.gpu, &w, &self.validation, self.input_scale, &self.classical)?;
-        Ok(Validation { step, rmse, classical_rmse: c[0], classical_range_rmse: c.get(1).copied() })
+        Ok(Validation { step, rmse, classical_rmse: c[0], classical_range_rmse: c.get(1).copied(), residual: None })
     }
 }
 
@@ -572,10 +696,11 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f3
     check_files(opts)?;
     let (mut session, start_step) = Session::new(gpu, opts)?;
     let steps = session.steps();
-    let mut history = opts.history.as_deref().map(History::create).transpose()?;
+    let mut history = opts.history.as_deref().map(|p| History::create(p, opts.residual)).transpose()?;
     let mut validations = Vec::new();
     let (mut first_loss, mut last_loss, mut skipped) = (f32::NAN, f32::NAN, 0);
     let t0 = Instant::now();
+    let mut final_validation = std::time::Duration::ZERO;
     let checkpoint = checkpoint_path(&opts.output);
     let mut stop = Stop { opts, checkpoint: checkpoint.clone(), checkpoint_step: None };
     for step in start_step..steps {
@@ -589,22 +714,32 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f3
             first_loss = loss.0;
         }
         last_loss = loss.0;
+        let n = step + 1;
+        let last = n == steps && opts.validation > 0;
+        let tv = Instant::now();
+        let validation = match (opts.validate_every > 0 && n % opts.validate_every == 0) || last {
+            true => Some(session.validate(n, &stop)?),
+            false => None,
+        };
+        // The time per step leaves out the final validation.
+        if last {
+            final_validation = tv.elapsed();
+        }
         if let Some(h) = history.as_mut() {
-            let (n, scale, applied) = (step + 1, report.scale, report.applied);
-            h.line(format_args!("{n},{lr},{},{},{},{scale},{applied}", loss.0, loss.1, loss.2))?;
+            let (scale, applied) = (report.scale, report.applied);
+            let extra = if opts.residual { History::residual_fields(validation.as_ref()) } else { String::new() };
+            h.line(format_args!("{n},{lr},{},{},{},{scale},{applied}{extra}", loss.0, loss.1, loss.2))?;
         }
-        progress(step + 1, steps, loss, lr as f32);
-        if opts.checkpoint_every > 0 && (step + 1) % opts.checkpoint_every == 0 {
-            session.save(&checkpoint, step + 1, true, &stop)?;
-            stop.checkpoint_step = Some(step + 1);
+        progress(n, steps, loss, lr as f32);
+        if opts.checkpoint_every > 0 && n % opts.checkpoint_every == 0 {
+            session.save(&checkpoint, n, true, &stop)?;
+            stop.checkpoint_step = Some(n);
         }
-        if opts.validate_every > 0 && (step + 1) % opts.validate_every == 0 && step + 1 < steps {
-            validations.push(session.validate(step + 1, &stop)?);
-        }
+        validations.extend(validation);
     }
     let trained = steps.saturating_sub(start_step);
-    let seconds_per_step = t0.elapsed().as_secs_f64() / trained.max(1) as f64;
-    if opts.validation > 0 {
+    let seconds_per_step = (t0.elapsed() - final_validation).as_secs_f64() / trained.max(1) as f64;
+    if trained == 0 && opts.validation > 0 {
         validations.push(session.validate(steps, &stop)?);
     }
     session.save(&opts.output, steps, false, &stop)?;
@@ -619,7 +754,7 @@ pub fn run(gpu: &Gpu, opts: &Options, mut progress: impl FnMut(usize, usize, (f3
         first_loss,
         last_loss,
         validations,
-        memory: session.trainer.memory(),
+        memory: session.trainer.unet().memory(),
         precision: session.precision,
         skipped_steps: skipped,
         loss: session.loss,
