@@ -39,8 +39,11 @@ def test_options_reach_the_solver_as_the_cli_flags(frames, engine, tmp_path):
     )
     same(h, np.load(out))
     same(q, np.load(quality))
-    # And they change the result: the default per-pixel solver differs somewhere here.
-    assert not np.array_equal(h, engine.classical(np.load(frame_path), tile=40), equal_nan=True)
+    # And they change the result: the per-pixel solver differs somewhere here.
+    frame = np.load(frame_path)
+    assert not np.array_equal(h, engine.classical(frame, unwrap="per-pixel", tile=40), equal_nan=True)
+    # The default is robust, as the CLI's.
+    same(engine.classical(frame, tile=40), engine.classical(frame, unwrap="robust", tile=40))
 
 
 def test_any_strides_give_the_same_heights(frames, engine):
