@@ -16,9 +16,10 @@
 //   mse       supervised mean((h − truth)²), truth f32; the same partials and gradient layout.
 //   residual  the residual model's supervised loss of its U-Net output u (T): the height is
 //             hc + bound·tanh(u) with hc the classical height (f32, in `frame`), and
-//               L = (1/P)·Σ_valid (hc + bound·tanh(u) − truth)²
+//               L = (1/P)·Σ_valid ω·(hc + bound·tanh(u) − truth)²
 //             over the pixels where hc and truth are finite and |hc − truth| < cutoff (P = every
-//             pixel; the others add 0 and get a zero gradient); dL/du = (2/P)·r·bound·(1 − tanh²u), with
+//             pixel; the others add 0 and get a zero gradient), ω the pixel's weight (f32, in
+//             `pixel_weight`); dL/du = (2/P)·ω·r·bound·(1 − tanh²u), with
 //             1 − tanh²u = 4e/(1 + e)², e = exp(−2|u|), exact for any |u|.
 //   reduce    second pass: one workgroup sums the partials into
 //             value = [total, data, w_s·mean(∇²h)², mean(∇²h)²] (f32).
@@ -74,6 +75,7 @@ struct LossParams {
 @group(0) @binding(8) var<storage, read_write> ab_out: array<f32>;
 @group(0) @binding(9) var<storage, read> truth: array<f32>;
 @group(0) @binding(10) var<storage, read_write> value: array<f32>;
+@group(0) @binding(11) var<storage, read> pixel_weight: array<f32>;
 
 // h at (y, x) of the image starting at `base`, zero outside.
 fn height_at(base: u32, y: i32, x: i32) -> f32 {
@@ -223,8 +225,9 @@ fn residual(lane: Lane) {
         var d = 0.0;
         if (is_finite(hc) && is_finite(t) && abs(hc - t) < p.cutoff) {
             let r = (hc - t) + p.bound * th;
-            se = r * r;
-            d = 2.0 * p.inv_m * r * p.bound * (4.0 * e / ((1.0 + e) * (1.0 + e)));
+            let wt = pixel_weight[i];
+            se = wt * r * r;
+            d = 2.0 * p.inv_m * wt * r * p.bound * (4.0 * e / ((1.0 + e) * (1.0 + e)));
         }
         if (p.grad != 0u) {
             grad[i] = T(d * scale[0] * p.weight);

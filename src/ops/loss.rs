@@ -28,9 +28,10 @@
 //! **Supervised MSE**: `mean((h − truth)²)` (truth f32), gradient `2(h − truth)/P · scale · weight`.
 //! **Residual** (the residual model's, `nn::residual`): the prediction is the U-Net's output `u`,
 //! the height `hc + bound·tanh(u)` with `hc` the classical height (f32, no gradient), and
-//! `L = (1/P)·Σ (hc + bound·tanh(u) − truth)²` over the pixels where `hc` and the truth are
-//! finite and `|hc − truth|` is under a cutoff (the others add 0 and get a zero gradient),
-//! `dL/du = (2/P)·r·bound·(1 − tanh²u)`. The cutoff leaves out the pixels the solver put on a
+//! `L = (1/P)·Σ ω·(hc + bound·tanh(u) − truth)²` over the pixels where `hc` and the truth are
+//! finite and `|hc − truth|` is under a cutoff (the others add 0 and get a zero gradient), `ω`
+//! each pixel's weight (f32; the trainer's make a crop's errors relative to the solver's),
+//! `dL/du = (2/P)·ω·r·bound·(1 − tanh²u)`. The cutoff leaves out the pixels the solver put on a
 //! wrong fringe order: no correction within the bound reaches them, and their errors of
 //! microns would outweigh every other pixel's.
 //!
@@ -310,22 +311,31 @@ impl Loss {
     }
 
     /// The residual model's loss of the U-Net output `u` `[n, 1, h, w]` (any precision): the
-    /// classical height `classical` and `truth` are f32 of the same shape; `grad` and `scale` as
-    /// for [`Loss::physics`].
+    /// classical height `classical`, `truth` and each pixel's weight `weight` are f32 of the same
+    /// shape; `grad` and `scale` as for [`Loss::physics`].
+    #[allow(clippy::too_many_arguments)] // the loss's tensors, its constants and the gradient's
     pub fn residual(
         gpu: &Gpu,
         u: &Tensor,
         classical: &Tensor,
         truth: &Tensor,
+        weight: &Tensor,
         constants: &ResidualLoss,
         grad: Option<&Tensor>,
         scale: &wgpu::Buffer,
     ) -> Result<Loss> {
         let [n, h, w] = check_prediction(u, grad, scale)?;
-        if [truth, classical].iter().any(|t| t.shape != u.shape || t.precision != Precision::F32) {
+        if [truth, classical, weight].iter().any(|t| t.shape != u.shape || t.precision != Precision::F32) {
             return Err(Error::Shape(format!(
-                "the residual loss needs f32 classical heights and truth {:?}; got {:?} ({}) and {:?} ({})",
-                u.shape, classical.shape, classical.precision, truth.shape, truth.precision
+                "the residual loss needs f32 classical heights, truth and weights {:?}; got {:?} ({}), {:?} ({}) \
+                 and {:?} ({})",
+                u.shape,
+                classical.shape,
+                classical.precision,
+                truth.shape,
+                truth.precision,
+                weight.shape,
+                weight.precision
             )));
         }
         let ResidualLoss { bound, cutoff } = *constants;
@@ -337,7 +347,15 @@ impl Loss {
         let inv_m = (1.0 / (n * h * w) as f64) as f32;
         let params = LossParams { inv_m, bound, cutoff, ..LossParams::of([n, h, w]) };
         let pass = |p: &LossParams, g: &wgpu::Buffer, partials: &wgpu::Buffer, grid| {
-            let b = [(1, &u.buffer), (2, &classical.buffer), (9, &truth.buffer), (5, scale), (6, g), (7, partials)];
+            let b = [
+                (1, &u.buffer),
+                (2, &classical.buffer),
+                (9, &truth.buffer),
+                (11, &weight.buffer),
+                (5, scale),
+                (6, g),
+                (7, partials),
+            ];
             Dispatch::new(gpu, &SHADER.kernel("residual"), u.precision, p, &b, grid)
         };
         Loss::assemble(gpu, LossKind::Residual(*constants), u, grad, params, pass)
@@ -558,19 +576,22 @@ pub mod reference {
         (value, pred.iter().zip(truth).map(|(p, t)| 2.0 / n * (p - t)).collect())
     }
 
-    /// The residual loss of the U-Net output `u` over classical heights `hc` and `truth` (pixels
-    /// where either is non-finite, or `|hc − truth| ≥ cutoff`, add 0 and get a zero gradient),
-    /// and its gradient dL/du.
-    pub fn residual(u: &[f64], hc: &[f64], truth: &[f64], bound: f64, cutoff: f64) -> (f64, Vec<f64>) {
-        assert!(u.len() == hc.len() && u.len() == truth.len(), "output, classical and truth sizes");
+    /// The residual loss of the U-Net output `u` over classical heights `hc` and `truth`, each
+    /// pixel's squared error times its `weight` (pixels where `hc` or the truth is non-finite, or
+    /// `|hc − truth| ≥ cutoff`, add 0 and get a zero gradient), and its gradient dL/du.
+    pub fn residual(u: &[f64], hc: &[f64], truth: &[f64], weight: &[f64], bound: f64, cutoff: f64) -> (f64, Vec<f64>) {
+        assert!(
+            u.len() == hc.len() && u.len() == truth.len() && u.len() == weight.len(),
+            "output, classical, truth and weight sizes"
+        );
         let n = u.len() as f64;
         let (mut value, mut grad) = (0.0, vec![0.0; u.len()]);
         for i in 0..u.len() {
             if hc[i].is_finite() && truth[i].is_finite() && (hc[i] - truth[i]).abs() < cutoff {
                 let t = u[i].tanh();
                 let r = hc[i] + bound * t - truth[i];
-                value += r * r / n;
-                grad[i] = 2.0 / n * r * bound * (1.0 - t * t);
+                value += weight[i] * r * r / n;
+                grad[i] = 2.0 / n * weight[i] * r * bound * (1.0 - t * t);
             }
         }
         (value, grad)

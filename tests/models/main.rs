@@ -9,6 +9,7 @@ mod cpikan;
 mod helmholtz;
 mod pinn_fit;
 mod residual;
+mod residual_table;
 mod tiling;
 mod train;
 mod unet;

@@ -147,7 +147,7 @@ fn residual_with_the_wrong_input_channels_is_refused() {
 #[test]
 fn residual_trainer_feeds_the_robust_classical_heights() {
     use psi_gpu::commands::train::residual::{classical_config, fresh_weights, generated_frame};
-    use psi_gpu::nn::residual::train::{CUTOFF, ResidualTrainer};
+    use psi_gpu::nn::residual::train::{CUTOFF, ResidualTrainer, crop_weights};
     use psi_gpu::nn::unet::train::TrainConfig;
     use psi_gpu::ops::loss::{LossKind, ResidualLoss};
     let gpu = &gpus()[0];
@@ -175,6 +175,20 @@ fn residual_trainer_feeds_the_robust_classical_heights() {
         let same = got[i * 1024..(i + 1) * 1024].iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "image {i}: the trainer's classical heights are not the solver's");
     }
+    // The loss weighs each crop by the solver's error on it: with the untrained (zero) head the
+    // correction is 0, so the loss is Σ ω (hc − truth)² / P over the pixels it keeps.
+    let truth: Vec<f32> = frames.iter().flat_map(|f| f.truth.clone().unwrap()).collect();
+    t.trainer.set_truth(gpu, &truth).unwrap();
+    t.weigh(gpu, &truth).unwrap();
+    let loss = t.trainer.accumulate(gpu, 1.0).unwrap().total as f64;
+    let w = crop_weights(&got, &truth, 2, CUTOFF);
+    let kept = |h: f32, t: f32| h.is_finite() && (h - t).abs() < CUTOFF;
+    let want: f64 = (0..got.len())
+        .filter(|&i| kept(got[i], truth[i]))
+        .map(|i| w[i] as f64 * ((got[i] - truth[i]) as f64).powi(2))
+        .sum::<f64>()
+        / got.len() as f64;
+    assert!(want > 0.1 && (loss - want).abs() < 1e-4 * want, "loss {loss}, want {want}");
 }
 
 /// `train --residual` end to end on a tiny model: 3 steps, the residual metadata in the output,

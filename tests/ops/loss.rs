@@ -208,8 +208,8 @@ fn reference_matches_finite_differences() {
 
 /// Residual-loss inputs: U-Net outputs from deep in tanh's tails to 0, classical heights near the
 /// truth (a sixth of them beyond the cutoff), and every 7th classical height and every 11th
-/// truth NaN (they add nothing).
-fn residual_inputs(rng: &mut Rng, len: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// truth NaN (they add nothing); pixel weights in [0, 3).
+fn residual_inputs(rng: &mut Rng, len: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let u = rng.vec(len, -6.0, 6.0);
     let truth: Vec<f32> =
         rng.vec(len, -15.0, 15.0).iter().enumerate().map(|(i, &t)| if i % 11 == 3 { f32::NAN } else { t }).collect();
@@ -218,7 +218,7 @@ fn residual_inputs(rng: &mut Rng, len: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) 
         .enumerate()
         .map(|(i, &t)| if i % 7 == 2 { f32::NAN } else { t + rng.uniform(-0.6, 0.6) })
         .collect();
-    (u, hc, truth)
+    (u, hc, truth, rng.vec(len, 0.0, 3.0))
 }
 
 #[test]
@@ -226,17 +226,17 @@ fn residual_loss_matches_reference_and_finite_differences() {
     let mut rng = Rng::new(21);
     let (bound, cutoff) = (0.1, 0.5);
     // The reference's gradient through bound·tanh against central differences.
-    let (u, hc, truth) = residual_inputs(&mut rng, 40);
-    let (u, hc, truth) = (f64s(&u), f64s(&hc), f64s(&truth));
-    let (value, grad) = reference::residual(&u, &hc, &truth, bound, cutoff);
+    let (u, hc, truth, wt) = residual_inputs(&mut rng, 40);
+    let (u, hc, truth, wt) = (f64s(&u), f64s(&hc), f64s(&truth), f64s(&wt));
+    let (value, grad) = reference::residual(&u, &hc, &truth, &wt, bound, cutoff);
     assert!(value > 0.0 && value.is_finite());
     let peak = grad.iter().fold(0f64, |m, v| m.max(v.abs()));
     for i in 0..u.len() {
         let (mut up, mut um) = (u.clone(), u.clone());
         up[i] += 1e-5;
         um[i] -= 1e-5;
-        let fd = (reference::residual(&up, &hc, &truth, bound, cutoff).0
-            - reference::residual(&um, &hc, &truth, bound, cutoff).0)
+        let fd = (reference::residual(&up, &hc, &truth, &wt, bound, cutoff).0
+            - reference::residual(&um, &hc, &truth, &wt, bound, cutoff).0)
             / 2e-5;
         assert!((fd - grad[i]).abs() <= 1e-7 * peak, "element {i}: finite difference {fd}, analytic {}", grad[i]);
         if !(hc[i].is_finite() && truth[i].is_finite() && (hc[i] - truth[i]).abs() < cutoff) {
@@ -251,15 +251,17 @@ fn residual_loss_matches_reference_and_finite_differences() {
         let scale = scaler(gpu, 1.0);
         for shape in [[2, 7, 13], [1, 3, 200]] {
             let [n, h, w] = shape;
-            let (u, hc, truth) = residual_inputs(&mut rng, n * h * w);
+            let (u, hc, truth, wt) = residual_inputs(&mut rng, n * h * w);
             let u = round_to(p, &u);
             let ut = Tensor::from_f32(gpu, [n, 1, h, w], p, &u).unwrap();
             let ct = Tensor::from_f32(gpu, [n, 1, h, w], Precision::F32, &hc).unwrap();
             let tt = Tensor::from_f32(gpu, [n, 1, h, w], Precision::F32, &truth).unwrap();
+            let wtt = Tensor::from_f32(gpu, [n, 1, h, w], Precision::F32, &wt).unwrap();
             let grad = Tensor::new(gpu, [n, 1, h, w], p, "grad").unwrap();
-            let loss = Loss::residual(gpu, &ut, &ct, &tt, &constants, Some(&grad), scale.scale_buffer()).unwrap();
+            let loss = Loss::residual(gpu, &ut, &ct, &tt, &wtt, &constants, Some(&grad), scale.scale_buffer()).unwrap();
             let value = loss.evaluate(gpu, true).unwrap();
-            let (want, want_grad) = reference::residual(&f64s(&u), &f64s(&hc), &f64s(&truth), bound, cutoff);
+            let (want, want_grad) =
+                reference::residual(&f64s(&u), &f64s(&hc), &f64s(&truth), &f64s(&wt), bound, cutoff);
             let what = format!("{} {p} residual {shape:?}", gpu.describe());
             assert_value(value.total, want, 1e-5, &what);
             assert_field(&grad.to_f32(gpu).unwrap(), &want_grad, tolerance(p), &format!("{what}: gradient"));
@@ -268,10 +270,11 @@ fn residual_loss_matches_reference_and_finite_differences() {
         let t = |c: usize, p: Precision| Tensor::new(gpu, [1, c, 4, 4], p, "t").unwrap();
         let (u, f, sc) = (t(1, p), t(1, Precision::F32), scale.scale_buffer());
         let r = |bound: f32, cutoff: f32| ResidualLoss { bound, cutoff };
-        assert!(Loss::residual(gpu, &u, &t(2, Precision::F32), &f, &constants, None, sc).is_err());
-        assert!(Loss::residual(gpu, &u, &f, &f, &r(0.0, 0.5), None, sc).is_err());
-        assert!(Loss::residual(gpu, &u, &f, &f, &r(f32::NAN, 0.5), None, sc).is_err());
-        assert!(Loss::residual(gpu, &u, &f, &f, &r(0.1, 0.0), None, sc).is_err());
+        assert!(Loss::residual(gpu, &u, &t(2, Precision::F32), &f, &f, &constants, None, sc).is_err());
+        assert!(Loss::residual(gpu, &u, &f, &f, &t(2, Precision::F32), &constants, None, sc).is_err());
+        assert!(Loss::residual(gpu, &u, &f, &f, &f, &r(0.0, 0.5), None, sc).is_err());
+        assert!(Loss::residual(gpu, &u, &f, &f, &f, &r(f32::NAN, 0.5), None, sc).is_err());
+        assert!(Loss::residual(gpu, &u, &f, &f, &f, &r(0.1, 0.0), None, sc).is_err());
     }
 }
 

@@ -448,15 +448,18 @@ impl Trainer {
         }
     }
 
-    /// Upload a batch of raw frames (and their truth when the loss reads it).
+    /// Upload a batch of raw frames (and their truth when the loss reads it; the residual loss
+    /// weighs its crops by it too).
     fn set_batch(&mut self, gpu: &Gpu, ty: HostType, bytes: &[u8], truth: Option<&[f32]>) -> Result<()> {
         match self {
             Trainer::Plain(t) => t.set_frames(gpu, ty, bytes)?,
             Trainer::Residual(r) => r.set_frames(gpu, ty, bytes)?,
         }
-        match truth {
-            Some(truth) => self.unet_mut().set_truth(gpu, truth),
-            None => Ok(()),
+        let Some(truth) = truth else { return Ok(()) };
+        self.unet_mut().set_truth(gpu, truth)?;
+        match self {
+            Trainer::Residual(r) => r.weigh(gpu, truth),
+            Trainer::Plain(_) => Ok(()),
         }
     }
 

@@ -3,8 +3,9 @@
 //! GPU (constants of the step: no gradient flows through them), the U-Net trains on buckets +
 //! features, and the loss is the residual height `hc + bound·tanh(u)` against the truth over the
 //! pixels where both are finite and the classical height is within [`CUTOFF`] of the truth
-//! ([`LossKind::Residual`]: a pixel on a wrong fringe order is beyond any bounded correction). The U-Net's step, optimizer and state
-//! are a [`UNetTrainer`]'s.
+//! ([`LossKind::Residual`]: a pixel on a wrong fringe order is beyond any bounded correction),
+//! each crop's squared errors relative to the solver's own on it ([`crop_weights`]). The U-Net's
+//! step, optimizer and state are a [`UNetTrainer`]'s.
 
 use crate::dtype::HostType;
 use crate::error::Result;
@@ -20,6 +21,33 @@ use crate::ops::loss::{LossKind, ResidualLoss};
 /// Pixels whose classical height is this far (µm) from the truth or farther are wrong fringe
 /// orders, left out of the loss: a fifth of the first laser's fringe period in height (λ1/2 = 2.5 µm).
 pub const CUTOFF: f32 = 0.5;
+
+/// The floor (µm²) under a crop's classical mean squared error in its loss weight: about the
+/// solver's error on a noiseless u8 frame (0.001 µm RMS, quantisation alone).
+pub const ERROR_FLOOR: f64 = 1e-6;
+
+/// Each pixel's loss weight: 1 / (the classical solver's mean squared error over the pixels of
+/// its crop (image of the batch) that the loss keeps, + [`ERROR_FLOOR`]). The loss is then each
+/// crop's squared error relative to the solver's (1: the solver's own, the untrained model's),
+/// so a crop at low noise, where the solver is already good and a correction can only harm,
+/// weighs as much as a noisy one, where the correction helps: an unweighted mean would be
+/// ruled by the noisiest crops. `classical` and `truth` are `[n, h, w]`.
+pub fn crop_weights(classical: &[f32], truth: &[f32], n: usize, cutoff: f32) -> Vec<f32> {
+    let plane = classical.len() / n.max(1);
+    let mut out = Vec::with_capacity(classical.len());
+    for (hc, t) in classical.chunks(plane).zip(truth.chunks(plane)) {
+        let kept: Vec<f64> = hc
+            .iter()
+            .zip(t)
+            .filter(|(h, t)| h.is_finite() && t.is_finite() && (*h - *t).abs() < cutoff)
+            .map(|(h, t)| (h - t) as f64)
+            .collect();
+        let mse = kept.iter().map(|e| e * e).sum::<f64>() / kept.len().max(1) as f64;
+        out.extend(std::iter::repeat_n((1.0 / (mse + ERROR_FLOOR)) as f32, plane));
+    }
+    out
+}
+
 use crate::ops::residual::{Feature, features};
 
 /// A residual model in training: its classical solver's plan for the batch shape, the feature
@@ -111,8 +139,35 @@ impl ResidualTrainer {
         gpu.wait()
     }
 
+    /// Weigh the pixels of the batch uploaded by [`Self::set_frames`] by [`crop_weights`] against
+    /// its `truth` `[n, h, w]`.
+    pub fn weigh(&mut self, gpu: &Gpu, truth: &[f32]) -> Result<()> {
+        let classical = self.classical_heights(gpu)?;
+        let weights = crop_weights(&classical, truth, self.plan.output.shape[0], CUTOFF);
+        self.trainer.set_loss_weights(gpu, &weights)
+    }
+
     /// The classical heights of the uploaded batch `[n, h, w]` (NaN where the solver gave none).
     pub fn classical_heights(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.trainer.inputs().1.to_f32(gpu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crop_weighs_by_the_solvers_error_over_the_pixels_the_loss_keeps() {
+        // Crop 0: errors ±0.01 µm, one NaN and one wrong order (beyond the cutoff) left out;
+        // crop 1: no error, so the floor alone.
+        let truth = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let classical = [1.01, 1.99, f32::NAN, 5.0, 5.0, 6.0, 7.0, 8.0];
+        let w = crop_weights(&classical, &truth, 2, CUTOFF);
+        let mse = (0.01f64.powi(2) + 0.01f64.powi(2)) / 2.0;
+        for &v in &w[..4] {
+            assert!((v as f64 * (mse + ERROR_FLOOR) - 1.0).abs() < 1e-3, "{v}");
+        }
+        assert!(w[4..].iter().all(|&v| v == (1.0 / ERROR_FLOOR) as f32));
     }
 }

@@ -169,10 +169,12 @@ impl Net {
 /// `h >> l` x `w >> l`, skip width `c[l]`). The gradient buffers of a level are shared by its
 /// encoder and decoder blocks (their backward launches never overlap).
 struct Buffers {
-    /// Model input (storage precision), loss frame and truth (f32), output and its gradient.
+    /// Model input (storage precision), loss frame and truth (f32), output and its gradient; the
+    /// residual loss's pixel weights (f32, 1 until set).
     input: Tensor,
     frame: Tensor,
     truth: Tensor,
+    weight: Option<Tensor>,
     output: Tensor,
     doutput: Tensor,
     /// Levels 0..4: the concatenation [skip, upsampled] the decoder block reads.
@@ -208,6 +210,12 @@ impl Buffers {
             input: t(n_channels, 0, "input")?,
             frame: Tensor::new(gpu, [n, frame_channels, h, w], Precision::F32, "loss frame")?,
             truth: Tensor::new(gpu, [n, n_classes, h, w], Precision::F32, "truth")?,
+            weight: match train.loss {
+                LossKind::Residual(_) => {
+                    Some(Tensor::from_f32(gpu, [n, 1, h, w], Precision::F32, &vec![1.0; n * h * w])?)
+                }
+                _ => None,
+            },
             output: t(n_classes, 0, "output")?,
             doutput: t(n_classes, 0, "output grad")?,
             cat: per_level(0..4, &|l| 2 * c[l], "concat")?,
@@ -225,7 +233,7 @@ impl Buffers {
 
     fn activations(&self) -> impl Iterator<Item = &Tensor> {
         let single = [&self.input, &self.frame, &self.truth, &self.output, &self.x5];
-        single.into_iter().chain(self.cat.iter().chain(&self.pooled).chain(&self.up_out))
+        single.into_iter().chain(self.weight.iter()).chain(self.cat.iter().chain(&self.pooled).chain(&self.up_out))
     }
 
     fn gradients(&self) -> impl Iterator<Item = &Tensor> {
@@ -366,7 +374,10 @@ fn make_loss(gpu: &Gpu, kind: &LossKind, bufs: &Buffers, scaler: &LossScaler) ->
             Loss::physics(gpu, &cfg, output, &bufs.frame, grad, scale)
         }
         LossKind::Mse => Loss::mse(gpu, output, &bufs.truth, grad, scale),
-        LossKind::Residual(r) => Loss::residual(gpu, output, &bufs.frame, &bufs.truth, r, grad, scale),
+        LossKind::Residual(r) => {
+            let weight = bufs.weight.as_ref().expect("the residual loss's buffers have weights");
+            Loss::residual(gpu, output, &bufs.frame, &bufs.truth, weight, r, grad, scale)
+        }
     }
 }
 
@@ -444,6 +455,18 @@ impl UNetTrainer {
     /// a caller that fills them on the GPU itself instead of [`Self::set_frames`].
     pub fn inputs(&self) -> (&Tensor, &Tensor) {
         (&self.bufs.input, &self.bufs.frame)
+    }
+
+    /// Upload the residual loss's pixel weights `[n, 1, h, w]`.
+    pub fn set_loss_weights(&mut self, gpu: &Gpu, weights: &[f32]) -> Result<()> {
+        match &self.bufs.weight {
+            Some(t) if t.len() == weights.len() => {
+                t.upload(gpu, weights);
+                Ok(())
+            }
+            Some(t) => Err(Error::Shape(format!("{} loss weights for a {:?} batch", weights.len(), t.shape))),
+            None => Err(Error::Invalid("only the residual loss weighs its pixels".into())),
+        }
     }
 
     /// Upload the truth maps `[n, classes, h, w]` for the supervised loss.
