@@ -86,7 +86,7 @@ pub fn refuse_unused(command: &Command, matches: &ArgMatches) -> Result<(), ArgE
                 &["height_range"],
                 "maps plain synthetic frames: --residual generates its own (±15 µm)",
             )?;
-            unused(!a.residual, &["bound"], "is the residual model's: give it with --residual")?;
+            unused(!a.residual, &["bound", "relative_loss"], "is the residual model's: give it with --residual")?;
             unused(
                 a.init.is_some() || a.resume.is_some(),
                 &["bound"],
@@ -640,6 +640,11 @@ pub struct TrainArgs {
     /// The correction's bound in µm (fresh --residual weights), under λ1/8.
     #[arg(long, default_value_t = psi_gpu::nn::residual::DEFAULT_BOUND)]
     bound: f32,
+    /// --residual: weigh each crop's loss by (the robust solver's mean squared error on it)^-P —
+    /// 1: the error relative to the solver's, so quiet crops count as much as noisy ones; 0: the
+    /// plain mean squared error, ruled by the noisiest crops.
+    #[arg(long, value_name = "P", default_value_t = psi_gpu::nn::residual::train::RELATIVE_LOSS)]
+    relative_loss: f32,
 }
 
 impl From<TrainArgs> for train::Options {
@@ -675,6 +680,7 @@ impl From<TrainArgs> for train::Options {
             validation: a.validation,
             residual: a.residual,
             bound: a.bound,
+            relative_loss: a.relative_loss,
         }
     }
 }

@@ -421,8 +421,10 @@ fn train_residual_refuses_what_it_cannot_use() {
     let d = TempPath::dir("train-residual-errors");
     let out = d.join("w.safetensors");
     let unet = fixture("unet_b8.safetensors");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--bound", "0.05"], "--bound is the residual model's"),
+        (&["--relative-loss", "0.5"], "--relative-loss is the residual model's"),
+        (&["--residual", "--relative-loss", "1.5"], "expected a power in [0, 1]"),
         (&["--residual", "--height-range", "0,1"], "--height-range maps plain synthetic frames"),
         (&["--residual", "--loss", "physics"], "--loss physics cannot be used"),
         (&["--residual", "--bound", "0.7"], "under a quarter fringe"),

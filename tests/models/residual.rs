@@ -181,7 +181,7 @@ fn residual_trainer_feeds_the_robust_classical_heights() {
     t.trainer.set_truth(gpu, &truth).unwrap();
     t.weigh(gpu, &truth).unwrap();
     let loss = t.trainer.accumulate(gpu, 1.0).unwrap().total as f64;
-    let w = crop_weights(&got, &truth, 2, CUTOFF);
+    let w = crop_weights(&got, &truth, 2, CUTOFF, 1.0);
     let kept = |h: f32, t: f32| h.is_finite() && (h - t).abs() < CUTOFF;
     let want: f64 = (0..got.len())
         .filter(|&i| kept(got[i], truth[i]))

@@ -99,6 +99,8 @@ pub struct Options {
     pub residual: bool,
     /// The correction's bound (µm) of fresh residual weights.
     pub bound: f32,
+    /// The residual loss's crop weights' power ([`crop_weights`](crate::nn::residual::train::crop_weights)).
+    pub relative_loss: f32,
 }
 
 impl Default for Options {
@@ -134,6 +136,7 @@ impl Default for Options {
             validation: 4,
             residual: false,
             bound: DEFAULT_BOUND,
+            relative_loss: crate::nn::residual::train::RELATIVE_LOSS,
         }
     }
 }
@@ -305,6 +308,9 @@ fn check_options(opts: &Options) -> Result<()> {
     }
     if opts.residual && opts.loss == LossChoice::Physics {
         return refuse("--residual trains on the truth: --loss physics cannot be used with it");
+    }
+    if !(0.0..=1.0).contains(&opts.relative_loss) {
+        return Err(Error::Invalid(format!("--relative-loss {}: expected a power in [0, 1]", opts.relative_loss)));
     }
     let quarter = crate::psi::PsiConfig::default().wavelengths[0] / 8.0;
     if opts.residual && !(opts.bound.is_finite() && opts.bound > 0.0 && opts.bound < quarter) {
@@ -530,7 +536,9 @@ impl<'a> Session<'a> {
         let tcfg = TrainConfig { loss: kind, adam, input_scale, precision, loss_scaling, frozen_bn: false };
         let mut trainer = if opts.residual {
             let classical = residual::classical_config(ty, input_scale)?;
-            Trainer::Residual(ResidualTrainer::new(gpu, &weights, classical, [opts.batch, patch.0, patch.1], tcfg)?)
+            let mut r = ResidualTrainer::new(gpu, &weights, classical, [opts.batch, patch.0, patch.1], tcfg)?;
+            r.relative_loss = opts.relative_loss;
+            Trainer::Residual(r)
         } else {
             Trainer::Plain(UNetTrainer::new(gpu, &weights, opts.batch, patch.0, patch.1, tcfg)?)
         };

@@ -26,13 +26,16 @@ pub const CUTOFF: f32 = 0.5;
 /// solver's error on a noiseless u8 frame (0.001 µm RMS, quantisation alone).
 pub const ERROR_FLOOR: f64 = 1e-6;
 
-/// Each pixel's loss weight: 1 / (the classical solver's mean squared error over the pixels of
-/// its crop (image of the batch) that the loss keeps, + [`ERROR_FLOOR`]). The loss is then each
-/// crop's squared error relative to the solver's (1: the solver's own, the untrained model's),
-/// so a crop at low noise, where the solver is already good and a correction can only harm,
-/// weighs as much as a noisy one, where the correction helps: an unweighted mean would be
-/// ruled by the noisiest crops. `classical` and `truth` are `[n, h, w]`.
-pub fn crop_weights(classical: &[f32], truth: &[f32], n: usize, cutoff: f32) -> Vec<f32> {
+/// The default power of [`crop_weights`].
+pub const RELATIVE_LOSS: f32 = 1.0;
+
+/// Each pixel's loss weight: (the classical solver's mean squared error over the pixels of its
+/// crop (image of the batch) that the loss keeps, + [`ERROR_FLOOR`])^−`power`. With power 1 the
+/// loss is each crop's squared error relative to the solver's (1: the solver's own, the
+/// untrained model's), so a crop at low noise, where the solver is already good and a
+/// correction can only harm, weighs as much as a noisy one, where the correction helps; power 0
+/// is the plain mean, ruled by the noisiest crops. `classical` and `truth` are `[n, h, w]`.
+pub fn crop_weights(classical: &[f32], truth: &[f32], n: usize, cutoff: f32, power: f32) -> Vec<f32> {
     let plane = classical.len() / n.max(1);
     let mut out = Vec::with_capacity(classical.len());
     for (hc, t) in classical.chunks(plane).zip(truth.chunks(plane)) {
@@ -43,7 +46,9 @@ pub fn crop_weights(classical: &[f32], truth: &[f32], n: usize, cutoff: f32) -> 
             .map(|(h, t)| (h - t) as f64)
             .collect();
         let mse = kept.iter().map(|e| e * e).sum::<f64>() / kept.len().max(1) as f64;
-        out.extend(std::iter::repeat_n((1.0 / (mse + ERROR_FLOOR)) as f32, plane));
+        let e = mse + ERROR_FLOOR;
+        let w = if power == 1.0 { 1.0 / e } else { e.powf(-power as f64) };
+        out.extend(std::iter::repeat_n(w as f32, plane));
     }
     out
 }
@@ -57,6 +62,8 @@ pub struct ResidualTrainer {
     pub features: Vec<Feature>,
     /// µm.
     pub bound: f32,
+    /// The power of the loss's [`crop_weights`] ([`RELATIVE_LOSS`] unless set).
+    pub relative_loss: f32,
     /// The classical solver as the model runs it (robust).
     pub classical: ClassicalConfig,
     plan: Plan,
@@ -89,6 +96,7 @@ impl ResidualTrainer {
             trainer,
             features: features_list,
             bound,
+            relative_loss: RELATIVE_LOSS,
             classical,
             plan,
             features_dispatch,
@@ -143,7 +151,7 @@ impl ResidualTrainer {
     /// its `truth` `[n, h, w]`.
     pub fn weigh(&mut self, gpu: &Gpu, truth: &[f32]) -> Result<()> {
         let classical = self.classical_heights(gpu)?;
-        let weights = crop_weights(&classical, truth, self.plan.output.shape[0], CUTOFF);
+        let weights = crop_weights(&classical, truth, self.plan.output.shape[0], CUTOFF, self.relative_loss);
         self.trainer.set_loss_weights(gpu, &weights)
     }
 
@@ -163,7 +171,8 @@ mod tests {
         // crop 1: no error, so the floor alone.
         let truth = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         let classical = [1.01, 1.99, f32::NAN, 5.0, 5.0, 6.0, 7.0, 8.0];
-        let w = crop_weights(&classical, &truth, 2, CUTOFF);
+        let w = crop_weights(&classical, &truth, 2, CUTOFF, 1.0);
+        assert!(crop_weights(&classical, &truth, 2, CUTOFF, 0.0).iter().all(|&v| v == 1.0));
         let mse = (0.01f64.powi(2) + 0.01f64.powi(2)) / 2.0;
         for &v in &w[..4] {
             assert!((v as f64 * (mse + ERROR_FLOOR) - 1.0).abs() < 1e-3, "{v}");
